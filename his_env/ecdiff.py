@@ -1,0 +1,77 @@
+"""EC-Diff step accounting on the ES: which ES denoising steps need a real model call.
+
+EC-Diff (Alg. 1) runs the ES model for `p` pre-inference calls, then alternates `k` steps whose
+noise prediction is extrapolated from a noise gradient with one real, correcting call; the
+gradient is refreshed with smoothing `alpha` (EC-Diff Eq. 6). Only real calls cost GPU time, so
+ES delay and energy (Eqs. 8-13) count model calls, not steps.
+
+The HIS pipeline has two ES phases per user, with different conditioning: the cluster's common
+phase (public prompt) and the user's personalised phase I (personal + NPI prompt). At the prompt
+switch the predicted noise jumps, so the gradient carried over from the common phase is wrong;
+the personalised phase re-initialises it from `reinit_calls` real calls (two is the least that
+defines a gradient). The schedule of one phase segment of `length` steps that starts after
+`start` already-denoised steps is, position by position:
+
+* real while the segment is warming up: the first ``w = max(reinit_calls, p - start)`` positions
+  (``p - start`` keeps the rule of EC-Diff that approximation waits until the noise differences
+  have settled after `p` steps of the trajectory);
+* then cycles of ``k`` approximated positions followed by one real, correcting position;
+* the last position of a segment is always real: EC-Diff hands over to the edge model only
+  after a correcting call (Alg. 1 breaks after line 15), and the prompt switch needs a clean
+  latent too.
+
+This module is the single definition of that schedule: the env's delay/energy accounting and
+the live sampler (`quality_oracle.live`) both call it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def real_call_mask(start: int, length: int, pre_inference_calls: int, approx_steps: int,
+                   reinit_calls: int) -> np.ndarray:
+    """Boolean mask over the `length` positions of one segment: True where the model is called."""
+    if length < 0 or start < 0:
+        raise ValueError(f"start and length must be >= 0, got start={start}, length={length}")
+    positions = np.arange(length)
+    warmup = max(reinit_calls, pre_inference_calls - start)
+    after = positions - warmup
+    mask = (after < 0) | (after % (approx_steps + 1) == approx_steps)
+    if length:
+        mask[-1] = True
+    return mask
+
+
+def real_calls(start: np.ndarray | int, length: np.ndarray | int, pre_inference_calls: int,
+               approx_steps: int, reinit_calls: int) -> np.ndarray:
+    """Number of real model calls in segments, vectorised over users (closed form of the mask).
+
+    With warm-up ``w`` and ``R = length - min(length, w)`` positions after it, the count is
+    ``min(length, w) + ceil(R / (k + 1))``.
+    """
+    start = np.asarray(start, dtype=np.int64)
+    length = np.asarray(length, dtype=np.int64)
+    warmup = np.maximum(reinit_calls, pre_inference_calls - start)
+    warm = np.minimum(length, warmup)
+    rest = length - warm
+    return warm + -(-rest // (approx_steps + 1))
+
+
+def es_model_calls(common_steps: np.ndarray, es_personal_steps: np.ndarray, cluster: np.ndarray,
+                   num_clusters: int, enabled: bool, pre_inference_calls: int = 7,
+                   approx_steps: int = 2, reinit_calls: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """ES model calls of each cluster's common run and of each user's personalised phase I.
+
+    Returns ``(common_calls[m], personal_calls[n])``. The common run of cluster m goes up to
+    x_m^max = max_{n in N_m} x_n (Sec. IV-B); with EC-Diff off, calls equal steps.
+    """
+    common_steps = np.asarray(common_steps, dtype=np.int64)
+    es_personal_steps = np.asarray(es_personal_steps, dtype=np.int64)
+    max_common = np.zeros(num_clusters, dtype=np.int64)
+    np.maximum.at(max_common, cluster, common_steps)  # x_m^max
+    if not enabled:
+        return max_common, es_personal_steps
+    common_calls = real_calls(0, max_common, pre_inference_calls, approx_steps, reinit_calls)
+    personal_calls = real_calls(common_steps, es_personal_steps, pre_inference_calls, approx_steps,
+                                reinit_calls)
+    return common_calls, personal_calls
