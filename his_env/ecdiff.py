@@ -57,21 +57,16 @@ def real_calls(start: np.ndarray | int, length: np.ndarray | int, pre_inference_
     return warm + -(-rest // (approx_steps + 1))
 
 
-def es_model_calls(common_steps: np.ndarray, es_personal_steps: np.ndarray, cluster: np.ndarray,
-                   num_clusters: int, enabled: bool, pre_inference_calls: int = 7,
-                   approx_steps: int = 2, reinit_calls: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """ES model calls of each cluster's common run and of each user's personalised phase I.
-
-    Returns ``(common_calls[m], personal_calls[n])``. The common run of cluster m goes up to
-    x_m^max = max_{n in N_m} x_n (Sec. IV-B); with EC-Diff off, calls equal steps.
+def approximated_prefix(prefix: np.ndarray, length: np.ndarray, pre_inference_calls: int,
+                        approx_steps: int, reinit_calls: int) -> np.ndarray:
+    """Approximated positions among the first `prefix` positions of a segment that starts the
+    trajectory (start = 0) and has `length` positions — a user's share of its cluster's common run.
     """
-    common_steps = np.asarray(common_steps, dtype=np.int64)
-    es_personal_steps = np.asarray(es_personal_steps, dtype=np.int64)
-    max_common = np.zeros(num_clusters, dtype=np.int64)
-    np.maximum.at(max_common, cluster, common_steps)  # x_m^max
-    if not enabled:
-        return max_common, es_personal_steps
-    common_calls = real_calls(0, max_common, pre_inference_calls, approx_steps, reinit_calls)
-    personal_calls = real_calls(common_steps, es_personal_steps, pre_inference_calls, approx_steps,
-                                reinit_calls)
-    return common_calls, personal_calls
+    prefix = np.asarray(prefix, dtype=np.int64)
+    length = np.asarray(length, dtype=np.int64)
+    warmup = max(reinit_calls, pre_inference_calls)
+    after = np.maximum(prefix - warmup, 0)
+    approximated = after - after // (approx_steps + 1)
+    last = length - 1 - warmup  # the segment's last position, counted after the warm-up
+    last_was_approximated = (prefix == length) & (last >= 0) & (last % (approx_steps + 1) != approx_steps)
+    return approximated - last_was_approximated

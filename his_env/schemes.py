@@ -1,0 +1,44 @@
+"""The inference schemes of Sec. VII-B as named presets over clustering, public prompt and modules.
+
+| scheme | clustering | public prompt | SIM & NPI | common phase |
+|---|---|---|---|---|
+| HIS    | semantic (Alg. 1) | generated from the cluster's prompts | on | yes |
+| PPGFIS | entity (knowledge-graph style) | a random member's prompt | off | yes |
+| CFIS   | one cluster | a random member's prompt | off | yes |
+| IIS    | semantic (only groups the ES queue and SM split) | none | off | no: x = 0 |
+
+Any field can be overridden in the config (`scheme.clustering`, `scheme.public_prompt`,
+`scheme.sim_npi`, `scheme.common_phase`) to build ablations such as "HIS without SIM/NPI" (Fig. 12)
+or "HIS with random clustering" (Fig. 14).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from his_env.config import SchemeConfig
+
+
+@dataclass(frozen=True)
+class Scheme:
+    name: str
+    clustering: str  # semantic | entity | random | single
+    public_prompt: str  # generated | llm | random_member
+    sim_npi: bool
+    common_phase: bool
+    allocation: str  # kkt | user_equal | cluster_equal
+
+
+PRESETS = {
+    "his": Scheme("his", "semantic", "generated", True, True, "kkt"),
+    "ppgfis": Scheme("ppgfis", "entity", "random_member", False, True, "kkt"),
+    "cfis": Scheme("cfis", "single", "random_member", False, True, "kkt"),
+    "iis": Scheme("iis", "semantic", "random_member", False, False, "kkt"),
+}
+
+
+def resolve(config: SchemeConfig) -> Scheme:
+    """The preset named in the config with the config's non-null overrides applied."""
+    scheme = PRESETS[config.name]
+    overrides = {key: getattr(config, key) for key in ("clustering", "public_prompt", "sim_npi", "common_phase")
+                 if getattr(config, key) is not None}
+    return replace(scheme, allocation=config.allocation, **overrides)
