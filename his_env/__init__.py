@@ -4,27 +4,38 @@
     env = his_env.parallel_env()            # ParallelEnv, the paper's Table II
     aec = his_env.env()                     # the same as an AEC env
     cfg = his_env.HISConfig.from_yaml("configs/default.yaml")
+
+The environment class is imported on first use, so `import his_env.allocation` (say) stays light.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from pettingzoo.utils.conversions import parallel_to_aec
-
 from his_env.config import ConfigError, HISConfig
-from his_env.env import HISParallelEnv, load_config
 
 __all__ = ["ConfigError", "HISConfig", "HISParallelEnv", "env", "load_config", "parallel_env", "raw_env"]
 
 
-def parallel_env(config=None, render_mode: str | None = None, **overrides: Any) -> HISParallelEnv:
-    """The HIS environment as a PettingZoo ParallelEnv (see `his_env.env` for spaces and infos)."""
+def parallel_env(config=None, render_mode: str | None = None, **overrides: Any):
+    """The HIS environment as a PettingZoo ParallelEnv (see `his_env.environment` for spaces and infos)."""
+    from his_env.environment import HISParallelEnv
+
     return HISParallelEnv(config, render_mode=render_mode, **overrides)
 
 
 def env(config=None, render_mode: str | None = None, **overrides: Any):
     """The HIS environment as a PettingZoo AEC env (agents act one after another, stepped together)."""
+    from pettingzoo.utils.conversions import parallel_to_aec
+
     return parallel_to_aec(parallel_env(config, render_mode=render_mode, **overrides))
 
 
 raw_env = env
+
+
+def __getattr__(name: str):
+    if name in ("HISParallelEnv", "load_config"):
+        from his_env import environment as env_module
+
+        return getattr(env_module, name)
+    raise AttributeError(f"module 'his_env' has no attribute {name!r}")
