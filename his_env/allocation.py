@@ -53,6 +53,8 @@ def round_allocation(weights: np.ndarray, relaxed: np.ndarray, budget: np.ndarra
     if np.any(budget < num_clusters):
         raise ValueError(f"ES SM budget {budget.min()} is below the number of clusters {num_clusters}: "
                          "every cluster needs at least one SM")
+    if weights.ndim == 1:
+        return np.array(_round_one(weights.tolist(), np.asarray(relaxed).tolist(), int(budget)), dtype=np.int64)
     sms = np.maximum(np.floor(relaxed + 1e-9).astype(np.int64), 1)
     rows = np.arange(int(np.prod(weights.shape[:-1], dtype=np.int64))).reshape(weights.shape[:-1])
 
@@ -85,6 +87,30 @@ def round_allocation(weights: np.ndarray, relaxed: np.ndarray, budget: np.ndarra
         flat = sms.reshape(-1, num_clusters)
         np.subtract.at(flat, (rows.ravel(), give.ravel()), move.ravel())
         np.add.at(flat, (rows.ravel(), take.ravel()), move.ravel())
+    return sms
+
+
+def _round_one(weights: list[float], relaxed: list[float], budget: int) -> list[int]:
+    """`round_allocation` for one decision point, in plain Python (M is small; numpy overhead is not)."""
+    sms = [max(int(v + 1e-9), 1) for v in relaxed]
+
+    def gain(m):
+        return weights[m] / sms[m] - weights[m] / (sms[m] + 1)
+
+    def loss(m):
+        return weights[m] / (sms[m] - 1) - weights[m] / sms[m] if sms[m] > 1 else float("inf")
+
+    clusters = range(len(sms))
+    while sum(sms) > budget:
+        sms[min(clusters, key=loss)] -= 1
+    while sum(sms) < budget:
+        sms[max(clusters, key=gain)] += 1
+    for _ in range(4 * len(sms)):
+        give, take = min(clusters, key=loss), max(clusters, key=gain)
+        if give == take or not gain(take) > loss(give) * (1 + 1e-12):
+            break
+        sms[give] -= 1
+        sms[take] += 1
     return sms
 
 

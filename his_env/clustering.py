@@ -16,6 +16,8 @@ all non-empty) and is deterministic given its inputs (and the rng, for the rando
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy.cluster.hierarchy import linkage
 
@@ -34,20 +36,39 @@ def semantic_clustering(similarity: np.ndarray, num_clusters: int) -> np.ndarray
         raise ValueError(f"num_clusters={num_clusters}; allowed: 1..{n} (the number of UEs)")
     if num_clusters == n:
         return np.arange(n, dtype=np.int64)
-    rows, cols = np.triu_indices(n, k=1)
+    rows, cols = _upper_triangle(n)
     condensed = 1.0 - similarity[rows, cols]  # average of (1 - phi) = 1 - average of phi (Eq. 27)
-    merges = linkage(condensed, method="average")[: n - num_clusters, :2].astype(np.int64)
+    merges = _average_linkage(condensed, n)[: n - num_clusters, :2].astype(np.int64).tolist()
     # Replay the first N - M merges: node n + i is the cluster made by merge i.
-    parent = np.arange(2 * n - 1)
+    members = {leaf: [leaf] for leaf in range(n)}
     for i, (a, b) in enumerate(merges):
-        parent[a] = parent[b] = n + i
-    root = np.arange(n)
-    for _ in range(n):  # follow parents up; depth is at most N - M
-        nxt = parent[root]
-        if np.array_equal(nxt, root):
-            break
-        root = nxt
-    return _canonical(root)
+        members[n + i] = members.pop(a) + members.pop(b)
+    labels = np.empty(n, dtype=np.int64)
+    for label, leaves in enumerate(sorted(members.values(), key=min)):
+        labels[leaves] = label
+    return labels
+
+
+def _average_linkage(condensed: np.ndarray, n: int) -> np.ndarray:
+    """scipy's average-linkage dendrogram; calls its compiled core directly when it can, since the
+    public wrapper's input checks cost more than the clustering itself at N = 50."""
+    if _nn_chain is not None:
+        return _nn_chain(np.ascontiguousarray(condensed, dtype=np.float64), n, _AVERAGE)
+    return linkage(condensed, method="average")
+
+
+try:  # the compiled routine behind scipy.cluster.hierarchy.linkage(method="average")
+    from scipy.cluster import _hierarchy
+    from scipy.cluster.hierarchy import _LINKAGE_METHODS
+
+    _nn_chain, _AVERAGE = _hierarchy.nn_chain, _LINKAGE_METHODS["average"]
+except (ImportError, AttributeError, KeyError):  # a future scipy: fall back to the public function
+    _nn_chain, _AVERAGE = None, None
+
+
+@functools.lru_cache(maxsize=16)
+def _upper_triangle(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.triu_indices(n, k=1)
 
 
 def entity_clustering(entities: list[str] | np.ndarray, num_clusters: int) -> np.ndarray:
@@ -86,13 +107,15 @@ def intra_cluster_similarity(similarity: np.ndarray, labels: np.ndarray) -> floa
 
     Singleton clusters have no pairs and are left out (1.0 if every cluster is a singleton).
     """
-    values = []
-    for m in np.unique(labels):
-        members = np.flatnonzero(labels == m)
-        if len(members) > 1:
-            block = similarity[np.ix_(members, members)]
-            values.append((block.sum() - np.trace(block)) / (len(members) * (len(members) - 1)))
-    return float(np.mean(values)) if values else 1.0
+    membership = np.eye(int(labels.max()) + 1)[labels]
+    sizes = membership.sum(axis=0)
+    block_sums = ((similarity @ membership) * membership).sum(axis=0)
+    self_pairs = np.diag(similarity) @ membership
+    pairs = sizes * (sizes - 1)
+    has_pairs = pairs > 0
+    if not has_pairs.any():
+        return 1.0
+    return float(np.mean((block_sums - self_pairs)[has_pairs] / pairs[has_pairs]))
 
 
 def public_personal_similarity(phi: np.ndarray, labels: np.ndarray) -> float:

@@ -245,9 +245,10 @@ class HISParallelEnv(ParallelEnv):
         cfg, n = self.config, self.num_ues
         index = self.workload.sample(n, rng["workload"])
         embeddings = self.pool_embeddings[index]
+        prompt_similarity = embeddings @ embeddings.T  # phi_hat_{n,n'} (Sec. V-A)
         method = self.scheme.clustering
         if method == "semantic":
-            labels = clustering.semantic_clustering(embeddings @ embeddings.T, self.num_clusters)
+            labels = clustering.semantic_clustering(prompt_similarity, self.num_clusters)
         elif method == "entity":
             labels = clustering.entity_clustering(self._pool_entities[index], self.num_clusters)
         elif method == "random":
@@ -264,9 +265,10 @@ class HISParallelEnv(ParallelEnv):
         distance = channel.sample_distances(rng["channel"], n, cfg.channel.distance_range_m)
         rate = channel.downlink_rate(channel.channel_gain(rng["channel"], distance, cfg.channel), cfg.channel)
 
-        self._prompt_index, self._embeddings, self._phi = index, embeddings, phi
+        self._prompt_index, self._prompt_similarity, self._phi = index, prompt_similarity, phi
         self._public_texts, self._distance = public_texts, distance
         self._point = system_model.DecisionPoint(labels, num_clusters, budget, ue_sms, rate)
+        self._summary = None  # computed on first use
         raw = np.column_stack([np.clip(phi, -1.0, 1.0), np.full(n, float(budget)), ue_sms.astype(float)])
         self._raw_observation = raw
         self._observation_matrix = self._normalise(raw)
@@ -300,6 +302,11 @@ class HISParallelEnv(ParallelEnv):
         return self._raw_observation.tolist()
 
     def _decision_point_summary(self) -> dict[str, Any]:
+        if self._summary is None:
+            self._summary = self._summarise_decision_point()
+        return self._summary
+
+    def _summarise_decision_point(self) -> dict[str, Any]:
         point, phi = self._point, self._phi
         sizes = point.cluster_sizes
         cluster_phi = (phi @ point.membership) / sizes
@@ -307,8 +314,7 @@ class HISParallelEnv(ParallelEnv):
             "scheme": self.scheme.name, "num_clusters": point.num_clusters,
             "cluster_sizes": sizes.astype(int).tolist(), "cluster_similarity": cluster_phi.tolist(),
             "public_personal_similarity": float(cluster_phi.mean()),
-            "intra_cluster_similarity": clustering.intra_cluster_similarity(
-                self._embeddings @ self._embeddings.T, point.cluster),
+            "intra_cluster_similarity": clustering.intra_cluster_similarity(self._prompt_similarity, point.cluster),
             "es_sm_budget": int(point.es_sm_budget),
         }
 
@@ -322,14 +328,12 @@ class HISParallelEnv(ParallelEnv):
                              f"missing agents {missing[:5]} (live agents: ue_0..ue_{self.num_ues - 1})")
         try:
             stacked = np.array([actions[agent] for agent in self.agents])
-        except ValueError as exc:
+        except ValueError:
+            stacked = None
+        if stacked is None or stacked.shape != (self.num_ues, 2):
             bad = next(a for a in self.agents if np.shape(actions[a]) != (2,))
-            raise ValueError(f"action of {bad} is {actions[bad]!r}; allowed: 2 integers "
-                             f"(common steps, ES personalised steps - y_min)") from exc
-        if stacked.shape != (self.num_ues, 2):
-            bad = next(a for a in self.agents if np.shape(actions[a]) != (2,))
-            raise ValueError(f"action of {bad} has shape {np.shape(actions[bad])}; allowed: (2,) "
-                             f"(common steps, ES personalised steps - y_min)")
+            raise ValueError(f"action of {bad} is {actions[bad]!r} of shape {np.shape(actions[bad])}; allowed: "
+                             f"shape (2,): (common steps, ES personalised steps - y_min)")
         self._check_action_values(stacked, self.agents)
         return stacked.astype(np.int64)
 

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Create .venv and install HIS-MARL with everything it needs (CPU torch, RLlib, W&B, diffusers, tests).
+# Safe to run again: a second run only checks that everything is there.
+set -euo pipefail
+cd "$(dirname "$0")"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+fi
+# torch first, pinned: this CPU build installs from local disk; an unpinned torch pulls a multi-GB CUDA build
+.venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".[train,live,llm,test]"
