@@ -77,9 +77,9 @@ class ChannelConfig:
 class RewardConfig:
     """Weights of the network utility U = w_q Q - w_t T - w_e E (Eq. 23)."""
 
-    quality_weight: float = 6.0
+    quality_weight: float = 4.8
     delay_weight: float = 0.1
-    energy_weight: float = 1e-5
+    energy_weight: float = 1.5e-5
 
 
 @dataclass
