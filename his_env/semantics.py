@@ -31,6 +31,8 @@ from typing import Sequence
 
 import numpy as np
 
+from quality_oracle.storage import cache_root
+
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384  # all-MiniLM-L6-v2; other models report their own dimension
 _CACHE_FILE = "embeddings.npz"
@@ -39,7 +41,7 @@ _DIGEST_BYTES = 20  # sha1
 
 def default_cache_dir() -> Path:
     """``$HIS_MARL_CACHE`` if set, else ``~/.cache/his_marl``."""
-    return Path(os.environ.get("HIS_MARL_CACHE") or Path.home() / ".cache" / "his_marl")
+    return cache_root()
 
 
 def text_digest(model: str, text: str) -> bytes:

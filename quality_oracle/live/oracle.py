@@ -29,6 +29,7 @@ import torch
 from his_env.ecdiff import real_call_mask
 from quality_oracle.base import QualityRequest
 from quality_oracle.live.cache import ScoreCache, score_key
+from quality_oracle.storage import cache_root
 from quality_oracle.live.sampler import (ClusterPlan, Guidance, HISSampler, UnsupportedPipelineError,
                                          UserPlan)
 
@@ -117,8 +118,7 @@ class LiveOracleOptions:
     def cache_path(self) -> Path:
         if self.cache_dir:
             return Path(self.cache_dir).expanduser()
-        root = os.environ.get("HIS_MARL_CACHE") or Path.home() / ".cache" / "his_marl"
-        return Path(root) / "live_oracle"
+        return cache_root() / "live_oracle"
 
 
 # ----------------------------------------------------------------------------- model loading
