@@ -27,14 +27,16 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
+
+from quality_oracle.storage import atomic_write_text
 
 OUT_COLUMNS = ("sim_npi", "similarity", "common_steps", "clip_score")
 RAW_COLUMNS = ("sim_npi", "similarity", "pair_similarity", "pair_id", "seed", "common_steps", "clip_score")
@@ -219,21 +221,12 @@ def aggregate(raw: Path, out: Path) -> int:
     groups: dict[tuple[int, float, int], list[float]] = {}
     for (iota, b, _, _, x), s in last.items():
         groups.setdefault((iota, b, x), []).append(s)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f, lineterminator="\n")
-            w.writerow(OUT_COLUMNS)
-            for iota, b, x in sorted(groups, key=lambda k: (-k[0], k[1], k[2])):
-                w.writerow([iota, f"{b:g}", x, f"{float(np.mean(groups[(iota, b, x)])):.9f}"])
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    text = io.StringIO()
+    w = csv.writer(text, lineterminator="\n")
+    w.writerow(OUT_COLUMNS)
+    for iota, b, x in sorted(groups, key=lambda k: (-k[0], k[1], k[2])):
+        w.writerow([iota, f"{b:g}", x, f"{float(np.mean(groups[(iota, b, x)])):.9f}"])
+    atomic_write_text(out, text.getvalue())
     return len(groups)
 
 
