@@ -1,0 +1,158 @@
+"""Heuristic and search policies to measure the learners against.
+
+Every policy has `reset(env, seed)` and `act(observations, env) -> {agent: action}` where
+`env` is the HIS PettingZoo ParallelEnv and actions are MultiDiscrete index pairs
+(common-steps index, ES-personalised-steps index), as the env's action space defines them.
+
+- `RandomPolicy`: uniform over each UE's action space (the score's zero point).
+- `FixedSplitPolicy`: every UE takes the same (x, y) at every decision point; the default
+  (x = 0, y = the middle of [y_min, y_max]) is the IIS-like split "no common phase".
+- `SearchPolicy`: a model-based reference that knows the reward model. At each decision
+  point it starts from the best joint action in which all UEs take the same (x, y), then
+  runs coordinate descent over the UEs: for UE n it scores all of UE n's candidate actions
+  with the other UEs' actions fixed, in one vectorised call of
+  `env.unwrapped.evaluate_joint_actions` (B = |A| candidate joint actions), keeps the best,
+  and moves on; sweeps stop when a sweep improves the network utility U by less than `tol`.
+  U never decreases, so this ends at a joint action no single UE can improve on
+  (a coordinate-wise optimum of the myopic utility, which here is also the episode's:
+  the next decision point's state does not depend on the actions).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional
+
+import numpy as np
+
+
+def action_grid(action_space) -> np.ndarray:
+    """All MultiDiscrete actions as an (|A|, 2) int array of indices."""
+    nvec = np.asarray(action_space.nvec)
+    start = np.asarray(getattr(action_space, "start", np.zeros_like(nvec)))
+    grids = np.meshgrid(*[np.arange(s, s + n) for s, n in zip(start, nvec)], indexing="ij")
+    return np.stack([g.ravel() for g in grids], axis=-1).astype(np.int64)
+
+
+class Policy:
+    name = "policy"
+
+    def reset(self, env, seed: Optional[int] = None) -> None:  # noqa: D401 - protocol
+        pass
+
+    def act(self, observations: Mapping[str, np.ndarray], env) -> Dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+class RandomPolicy(Policy):
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, env, seed: Optional[int] = None) -> None:
+        if seed is not None:
+            self.rng = np.random.default_rng(seed + 7919)
+
+    def act(self, observations, env):
+        out = {}
+        for agent in observations:
+            space = env.action_space(agent)
+            start = np.asarray(getattr(space, "start", 0))
+            out[agent] = (self.rng.integers(0, space.nvec) + start).astype(np.int64)
+        return out
+
+
+class FixedSplitPolicy(Policy):
+    """Everyone takes (common_steps, es_personal_steps); None = the IIS-like default."""
+
+    name = "fixed"
+
+    def __init__(self, common_steps: int = 0, es_personal_steps: Optional[int] = None,
+                 es_personal_min: int = 0) -> None:
+        self.common_steps = int(common_steps)
+        self.es_personal_steps = es_personal_steps
+        self.es_personal_min = int(es_personal_min)
+
+    def act(self, observations, env):
+        out = {}
+        for agent in observations:
+            space = env.action_space(agent)
+            nvec = np.asarray(space.nvec)
+            x = min(max(self.common_steps, 0), nvec[0] - 1)
+            if self.es_personal_steps is None:
+                y_idx = (nvec[1] - 1) // 2
+            else:
+                y_idx = min(max(int(self.es_personal_steps) - self.es_personal_min, 0), nvec[1] - 1)
+            start = np.asarray(getattr(space, "start", np.zeros_like(nvec)))
+            out[agent] = (np.array([x, y_idx]) + start).astype(np.int64)
+        return out
+
+
+class SearchPolicy(Policy):
+    """Coordinate descent on the env's reward model (see module docstring)."""
+
+    name = "search"
+
+    def __init__(self, max_sweeps: int = 4, tol: float = 1e-9, seed: int = 0) -> None:
+        self.max_sweeps = int(max_sweeps)
+        self.tol = float(tol)
+        self.rng = np.random.default_rng(seed)
+        self.last_sweeps = 0
+        self.last_utility = float("nan")
+
+    def reset(self, env, seed: Optional[int] = None) -> None:
+        if seed is not None:
+            self.rng = np.random.default_rng(seed + 104729)
+
+    def act(self, observations, env):
+        agents = [a for a in env.agents if a in observations]
+        base = env.unwrapped
+        grid = action_grid(env.action_space(agents[0]))
+        n_cand, n_agents = grid.shape[0], len(agents)
+        # Start: the best joint action with all UEs on the same (x, y).
+        uniform = np.broadcast_to(grid[:, None, :], (n_cand, n_agents, 2)).copy()
+        utility = np.asarray(base.evaluate_joint_actions(uniform)["utility"], dtype=np.float64)
+        best = int(np.argmax(utility))
+        current = uniform[best].copy()
+        best_u = float(utility[best])
+        sweeps = 0
+        for sweeps in range(1, self.max_sweeps + 1):
+            start_u = best_u
+            for n in self.rng.permutation(n_agents):
+                batch = np.repeat(current[None], n_cand, axis=0)
+                batch[:, n, :] = grid
+                u = np.asarray(base.evaluate_joint_actions(batch)["utility"], dtype=np.float64)
+                k = int(np.argmax(u))
+                if u[k] > best_u:
+                    best_u = float(u[k])
+                    current[n] = grid[k]
+            if best_u - start_u <= self.tol * max(1.0, abs(start_u)):
+                break
+        self.last_sweeps = sweeps
+        self.last_utility = best_u
+        return {a: current[i].copy() for i, a in enumerate(agents)}
+
+
+BASELINES = ("random", "iis-fixed", "fixed", "search")
+
+
+def make_baseline(spec: str, seed: int = 0, es_personal_min: int = 0) -> Policy:
+    """`random` | `iis-fixed` | `fixed:X,Y` | `search` | `search:SWEEPS`."""
+    name, _, arg = spec.partition(":")
+    if name == "random":
+        return RandomPolicy(seed)
+    if name == "iis-fixed":
+        return FixedSplitPolicy(0, None, es_personal_min)
+    if name == "fixed":
+        try:
+            x, y = (int(v) for v in arg.split(","))
+        except ValueError:
+            raise ValueError(f"policy {spec!r}: expected 'fixed:X,Y' with integer common steps X and "
+                             f"ES personalised steps Y, e.g. 'fixed:8,4'") from None
+        return FixedSplitPolicy(x, y, es_personal_min)
+    if name == "search":
+        try:
+            sweeps = int(arg) if arg else 4
+        except ValueError:
+            raise ValueError(f"policy {spec!r}: expected 'search' or 'search:SWEEPS' (an integer)") from None
+        return SearchPolicy(max_sweeps=sweeps, seed=seed)
+    raise ValueError(f"unknown baseline {spec!r}; allowed: random, iis-fixed, fixed:X,Y, search, search:SWEEPS")

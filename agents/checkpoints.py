@@ -1,0 +1,129 @@
+"""Atomic checkpoints of a train.py run and the files that go with them.
+
+A checkpoint is a folder `<output>/checkpoints/iter_<NNNNNN>/` holding RLlib's algorithm
+checkpoint (weights, optimiser state, Learner state with the reward-normalisation
+statistics, iteration and lifetime counters) plus `his_run.json` (the resolved env and train
+configs, algo, counters, elapsed time, W&B run id). It is written to a temporary sibling
+folder and renamed into place, so a crash never leaves a half-written checkpoint under the
+final name; `<output>/checkpoints/latest` (a one-line text file, replaced atomically) names
+the newest one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Mapping
+
+from agents.evaluation import RUN_INFO_FILE, CheckpointError, read_run_info
+
+LATEST_FILE = "latest"
+CHECKPOINT_PREFIX = "iter_"
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(algo, checkpoint_root: str | Path, run_info: Mapping[str, Any], keep: int = 2) -> Path:
+    """Save `algo` + `run_info` atomically as `checkpoint_root/iter_<iteration>`; prune old ones."""
+    root = Path(checkpoint_root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{CHECKPOINT_PREFIX}{int(run_info['iteration']):06d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
+    try:
+        algo.save_to_path(str(tmp))
+        (tmp / RUN_INFO_FILE).write_text(json.dumps(dict(run_info), indent=2, sort_keys=True, default=str))
+        if final.exists():  # the same iteration saved again (e.g. final save after a periodic one)
+            trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=root))
+            os.replace(final, trash / final.name)
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(root / LATEST_FILE, final.name + "\n")
+    prune_checkpoints(root, keep)
+    return final
+
+
+def list_checkpoints(root: str | Path) -> List[Path]:
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX))
+
+
+def prune_checkpoints(root: str | Path, keep: int) -> None:
+    if keep <= 0:
+        return
+    for old in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder from a checkpoint path, a `checkpoints/` folder or a run's output dir."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    if (path / RUN_INFO_FILE).is_file():
+        return path
+    for root in (path, path / "checkpoints"):
+        latest = root / LATEST_FILE
+        if latest.is_file():
+            candidate = root / latest.read_text().strip()
+            if (candidate / RUN_INFO_FILE).is_file():
+                return candidate
+        found = [p for p in list_checkpoints(root) if (p / RUN_INFO_FILE).is_file()]
+        if found:
+            return found[-1]
+    raise CheckpointError(f"{str(path)!r} is neither a train.py checkpoint (no {RUN_INFO_FILE}) nor a run "
+                          f"folder with checkpoints/")
+
+
+def validate_checkpoint(path: str | Path) -> Dict[str, Any]:
+    """run_info of a checkpoint after checking that RLlib's files are all there."""
+    path = Path(path)
+    info = read_run_info(path)
+    required = ["rllib_checkpoint.json", "algorithm_state.pkl", "learner_group/learner/state.pkl",
+                "learner_group/learner/rl_module"]
+    missing = [r for r in required if not (path / r).exists()]
+    if missing:
+        raise CheckpointError(f"checkpoint {str(path)!r} is incomplete: missing {', '.join(missing)}")
+    try:
+        json.loads((path / "rllib_checkpoint.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: rllib_checkpoint.json is corrupt ({exc})") from exc
+    return info

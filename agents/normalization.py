@@ -1,0 +1,137 @@
+"""Running reward normalisation for the learners (Sec. VI-B of the HIS paper).
+
+The paper keeps, for each agent, "the mean and standard deviation of all observed rewards"
+and feeds the learner `(r - mean) / std`. RLlib's new API stack has no reward filter, so this
+module supplies one:
+
+- `RunningMeanStd`: exact running moments of a stream, merged one batch at a time with the
+  parallel (Chan et al.) update of count, mean and sum of squared deviations. The first batch
+  gives the batch's own moments (no start from a single sample, no prior of mean 0 / var 1).
+- `RewardNormalizer`: a learner-connector piece that, at the start of every update, merges
+  each agent's new rewards into that agent's `RunningMeanStd` and then rewrites the rewards
+  of the training episodes as `(r - mean) / sqrt(var + eps)`. It runs on the Learner, so
+  every reward sampled by every EnvRunner passes through one set of statistics: there is
+  nothing to synchronise between EnvRunners, and the statistics are saved with the Learner
+  state in every checkpoint (see `agents.learner.HISPPOTorchLearner.get_state`).
+
+Statistics are keyed by agent id, not by module id, so the shared-parameter learner keeps the
+paper's per-agent normalisation too.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Dict, Iterable, List, Mapping, Optional
+
+import numpy as np
+
+from ray.rllib.connectors.connector_v2 import ConnectorV2
+
+
+class RunningMeanStd:
+    """Running mean and (population) variance of a scalar stream, merged batch by batch."""
+
+    __slots__ = ("count", "mean", "m2")
+
+    def __init__(self, count: int = 0, mean: float = 0.0, m2: float = 0.0) -> None:
+        self.count = int(count)
+        self.mean = float(mean)
+        self.m2 = float(m2)  # sum of squared deviations from the mean
+
+    @property
+    def var(self) -> float:
+        return self.m2 / self.count if self.count > 0 else 1.0
+
+    @property
+    def std(self) -> float:
+        return float(np.sqrt(self.var))
+
+    def update(self, values: Iterable[float] | np.ndarray) -> None:
+        """Merge a batch of values (Chan, Golub & LeVeque's parallel update)."""
+        x = np.asarray(values, dtype=np.float64).ravel()
+        n_b = x.size
+        if n_b == 0:
+            return
+        mean_b = float(x.mean())
+        m2_b = float(((x - mean_b) ** 2).sum())
+        self.merge(RunningMeanStd(n_b, mean_b, m2_b))
+
+    def merge(self, other: "RunningMeanStd") -> None:
+        if other.count == 0:
+            return
+        n_a, n_b = self.count, other.count
+        n = n_a + n_b
+        delta = other.mean - self.mean
+        self.mean += delta * n_b / n
+        self.m2 += other.m2 + delta * delta * n_a * n_b / n
+        self.count = n
+
+    def normalize(self, values: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+        return (np.asarray(values, dtype=np.float64) - self.mean) / np.sqrt(self.var + eps)
+
+    def get_state(self) -> Dict[str, float]:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> "RunningMeanStd":
+        return cls(state["count"], state["mean"], state["m2"])
+
+    def __repr__(self) -> str:
+        return f"RunningMeanStd(count={self.count}, mean={self.mean:.6g}, std={self.std:.6g})"
+
+
+class RewardNormalizer(ConnectorV2):
+    """Learner-connector piece: per-agent running reward normalisation of training episodes.
+
+    Place it first in the Learner pipeline (before the artificial bootstrap timestep is
+    appended), so that only real rewards enter the statistics.
+    """
+
+    def __init__(self, input_observation_space=None, input_action_space=None, *,
+                 eps: float = 1e-8, clip: Optional[float] = None, **kwargs) -> None:
+        super().__init__(input_observation_space, input_action_space, **kwargs)
+        self.eps = float(eps)
+        self.clip = clip
+        self.stats: Dict[str, RunningMeanStd] = {}
+
+    def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
+        sa_episodes = list(self.single_agent_episode_iterator(episodes, agents_that_stepped_only=False))
+        rewards: List[np.ndarray] = []
+        per_agent: Dict[str, List[np.ndarray]] = {}
+        for sa in sa_episodes:
+            r = np.asarray(sa.get_rewards(), dtype=np.float64)
+            rewards.append(r)
+            per_agent.setdefault(str(sa.agent_id), []).append(r)
+        # 1) merge this update's rewards into each agent's running statistics ...
+        for agent_id, chunks in per_agent.items():
+            self.stats.setdefault(agent_id, RunningMeanStd()).update(np.concatenate(chunks))
+        # 2) ... then normalise with the updated statistics.
+        for sa, r in zip(sa_episodes, rewards):
+            if r.size == 0:
+                continue
+            normed = self.stats[str(sa.agent_id)].normalize(r, self.eps)
+            if self.clip is not None:
+                normed = np.clip(normed, -self.clip, self.clip)
+            with warnings.catch_warnings():
+                # RLlib checks the first value against the reward Box and gymnasium warns that
+                # a numpy scalar is "cast to an array"; harmless, once per episode.
+                warnings.filterwarnings("ignore", message="Casting input x to numpy array")
+                sa.set_rewards(new_data=normed.astype(np.float32))
+        return batch
+
+    # ---------------------------------------------------------------- state
+    def get_state(self, components=None, *, not_components=None, **kwargs) -> Dict[str, Any]:
+        return {"stats": {k: v.get_state() for k, v in self.stats.items()}, "eps": self.eps, "clip": self.clip}
+
+    def set_state(self, state: Dict[str, Any]) -> None:
+        self.stats = {k: RunningMeanStd.from_state(v) for k, v in state.get("stats", {}).items()}
+        self.eps = float(state.get("eps", self.eps))
+        self.clip = state.get("clip", self.clip)
+
+    def summary(self) -> Dict[str, float]:
+        """Mean over agents of the running mean and std (for logging)."""
+        if not self.stats:
+            return {}
+        means = [s.mean for s in self.stats.values()]
+        stds = [s.std for s in self.stats.values()]
+        return {"reward_norm_mean": float(np.mean(means)), "reward_norm_std": float(np.mean(stds)),
+                "reward_norm_count": float(np.mean([s.count for s in self.stats.values()]))}

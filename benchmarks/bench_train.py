@@ -1,0 +1,133 @@
+"""Training benchmark: IPPO on the default N = 50 HIS env on this machine.
+
+Prints, for the default configuration (or the one given by --config/--set, as in train.py):
+
+- agent-steps/s of training (sampling + learning, evaluation excluded; target >= 2,000 on the
+  2-core CI machine),
+- peak resident memory of the driver (and of the largest child process, when env runners run
+  in their own processes),
+- the wall time of training until the greedy learned policy reaches a normalised score of
+  `--target` (0.9), where score = (U_policy - U_random) / (U_search - U_random) and U is the
+  mean network utility per decision point over `--eval-episodes` fixed evaluation seeds
+  (target < 30 minutes). U_random and U_search (agents.baselines) are computed first on the
+  same seeds.
+
+    python benchmarks/bench_train.py                       # up to 30 minutes
+    python benchmarks/bench_train.py --time-limit 300 --set train.lr=0.001
+
+The last line is the one-line summary.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+import train as train_cli  # noqa: E402
+
+EVAL_SEED_BASE = 90_000
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", action="append", default=None, help="as in train.py")
+    p.add_argument("--set", action="append", default=[], dest="overrides", help="as in train.py")
+    p.add_argument("--algo", choices=train_cli.ALGOS, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--num-env-runners", type=int, default=None)
+    p.add_argument("--time-limit", type=float, default=1800.0, help="seconds of training (default 1800)")
+    p.add_argument("--target", type=float, default=0.9, help="normalised score to reach (default 0.9)")
+    p.add_argument("--eval-every", type=int, default=5, help="evaluate the greedy policy every N iterations")
+    p.add_argument("--eval-episodes", type=int, default=4, help="evaluation episodes (fixed seeds)")
+    p.add_argument("--search-sweeps", type=int, default=4, help="coordinate-descent sweeps of the search reference")
+    p.add_argument("--quiet", action="store_true", help="only the final summary line")
+    p.add_argument("--keep-going", action="store_true", help="train until --time-limit even after the target")
+    args = p.parse_args(argv)
+    train_cli.quiet_libraries(False)
+    train_cli.quiet_libraries(verbose=False)
+
+    from agents.baselines import RandomPolicy, SearchPolicy
+    from agents.evaluation import ModulePolicy, evaluate_policy, mean_metric, normalized_score
+    from agents.ippo import build_algo_config, set_torch_threads
+
+    ns = argparse.Namespace(config=args.config, overrides=args.overrides, algo=args.algo, seed=args.seed,
+                            num_env_runners=args.num_env_runners)
+    env_cfg, train_cfg = train_cli.resolve_config(ns)
+    set_torch_threads(train_cfg.torch_threads)
+    n = int(env_cfg["num_ues"])
+    log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
+    seeds = [EVAL_SEED_BASE + i for i in range(args.eval_episodes)]
+
+    t0 = time.perf_counter()
+    u_random = mean_metric(evaluate_policy(RandomPolicy(0), env_cfg, seeds, env_factory=train_cfg.env_factory))
+    t_rand = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    u_search = mean_metric(evaluate_policy(SearchPolicy(max_sweeps=args.search_sweeps), env_cfg, seeds,
+                                           env_factory=train_cfg.env_factory))
+    t_search = time.perf_counter() - t0
+    log(f"references on seeds {seeds[0]}..{seeds[-1]}: U_random {u_random:.4f} ({t_rand:.1f} s), "
+        f"U_search {u_search:.4f} ({t_search:.1f} s)")
+
+    train_cli.init_ray(None, train_cfg, verbose=False)
+    t_build = time.perf_counter()
+    algo = build_algo_config(env_cfg, train_cfg).build_algo()
+    log(f"{train_cfg.algo}, N={n}, lr {train_cfg.lr}, {train_cfg.episodes_per_iteration} episodes/iteration, "
+        f"minibatch {train_cfg.minibatch_size}, {train_cfg.num_epochs} epochs, reward {train_cfg.reward_mode}; "
+        f"built in {time.perf_counter() - t_build:.1f} s")
+
+    def current_policy() -> ModulePolicy:
+        if train_cfg.num_learners == 0:
+            mods = algo.learner_group._learner.module
+            return ModulePolicy({mid: mods[mid] for mid in mods.keys()}, train_cfg.algo)
+        return ModulePolicy({mid: algo.get_module(mid) for mid in algo.config.policies}, train_cfg.algo)
+
+    train_s = 0.0
+    agent_steps = 0.0
+    reached_at = None
+    reached_iter = None
+    score = float("nan")
+    u_pol = float("nan")
+    best = -float("inf")
+    while train_s < args.time_limit:
+        t = time.perf_counter()
+        result = algo.train()
+        dt = time.perf_counter() - t
+        train_s += dt
+        steps = float(result["env_runners"].get("num_env_steps_sampled", 0) or 0) * n
+        agent_steps += steps
+        it = int(result["training_iteration"])
+        if it % args.eval_every == 0:
+            u_pol = mean_metric(evaluate_policy(current_policy(), env_cfg, seeds, env_factory=train_cfg.env_factory))
+            score = normalized_score(u_pol, u_random, u_search)
+            best = max(best, score)
+            his = result["env_runners"].get("his", {})
+            log(f"iter {it:4d} | train {train_s:7.1f} s | {agent_steps / train_s:,.0f} agent-steps/s | "
+                f"train U {his.get('utility', float('nan')):.3f} | greedy U {u_pol:.4f} score {score:.3f}")
+            if score >= args.target and reached_at is None:
+                reached_at, reached_iter = train_s, it
+                if not args.keep_going:
+                    break
+    algo.stop()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    reached = (f"score {args.target} reached after {reached_at:.0f} s of training (iteration {reached_iter})"
+               if reached_at is not None else
+               f"score {args.target} NOT reached in {train_s:.0f} s (best {best:.3f})")
+    print(f"bench_train: {train_cfg.algo} N={n} | {agent_steps / max(train_s, 1e-9):,.0f} agent-steps/s | "
+          f"peak RSS driver {rss:,.0f} MB, largest child {child:,.0f} MB | {reached} | U_random {u_random:.3f} "
+          f"U_search {u_search:.3f} U_policy {u_pol:.3f} score {score:.3f}", flush=True)
+    return 0 if reached_at is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
