@@ -42,7 +42,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -94,10 +94,12 @@ def _fig10(base):
 
 def _fig11(base):
     out = []
-    for v in (400, 700, 1026, 1350, 1674):
+    # Table II's ranges (ES 1026-1674, UE 64-84) plus points below them; the utility drops
+    # printed beside the paper's depend on this span.
+    for v in (700, 860, 1026, 1350, 1674):
         for s in SCHEMES:
             out.append(Variant(f"{s}@es={v}", {"scheme.name": s, "es.sm_range": [v, v]}, group=f"es/{s}", x=v))
-    for v in (24, 44, 64, 74, 84):
+    for v in (44, 54, 64, 74, 84):
         for s in SCHEMES:
             out.append(Variant(f"{s}@ue={v}", {"scheme.name": s, "ue.sm_range": [v, v]}, group=f"ue/{s}", x=v))
     return out
@@ -114,7 +116,8 @@ def _fig13(base):
 
 
 def _fig14(base):
-    return [Variant(c, {"scheme.name": "his", "scheme.clustering": c}) for c in ("semantic", "entity", "random", "single")]
+    return [Variant(c, {"scheme.name": "his", "scheme.clustering": c})
+            for c in ("semantic", "entity", "random", "single")]
 
 
 def _fig16(base):
@@ -222,8 +225,14 @@ def collect_policies(args) -> List[PolicySpec]:
             variant, path = None, item
         ckpt = resolve_checkpoint(path)
         info = validate_checkpoint(ckpt)
-        label = f"{info['algo']}" + (f"[{variant}]" if variant else "")
-        specs.append(PolicySpec(label=f"trained:{label}", make=lambda c=ckpt: CheckpointPolicy(c), variant=variant,
+        # Per-variant checkpoints of one algo form one policy across the figure's variants.
+        label = f"trained:{info['algo']}"
+        taken = {(s.label, s.variant) for s in specs}
+        k = 2
+        while (label, variant) in taken or (variant is None and any(s.label == label for s in specs)):
+            label = f"trained:{info['algo']}#{k}"
+            k += 1
+        specs.append(PolicySpec(label=label, make=lambda c=ckpt: CheckpointPolicy(c), variant=variant,
                                 env_config=info["env_config"],
                                 env_factory=info["train_config"].get("env_factory")))
     factory = args.env_factory or next((s.env_factory for s in specs if s.env_factory), None)
@@ -399,7 +408,8 @@ def plot_bars(summary, metrics, title, path: Path) -> None:
     for ax, m in zip(axes[0], metrics):
         for j, pol in enumerate(policies):
             vals = [next((r[m] for r in summary if r["policy"] == pol and r["variant"] == v), np.nan) for v in variants]
-            errs = [next((r[m + "_std"] for r in summary if r["policy"] == pol and r["variant"] == v), 0) for v in variants]
+            errs = [next((r[m + "_std"] for r in summary if r["policy"] == pol and r["variant"] == v), 0)
+                    for v in variants]
             xs = np.arange(len(variants)) + (j - (len(policies) - 1) / 2) * width
             ax.bar(xs, vals, width, yerr=errs, capsize=2, label=pol)
         ax.set_xticks(np.arange(len(variants)))

@@ -1,15 +1,16 @@
 """Train IPPO (the paper's MIRA learner), shared-parameter PPO or MAPPO on the HIS env with RLlib.
 
-    python train.py                                   # N = 50, HIS, fitted HIQM, IPPO, 10 minutes
+    python train.py                                   # N = 50, HIS, fitted HIQM, IPPO, 5 minutes
     python train.py --iterations 50 --algo mappo --set num_ues=10 --set train.lr=0.001
     python train.py --config configs/ablations/vanilla.yaml    # Fig. 15's "vanilla MIRA"
     python train.py --resume runs/my-run               # continue from the latest checkpoint
     python train.py --ray-address auto --num-env-runners 16   # the same run on a Ray cluster
 
 Configuration: `configs/default.yaml`, overlaid by YAML files (`--config`, repeatable, later
-ones win) with the env's keys and a `train:` section (agents.ippo.TrainConfig), then `--set key=value` (repeatable; dotted env keys
-like `es.sm_range=[800,1200]` or `scheme.name=cfis`, and `train.<key>=...`), then the named
-flags. The resolved config is written to `<output-dir>/config.yaml`.
+ones win) with the env's keys and a `train:` section (agents.ippo.TrainConfig), then
+`--set key=value` (repeatable; dotted env keys like `es.sm_range=[800,1200]` or
+`scheme.name=cfis`, and `train.<key>=...`), then the named flags. The resolved config is
+written to `<output-dir>/config.yaml`.
 
 Outputs in `--output-dir`: `metrics.jsonl` and `metrics.csv` (one row per iteration),
 `checkpoints/iter_NNNNNN/` (atomic; `checkpoints/latest` names the newest), `eval.csv` and
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", type=_positive_int("--timesteps"),
                    help="stop after this many env steps (decision points) in total; agent-steps = env steps x N")
     p.add_argument("--time-limit", type=_positive_float("--time-limit"),
-                   help="stop after this many seconds of this invocation (default 600 when no other stop is given)")
+                   help="stop after this many seconds of this invocation (default 300 when no other stop is given)")
     p.add_argument("--checkpoint-every", type=_nonneg_int("--checkpoint-every"), default=10,
                    help="save a checkpoint every N iterations (0: only at the end; default 10)")
     p.add_argument("--keep-checkpoints", type=_positive_int("--keep-checkpoints"), default=2,
@@ -441,11 +442,16 @@ def init_ray(address: Optional[str], train_cfg, verbose: bool) -> None:
                                   logging_level=logging.INFO if verbose else logging.ERROR,
                                   runtime_env={"env_vars": env_vars})
     if address:
+        # Ship this checkout to the cluster's workers (they still need the Python packages).
+        kwargs["runtime_env"]["working_dir"] = str(REPO)
+        kwargs["runtime_env"]["excludes"] = [".venv/", ".git/", "runs/", "results/", "wandb/", ".cache/", ".whl/",
+                                             ".device/", "**/__pycache__/"]
         ray.init(address=address, **kwargs)
     else:
         pythonpath = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
         env_vars["PYTHONPATH"] = pythonpath
-        ray.init(num_cpus=max(os.cpu_count() or 1, train_cfg.num_env_runners + 1), **kwargs)
+        # address="local": always a fresh local instance, never a cluster another program left running.
+        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, train_cfg.num_env_runners + 1), **kwargs)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -497,7 +503,8 @@ def run(args) -> int:
             over["num_env_runners"] = args.num_env_runners
         if over:
             train_cfg = train_cfg.with_overrides(over)
-        out_dir = Path(args.output_dir) if args.output_dir else Path(run_info.get("output_dir", resume_ckpt.parent.parent))
+        default_out = run_info.get("output_dir", resume_ckpt.parent.parent)
+        out_dir = Path(args.output_dir) if args.output_dir else Path(default_out)
     else:
         env_dict, train_cfg = resolve_config(args)
         if args.output_dir:
@@ -505,12 +512,13 @@ def run(args) -> int:
         else:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             scheme = env_dict.get("scheme", {}).get("name", "his")
-            out_dir = REPO / "runs" / f"{train_cfg.algo}-{scheme}-N{env_dict.get('num_ues')}-seed{train_cfg.seed}-{stamp}"
+            name = f"{train_cfg.algo}-{scheme}-N{env_dict.get('num_ues')}-seed{train_cfg.seed}-{stamp}"
+            out_dir = REPO / "runs" / name
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
 
     if args.iterations is None and args.timesteps is None and args.time_limit is None:
-        args.time_limit = 600.0
+        args.time_limit = 300.0
     wandb_mode = args.wandb_mode or os.environ.get("WANDB_MODE", "offline")
     if wandb_mode not in WANDB_MODES:
         raise UsageError(f"WANDB_MODE={wandb_mode!r}; allowed: {', '.join(WANDB_MODES)}")
@@ -531,7 +539,8 @@ def run(args) -> int:
         try:
             algo.restore_from_path(str(resume_ckpt))
         except Exception as exc:  # noqa: BLE001 - any unpickling failure
-            raise CheckpointError(f"cannot restore checkpoint {str(resume_ckpt)!r}: {type(exc).__name__}: {exc}") from exc
+            raise CheckpointError(f"cannot restore checkpoint {str(resume_ckpt)!r}: "
+                                  f"{type(exc).__name__}: {exc}") from exc
         if algo.iteration != int(run_info["iteration"]):
             raise CheckpointError(f"checkpoint {str(resume_ckpt)!r} restored iteration {algo.iteration}, "
                                   f"but {run_info['iteration']} was recorded")
@@ -621,7 +630,8 @@ def run(args) -> int:
     print(f"iterations {summary['iterations']} | env steps {int(env_steps_total):,} | agent steps "
           f"{int(summary['agent_steps']):,} | wall {fmt_duration(elapsed_total)} | "
           f"{summary['agent_steps_per_s']:,.0f} agent-steps/s (training iterations of this run)")
-    print(f"peak memory: driver {mem['driver_peak_rss_mb']:,.0f} MB, largest child {mem['largest_child_peak_rss_mb']:,.0f} MB")
+    print(f"peak memory: driver {mem['driver_peak_rss_mb']:,.0f} MB, "
+          f"largest child {mem['largest_child_peak_rss_mb']:,.0f} MB")
     print(f"checkpoint: {last_ckpt}")
     if table:
         print((out_dir / "eval.md").read_text().rstrip())

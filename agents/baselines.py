@@ -19,7 +19,7 @@ Every policy has `reset(env, seed)` and `act(observations, env) -> {agent: actio
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional
 
 import numpy as np
 

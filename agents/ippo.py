@@ -12,7 +12,19 @@ normalisation switches) and `agents.modules.HISActorCriticModule`.
 
 `TrainConfig` is the `train:` section of the YAML configs: Table II's hyperparameters by
 default (lr 0.005, [256, 256, 256], Adam, minibatch D = 128 per module, clip 0.2, value clip
-0.2, entropy 0.002) plus what this repo had to choose (gamma, GAE lambda, epochs, batch).
+0.2, entropy 0.002) plus what this repo had to choose, each measured on the N = 50 default
+(time for the greedy policy to reach 0.9 of the way from random to the search reference):
+
+- `reward_mode: difference`. With the env's own per-UE reward (Eq. 33, `individual`) a UE
+  gains by taking more ES-personalised and common steps than is good for the network (the
+  costs land on the other UEs of its cluster), and IPPO settles at that selfish equilibrium:
+  score ~0.29 after 4 minutes, best-response dynamics give ~0.37. The shared team reward
+  U / N (`team`) is aligned but noisy (score 0.69 after 4 minutes); the difference reward
+  D_n = U(a) - U(a_-n, (0, 0)) is aligned and has little noise (0.9 after ~20 s).
+- `gamma: 0.5`. Decision points are independent draws (the actions do not change the next
+  state), so a long horizon only adds future rewards' noise to the advantages: 0.9 after
+  16 s (gamma 0 or 0.5), 48 s (0.9), 127 s (0.99).
+- `num_epochs: 4`, 8 episodes per iteration: ~2,300 agent-steps/s on the 2-core machine.
 """
 from __future__ import annotations
 
@@ -129,7 +141,8 @@ def _coerce(key: str, value: Any, default: Any, annotation: Any) -> Any:
             raise TrainConfigError(f"config key 'train.{key}' has value {value!r}; allowed: true or false")
         return value
     if "list" in ann:
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        ints = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        if not ints:
             raise TrainConfigError(f"config key 'train.{key}' has value {value!r}; allowed: a list of integers")
         return list(value)
     if "float" in ann:
@@ -204,7 +217,6 @@ def build_algo_config(env_config: Mapping[str, Any], train: TrainConfig):
     `env_config` is `HISConfig.to_dict()` (or any dict the env factory accepts); it must
     carry `num_ues` and `episode_length` (the defaults 50 and 20 are assumed otherwise).
     """
-    import gymnasium as gym
     import numpy as np
 
     from ray.rllib.algorithms.ppo import PPOConfig

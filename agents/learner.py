@@ -26,7 +26,7 @@ Switches are read from `config.learner_config_dict`:
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import numpy as np
 import torch

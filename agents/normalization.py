@@ -15,7 +15,9 @@ module supplies one:
   state in every checkpoint (see `agents.learner.HISPPOTorchLearner.get_state`).
 
 Statistics are keyed by agent id, not by module id, so the shared-parameter learner keeps the
-paper's per-agent normalisation too.
+paper's per-agent normalisation too. With several remote Learners (`train.num_learners > 1`)
+each Learner keeps the statistics of the data shard it receives (statistically the same
+stream); the checkpoint holds the first Learner's.
 """
 from __future__ import annotations
 
@@ -111,6 +113,10 @@ class RewardNormalizer(ConnectorV2):
             normed = self.stats[str(sa.agent_id)].normalize(r, self.eps)
             if self.clip is not None:
                 normed = np.clip(normed, -self.clip, self.clip)
+            buffer = sa.rewards
+            if isinstance(getattr(buffer, "data", None), np.ndarray) and not buffer.data.flags.writeable:
+                # Episodes from remote EnvRunners arrive as read-only (zero-copy) arrays.
+                buffer.data = buffer.data.copy()
             with warnings.catch_warnings():
                 # RLlib checks the first value against the reward Box and gymnasium warns that
                 # a numpy scalar is "cast to an array"; harmless, once per episode.

@@ -1,21 +1,15 @@
 """Baselines: the search reference is checked by brute force over single-UE deviations and, for
 two UEs, over every joint action; the fixed and random policies by their definitions."""
-import os
-
 import numpy as np
 import pytest
 
 from agents.baselines import FixedSplitPolicy, RandomPolicy, SearchPolicy, action_grid, make_baseline
 
-ENV_FACTORY = os.environ.get("HIS_MARL_TEST_ENV_FACTORY")  # None: the real his_env
-
 
 def make_env(**cfg):
-    from agents.env_adapter import make_parallel_env
-
-    if ENV_FACTORY:
-        return make_parallel_env(cfg, ENV_FACTORY)
     from his_env import HISConfig
+
+    from agents.env_adapter import make_parallel_env
 
     return make_parallel_env(HISConfig.from_dict(cfg).to_dict())
 

@@ -5,7 +5,6 @@ Advantages are checked against an independent numpy GAE computed from the batch 
 builds (per-episode segments, bootstrapped with V of the final observation at truncation).
 """
 import copy
-import os
 
 import numpy as np
 import pytest
@@ -13,13 +12,10 @@ import torch
 
 pytestmark = pytest.mark.slow
 
-ENV_FACTORY = os.environ.get("HIS_MARL_TEST_ENV_FACTORY")  # None: the real his_env
 TINY = {"num_ues": 3, "num_clusters": 1, "episode_length": 4}
 
 
 def tiny_env_config():
-    if ENV_FACTORY:
-        return dict(TINY)
     from his_env import HISConfig
 
     return HISConfig.from_dict(TINY).to_dict()
@@ -32,7 +28,7 @@ def episodes_and_config():
     from agents.ippo import TrainConfig, build_algo_config
 
     torch.set_num_threads(1)
-    train = TrainConfig(env_factory=ENV_FACTORY, num_envs_per_env_runner=1, episodes_per_iteration=2,
+    train = TrainConfig(num_envs_per_env_runner=1, episodes_per_iteration=2,
                         hidden=[32, 32], seed=1)
     env_cfg = tiny_env_config()
     runner = MultiAgentEnvRunner(config=build_algo_config(env_cfg, train))

@@ -11,7 +11,6 @@ import pytest
 import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
-ENV_FACTORY = os.environ.get("HIS_MARL_TEST_ENV_FACTORY")  # None: the real his_env
 TINY = ["--set", "num_ues=3", "--set", "num_clusters=1", "--set", "episode_length=3"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -20,9 +19,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def tiny_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("eval")
     out = tmp / "run"
-    extra = ["--set", f"train.env_factory={ENV_FACTORY}"] if ENV_FACTORY else []
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled")
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), *TINY, *extra, "--set", "train.hidden=[16]",
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), *TINY, "--set", "train.hidden=[16]",
                            "--set", "train.episodes_per_iteration=2", "--set", "train.evaluation_episodes=1",
                            "--iterations", "2", "--eval-baselines", "none", "--output-dir", str(out)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -31,8 +29,6 @@ def tiny_run(tmp_path_factory):
 
 
 def run_eval(argv):
-    if ENV_FACTORY:
-        argv = argv + ["--env-factory", ENV_FACTORY]
     return evaluate.main(argv)
 
 

@@ -15,13 +15,10 @@ import pytest
 import train
 
 REPO = Path(__file__).resolve().parents[1]
-ENV_FACTORY = os.environ.get("HIS_MARL_TEST_ENV_FACTORY")  # None: the real his_env
 # Small enough for CI, big enough to learn: 4 UEs, 2 clusters, 10 decision points per episode.
 SMALL = ["--set", "num_ues=4", "--set", "num_clusters=2", "--set", "episode_length=10",
          "--set", "train.hidden=[64,64]", "--set", "train.episodes_per_iteration=8",
          "--set", "train.evaluation_episodes=8"]
-if ENV_FACTORY:
-    SMALL += ["--set", f"train.env_factory={ENV_FACTORY}"]
 
 
 def run_train(args, tmp_path, check=True, timeout=400):
@@ -90,7 +87,7 @@ def test_small_config_learns_beyond_noise(small_run):
     # initial, near-uniform policy plays), as the standard error of a mean over one
     # iteration's 8 episodes.
     env_cfg = json.loads(next((out / "checkpoints").glob("iter_*/his_run.json")).read_text())["env_config"]
-    noise_rows = evaluate_policy(RandomPolicy(0), env_cfg, list(range(500, 516)), env_factory=ENV_FACTORY)
+    noise_rows = evaluate_policy(RandomPolicy(0), env_cfg, list(range(500, 516)))
     sigma = float(np.std([r["utility"] for r in noise_rows], ddof=1))
     se = sigma / np.sqrt(8)
     print(f"first {first:.4f} last {last:.4f} episode-sigma {sigma:.4f} se {se:.4f}")
@@ -146,7 +143,7 @@ def test_checkpoint_restore_gives_identical_actions_and_stats(small_run, tmp_pat
     ckpt = resolve_checkpoint(out)
     info = read_run_info(ckpt)
     assert ckpt.name == "iter_000025" and info["iteration"] == 25
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     try:
         algo = build_algo_config(info["env_config"], TrainConfig.from_dict(info["train_config"])).build_algo()
         algo.restore_from_path(str(ckpt))
@@ -193,7 +190,8 @@ def test_resume_continues_the_same_run(small_run, tmp_path):
     assert info["env_steps"] == 27 * 8 * 10 and info["elapsed_s"] > info_before["elapsed_s"]
     import pickle
 
-    state = pickle.loads((run_dir / "checkpoints" / "iter_000027" / "learner_group" / "learner" / "state.pkl").read_bytes())
+    state_file = run_dir / "checkpoints" / "iter_000027" / "learner_group" / "learner" / "state.pkl"
+    state = pickle.loads(state_file.read_bytes())
     stats = state["his_reward_normalizer"]["stats"]
     assert all(s["count"] == 27 * 8 * 10 for s in stats.values())
 
