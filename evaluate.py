@@ -50,7 +50,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
+
+from agents.cli import UsageError, nonneg_int, parse_overrides, positive_int  # noqa: E402
 
 REPO = Path(__file__).resolve().parent
 DEFAULT_CONFIG = REPO / "configs" / "default.yaml"
@@ -64,10 +65,6 @@ PAPER_FIG10_GAIN = {"ppgfis": 36.8, "cfis": 51.0, "iis": 94.3}
 PAPER_FIG11_DROP = {"es": {"his": 18.7, "ppgfis": 23.1, "cfis": 29.0, "iis": 74.1},
                     "ue": {"his": 9.0, "ppgfis": 11.6, "cfis": 15.3, "iis": 14.9}}
 PAPER_FIG12_GAIN = 19.1
-
-
-class UsageError(ValueError):
-    """A bad flag or value on the command line."""
 
 
 @dataclass
@@ -157,50 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="base env config (default: the checkpoint's env, else configs/default.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override an env key of the base config (dotted), e.g. num_ues=10")
-    p.add_argument("--episodes", type=_positive_int("--episodes"), default=5, help="episodes per policy and variant")
-    p.add_argument("--seed-base", type=_nonneg_int("--seed-base"), default=20_000, help="episode i uses seed base+i")
+    p.add_argument("--episodes", type=positive_int("--episodes"), default=5, help="episodes per policy and variant")
+    p.add_argument("--seed-base", type=nonneg_int("--seed-base"), default=20_000, help="episode i uses seed base+i")
     p.add_argument("--output-dir", default=None, help="results folder (default results/fig<N> or results/eval)")
     p.add_argument("--env-factory", default=None, metavar="MODULE:FUNCTION",
                    help="ParallelEnv factory for the baselines (default: a checkpoint's, else his_env:parallel_env)")
     return p
-
-
-def _positive_int(name):
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}")
-        return v
-    return parse
-
-
-def _nonneg_int(name):
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 0, got {text!r}") from None
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 0, got {text!r}")
-        return v
-    return parse
-
-
-def parse_value(text: str) -> Any:
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    if isinstance(value, str):
-        for conv in (int, float):
-            try:
-                return conv(value)
-            except ValueError:
-                pass
-    return value
 
 
 # ---------------------------------------------------------------------- policies
@@ -256,12 +215,7 @@ def base_env_config(args, policies: Sequence[PolicySpec]) -> Dict[str, Any]:
             cfg = HISConfig.from_yaml(DEFAULT_CONFIG)
         else:
             cfg = HISConfig.from_dict({})
-    overrides = {}
-    for pair in args.overrides:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set num_ues=10")
-        overrides[key.strip()] = parse_value(text)
+    overrides = parse_overrides(args.overrides)
     if overrides:
         cfg = cfg.with_overrides(overrides)
     return cfg.to_dict()
@@ -360,7 +314,7 @@ def paper_comparison(fig: int, summary: Sequence[Mapping[str, Any]]) -> List[str
 
 # ---------------------------------------------------------------------- writing
 def write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
-    from agents.checkpoints import atomic_write_text
+    from quality_oracle.storage import atomic_write_text
 
     keys: List[str] = []
     for r in rows:
@@ -387,7 +341,7 @@ def markdown_table(summary: Sequence[Mapping[str, Any]], metrics: Sequence[str])
 def save_png(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from agents.checkpoints import atomic_write_bytes
+    from quality_oracle.storage import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
@@ -529,7 +483,7 @@ def figure15(args, out_dir: Path) -> int:
         tail = float(np.mean(ys[-5:])) if ys else float("nan")
         best = float(np.max(smooth(ys, 5))) if ys else float("nan")
         lines.append(f"| {label} | {len(ys)} | {tail:.4f} | {best:.4f} |")
-    from agents.checkpoints import atomic_write_text
+    from quality_oracle.storage import atomic_write_text
 
     md = "Fig. 15: training reward curves\n\n" + "\n".join(lines) + "\n"
     atomic_write_text(out_dir / "summary.md", md)
@@ -592,7 +546,7 @@ def run(args) -> int:
     write_csv(rows, out_dir / "episodes.csv")
     write_csv(summary, out_dir / "summary.csv")
     comparison = paper_comparison(args.figure or 0, summary)
-    from agents.checkpoints import atomic_write_text
+    from quality_oracle.storage import atomic_write_text
 
     md = (f"{title}\n\nMean ± std over {len(seeds)} episodes (seeds {seeds[0]}..{seeds[-1]}) of the per-decision-point "
           f"network metrics; N = {base.get('num_ues')}.\n\n" + markdown_table(summary, metrics) + "\n")

@@ -41,6 +41,9 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 
 import yaml  # noqa: E402
 
+from agents.cli import (UsageError, nonneg_int, parse_overrides, positive_int,  # noqa: E402
+                        positive_seconds)
+
 REPO = Path(__file__).resolve().parent
 DEFAULT_CONFIG = REPO / "configs" / "default.yaml"
 EVAL_SEED_BASE = 10_000
@@ -53,47 +56,6 @@ LEARNER_STAT_KEYS = ("policy_loss", "vf_loss", "vf_loss_unclipped", "entropy", "
                      "vf_explained_var", "total_loss")
 
 
-class UsageError(ValueError):
-    """A bad flag or value on the command line."""
-
-
-# ---------------------------------------------------------------------- CLI
-def _positive_int(name: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}")
-        return value
-    return parse
-
-
-def _nonneg_int(name: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 0, got {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 0, got {text!r}")
-        return value
-    return parse
-
-
-def _positive_float(name: str):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive number of seconds, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive number of seconds, got {text!r}")
-        return value
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,18 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override one key: env keys dotted (es.sm_range=[800,1200]), trainer keys as train.<key>")
     p.add_argument("--algo", choices=ALGOS, help="learner (default: train.algo, ippo)")
-    p.add_argument("--seed", type=_nonneg_int("--seed"), help="seed of env runners, modules and evaluation")
-    p.add_argument("--iterations", type=_positive_int("--iterations"), help="stop after this many iterations in total")
-    p.add_argument("--timesteps", type=_positive_int("--timesteps"),
+    p.add_argument("--seed", type=nonneg_int("--seed"), help="seed of env runners, modules and evaluation")
+    p.add_argument("--iterations", type=positive_int("--iterations"), help="stop after this many iterations in total")
+    p.add_argument("--timesteps", type=positive_int("--timesteps"),
                    help="stop after this many env steps (decision points) in total; agent-steps = env steps x N")
-    p.add_argument("--time-limit", type=_positive_float("--time-limit"),
+    p.add_argument("--time-limit", type=positive_seconds("--time-limit"),
                    help="stop after this many seconds of this invocation (default 300 when no other stop is given)")
-    p.add_argument("--checkpoint-every", type=_nonneg_int("--checkpoint-every"), default=10,
+    p.add_argument("--checkpoint-every", type=nonneg_int("--checkpoint-every"), default=10,
                    help="save a checkpoint every N iterations (0: only at the end; default 10)")
-    p.add_argument("--keep-checkpoints", type=_positive_int("--keep-checkpoints"), default=2,
+    p.add_argument("--keep-checkpoints", type=positive_int("--keep-checkpoints"), default=2,
                    help="how many recent checkpoints to keep (default 2)")
     p.add_argument("--resume", metavar="PATH", help="checkpoint folder or run output folder to continue from")
-    p.add_argument("--num-env-runners", type=_nonneg_int("--num-env-runners"),
+    p.add_argument("--num-env-runners", type=nonneg_int("--num-env-runners"),
                    help="sampling processes (0: sample in the driver; default train.num_env_runners)")
     p.add_argument("--ray-address", help="address of a running Ray cluster ('auto' or host:port); default: local")
     p.add_argument("--wandb-mode", choices=WANDB_MODES, default=None,
@@ -126,21 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "search (default random,iis-fixed; 'none' for none)")
     p.add_argument("--verbose", action="store_true", help="show Ray's and RLlib's own log output")
     return p
-
-
-def parse_value(text: str) -> Any:
-    """A `--set` value: YAML scalars/lists, with numbers like 1e-3 read as numbers."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    if isinstance(value, str):
-        for conv in (int, float):
-            try:
-                return conv(value)
-            except ValueError:
-                pass
-    return value
 
 
 def deep_merge(base: Dict[str, Any], update: Mapping[str, Any]) -> Dict[str, Any]:
@@ -169,14 +116,10 @@ def load_yaml(path: str | Path) -> Dict[str, Any]:
 
 
 def split_overrides(pairs: Sequence[str]) -> tuple[Dict[str, Any], Dict[str, Any]]:
+    """`--set` pairs split into env keys and `train.<key>` keys."""
     env_over: Dict[str, Any] = {}
     train_over: Dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UsageError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set num_ues=10 or --set train.lr=0.001")
-        value = parse_value(text)
+    for key, value in parse_overrides(pairs, "--set num_ues=10 or --set train.lr=0.001").items():
         if key.startswith("train."):
             train_over[key[len("train."):]] = value
         else:
@@ -249,7 +192,7 @@ def flat_metrics(result: Mapping[str, Any], num_agents: int, iter_s: float) -> D
 
 
 def write_metrics_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
-    from agents.checkpoints import atomic_write_text
+    from quality_oracle.storage import atomic_write_text
 
     keys: List[str] = []
     for row in rows:
@@ -288,7 +231,8 @@ def progress_line(row: Mapping[str, Any]) -> str:
         return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
 
     return (f"[iter {int(row['iteration']):4d}] env-steps {int(row['perf/env_steps_total']):>9,} | "
-            f"U {g('his/utility')}  Q {g('his/quality')}  T {g('his/delay')}  E {g('his/energy')} | "
+            f"U {g('his/utility')}  Q {g('his/quality')}  T {g('his/delay', '{:.2f}')} s  "
+            f"E {g('his/energy', '{:,.0f}')} J | "
             f"{g('perf/agent_steps_per_s', '{:,.0f}')} agent-steps/s | elapsed {fmt_duration(row['elapsed_s'])}")
 
 
@@ -347,7 +291,7 @@ class WandbLogger:
 def final_evaluation(checkpoint: Path, env_cfg: Mapping[str, Any], train_cfg, baselines: Sequence[str],
                      out_dir: Path) -> List[Dict[str, Any]]:
     from agents.baselines import make_baseline
-    from agents.checkpoints import atomic_write_text
+    from quality_oracle.storage import atomic_write_text
     from agents.evaluation import CheckpointPolicy, evaluate_policy, mean_metric, normalized_score
 
     k = train_cfg.evaluation_episodes
@@ -406,7 +350,7 @@ def plot_learning_curve(rows: Sequence[Mapping[str, Any]], path: Path, title: st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from agents.checkpoints import atomic_write_bytes
+    from quality_oracle.storage import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(xs, ys, lw=1.5)
@@ -525,7 +469,7 @@ def run(args) -> int:
 
     set_torch_threads(train_cfg.torch_threads)
     resolved = {**env_dict, "train": train_cfg.to_dict()}
-    from agents.checkpoints import atomic_write_text
+    from quality_oracle.storage import atomic_write_text
 
     atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     num_agents = int(env_dict.get("num_ues", 50))

@@ -168,7 +168,6 @@ def main(argv=None) -> int:
     print(f"built transformer ({params / 1e9:.3f} B parameters) and VAE in {time.perf_counter() - t0:.1f} s",
           flush=True)
 
-    lines = {}
     with torch.inference_mode():
         # -- one denoising step
         shape = backend.latent_shape(size, size)

@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Any
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("HIS_MARL_CACHE") or Path.home() / ".cache" / "his_marl")
 
@@ -26,6 +30,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

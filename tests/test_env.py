@@ -4,7 +4,6 @@ import pytest
 from pettingzoo.test import parallel_api_test, parallel_seed_test
 
 import his_env
-from his_env import system_model
 
 SMALL = dict(num_ues=6, num_clusters=2, episode_length=4)
 

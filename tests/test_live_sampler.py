@@ -142,7 +142,6 @@ def test_shared_run_equals_independent_runs(sd3):
 
 def test_two_phase_with_ue_handoff_equals_pipeline_with_switches(sd3, sd3_ue):
     """Common (public, w1) -> personal I on ES (personal + NPI, w2) -> personal II on the UE model."""
-    T = 6
     users = (UserPlan("a brown cat on a table", "a grey cat", 2, 2, 2),
              UserPlan("a white cat by a window", "", 4, 1, 1),
              UserPlan("a black cat in a garden", "a happy dog", 0, 3, 3),
@@ -217,7 +216,7 @@ def test_ecdiff_off_equals_plain_run(sd3):
 
 
 def test_ecdiff_model_calls_equal_real_call_mask(sd3, sd3_ue):
-    T, x, y, z = 12, 6, 4, 2
+    x, y, z = 6, 4, 2
     sched = ECDiffSchedule(pre_inference_calls=3, approx_steps=2, smoothing=0.3, reinit_calls=2)
     calls = {"es": 0, "ue": 0}
     es_forward, ue_forward = sd3.transformer.forward, sd3_ue.transformer.forward

@@ -1,0 +1,37 @@
+"""Atomic writes: the content lands whole, no temporary file is left, permissions follow the umask."""
+import os
+import stat
+
+import pytest
+
+from quality_oracle.storage import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+
+def test_atomic_write_replaces_whole_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "sub" / "result.csv"
+    atomic_write_text(target, "a,b\n1,2\n")
+    atomic_write_text(target, "a,b\n3,4\n")
+    assert target.read_text() == "a,b\n3,4\n"
+    assert os.listdir(target.parent) == ["result.csv"]
+    atomic_write_json(tmp_path / "x.json", {"b": 1, "a": [1, 2]})
+    assert (tmp_path / "x.json").read_text().startswith('{\n "a"')
+
+
+def test_permissions_follow_the_umask_not_mkstemp(tmp_path):
+    path = tmp_path / "metrics.csv"
+    atomic_write_bytes(path, b"x")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_current_umask()
+
+
+def test_failed_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "keep.txt"
+    atomic_write_text(path, "old")
+    with pytest.raises(TypeError):
+        atomic_write_bytes(path, "not bytes")  # type: ignore[arg-type]
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["keep.txt"]
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
