@@ -63,10 +63,11 @@ def prune_checkpoints(root: str | Path, keep: int) -> None:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder from a checkpoint path, a `checkpoints/` folder or a run's output dir."""
-    path = Path(path)
-    if not path.exists():
+    """The absolute checkpoint folder from a checkpoint path, a `checkpoints/` folder or a run's
+    output dir (RLlib's loaders need absolute paths)."""
+    if not Path(path).expanduser().exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    path = Path(path).expanduser().resolve()
     if (path / RUN_INFO_FILE).is_file():
         return path
     for root in (path, path / "checkpoints"):

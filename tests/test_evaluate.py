@@ -58,6 +58,18 @@ def test_figure10_with_checkpoint_and_baseline(tiny_run, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_per_variant_checkpoints_given_as_relative_paths(tiny_run, tmp_path, monkeypatch):
+    """`--checkpoint VARIANT=PATH` with a path relative to the working folder (RLlib itself
+    loads only absolute paths): one policy across the variants it is given for."""
+    monkeypatch.chdir(tiny_run.parent)
+    out = tmp_path / "fig10"
+    assert run_eval(["--figure", "10", "--checkpoint", f"his={tiny_run.name}", "--checkpoint",
+                     f"cfis={tiny_run.name}/checkpoints", "--episodes", "1", "--output-dir", str(out)]) == 0
+    rows = check_outputs(out, "fig10.png", 2)
+    assert sorted((r["policy"], r["variant"]) for r in rows) == [("trained:ippo", "cfis"), ("trained:ippo", "his")]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("figure, png, n_variants", [(13, "fig13.png", 3), (14, "fig14.png", 4),
                                                      (16, "fig16.png", 3), (17, "fig17.png", 5)])
 def test_other_figures_produce_tables_and_pngs(tiny_run, tmp_path, figure, png, n_variants):
