@@ -85,12 +85,14 @@ class ModulePolicy(Policy):
 
 
 class CheckpointPolicy(ModulePolicy):
-    """Greedy policy from the RLModules of a train.py checkpoint."""
+    """Greedy policy from the RLModules of a train.py checkpoint (or a run folder's latest one)."""
 
     def __init__(self, checkpoint: str | Path) -> None:
         from ray.rllib.core.rl_module.rl_module import RLModule
 
-        self.path = Path(checkpoint).expanduser().resolve()  # RLlib reads absolute paths only
+        from agents.checkpoints import resolve_checkpoint
+
+        self.path = resolve_checkpoint(checkpoint)  # a run folder works too; absolute, as RLlib needs
         self.info = read_run_info(self.path)
         module_dir = self.path / "learner_group" / "learner" / "rl_module"
         if not module_dir.is_dir():
