@@ -636,6 +636,19 @@ def prompt_parts(prompt: str) -> PromptParts:
 # ---------------------------------------------------------------------------------------------
 # Public prompts (Sec. IV-B): offline, deterministic, from counted features
 # ---------------------------------------------------------------------------------------------
+def _cluster_key(prompts) -> tuple[str, ...]:
+    """A cluster's personal prompts as a memo key, after checking them."""
+    if isinstance(prompts, str):
+        raise TypeError("generate() takes a list of prompts, not one string")
+    key = tuple(prompts)
+    if not key:
+        raise ValueError("a public prompt needs at least one personal prompt (empty cluster)")
+    for text in key:
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"personal prompts must be non-empty strings, got {text!r}")
+    return key
+
+
 class PublicPromptGenerator:
     """One public prompt per cluster, stating what the cluster's personal prompts share.
 
@@ -775,14 +788,7 @@ class PublicPromptGenerator:
 
     def generate(self, prompts) -> str:
         """The public prompt of a cluster given as texts (memoised by the tuple of texts)."""
-        if isinstance(prompts, str):
-            raise TypeError("generate() takes a list of prompts, not one string")
-        key = tuple(prompts)
-        if not key:
-            raise ValueError("a public prompt needs at least one personal prompt (empty cluster)")
-        for text in key:
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"personal prompts must be non-empty strings, got {text!r}")
+        key = _cluster_key(prompts)
         text = self._text_memo.get(key)
         if text is None:
             scratch = PublicPromptGenerator(self.values_per_role, self.shared_fraction,
@@ -898,14 +904,7 @@ class LLMPublicPromptGenerator:
         return self.generate([self.pool.texts[int(i)] for i in indices])
 
     def generate(self, prompts) -> str:
-        if isinstance(prompts, str):
-            raise TypeError("generate() takes a list of prompts, not one string")
-        key = tuple(prompts)
-        if not key:
-            raise ValueError("a public prompt needs at least one personal prompt (empty cluster)")
-        for text in key:
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"personal prompts must be non-empty strings, got {text!r}")
+        key = _cluster_key(prompts)
         text = self._memo.get(key)
         if text is None:
             text = one_sentence(self._complete(key)) or self._fallback.generate(list(key))
