@@ -19,6 +19,7 @@ Every policy has `reset(env, seed)` and `act(observations, env) -> {agent: actio
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Dict, Mapping, Optional
 
 import numpy as np
@@ -32,14 +33,15 @@ def action_grid(action_space) -> np.ndarray:
     return np.stack([g.ravel() for g in grids], axis=-1).astype(np.int64)
 
 
-class Policy:
+class Policy(ABC):
     name = "policy"
 
     def reset(self, env, seed: Optional[int] = None) -> None:  # noqa: D401 - protocol
         pass
 
+    @abstractmethod
     def act(self, observations: Mapping[str, np.ndarray], env) -> Dict[str, np.ndarray]:
-        raise NotImplementedError
+        """Actions of the live agents at the env's current decision point."""
 
 
 class RandomPolicy(Policy):

@@ -26,6 +26,7 @@ guidance follows diffusers: a guidance scale <= 1 means no guidance (conditional
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -143,7 +144,7 @@ def _scheduler_step(scheduler, output: torch.Tensor, index: int, timestep, sampl
     return scheduler.step(output, timestep, sample, return_dict=False)[0]
 
 
-class DenoiserBackend:
+class DenoiserBackend(ABC):
     """What the sampler needs of one diffusion model: encode, predict with guidance, step, decode."""
 
     family: str = ""
@@ -173,16 +174,18 @@ class DenoiserBackend:
         f = self.vae_scale_factor
         return (self.denoiser.config.in_channels, int(height) // f, int(width) // f)
 
-    # -- to implement
+    # -- what a model family defines
+    @abstractmethod
     def encode(self, prompts: list[str]) -> TextEmbeddings:
-        raise NotImplementedError
+        """Text embeddings of `prompts` for the denoiser."""
 
     def unconditional(self, embeddings: TextEmbeddings, negatives: Sequence[str]) -> TextEmbeddings:
         """Rows of the unconditional / negative prediction; hook for SDXL's zero embedding."""
         return embeddings
 
+    @abstractmethod
     def forward(self, latents: torch.Tensor, timestep: torch.Tensor, text: TextEmbeddings) -> torch.Tensor:
-        raise NotImplementedError
+        """The model's noise (or velocity) prediction for a batch of latents."""
 
     def set_timesteps(self, num_steps: int, latent_hw: tuple[int, int]) -> torch.Tensor:
         self.scheduler.set_timesteps(num_steps, device=self.device)
