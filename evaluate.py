@@ -197,9 +197,12 @@ def collect_policies(args) -> List[PolicySpec]:
         info = validate_checkpoint(ckpt)
         # Per-variant checkpoints of one algo form one policy across the figure's variants.
         label = f"trained:{info['algo']}"
-        taken = {(s.label, s.variant) for s in specs}
+        def clashes(name: str) -> bool:  # another policy of this name already acts on one of our variants
+            return any(s.label == name and (s.variant is None or variant is None or s.variant == variant)
+                       for s in specs)
+
         k = 2
-        while (label, variant) in taken or (variant is None and any(s.label == label for s in specs)):
+        while clashes(label):
             label = f"trained:{info['algo']}#{k}"
             k += 1
         specs.append(PolicySpec(label=label, make=lambda c=ckpt: CheckpointPolicy(c), variant=variant,

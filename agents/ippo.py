@@ -19,7 +19,7 @@ default (lr 0.005, [256, 256, 256], Adam, minibatch D = 128 per module, clip 0.2
   gains by taking more ES-personalised and common steps than is good for the network (the
   costs land on the other UEs of its cluster), and IPPO settles at that selfish equilibrium:
   score ~0.29 after 4 minutes, best-response dynamics give ~0.37. The shared team reward
-  U / N (`team`) is aligned but noisy (score 0.69 after 4 minutes); the difference reward
+  U / N (`team`) is aligned but noisy (score 0.73 after 4 minutes); the difference reward
   D_n = U(a) - U(a_-n, (0, 0)) is aligned and has little noise (0.9 after ~20 s).
 - `gamma: 0.5`. Decision points are independent draws (the actions do not change the next
   state), so a long horizon only adds future rewards' noise to the advantages: 0.9 after
