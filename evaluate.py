@@ -328,7 +328,7 @@ def paper_comparison(fig: int, summary: Sequence[Mapping[str, Any]]) -> List[str
 
 # ---------------------------------------------------------------------- writing
 def write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
-    from quality_oracle.storage import atomic_write_text
+    from his_common.storage import atomic_write_text
 
     keys: List[str] = []
     for r in rows:
@@ -355,7 +355,7 @@ def markdown_table(summary: Sequence[Mapping[str, Any]], metrics: Sequence[str])
 def save_png(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from quality_oracle.storage import atomic_write_bytes
+    from his_common.storage import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
@@ -500,7 +500,7 @@ def figure15(args, out_dir: Path) -> int:
         tail = float(np.mean(ys[-5:])) if ys else float("nan")
         best = float(np.max(smooth(ys, 5))) if ys else float("nan")
         lines.append(f"| {label} | {len(ys)} | {early:.4f} | {tail:.4f} | {best:.4f} |")
-    from quality_oracle.storage import atomic_write_text
+    from his_common.storage import atomic_write_text
 
     md = "Fig. 15: training reward curves\n\n" + "\n".join(lines) + "\n"
     atomic_write_text(out_dir / "summary.md", md)
@@ -563,7 +563,7 @@ def run(args) -> int:
     write_csv(rows, out_dir / "episodes.csv")
     write_csv(summary, out_dir / "summary.csv")
     comparison = paper_comparison(args.figure or 0, summary)
-    from quality_oracle.storage import atomic_write_text
+    from his_common.storage import atomic_write_text
 
     md = (f"{title}\n\nMean ± std over {len(seeds)} episodes (seeds {seeds[0]}..{seeds[-1]}) of the per-decision-point "
           f"network metrics; N = {base.get('num_ues')}.\n\n" + markdown_table(summary, metrics) + "\n")

@@ -192,7 +192,7 @@ def flat_metrics(result: Mapping[str, Any], num_agents: int, iter_s: float) -> D
 
 
 def write_metrics_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
-    from quality_oracle.storage import atomic_write_text
+    from his_common.storage import atomic_write_text
 
     keys: List[str] = []
     for row in rows:
@@ -291,7 +291,7 @@ class WandbLogger:
 def final_evaluation(checkpoint: Path, env_cfg: Mapping[str, Any], train_cfg, baselines: Sequence[str],
                      out_dir: Path) -> List[Dict[str, Any]]:
     from agents.baselines import make_baseline
-    from quality_oracle.storage import atomic_write_text
+    from his_common.storage import atomic_write_text
     from agents.evaluation import CheckpointPolicy, evaluate_policy, mean_metric, normalized_score
 
     k = train_cfg.evaluation_episodes
@@ -350,7 +350,7 @@ def plot_learning_curve(rows: Sequence[Mapping[str, Any]], path: Path, title: st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from quality_oracle.storage import atomic_write_bytes
+    from his_common.storage import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(xs, ys, lw=1.5)
@@ -469,7 +469,7 @@ def run(args) -> int:
 
     set_torch_threads(train_cfg.torch_threads)
     resolved = {**env_dict, "train": train_cfg.to_dict()}
-    from quality_oracle.storage import atomic_write_text
+    from his_common.storage import atomic_write_text
 
     atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     num_agents = int(env_dict.get("num_ues", 50))

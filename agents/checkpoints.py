@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping
 
 from agents.evaluation import RUN_INFO_FILE, CheckpointError, read_run_info
-from quality_oracle.storage import atomic_write_text
+from his_common.storage import atomic_write_text
 
 LATEST_FILE = "latest"
 CHECKPOINT_PREFIX = "iter_"

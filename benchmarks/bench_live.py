@@ -35,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from his_env.ecdiff import real_calls  # noqa: E402
+from quality_oracle.ecdiff import real_calls  # noqa: E402
 from quality_oracle.base import ECDiffSchedule  # noqa: E402
 from quality_oracle.live.sampler import (ClusterPlan, DenoiserBackend, Guidance, HISSampler,  # noqa: E402
                                          SD3Backend, TextEmbeddings, UserPlan)

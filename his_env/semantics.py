@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from quality_oracle.storage import cache_root
+from his_common.storage import cache_root
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384  # all-MiniLM-L6-v2; other models report their own dimension

@@ -5,7 +5,7 @@ dimensions (..., N) — several candidate joint actions evaluated at once, as th
 search baseline does — while the decision point's state (clusters, SMs, channel) is shared.
 
 ES work is counted in model calls: with EC-Diff off a call is a step; with it on, approximated
-steps cost nothing (his_env.ecdiff).
+steps cost nothing (quality_oracle.ecdiff).
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from his_env import allocation, ecdiff
+from his_env import allocation
+from quality_oracle import ecdiff
 from his_env.channel import latent_bits
 from his_env.config import DeviceConfig, HISConfig
 

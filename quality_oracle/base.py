@@ -13,15 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class ECDiffSchedule:
-    """EC-Diff settings the ES applied (EC-Diff Alg. 1); None in a request means "off"."""
-
-    pre_inference_calls: int
-    approx_steps: int
-    smoothing: float
-    reinit_calls: int
+from quality_oracle.ecdiff import ECDiffSchedule
 
 
 @dataclass

@@ -33,7 +33,7 @@ import numpy as np
 from scipy.optimize import curve_fit, least_squares
 
 from quality_oracle.base import QualityRequest
-from quality_oracle.storage import atomic_write_json, cache_root
+from his_common.storage import atomic_write_json, cache_root
 
 DEFAULT_CSV = Path(__file__).parent / "data" / "hiqm_sd3_medium.csv"
 ECDIFF_CSV = Path(__file__).parent / "data" / "ecdiff_reference.csv"
@@ -295,10 +295,10 @@ def calibrate_approximation_loss(path: str | Path | None = None, reinit_calls: i
     shortfall is charged to EC-Diff's approximated steps (an upper bound on their cost, since
     EC-Diff also runs more edge steps). The switching point s is the number of cloud steps
     (EC-Diff's latency figures fit that reading: CogVideoX 105.1 s predicted vs 105.6 s reported);
-    the approximated steps are those of `his_env.ecdiff.real_call_mask` over those s steps.
+    the approximated steps are those of `quality_oracle.ecdiff.real_call_mask` over those s steps.
     Returns the median over the image rows, a fraction per step.
     """
-    from his_env.ecdiff import real_call_mask
+    from quality_oracle.ecdiff import real_call_mask
 
     path = Path(path) if path is not None else ECDIFF_CSV
     with path.open(newline="") as fh:

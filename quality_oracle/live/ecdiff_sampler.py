@@ -2,7 +2,7 @@
 
 The ES runs two kinds of segments under HIS: a cluster's common run (public prompt) and each
 user's personalised phase I (personal + NPI prompt). Which positions of a segment are real model
-calls is decided in one place only, `his_env.ecdiff.real_call_mask`; this module turns that mask
+calls is decided in one place only, `quality_oracle.ecdiff.real_call_mask`; this module turns that mask
 into model outputs:
 
 * at a real position the model output is observed. While the segment has not approximated yet
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from his_env.ecdiff import real_call_mask
-from quality_oracle.base import ECDiffSchedule
+from quality_oracle.ecdiff import real_call_mask
+from quality_oracle.ecdiff import ECDiffSchedule
 
 
 @dataclass

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from his_env.ecdiff import real_calls
-from quality_oracle.base import ECDiffSchedule
+from quality_oracle.ecdiff import real_calls
+from quality_oracle.ecdiff import ECDiffSchedule
 
 # ----------------------------------------------------------------------------- SSIM and Eqs. 9-12
 

@@ -26,10 +26,10 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from his_env.ecdiff import real_call_mask
+from quality_oracle.ecdiff import real_call_mask
 from quality_oracle.base import QualityRequest
 from quality_oracle.live.cache import ScoreCache, score_key
-from quality_oracle.storage import cache_root
+from his_common.storage import cache_root
 from quality_oracle.live.sampler import (ClusterPlan, Guidance, HISSampler, UnsupportedPipelineError,
                                          UserPlan)
 

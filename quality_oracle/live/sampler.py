@@ -17,7 +17,7 @@ through the scheduler's timesteps: at step i every lane that needs the ES model 
 batched forward (in chunks of `batch_size` images, each with its own prompt and guidance), every
 lane on the UE model into another (or the same one when the UE model is the ES model), and users
 join as their x_n is reached. With EC-Diff (`ecdiff`), each ES segment calls the model only where
-`his_env.ecdiff.real_call_mask` says and extrapolates the noise elsewhere (`ecdiff_sampler`).
+`quality_oracle.ecdiff.real_call_mask` says and extrapolates the noise elsewhere (`ecdiff_sampler`).
 
 Supported: Stable Diffusion 3 (`StableDiffusion3Pipeline`: SD3Transformer2DModel + flow-matching
 Euler) and DDIM UNet pipelines (`StableDiffusionPipeline` SD 1.x/2.x, `StableDiffusionXLPipeline`;
@@ -32,7 +32,7 @@ from typing import Sequence
 
 import torch
 
-from quality_oracle.base import ECDiffSchedule
+from quality_oracle.ecdiff import ECDiffSchedule
 from quality_oracle.live.ecdiff_sampler import KStepNoiseApproximator
 
 # ----------------------------------------------------------------------------- plans and results

@@ -14,7 +14,7 @@ import pytest
 
 import train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Small enough for CI, big enough to learn: 4 UEs, 2 clusters, 10 decision points per episode.
 SMALL = ["--set", "num_ues=4", "--set", "num_clusters=2", "--set", "episode_length=10",
          "--set", "train.hidden=[64,64]", "--set", "train.episodes_per_iteration=8",

@@ -10,7 +10,7 @@ import pytest
 
 import evaluate
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = ["--set", "num_ues=3", "--set", "num_clusters=1", "--set", "episode_length=3"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

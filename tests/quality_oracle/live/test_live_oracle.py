@@ -14,10 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-try:
-    from tests import live_fixtures as lf
-except ImportError:  # tests/ is not a package
-    import live_fixtures as lf
+from tests import live_fixtures as lf
 
 from quality_oracle.base import ECDiffSchedule, QualityOracle, QualityRequest
 from quality_oracle.live import oracle as oracle_module

@@ -6,7 +6,7 @@ import pytest
 from his_env.config import ConfigError, HISConfig
 from quality_oracle.hiqm import calibrate_approximation_loss
 
-DEFAULT_YAML = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+DEFAULT_YAML = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
 
 
 def test_defaults_are_table_ii():

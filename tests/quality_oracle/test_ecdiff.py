@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from his_env import ecdiff
+from quality_oracle import ecdiff
 from quality_oracle.hiqm import calibrate_approximation_loss
 
 

@@ -20,12 +20,24 @@ defines a gradient). The schedule of one phase segment of `length` steps that st
   after a correcting call (Alg. 1 breaks after line 15), and the prompt switch needs a clean
   latent too.
 
-This module is the single definition of that schedule: the env's delay/energy accounting and
-the live sampler (`quality_oracle.live`) both call it.
+This module is the single definition of EC-Diff's settings and schedule: the env's delay/energy
+accounting (`his_env.system_model`) and the live sampler (`quality_oracle.live`) both use it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+
+@dataclass(frozen=True)
+class ECDiffSchedule:
+    """EC-Diff settings the ES applies (EC-Diff Alg. 1); None where a schedule is expected means "off"."""
+
+    pre_inference_calls: int  # p
+    approx_steps: int  # k
+    smoothing: float  # alpha, EC-Diff Eq. (6)
+    reinit_calls: int  # real calls after the public-to-personal prompt switch
 
 
 def real_call_mask(start: int, length: int, pre_inference_calls: int, approx_steps: int,

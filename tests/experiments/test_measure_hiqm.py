@@ -1,4 +1,4 @@
-"""quality_oracle.measure: pairs, binning, resumable CSV measurement, refit, and the CLI end to end."""
+"""experiments.measure_hiqm: pairs, binning, resumable CSV measurement, refit, and the CLI end to end."""
 from __future__ import annotations
 
 import csv
@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quality_oracle import measure
-from quality_oracle.measure import PromptPair, Unit
+from experiments import measure_hiqm as measure
+from experiments.measure_hiqm import PromptPair, Unit
 
-REFERENCE_CSV = Path(__file__).resolve().parent.parent / "quality_oracle" / "data" / "hiqm_sd3_medium.csv"
+REFERENCE_CSV = Path(__file__).resolve().parents[2] / "quality_oracle" / "data" / "hiqm_sd3_medium.csv"
 
 
 def _pair(sim, tag="a"):
@@ -130,10 +130,7 @@ def test_refit_recovers_a_known_hiqm_curve(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     pytest.importorskip("diffusers")
-    try:
-        from tests import live_fixtures as lf
-    except ImportError:
-        import live_fixtures as lf
+    from tests import live_fixtures as lf
     root = tmp_path_factory.mktemp("measure_models")
     lf.tiny_sd3_pipeline().save_pretrained(root / "sd3")
     lf.save_tiny_clip(root / "clip")

@@ -1,6 +1,6 @@
 """Re-run the HIS paper's HIQM experiment (Sec. III-E, steps 1-4) on a given model and refit Eq. 7.
 
-    python -m quality_oracle.measure --model PATH --clip PATH --out results.csv [--seeds 4 ...]
+    python -m experiments.measure_hiqm --model PATH --clip PATH --out results.csv [--seeds 4 ...]
 
 1. **Prompt similarity (step 1)**: public-personal prompt pairs, from a pairs file
    (``--pairs``: public_prompt, personal_prompt, negative_prompt, similarity) or built from a
@@ -36,7 +36,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from quality_oracle.storage import atomic_write_text
+from his_common.storage import atomic_write_text
 
 OUT_COLUMNS = ("sim_npi", "similarity", "common_steps", "clip_score")
 RAW_COLUMNS = ("sim_npi", "similarity", "pair_similarity", "pair_id", "seed", "common_steps", "clip_score")
@@ -314,7 +314,7 @@ def build_units(pairs_by_bin: dict[float, list[PromptPair]], seeds: Sequence[int
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m quality_oracle.measure", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.measure_hiqm", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="diffusers pipeline folder or hub id (SD3, SD 1.x, SDXL)")
     p.add_argument("--clip", required=True, help="transformers CLIPModel folder or hub id (paper: ViT-L/14@336px)")
     p.add_argument("--out", required=True, help="aggregated CSV (sim_npi, similarity, common_steps, clip_score)")

@@ -8,7 +8,7 @@ import pytest
 from quality_oracle.base import ECDiffSchedule, QualityRequest
 from quality_oracle.hiqm import DEFAULT_CSV, HIQMOracle
 
-SHARED_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "hiqm_sd3_medium.csv"
+SHARED_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "hiqm_sd3_medium.csv"
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 References are independent of the sampler: the stock diffusers pipelines (with a step-end callback
 that switches prompt, guidance and model where HIS does), hand-computed EC-Diff sequences and
-SSIM values, and `his_env.ecdiff` call counts. Models are tiny and random (tests/live_fixtures.py).
+SSIM values, and `quality_oracle.ecdiff` call counts. Models are tiny and random (tests/live_fixtures.py).
 """
 from __future__ import annotations
 
@@ -14,13 +14,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-try:
-    from tests import live_fixtures as lf
-except ImportError:  # tests/ is not a package
-    import live_fixtures as lf
+from tests import live_fixtures as lf
 
-from his_env.ecdiff import real_call_mask, real_calls
-from quality_oracle.base import ECDiffSchedule
+from quality_oracle.ecdiff import real_call_mask, real_calls
+from quality_oracle.ecdiff import ECDiffSchedule
 from quality_oracle.live.ecdiff_sampler import KStepNoiseApproximator, NoiseState
 from quality_oracle.live.greedy_search import (ECDiffObjective, burden, efficiency, greedy_line_search,
                                                objective, search_approximation, ssim, two_stage_search)

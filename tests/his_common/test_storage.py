@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from quality_oracle.storage import atomic_write_bytes, atomic_write_json, atomic_write_text
+from his_common.storage import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 
 def test_atomic_write_replaces_whole_file_and_leaves_no_temporary(tmp_path):

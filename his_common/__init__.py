@@ -1,0 +1,1 @@
+"""Small utilities shared by every layer of HIS-MARL: the cache folder and atomic file writes."""
