@@ -52,7 +52,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from agents.cli import UsageError, nonneg_int, parse_overrides, positive_int  # noqa: E402
+from his_cli.args import UsageError, nonneg_int, parse_overrides, positive_int  # noqa: E402
 
 REPO = Path(__file__).resolve().parent
 DEFAULT_CONFIG = REPO / "configs" / "default.yaml"
@@ -514,7 +514,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from his_env.config import ConfigError
 
-    from agents.evaluation import CheckpointError
+    from agents.checkpoints import CheckpointError
 
     try:
         return run(args)

@@ -41,7 +41,7 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 
 import yaml  # noqa: E402
 
-from agents.cli import (UsageError, nonneg_int, parse_overrides, positive_int,  # noqa: E402
+from his_cli.args import (UsageError, nonneg_int, parse_overrides, positive_int,  # noqa: E402
                         positive_seconds)
 
 REPO = Path(__file__).resolve().parent
@@ -403,7 +403,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     from his_env.config import ConfigError
 
-    from agents.evaluation import CheckpointError
+    from agents.checkpoints import CheckpointError
     from agents.ippo import TrainConfigError
 
     try:
@@ -417,7 +417,7 @@ def run(args) -> int:
     quiet_libraries(args.verbose)
     from agents.baselines import BASELINES
     from agents.checkpoints import resolve_checkpoint, save_checkpoint, validate_checkpoint
-    from agents.evaluation import CheckpointError
+    from agents.checkpoints import CheckpointError
     from agents.ippo import TrainConfig, build_algo_config, set_torch_threads
 
     baselines = [] if args.eval_baselines.strip().lower() in ("", "none") else [

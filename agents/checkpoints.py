@@ -17,11 +17,34 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping
 
-from agents.evaluation import RUN_INFO_FILE, CheckpointError, read_run_info
 from his_common.storage import atomic_write_text
 
+RUN_INFO_FILE = "his_run.json"
 LATEST_FILE = "latest"
 CHECKPOINT_PREFIX = "iter_"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete or unreadable."""
+
+
+def read_run_info(checkpoint: str | Path) -> Dict[str, Any]:
+    path = Path(checkpoint)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a directory (expected a folder written by train.py)")
+    info_file = path / RUN_INFO_FILE
+    if not info_file.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} has no {RUN_INFO_FILE}: not a complete train.py checkpoint")
+    try:
+        info = json.loads(info_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: {RUN_INFO_FILE} is corrupt ({exc})") from exc
+    for key in ("algo", "env_config", "train_config", "iteration"):
+        if key not in info:
+            raise CheckpointError(f"checkpoint {str(path)!r}: {RUN_INFO_FILE} lacks {key!r}")
+    return info
 
 
 def save_checkpoint(algo, checkpoint_root: str | Path, run_info: Mapping[str, Any], keep: int = 2) -> Path:

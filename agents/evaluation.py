@@ -19,33 +19,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 import numpy as np
 
 from agents.baselines import Policy
+from agents.checkpoints import CheckpointError, read_run_info, resolve_checkpoint
 from agents.env_adapter import make_parallel_env, step_metrics
-
-RUN_INFO_FILE = "his_run.json"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete or unreadable."""
-
-
-def read_run_info(checkpoint: str | Path) -> Dict[str, Any]:
-    path = Path(checkpoint)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    if not path.is_dir():
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a directory (expected a folder written by train.py)")
-    info_file = path / RUN_INFO_FILE
-    if not info_file.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} has no {RUN_INFO_FILE}: not a complete train.py checkpoint")
-    try:
-        info = json.loads(info_file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r}: {RUN_INFO_FILE} is corrupt ({exc})") from exc
-    for key in ("algo", "env_config", "train_config", "iteration"):
-        if key not in info:
-            raise CheckpointError(f"checkpoint {str(path)!r}: {RUN_INFO_FILE} lacks {key!r}")
-    return info
-
 
 class ModulePolicy(Policy):
     """Greedy actions from HISActorCriticModules: `{module_id: module}` (one per UE, or "shared")."""
@@ -89,8 +64,6 @@ class CheckpointPolicy(ModulePolicy):
 
     def __init__(self, checkpoint: str | Path) -> None:
         from ray.rllib.core.rl_module.rl_module import RLModule
-
-        from agents.checkpoints import resolve_checkpoint
 
         self.path = resolve_checkpoint(checkpoint)  # a run folder works too; absolute, as RLlib needs
         self.info = read_run_info(self.path)

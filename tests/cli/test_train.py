@@ -133,7 +133,8 @@ def test_checkpoint_restore_gives_identical_actions_and_stats(small_run, tmp_pat
     import torch
 
     from agents.checkpoints import resolve_checkpoint, save_checkpoint
-    from agents.evaluation import CheckpointPolicy, read_run_info
+    from agents.checkpoints import read_run_info
+    from agents.evaluation import CheckpointPolicy
     from agents.ippo import TrainConfig, build_algo_config
     from agents.learner import REWARD_NORMALIZER_STATE_KEY
 

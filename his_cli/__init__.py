@@ -1,0 +1,1 @@
+"""The command-line programs (train, evaluate, benchmark): flags parsed, then one library call."""
