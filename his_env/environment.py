@@ -260,7 +260,15 @@ class HISParallelEnv(ParallelEnv):
             self.agents = []
         return observations, rewards, terminations, truncations, infos
 
-    def render(self) -> str | None:
+    def render(self, mode: str | None = None) -> str | None:
+        """A text summary of the decision point (with `render_mode="ansi"`; None without a mode).
+
+        `mode` is accepted for wrappers that still pass one (RLlib's ParallelPettingZooEnv passes
+        its own `render_mode`, None): None or the env's own `render_mode`.
+        """
+        if mode is not None and mode != self.render_mode:
+            raise ValueError(f"render(mode={mode!r}); allowed: None or this env's render_mode {self.render_mode!r} "
+                             f"(the mode is set when the env is built)")
         self._require_reset("render")
         if self.render_mode is None:
             return None

@@ -388,6 +388,9 @@ def test_render_ansi():
     env.step({a: [4, 2] for a in env.agents})
     text = env.render()
     assert "cluster 0" in text and "U=" in text
+    assert env.render(None) == env.render("ansi") == text  # the old-style mode argument some wrappers pass
+    with pytest.raises(ValueError, match=r"render\(mode='human'\); allowed: None or this env's render_mode 'ansi'"):
+        env.render("human")
 
 
 def test_state_is_all_observations(small):
