@@ -224,15 +224,18 @@ def summarize_episodes(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]
 def add_normalized_scores(summary: Sequence[Dict[str, Any]], random_policy: str = "random",
                           search_policy: str = "search") -> bool:
     """Add `score` (see normalized_score) to every row whose variant has rows of both reference
-    policies; returns whether any score was added."""
+    policies (the search reference may be `search:SWEEPS`; plain `search` is preferred); returns
+    whether any score was added."""
     by_variant: Dict[Any, Dict[str, float]] = {}
     for row in summary:
         by_variant.setdefault(row.get("variant", ""), {})[row["policy"]] = row["utility"]
     added = False
     for row in summary:
         refs = by_variant[row.get("variant", "")]
-        if random_policy in refs and search_policy in refs:
-            row["score"] = normalized_score(row["utility"], refs[random_policy], refs[search_policy])
+        searches = [p for p in refs if p == search_policy or p.startswith(search_policy + ":")]
+        if random_policy in refs and searches:
+            u_search = refs.get(search_policy, refs[searches[0]])
+            row["score"] = normalized_score(row["utility"], refs[random_policy], u_search)
             added = True
     return added
 
