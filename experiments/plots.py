@@ -39,7 +39,7 @@ def _layout(fig, title: str, handles, labels):
     if labels:
         fig.legend(handles, labels, loc="upper center", ncol=ncol, fontsize=7, frameon=False,
                    bbox_to_anchor=(0.5, 1 - title_h))
-    fig.tight_layout(rect=(0, 0, 1, 1 - title_h - rows * row_h))
+    fig.tight_layout(rect=(0, 0, 1, 1 - title_h - rows * row_h), pad=0.6)
     return fig
 
 

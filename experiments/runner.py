@@ -152,11 +152,12 @@ def execute(plan: EvaluationPlan | CurvesPlan, log: Callable[[str], None] = prin
     """Run a prepared plan and write its results folder; returns what was written."""
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(plan, CurvesPlan):
-        if plan.warning:
-            log(plan.warning)
         report = write_curves_report(plan.curves, plan.num_ues, plan.warning, plan.out_dir)
         title = "Fig. 15: reward curves (5-iteration moving average)"
-        report.files.append(save_png(curves_figure(plan.curves, title), plan.out_dir / "fig15.png"))
+        curves = plan.curves
+        if len({str(n) for n in plan.num_ues.values()}) > 1:  # say each run's N in the legend too
+            curves = [(f"{label} (N = {plan.num_ues[label]})", xs, ys) for label, xs, ys in curves]
+        report.files.append(save_png(curves_figure(curves, title), plan.out_dir / "fig15.png"))
         return report
     seeds = plan.seeds
     log(f"{plan.title}: {len(plan.policies)} policies x {len(plan.variants)} variants x {len(seeds)} episodes "
