@@ -60,18 +60,12 @@ def check_env_factory(spec: Optional[str], where: str = "env_factory") -> Callab
 
 
 def checkpoint_reward_mode(run_info: Mapping[str, Any]) -> str:
-    """The reward mode a checkpoint was trained with, from its run record."""
-    for section in ("algorithm", "train_config"):
-        cfg = run_info.get(section)
-        if isinstance(cfg, Mapping) and cfg.get("reward_mode"):
-            return str(cfg["reward_mode"])
-    config = run_info.get("config")
-    if isinstance(config, Mapping) and isinstance(config.get("algorithm"), Mapping):
-        mode = config["algorithm"].get("reward_mode")
-        if mode:
-            return str(mode)
-    raise CheckpointError("the run record names no reward_mode (neither algorithm.reward_mode nor "
-                          "train_config.reward_mode)")
+    """The reward mode a checkpoint was trained with, from its run record (`algorithm_config`;
+    agents.checkpoints.read_run_info converts older records)."""
+    algorithm = run_info.get("algorithm_config")
+    if isinstance(algorithm, Mapping) and algorithm.get("reward_mode"):
+        return str(algorithm["reward_mode"])
+    raise CheckpointError("the run record names no reward mode (algorithm_config.reward_mode)")
 
 
 class ModulePolicy(Policy):

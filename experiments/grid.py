@@ -55,14 +55,9 @@ def baseline_name(spec: str) -> str:
 
 
 def _run_factory(info: Mapping[str, Any]) -> Optional[str]:
-    for section in ("experiment", "train_config"):
-        cfg = info.get(section)
-        if isinstance(cfg, Mapping) and cfg.get("env_factory"):
-            return str(cfg["env_factory"])
-    config = info.get("config")
-    if isinstance(config, Mapping) and isinstance(config.get("experiment"), Mapping):
-        return config["experiment"].get("env_factory") or None
-    return None
+    """The env factory a checkpoint's run used (its experiment config), or None for the default."""
+    experiment = info.get("experiment_config")
+    return str(experiment["env_factory"]) if isinstance(experiment, Mapping) and experiment.get("env_factory") else None
 
 
 def checkpoint_policies(items: Sequence[str]) -> List[PolicySpec]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from agents.baselines import StepRanges
+from agents.config import load_run_config
 from agents.evaluation import METRICS, check_env_factory
 from experiments import curves as fig15
 from experiments.figures import Figure, Variant, get_figure
@@ -23,14 +24,13 @@ from his_env.config import HISConfig
 
 DEFAULT_EPISODES = 5
 DEFAULT_SEED_BASE = 20_000
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
 
 @dataclass
 class EvaluationRequest:
     """What to evaluate. `checkpoints` are `[VARIANT=]PATH` items, `baselines` names such as
     `search` or `fixed:8,4`, `overrides` dotted env keys applied on top of the base config
-    (`config`, else the first checkpoint's env, else configs/default.yaml)."""
+    (configs/default.yaml overlaid by `config`, else the first checkpoint's env)."""
 
     figure: Optional[int] = None
     checkpoints: Sequence[str] = ()
@@ -72,17 +72,14 @@ def default_output_dir(figure: Optional[int]) -> Path:
 
 def base_env_config(config: Optional[str], overrides: Mapping[str, Any],
                     policies: Sequence[PolicySpec]) -> Dict[str, Any]:
-    """The env every variant starts from (see EvaluationRequest), as a validated plain dict."""
-    if config:
-        cfg = HISConfig.from_yaml(config)
+    """The env every variant starts from (see EvaluationRequest), as a validated plain dict: the
+    env keys of configs/default.yaml overlaid by `config` (a path or a shipped name), else the
+    first checkpoint's env; then `overrides`."""
+    trained = [p.env_config for p in policies if p.env_config is not None]
+    if trained and not config:
+        cfg = HISConfig.from_dict(trained[0])
     else:
-        trained = [p.env_config for p in policies if p.env_config is not None]
-        if trained:
-            cfg = HISConfig.from_dict(trained[0])
-        elif DEFAULT_CONFIG.is_file():
-            cfg = HISConfig.from_yaml(DEFAULT_CONFIG)
-        else:
-            cfg = HISConfig.from_dict({})
+        cfg = load_run_config([config] if config else []).env
     if overrides:
         cfg = cfg.with_overrides(dict(overrides))
     return cfg.to_dict()

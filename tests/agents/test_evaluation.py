@@ -1,6 +1,7 @@
 """The evaluation table (summaries, scores, CSV + Markdown) on rows whose means and standard
 deviations are worked out by hand; env-factory checks; the reward mode of a run record."""
 import csv
+import json
 import math
 
 import pytest
@@ -78,12 +79,16 @@ def test_check_env_factory_accepts_the_default_and_a_real_factory():
     assert check_env_factory("his_env:parallel_env") is parallel_env
 
 
-def test_checkpoint_reward_mode_from_either_record_layout():
-    assert checkpoint_reward_mode({"train_config": {"reward_mode": "team"}}) == "team"
-    assert checkpoint_reward_mode({"algorithm": {"reward_mode": "individual"}}) == "individual"
-    assert checkpoint_reward_mode({"config": {"algorithm": {"reward_mode": "difference"}}}) == "difference"
-    with pytest.raises(CheckpointError, match="names no reward_mode"):
-        checkpoint_reward_mode({"train_config": {}})
+def test_checkpoint_reward_mode_from_the_run_record(tmp_path):
+    assert checkpoint_reward_mode({"algorithm_config": {"reward_mode": "team"}}) == "team"
+    with pytest.raises(CheckpointError, match="names no reward mode"):
+        checkpoint_reward_mode({"algorithm_config": {}})
+    # A record written before the algorithm/experiment split is read through read_run_info.
+    from agents.checkpoints import RUN_INFO_FILE, read_run_info
+
+    (tmp_path / RUN_INFO_FILE).write_text(json.dumps({"algo": "ippo", "env_config": {}, "iteration": 1,
+                                                      "train_config": {"reward_mode": "individual", "seed": 3}}))
+    assert checkpoint_reward_mode(read_run_info(tmp_path)) == "individual"
 
 
 def test_search_with_sweeps_serves_as_the_reference():

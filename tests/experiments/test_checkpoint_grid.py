@@ -20,8 +20,8 @@ TINY = {"num_ues": 3, "num_clusters": 1, "episode_length": 3}
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled")
-    sets = [f"{k}={v}" for k, v in TINY.items()] + ["train.hidden=[16]", "train.episodes_per_iteration=2",
-                                                     "train.evaluation_episodes=1", "train.reward_mode=team"]
+    sets = [f"{k}={v}" for k, v in TINY.items()] + ["algorithm.hidden=[16]", "algorithm.episodes_per_iteration=2",
+                                                     "experiment.evaluation_episodes=1", "algorithm.reward_mode=team"]
     argv = [sys.executable, str(REPO / "train.py"), "--iterations", "1", "--eval-baselines", "none",
             "--output-dir", str(out)]
     for item in sets:
