@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
                    help="legend labels of --runs, one per run (Fig. 15; default: the folder names)")
     p.add_argument("--config", default=None, metavar="YAML",
-                   help="base env config (default: the first checkpoint's env, else configs/default.yaml)")
+                   help="base env config, a path or a shipped name such as 'small', overlaid on configs/default.yaml "
+                        "(only its env keys are used; default: the first checkpoint's env, else configs/default.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override an env key of the base config (dotted), e.g. num_ues=10; repeatable")
     p.add_argument("--episodes", type=positive_int("--episodes"), default=5,

@@ -110,14 +110,6 @@ def test_set_values_parse_as_yaml_and_the_field_decides():
         parse_assignment("=3")
 
 
-def test_cli_overrides_use_the_same_parser():
-    from his_cli.args import parse_overrides
-
-    assert parse_overrides(["a=1", "b=[x, y]", "a=2", "c=1e-3"]) == {"a": 2, "b": ["x", "y"], "c": "1e-3"}
-    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
-        parse_overrides(["a"])
-
-
 def test_yaml_files(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text("count: 4\nb:\n  width: 2\n")
