@@ -31,6 +31,7 @@ from agents.env_adapter import make_parallel_env, resolve_factory, step_metrics
 from his_common.storage import atomic_write_text
 
 METRICS = ("utility", "quality", "delay", "energy")
+BASELINE_REWARD_MODE = "none"  # the reward-mode entry of a baseline, which is not trained
 METRIC_HEADERS = {"utility": "U", "quality": "Q", "delay": "T (s)", "energy": "E (J)",
                   "intra_cluster_similarity": "intra-cluster similarity",
                   "public_personal_similarity": "public-personal similarity", "score": "score"}
@@ -163,11 +164,11 @@ def evaluate_policy(policy: Policy, env_config: Mapping[str, Any], seeds: Sequen
 def evaluate_policies(policies: Mapping[str, Policy], env_config: Mapping[str, Any], seeds: Sequence[int],
                       env_factory: Optional[str] = None) -> List[Dict[str, Any]]:
     """`evaluate_policy` for each labelled policy on one env (built once), every row tagged with
-    `policy` (the label) and `reward_mode` (a trained policy's, empty for baselines)."""
+    `policy` (the label) and `reward_mode` (a trained policy's, `none` for baselines)."""
     env = make_parallel_env(env_config, env_factory)
     rows: List[Dict[str, Any]] = []
     for label, policy in policies.items():
-        mode = getattr(policy, "reward_mode", None) or ""
+        mode = getattr(policy, "reward_mode", None) or BASELINE_REWARD_MODE
         rows += [{"policy": label, "reward_mode": mode, **row}
                  for row in evaluate_policy(policy, env_config, seeds, env=env)]
     return rows
@@ -254,7 +255,7 @@ def _cell(row: Mapping[str, Any], metric: str) -> str:
 
 def evaluation_markdown(summary: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRICS) -> str:
     """The table as Markdown: policy, variant (where there is more than one), the reward mode a
-    trained policy learned with (`-` for baselines), the metrics (mean ± std) and the score."""
+    trained policy learned with (`none` for baselines), the metrics (mean ± std) and the score."""
     show_variant = len({r.get("variant", "") for r in summary}) > 1
     show_score = any("score" in r for r in summary)
     columns = ["policy"] + (["variant"] if show_variant else []) + ["reward mode"]
@@ -264,7 +265,7 @@ def evaluation_markdown(summary: Sequence[Mapping[str, Any]], metrics: Sequence[
         cells = [str(row.get("name") or row["policy"])]
         if show_variant:
             cells.append(str(row.get("variant_name") or row.get("variant", "")))
-        cells.append(str(row.get("reward_mode") or "-"))
+        cells.append(str(row.get("reward_mode") or BASELINE_REWARD_MODE))
         cells += [_cell(row, m) for m in metrics]
         if show_score:
             score = row.get("score", float("nan"))

@@ -18,7 +18,8 @@ import numpy as np
 
 from agents.baselines import Policy, StepRanges, make_baseline
 from agents.checkpoints import resolve_checkpoint, validate_checkpoint
-from agents.evaluation import CheckpointPolicy, checkpoint_reward_mode, check_env_factory, evaluate_policy
+from agents.evaluation import (BASELINE_REWARD_MODE, CheckpointPolicy, check_env_factory, checkpoint_reward_mode,
+                               evaluate_policy)
 from experiments.figures import Variant
 from his_env.config import HISConfig
 
@@ -40,7 +41,7 @@ class PolicySpec:
     variant: Optional[str] = None  # only this variant (a checkpoint given as VARIANT=PATH)
     env_config: Optional[Dict[str, Any]] = None  # the env a checkpoint was trained on
     env_factory: Optional[str] = None
-    reward_mode: str = ""  # the reward a checkpoint was trained with; empty for baselines
+    reward_mode: str = BASELINE_REWARD_MODE  # the reward a checkpoint was trained with; `none` for baselines
     checkpoint: Optional[Path] = None
 
 

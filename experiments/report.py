@@ -32,7 +32,7 @@ def write_grid_report(rows: Sequence[Mapping[str, Any]], figure: Optional[Figure
     comparison = compare_with_paper(figure, summary) if figure is not None else []
     heading = (f"{title}\n\nMean ± std over {len(seeds)} episodes (seeds {seeds[0]}..{seeds[-1]}) of the "
                f"per-decision-point network metrics; N = {num_ues}. Reward mode: the reward a trained policy "
-               f"learned with (`-`: a baseline, which uses none).")
+               f"learned with (`none` for a baseline, which is not trained).")
     if figure is not None and figure.paper:
         heading += f"\n\nPaper: {figure.paper}."
     episodes = Path(out_dir) / "episodes.csv"

@@ -13,8 +13,8 @@ from agents.evaluation import (EnvFactoryError, add_normalized_scores, check_env
 
 def episodes():
     rows = []
-    for policy, mode, utilities in (("trained:ippo", "difference", (2.0, 4.0)), ("random", "", (1.0, 1.0)),
-                                    ("search", "", (5.0, 7.0))):
+    for policy, mode, utilities in (("trained:ippo", "difference", (2.0, 4.0)), ("random", "none", (1.0, 1.0)),
+                                    ("search", "none", (5.0, 7.0))):
         for u in utilities:
             rows.append({"policy": policy, "reward_mode": mode, "variant": "base", "utility": u,
                          "quality": u / 2, "delay": 10.0, "energy": 100.0 * u})
@@ -45,7 +45,7 @@ def test_markdown_names_the_reward_mode_of_every_trained_row():
     lines = md.splitlines()
     assert lines[0] == "| policy | reward mode | U | Q | T (s) | E (J) | score |"  # one variant: no variant column
     assert lines[2] == "| trained:ippo | difference | 3 ± 1.4 | 1.5 ± 0.71 | 10 ± 0 | 300 ± 1.4e+02 | 0.400 |"
-    assert lines[3].startswith("| random | - | 1 ± 0 |")
+    assert lines[3].startswith("| random | none | 1 ± 0 |")
 
 
 def test_write_evaluation_table_writes_csv_and_markdown(tmp_path):

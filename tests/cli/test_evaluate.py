@@ -59,6 +59,6 @@ def test_one_table_end_to_end(tmp_path, capsys):
                  "--set", "num_clusters=1", "--set", "episode_length=2", "--output-dir", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| policy | reward mode | U | Q | T (s) | E (J) | score |" in printed
-    assert "| search reference (1 sweep) | - |" in printed
+    assert "| search reference (1 sweep) | none |" in printed
     for name in ("episodes.csv", "summary.csv", "summary.md", "eval.png"):
         assert (out / name).is_file()

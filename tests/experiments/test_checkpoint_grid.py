@@ -43,10 +43,10 @@ def test_checkpoint_rows_name_their_reward_mode(tiny_run, tmp_path, monkeypatch)
     trained = [(r["policy"], r["variant"], r["reward_mode"]) for r in rows if r["policy"].startswith("trained")]
     assert sorted(trained) == sorted([("trained:ippo", "his", "team"), ("trained:ippo", "cfis", "team")]
                                      + [("trained:ippo#2", s, "team") for s in ("his", "ppgfis", "cfis", "iis")])
-    assert {r["reward_mode"] for r in rows if r["policy"] == "iis-fixed"} == {""}
+    assert {r["reward_mode"] for r in rows if r["policy"] == "iis-fixed"} == {"none"}
     md = (out / "summary.md").read_text()
     assert "| IPPO (team reward) | HIS | team |" in md and "| IPPO #2 (team reward) | IIS | team |" in md
-    assert "| fixed IIS-like split | HIS | - |" in md
+    assert "| fixed IIS-like split | HIS | none |" in md
 
 
 @pytest.mark.slow

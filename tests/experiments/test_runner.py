@@ -53,14 +53,14 @@ def test_tiny_grid_writes_tables_and_figure_through_the_given_factory(tmp_path):
     with (out / "episodes.csv").open() as fh:
         episodes = list(csv.DictReader(fh))
     assert len(episodes) == 2 * 3 * 2 and {e["seed"] for e in episodes} == {"20000.0", "20001.0"}
-    assert all(e["reward_mode"] == "" for e in episodes)  # baselines learn from no reward
+    assert all(e["reward_mode"] == "none" for e in episodes)  # baselines are not trained
     with (out / "summary.csv").open() as fh:
         summary = list(csv.DictReader(fh))
     fixed_kkt = [float(e["utility"]) for e in episodes if e["policy"] == "fixed:8,4" and e["variant"] == "kkt"]
     row = next(r for r in summary if r["policy"] == "fixed:8,4" and r["variant"] == "kkt")
     assert float(row["utility"]) == pytest.approx(sum(fixed_kkt) / 2)
     md = (out / "summary.md").read_text()
-    assert "| fixed x=8, y=4 | KKT | - |" in md and "| random | cluster-wise equal | - |" in md
+    assert "| fixed x=8, y=4 | KKT | none |" in md and "| random | cluster-wise equal | none |" in md
     assert "highest U:" in md and "paper: KKT in all three" in md
     assert (out / "fig16.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report.files[-1] == out / "fig16.png" and len(lines) == 1 + 2 * 3
