@@ -1,16 +1,17 @@
 """Train IPPO (the paper's MIRA learner), shared-parameter PPO or MAPPO on the HIS env with RLlib.
 
     python train.py                                   # N = 50, HIS, fitted HIQM, IPPO, 5 minutes
-    python train.py --iterations 50 --algo mappo --set num_ues=10 --set train.lr=0.001
+    python train.py --iterations 50 --algo mappo --set num_ues=10 --set algorithm.lr=0.001
     python train.py --config configs/ablations/vanilla.yaml    # Fig. 15's "vanilla MIRA"
     python train.py --resume runs/my-run               # continue from the latest checkpoint
     python train.py --ray-address auto --num-env-runners 16   # the same run on a Ray cluster
 
-Configuration: `configs/default.yaml`, overlaid by YAML files (`--config`, repeatable, later
-ones win) with the env's keys and a `train:` section (agents.ippo.TrainConfig), then
-`--set key=value` (repeatable; dotted env keys like `es.sm_range=[800,1200]` or
-`scheme.name=cfis`, and `train.<key>=...`), then the named flags. The resolved config is
-written to `<output-dir>/config.yaml`.
+Configuration (agents.config.load_run_config): `configs/default.yaml`, overlaid by YAML files
+(`--config`, a path or a shipped name such as `train_small`; repeatable, later ones win) with the
+env's keys and the `algorithm:` and `experiment:` sections, then `--set key=value` (repeatable;
+dotted env keys like `es.sm_range=[800,1200]` or `scheme.name=cfis`, `algorithm.<key>=...`,
+`experiment.<key>=...`), then the named flags. The resolved config is written to
+`<output-dir>/config.yaml`.
 
 Outputs in `--output-dir`: `metrics.jsonl` and `metrics.csv` (one row per iteration),
 `checkpoints/iter_NNNNNN/` (atomic; `checkpoints/latest` names the newest), `eval.csv` and
@@ -20,7 +21,6 @@ Outputs in `--output-dir`: `metrics.jsonl` and `metrics.csv` (one row per iterat
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import io
 import json
@@ -41,17 +41,15 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 
 import yaml  # noqa: E402
 
-from his_cli.args import (UsageError, nonneg_int, parse_overrides, positive_int,  # noqa: E402
-                        positive_seconds)
+from his_cli.args import UsageError, nonneg_int, parse_overrides, positive_int, positive_seconds  # noqa: E402
 
 REPO = Path(__file__).resolve().parent
-DEFAULT_CONFIG = REPO / "configs" / "default.yaml"
 EVAL_SEED_BASE = 10_000
 WANDB_MODES = ("online", "offline", "disabled")
 ALGOS = ("ippo", "ppo-shared", "mappo")
-# train.* keys that may change when resuming (they do not change what is learned)
-RUNTIME_TRAIN_KEYS = {"num_env_runners", "num_envs_per_env_runner", "num_learners", "torch_threads",
-                      "evaluation_episodes"}
+# experiment.* keys that may change when resuming (they do not change what is learned)
+RUNTIME_EXPERIMENT_KEYS = {"num_env_runners", "num_envs_per_env_runner", "num_learners", "torch_threads",
+                           "evaluation_episodes"}
 LEARNER_STAT_KEYS = ("policy_loss", "vf_loss", "vf_loss_unclipped", "entropy", "mean_kl_loss", "clip_fraction",
                      "vf_explained_var", "total_loss")
 
@@ -62,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", action="append", default=None, metavar="YAML",
                    help="config file overlaid on configs/default.yaml (repeatable, later ones win)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override one key: env keys dotted (es.sm_range=[800,1200]), trainer keys as train.<key>")
-    p.add_argument("--algo", choices=ALGOS, help="learner (default: train.algo, ippo)")
+                   help="override one key: env keys dotted (es.sm_range=[800,1200]), algorithm.<key>, experiment.<key>")
+    p.add_argument("--algo", choices=ALGOS, help="learner (default: algorithm.algo, ippo)")
     p.add_argument("--seed", type=nonneg_int("--seed"), help="seed of env runners, modules and evaluation")
     p.add_argument("--iterations", type=positive_int("--iterations"), help="stop after this many iterations in total")
     p.add_argument("--timesteps", type=positive_int("--timesteps"),
@@ -76,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how many recent checkpoints to keep (default 2)")
     p.add_argument("--resume", metavar="PATH", help="checkpoint folder or run output folder to continue from")
     p.add_argument("--num-env-runners", type=nonneg_int("--num-env-runners"),
-                   help="sampling processes (0: sample in the driver; default train.num_env_runners)")
+                   help="sampling processes (0: sample in the driver; default experiment.num_env_runners)")
     p.add_argument("--ray-address", help="address of a running Ray cluster ('auto' or host:port); default: local")
     p.add_argument("--wandb-mode", choices=WANDB_MODES, default=None,
                    help="W&B mode (default offline: no key or network needed)")
@@ -90,69 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def deep_merge(base: Dict[str, Any], update: Mapping[str, Any]) -> Dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+def resolve_config(args):
+    """The run's `agents.config.RunConfig` from --config, --set and the named flags."""
+    from agents.config import load_run_config
 
-
-def load_yaml(path: str | Path) -> Dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"--config {str(path)!r}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UsageError(f"--config {str(path)!r} is not valid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UsageError(f"--config {str(path)!r} must hold a mapping of keys, got {type(data).__name__}")
-    return data
-
-
-def split_overrides(pairs: Sequence[str]) -> tuple[Dict[str, Any], Dict[str, Any]]:
-    """`--set` pairs split into env keys and `train.<key>` keys."""
-    env_over: Dict[str, Any] = {}
-    train_over: Dict[str, Any] = {}
-    for key, value in parse_overrides(pairs, "--set num_ues=10 or --set train.lr=0.001").items():
-        if key.startswith("train."):
-            train_over[key[len("train."):]] = value
-        else:
-            env_over[key] = value
-    return env_over, train_over
-
-
-def resolve_config(args) -> tuple[Dict[str, Any], Any]:
-    """(env config as a plain dict, TrainConfig) from --config, --set and the named flags."""
-    from his_env.config import HISConfig
-
-    from agents.ippo import TrainConfig
-
-    # configs/default.yaml is the base layer; --config files overlay it in order.
-    paths = [DEFAULT_CONFIG] if DEFAULT_CONFIG.is_file() else []
-    paths += [Path(p) for p in (args.config or []) if Path(p).resolve() != DEFAULT_CONFIG.resolve()]
-    raw: Dict[str, Any] = {}
-    for path in paths:
-        raw = deep_merge(raw, load_yaml(path))
-    train_raw = raw.pop("train", None) or {}
-    if not isinstance(train_raw, Mapping):
-        raise UsageError(f"the 'train' section of the config must be a mapping, got {train_raw!r}")
-    env_over, train_over = split_overrides(args.overrides)
-    env_cfg = HISConfig.from_dict(raw).with_overrides(env_over) if env_over else HISConfig.from_dict(raw)
-    train_dict = dict(train_raw)
-    train_dict.update(train_over)
-    if args.algo is not None:
-        train_dict["algo"] = args.algo
-    if args.seed is not None:
-        train_dict["seed"] = args.seed
-    if args.num_env_runners is not None:
-        train_dict["num_env_runners"] = args.num_env_runners
-    return env_cfg.to_dict(), TrainConfig.from_dict(train_dict)
+    return load_run_config(args.config or [], args.overrides, algo=args.algo, seed=args.seed,
+                           num_env_runners=args.num_env_runners)
 
 
 # ---------------------------------------------------------------------- results
@@ -288,23 +229,23 @@ class WandbLogger:
 
 
 # ---------------------------------------------------------------------- final evaluation
-def final_evaluation(checkpoint: Path, env_cfg: Mapping[str, Any], train_cfg, baselines: Sequence[str],
+def final_evaluation(checkpoint: Path, env_cfg: Mapping[str, Any], run_cfg, baselines: Sequence[str],
                      out_dir: Path) -> List[Dict[str, Any]]:
     from agents.baselines import make_baseline
     from his_common.storage import atomic_write_text
     from agents.evaluation import CheckpointPolicy, evaluate_policy, mean_metric, normalized_score
 
-    k = train_cfg.evaluation_episodes
+    k = run_cfg.experiment.evaluation_episodes
     if k <= 0:
         return []
-    seeds = [EVAL_SEED_BASE + train_cfg.seed * 1000 + i for i in range(k)]
+    seeds = [EVAL_SEED_BASE + run_cfg.experiment.seed * 1000 + i for i in range(k)]
     y_min = int(env_cfg.get("steps", {}).get("min_es_personal", 0))
-    policies = [("trained (" + train_cfg.algo + ", greedy)", CheckpointPolicy(checkpoint))]
+    policies = [("trained (" + run_cfg.algorithm.algo + ", greedy)", CheckpointPolicy(checkpoint))]
     for spec in baselines:
-        policies.append((spec, make_baseline(spec, seed=train_cfg.seed, es_personal_min=y_min)))
+        policies.append((spec, make_baseline(spec, seed=run_cfg.experiment.seed, es_personal_min=y_min)))
     table = []
     for label, policy in policies:
-        rows = evaluate_policy(policy, env_cfg, seeds, env_factory=train_cfg.env_factory)
+        rows = evaluate_policy(policy, env_cfg, seeds, env_factory=run_cfg.experiment.env_factory)
         table.append({"policy": label, "episodes": len(rows),
                       "utility": mean_metric(rows, "utility"), "quality": mean_metric(rows, "quality"),
                       "delay": mean_metric(rows, "delay"), "energy": mean_metric(rows, "energy"),
@@ -377,10 +318,10 @@ def quiet_libraries(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def init_ray(address: Optional[str], train_cfg, verbose: bool) -> None:
+def init_ray(address: Optional[str], experiment, verbose: bool) -> None:
     import ray
 
-    env_vars = {"OMP_NUM_THREADS": str(train_cfg.torch_threads), "MKL_NUM_THREADS": str(train_cfg.torch_threads),
+    env_vars = {"OMP_NUM_THREADS": str(experiment.torch_threads), "MKL_NUM_THREADS": str(experiment.torch_threads),
                 "PYTHONWARNINGS": "ignore::DeprecationWarning"}
     kwargs: Dict[str, Any] = dict(include_dashboard=False, log_to_driver=verbose,
                                   logging_level=logging.INFO if verbose else logging.ERROR,
@@ -395,20 +336,19 @@ def init_ray(address: Optional[str], train_cfg, verbose: bool) -> None:
         pythonpath = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
         env_vars["PYTHONPATH"] = pythonpath
         # address="local": always a fresh local instance, never a cluster another program left running.
-        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, train_cfg.num_env_runners + 1), **kwargs)
+        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, experiment.num_env_runners + 1), **kwargs)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from his_env.config import ConfigError
+    from his_common.config import ConfigError
 
     from agents.checkpoints import CheckpointError
-    from agents.ippo import TrainConfigError
 
     try:
         return run(args)
-    except (UsageError, ConfigError, TrainConfigError, CheckpointError) as exc:
+    except (UsageError, ConfigError, CheckpointError) as exc:
         print(f"train.py: error: {exc}", file=sys.stderr)
         return 2
 
@@ -416,9 +356,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def run(args) -> int:
     quiet_libraries(args.verbose)
     from agents.baselines import BASELINES
-    from agents.checkpoints import resolve_checkpoint, save_checkpoint, validate_checkpoint
+    from agents.checkpoints import (record_config, resolve_checkpoint, run_config_from_record, save_checkpoint,
+                                    validate_checkpoint)
     from agents.checkpoints import CheckpointError
-    from agents.ippo import TrainConfig, build_algo_config, set_torch_threads
+    from agents.config import route_key
+    from agents.ippo import build_algo_config, set_torch_threads
 
     baselines = [] if args.eval_baselines.strip().lower() in ("", "none") else [
         b.strip() for b in args.eval_baselines.split(",") if b.strip()]
@@ -431,32 +373,30 @@ def run(args) -> int:
     if args.resume:
         resume_ckpt = resolve_checkpoint(args.resume)
         run_info = validate_checkpoint(resume_ckpt)
-        env_dict = run_info["env_config"]
-        train_cfg = TrainConfig.from_dict(run_info["train_config"])
+        run_cfg = run_config_from_record(run_info)
         # Only settings that do not change what is learned may differ on resume.
-        env_over, train_over = split_overrides(args.overrides)
-        if args.config or env_over or args.algo or args.seed is not None:
-            raise UsageError("--resume continues a run with its saved config; --config, env --set keys, --algo "
-                             "and --seed cannot change it (start a new run instead)")
-        bad = sorted(set(train_over) - RUNTIME_TRAIN_KEYS)
-        if bad:
-            raise UsageError(f"--resume: train.{bad[0]} cannot change when resuming; allowed: "
-                             f"{sorted('train.' + k for k in RUNTIME_TRAIN_KEYS)}")
-        over = dict(train_over)
+        over = parse_overrides(args.overrides, "--set experiment.num_env_runners=4")
+        if args.config or args.algo or args.seed is not None:
+            raise UsageError("--resume continues a run with its saved config; --config, --algo and --seed "
+                             "cannot change it (start a new run instead)")
+        allowed = sorted(f"experiment.{k}" for k in RUNTIME_EXPERIMENT_KEYS)
+        for key in over:
+            if route_key(key) not in [("experiment", k) for k in RUNTIME_EXPERIMENT_KEYS]:
+                raise UsageError(f"--resume: {key} cannot change when resuming; allowed: {allowed}")
         if args.num_env_runners is not None:
-            over["num_env_runners"] = args.num_env_runners
+            over["experiment.num_env_runners"] = args.num_env_runners
         if over:
-            train_cfg = train_cfg.with_overrides(over)
+            run_cfg = run_cfg.with_overrides(over)
         default_out = run_info.get("output_dir", resume_ckpt.parent.parent)
         out_dir = Path(args.output_dir) if args.output_dir else Path(default_out)
     else:
-        env_dict, train_cfg = resolve_config(args)
+        run_cfg = resolve_config(args)
         if args.output_dir:
             out_dir = Path(args.output_dir)
         else:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            scheme = env_dict.get("scheme", {}).get("name", "his")
-            name = f"{train_cfg.algo}-{scheme}-N{env_dict.get('num_ues')}-seed{train_cfg.seed}-{stamp}"
+            name = (f"{run_cfg.algorithm.algo}-{run_cfg.env.scheme.name}-N{run_cfg.env.num_ues}"
+                    f"-seed{run_cfg.experiment.seed}-{stamp}")
             out_dir = REPO / "runs" / name
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -467,18 +407,19 @@ def run(args) -> int:
     if wandb_mode not in WANDB_MODES:
         raise UsageError(f"WANDB_MODE={wandb_mode!r}; allowed: {', '.join(WANDB_MODES)}")
 
-    set_torch_threads(train_cfg.torch_threads)
-    resolved = {**env_dict, "train": train_cfg.to_dict()}
+    set_torch_threads(run_cfg.experiment.torch_threads)
+    env_dict = run_cfg.env.to_dict()
+    resolved = run_cfg.to_file_dict()
     from his_common.storage import atomic_write_text
 
     atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    num_agents = int(env_dict.get("num_ues", 50))
+    num_agents = run_cfg.env.num_ues
 
-    init_ray(args.ray_address, train_cfg, args.verbose)
-    print(f"train.py: {train_cfg.algo} on {num_agents} UEs, scheme {env_dict.get('scheme', {}).get('name')}, "
-          f"seed {train_cfg.seed}; output {out_dir}", flush=True)
+    init_ray(args.ray_address, run_cfg.experiment, args.verbose)
+    print(f"train.py: {run_cfg.algorithm.algo} on {num_agents} UEs, scheme {run_cfg.env.scheme.name}, "
+          f"seed {run_cfg.experiment.seed}; output {out_dir}", flush=True)
     t_build = time.perf_counter()
-    algo = build_algo_config(env_dict, train_cfg).build_algo()
+    algo = build_algo_config(run_cfg).build_algo()
     if resume_ckpt is not None:
         try:
             algo.restore_from_path(str(resume_ckpt))
@@ -502,7 +443,7 @@ def run(args) -> int:
     wb = WandbLogger(wandb_mode, args.wandb_project, name, run_info.get("wandb_run_id"), resolved, out_dir)
 
     def make_run_info(iteration: int, env_steps: float, elapsed: float) -> Dict[str, Any]:
-        return {"algo": train_cfg.algo, "env_config": env_dict, "train_config": train_cfg.to_dict(),
+        return {"algo": run_cfg.algorithm.algo, **record_config(run_cfg),
                 "iteration": iteration, "env_steps": env_steps, "agent_steps": env_steps * num_agents,
                 "elapsed_s": elapsed, "wandb_run_id": wb.run_id, "wandb_project": args.wandb_project,
                 "output_dir": str(out_dir), "num_agents": num_agents, "saved_at": datetime.now().isoformat()}
@@ -550,9 +491,9 @@ def run(args) -> int:
                                     keep=args.keep_checkpoints)
     algo.stop()
 
-    table = final_evaluation(last_ckpt, env_dict, train_cfg, baselines, out_dir)
+    table = final_evaluation(last_ckpt, env_dict, run_cfg, baselines, out_dir)
     plots = [p for p in [plot_learning_curve(rows, out_dir / "plots" / "learning_curve.png",
-                                             f"{train_cfg.algo}, N={num_agents}")] if p]
+                                             f"{run_cfg.algorithm.algo}, N={num_agents}")] if p]
     mem = peak_memory_mb()
     session_rows = rows[-iterations_this_run:] if iterations_this_run else []
     session_agent_steps = sum(r["perf/agent_steps_this_iter"] for r in session_rows)

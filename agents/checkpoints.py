@@ -2,8 +2,8 @@
 
 A checkpoint is a folder `<output>/checkpoints/iter_<NNNNNN>/` holding RLlib's algorithm
 checkpoint (weights, optimiser state, Learner state with the reward-normalisation
-statistics, iteration and lifetime counters) plus `his_run.json` (the resolved env and train
-configs, algo, counters, elapsed time, W&B run id). It is written to a temporary sibling
+statistics, iteration and lifetime counters) plus `his_run.json` (the resolved env, algorithm
+and experiment configs, algo, counters, elapsed time, W&B run id). It is written to a temporary sibling
 folder and renamed into place, so a crash never leaves a half-written checkpoint under the
 final name; `<output>/checkpoints/latest` (a one-line text file, replaced atomically) names
 the newest one.
@@ -17,9 +17,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping
 
+from agents.config import ConfigError, RunConfig, split_train_section
 from his_common.storage import atomic_write_text
 
 RUN_INFO_FILE = "his_run.json"
+# Keys of the run record that hold the parts of the run's `agents.config.RunConfig`.
+RECORD_CONFIG_KEYS = {"env": "env_config", "algorithm": "algorithm_config", "experiment": "experiment_config"}
 LATEST_FILE = "latest"
 CHECKPOINT_PREFIX = "iter_"
 
@@ -41,10 +44,26 @@ def read_run_info(checkpoint: str | Path) -> Dict[str, Any]:
         info = json.loads(info_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"checkpoint {str(path)!r}: {RUN_INFO_FILE} is corrupt ({exc})") from exc
-    for key in ("algo", "env_config", "train_config", "iteration"):
+    if "train_config" in info and "algorithm_config" not in info:  # a record written before the split
+        try:
+            parts = split_train_section(info.pop("train_config") or {})
+        except ConfigError as exc:
+            raise CheckpointError(f"checkpoint {str(path)!r}: {RUN_INFO_FILE}: {exc}") from exc
+        info["algorithm_config"], info["experiment_config"] = parts["algorithm"], parts["experiment"]
+    for key in ("algo", *RECORD_CONFIG_KEYS.values(), "iteration"):
         if key not in info:
             raise CheckpointError(f"checkpoint {str(path)!r}: {RUN_INFO_FILE} lacks {key!r}")
     return info
+
+
+def record_config(run: RunConfig) -> Dict[str, Any]:
+    """The run record's config entries of a `RunConfig`."""
+    return {RECORD_CONFIG_KEYS[name]: part for name, part in run.to_dict().items()}
+
+
+def run_config_from_record(info: Mapping[str, Any]) -> RunConfig:
+    """The `RunConfig` a run record holds (a `ConfigError` if it no longer validates)."""
+    return RunConfig.from_dict({name: info[key] for name, key in RECORD_CONFIG_KEYS.items()})
 
 
 def save_checkpoint(algo, checkpoint_root: str | Path, run_info: Mapping[str, Any], keep: int = 2) -> Path:

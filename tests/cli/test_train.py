@@ -17,8 +17,8 @@ import train
 REPO = Path(__file__).resolve().parents[2]
 # Small enough for CI, big enough to learn: 4 UEs, 2 clusters, 10 decision points per episode.
 SMALL = ["--set", "num_ues=4", "--set", "num_clusters=2", "--set", "episode_length=10",
-         "--set", "train.hidden=[64,64]", "--set", "train.episodes_per_iteration=8",
-         "--set", "train.evaluation_episodes=8"]
+         "--set", "algorithm.hidden=[64,64]", "--set", "algorithm.episodes_per_iteration=8",
+         "--set", "experiment.evaluation_episodes=8"]
 
 
 def run_train(args, tmp_path, check=True, timeout=400):
@@ -123,7 +123,7 @@ def test_offline_wandb_run_holds_the_metrics(small_run):
             assert logged[r["iteration"]][key] == pytest.approx(r[key], rel=1e-9), key
     run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
     config = {c.key: json.loads(c.value_json) for c in run.config.update}
-    assert config["num_ues"] == 4 and config["train"]["algo"] == "ippo"
+    assert config["num_ues"] == 4 and config["algorithm"]["algo"] == "ippo"
     # The final evaluation table went in as a W&B table artifact.
     assert any(r.WhichOneof("record_type") == "artifact" or r.WhichOneof("record_type") == "files" for r in records)
 
@@ -133,9 +133,9 @@ def test_checkpoint_restore_gives_identical_actions_and_stats(small_run, tmp_pat
     import torch
 
     from agents.checkpoints import resolve_checkpoint, save_checkpoint
-    from agents.checkpoints import read_run_info
+    from agents.checkpoints import read_run_info, run_config_from_record
     from agents.evaluation import CheckpointPolicy
-    from agents.ippo import TrainConfig, build_algo_config
+    from agents.ippo import build_algo_config
     from agents.learner import REWARD_NORMALIZER_STATE_KEY
 
     import ray
@@ -146,7 +146,7 @@ def test_checkpoint_restore_gives_identical_actions_and_stats(small_run, tmp_pat
     assert ckpt.name == "iter_000025" and info["iteration"] == 25
     ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     try:
-        algo = build_algo_config(info["env_config"], TrainConfig.from_dict(info["train_config"])).build_algo()
+        algo = build_algo_config(run_config_from_record(info)).build_algo()
         algo.restore_from_path(str(ckpt))
         assert algo.iteration == 25
         learner = algo.learner_group._learner
@@ -161,7 +161,7 @@ def test_checkpoint_restore_gives_identical_actions_and_stats(small_run, tmp_pat
         # save -> restore round trip from this process too
         again = save_checkpoint(algo, tmp_path / "ck", {**info, "iteration": algo.iteration})
         algo.stop()
-        algo2 = build_algo_config(info["env_config"], TrainConfig.from_dict(info["train_config"])).build_algo()
+        algo2 = build_algo_config(run_config_from_record(info)).build_algo()
         algo2.restore_from_path(str(again))
         learner2 = algo2.learner_group._learner
         for mid, acts in restored.items():
@@ -202,9 +202,11 @@ def test_resume_continues_the_same_run(small_run, tmp_path):
     (["--set", "num_ues=0"], "'num_ues' has value 0"),
     (["--set", "scheme.name=magic"], "scheme.name"),
     (["--set", "no_such_key=1"], "no_such_key"),
-    (["--set", "train.lr=-1"], "train.lr"),
-    (["--set", "train.algo=dqn"], "train.algo"),
-    (["--set", "train.nope=1"], "train.nope"),
+    (["--set", "algorithm.lr=-1"], "algorithm.lr"),
+    (["--set", "algorithm.lr=inf"], "'algorithm.lr' has value inf; allowed: a finite number"),
+    (["--set", "algorithm.algo=dqn"], "algorithm.algo"),
+    (["--set", "algorithm.nope=1"], "algorithm.nope"),
+    (["--set", "train.lr=0.001"], "train.lr -> algorithm.lr"),
     (["--set", "num_ues"], "expected KEY=VALUE"),
     (["--eval-baselines", "oracle"], "unknown baseline 'oracle'"),
     (["--resume", "/nonexistent/run"], "does not exist"),
