@@ -509,7 +509,7 @@ def figure15(args, out_dir: Path) -> int:
 # ---------------------------------------------------------------------- main
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from his_common.config import ConfigError
+    from his_env.config import ConfigError
 
     from agents.checkpoints import CheckpointError
 
