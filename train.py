@@ -342,7 +342,7 @@ def init_ray(address: Optional[str], experiment, verbose: bool) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from his_common.config import ConfigError
+    from his_env.config import ConfigError
 
     from agents.checkpoints import CheckpointError
 

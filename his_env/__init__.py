@@ -4,7 +4,7 @@
     env = his_env.parallel_env()            # ParallelEnv, the paper's Table II
     env = his_env.parallel_env("configs/default.yaml", num_ues=4, max_cycles=5)
     aec = his_env.env()                     # the same as an AEC env
-    cfg = his_env.HISConfig.from_yaml("configs/default.yaml")
+    cfg = his_env.HISConfig.from_yaml("small")   # a YAML path, or a shipped config's name
 
 The environment class is imported on first use, so `import his_env.allocation` (say) stays light.
 """

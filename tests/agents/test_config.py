@@ -133,6 +133,14 @@ def test_every_shipped_config_loads(path):
     assert isinstance(run.env, HISConfig)
 
 
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: p.relative_to(CONFIGS).as_posix())
+def test_every_shipped_yaml_key_has_a_comment(path):
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and not stripped.endswith(":"):
+            assert "#" in line, f"{path.name}: uncommented key: {line}"
+
+
 def test_shipped_configs_say_what_they_change():
     assert load_run_config(["ablations/vanilla"]).algorithm.learner_switches() == {
         "reward_normalization": False, "advantage_normalization": False, "policy_clip": False, "value_clip": None,
