@@ -478,11 +478,24 @@ class HIQMOracle:
         return list(self.checks)
 
     def fit_report_markdown(self) -> str:
-        lines = ["| sim_npi | similarity | points | RMSE (this fit) | RMSE (free fit of that curve) |",
-                 "|---|---|---|---|---|"]
-        lines += [f"| {r.sim_npi} | {r.similarity:.2f} | {r.points} | {r.rmse:.5f} | {r.free_fit_rmse:.5f} |"
-                  for r in self.fit_table]
-        return "\n".join(lines)
+        return fit_table_markdown(self.fit_table)
+
+
+def fit_table_markdown(table: list[CurveFit]) -> str:
+    """The per-curve RMSE table (also of a refused fit: `HIQMFitError.fit_table`)."""
+    lines = ["| sim_npi | similarity | points | RMSE (this fit) | RMSE (free fit of that curve) |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r.sim_npi} | {r.similarity:.2f} | {r.points} | {r.rmse:.5f} | {r.free_fit_rmse:.5f} |"
+              for r in table]
+    return "\n".join(lines)
+
+
+def fit_checks_markdown(checks: list[FamilyCheck]) -> str:
+    """Per iota: method, explained variance, and the fitted quality range against the measured scores."""
+    lines = ["| sim_npi | method | explained variance | measured scores | fitted quality |", "|---|---|---|---|---|"]
+    lines += [f"| {c.sim_npi} | {c.method} | {c.explained:.3f} | {c.score_range[0]:.4f} .. {c.score_range[1]:.4f} "
+              f"| {c.quality_range[0]:.4f} .. {c.quality_range[1]:.4f} |" for c in checks]
+    return "\n".join(lines)
 
 
 _FIT_VERSION = 2  # bump when the fitting procedure changes: invalidates the disk cache
