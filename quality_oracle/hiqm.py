@@ -271,19 +271,21 @@ def _shared_shape_fit(knots: np.ndarray, curves: list[tuple[np.ndarray, np.ndarr
         row[2 + j], row[2 + S + j] = 1.0, -1.0
         rows.append(row)
     constraints = [{"type": "ineq", "fun": lambda v, A=np.array(rows): A @ v, "jac": lambda v, A=np.array(rows): A}]
-    bounds = ([(np.log(1e-3), np.log(10.0)), (x_lo - span, x_hi + span)] + [(y_lo, y_hi)] * (2 * S))
+    # K in [1e-3, 10] and B within the measured steps keep Q's fall over them, sigma(x_lo) - sigma(x_hi),
+    # at least ~K span / 4: L = (a - b) / that fall stays finite
+    bounds = ([(np.log(1e-3), np.log(10.0)), (x_lo, x_hi)] + [(y_lo, y_hi)] * (2 * S))
 
     first = np.array([y[x == x.min()].mean() for x, y in curves])
     last = np.array([y[x == x.max()].mean() for x, y in curves])
     a0 = np.clip(np.maximum.accumulate(np.maximum(first, last)), y_lo, y_hi)
     b0 = np.minimum(np.clip(np.maximum.accumulate(np.minimum(first, last)), y_lo, y_hi), a0)
-    best = None
+    best = np.concatenate([[np.log(0.3), x_lo + 0.5 * span], a0, b0])  # feasible: a0, b0 meet the constraints
     for K in (0.1, 0.3, 1.0):
         for B in (x_lo + 0.25 * span, x_lo + 0.5 * span, x_lo + 0.75 * span):
             v0 = np.concatenate([[np.log(K), B], a0, b0])
             result = minimize(sse, v0, method="SLSQP", bounds=bounds, constraints=constraints,
                               options={"maxiter": 500, "ftol": 1e-12})
-            if np.all(np.isfinite(result.x)) and (best is None or sse(result.x) < sse(best)):
+            if np.all(np.isfinite(result.x)) and sse(result.x) < sse(best):
                 best = result.x
     K, B = float(np.exp(best[0])), float(best[1])
     # make the constraints exact (SLSQP meets them to its tolerance only)
