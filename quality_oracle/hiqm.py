@@ -55,14 +55,15 @@ def eq7_quality(common_steps, similarity, knots, coefficients, step_range: tuple
     `coefficients` (S, 4), held at the end knots beyond them, and x held inside `step_range`.
 
     Written once for numpy arrays and torch tensors (`knots` and `coefficients` then tensors of
-    the same device); broadcasts over `common_steps` and `similarity`.
+    the same device); broadcasts over `common_steps` and `similarity`. The interpolation is the
+    sum of the knot segments below phi (c_0 + sum_s slope_s clip(phi - k_s, 0, k_{s+1} - k_s)):
+    one small matrix product, no per-UE lookup.
     """
     xp = namespace(similarity, common_steps, coefficients)
-    phi = xp.clip(xp.float(similarity), float(knots[0]), float(knots[-1]))
-    segment = xp.clip(xp.searchsorted(knots, phi) - 1, 0, len(knots) - 2)
-    left, right = knots[segment], knots[segment + 1]
-    fraction = ((phi - left) / (right - left))[..., None]
-    coef = coefficients[segment] + fraction * (coefficients[segment + 1] - coefficients[segment])
+    phi = xp.float(similarity)[..., None]
+    widths = knots[1:] - knots[:-1]
+    slopes = (coefficients[1:] - coefficients[:-1]) / widths[:, None]  # (S - 1, 4)
+    coef = coefficients[0] + xp.minimum(xp.maximum(phi - knots[:-1], 0.0), widths) @ slopes
     x = xp.clip(xp.float(common_steps), float(step_range[0]), float(step_range[1]))
     return modified_sigmoid(x, coef[..., 0], coef[..., 1], coef[..., 2], coef[..., 3])
 
