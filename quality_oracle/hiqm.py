@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit, least_squares, minimize
 
+from his_common.arrays import namespace
 from quality_oracle.base import QualityRequest
 from his_common.storage import atomic_write_json, cache_root
 
@@ -86,8 +87,31 @@ class HIQMFitWarning(UserWarning):
 
 
 def modified_sigmoid(x, L, K, B, G):
-    """Eq. (7): L / (1 + exp(K (x - B))) + G, broadcasting over all arguments."""
-    return L / (1.0 + np.exp(K * (x - B))) + G
+    """Eq. (7): L / (1 + exp(K (x - B))) + G, broadcasting over all arguments (numpy or torch)."""
+    return L / (1.0 + namespace(x, L).exp(K * (x - B))) + G
+
+
+def eq7_quality(common_steps, similarity, knots, coefficients, step_range: tuple[float, float]):
+    """Q(x; phi) of Eq. (7) with (L, K, B, G) piecewise linear in phi through `knots` (S,) and
+    `coefficients` (S, 4), held at the end knots beyond them, and x held inside `step_range`.
+
+    Written once for numpy arrays and torch tensors (`knots` and `coefficients` then tensors of
+    the same device); broadcasts over `common_steps` and `similarity`. The interpolation is the
+    sum of the knot segments below phi (c_0 + sum_s slope_s clip(phi - k_s, 0, k_{s+1} - k_s)):
+    one small matrix product, no per-UE lookup.
+    """
+    xp = namespace(similarity, common_steps, coefficients)
+    phi = xp.float(similarity)[..., None]
+    widths = knots[1:] - knots[:-1]
+    slopes = (coefficients[1:] - coefficients[:-1]) / widths[:, None]  # (S - 1, 4)
+    coef = coefficients[0] + xp.minimum(xp.maximum(phi - knots[:-1], 0.0), widths) @ slopes
+    x = xp.clip(xp.float(common_steps), float(step_range[0]), float(step_range[1]))
+    return modified_sigmoid(x, coef[..., 0], coef[..., 1], coef[..., 2], coef[..., 3])
+
+
+def with_approximation_loss(quality, approximated_es_steps, loss_per_step: float):
+    """EC-Diff's quality model: each approximated ES step scales Q by (1 - loss per step)."""
+    return quality * (1.0 - loss_per_step * approximated_es_steps)
 
 
 @dataclass(frozen=True)
@@ -103,8 +127,7 @@ class CurveFamily:
         return tuple(np.interp(phi, self.knots, self.coefficients[:, i]) for i in range(4))
 
     def quality(self, common_steps: np.ndarray, similarity: np.ndarray) -> np.ndarray:
-        L, K, B, G = self.coefficients_at(similarity)
-        return modified_sigmoid(np.clip(common_steps, *self.step_range), L, K, B, G)
+        return eq7_quality(common_steps, similarity, self.knots, self.coefficients, self.step_range)
 
     def similarity_slope(self, common_steps: np.ndarray, similarity: np.ndarray) -> np.ndarray:
         """dQ/dphi inside the knot segments (analytic, for the monotonicity guarantee)."""
@@ -465,7 +488,7 @@ class HIQMOracle:
         """
         quality = self._family(int(request.sim_npi)).quality(request.common_steps, request.similarity)
         if self.approximation_loss_per_step and request.ecdiff is not None:
-            quality = quality * (1.0 - self.approximation_loss_per_step * request.approximated_es_steps)
+            quality = with_approximation_loss(quality, request.approximated_es_steps, self.approximation_loss_per_step)
         return quality
 
     def coefficients(self, similarity, sim_npi: bool) -> tuple[np.ndarray, ...]:
