@@ -76,7 +76,7 @@ def bank_check(bank, samples: int, seed: int = 0) -> str:
     for _ in range(samples):
         actions = rng.integers(0, nvec, size=(env.num_ues, 2))
         _, _, _, _, infos = env.step({a: actions[n] for n, a in enumerate(env.possible_agents)})
-        ref_u.append(infos["ue_0"]["network"]["utility"])
+        ref_u.append(infos["ue_0"]["network_utility"])
         ref_phi.append(np.mean([infos[a]["similarity"] for a in env.possible_agents]))
         if not env.agents:
             env.reset()

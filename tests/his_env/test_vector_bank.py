@@ -54,7 +54,7 @@ def _pettingzoo_utilities(policy, steps, seed):
     for _ in range(steps):
         actions = policy(rng, env.num_ues)
         _, _, _, _, infos = env.step({a: actions[n] for n, a in enumerate(env.possible_agents)})
-        utility.append(infos["ue_0"]["network"]["utility"])
+        utility.append(infos["ue_0"]["network_utility"])
         phi.append(np.mean([infos[a]["similarity"] for a in env.possible_agents]))
         if not env.agents:
             env.reset()
