@@ -27,8 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from his_env.prompts import (LLMPublicPromptGenerator, PublicPromptGenerator,  # noqa: E402
-                             main_entity, negative_prompt)
+from his_env.text.generated import PublicPromptGenerator  # noqa: E402
+from his_env.text.llm import LLMPublicPromptGenerator  # noqa: E402
+from his_env.text.negative import negative_prompt  # noqa: E402
+from his_env.text.phrases import main_entity  # noqa: E402
 from his_env.semantics import SentenceEmbedder  # noqa: E402
 from his_env.workload import PromptPool, Workload  # noqa: E402
 
