@@ -198,13 +198,15 @@ def intra_cluster_similarity_of_embeddings(embeddings: np.ndarray, labels: np.nd
     the similarities of the pairs of cluster m sum to |sum of its embeddings|^2 minus the sum of
     their squared norms, O(N d) instead of O(N^2 d)."""
     labels = np.asarray(labels, dtype=np.int64)
-    order = np.argsort(labels, kind="stable")
-    sizes = np.bincount(labels)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    vectors = np.asarray(embeddings, dtype=np.float64)[order]
-    sums = np.add.reduceat(vectors, starts[sizes > 0], axis=0)
-    norms = np.add.reduceat(np.einsum("nd,nd->n", vectors, vectors), starts[sizes > 0])
-    return _mean_pair_similarity(np.einsum("md,md->m", sums, sums) - norms, sizes[sizes > 0])
+    embeddings = np.asarray(embeddings)
+    num_clusters = int(labels.max()) + 1
+    membership = np.zeros((num_clusters, len(labels)), dtype=embeddings.dtype)
+    membership[labels, np.arange(len(labels))] = 1
+    sums = (membership @ embeddings).astype(np.float64)
+    norms = np.bincount(labels, weights=np.einsum("nd,nd->n", embeddings, embeddings),
+                        minlength=num_clusters)
+    return _mean_pair_similarity(np.einsum("md,md->m", sums, sums) - norms,
+                                 np.bincount(labels, minlength=num_clusters))
 
 
 def _mean_pair_similarity(pair_sums: np.ndarray, sizes: np.ndarray) -> float:
@@ -258,7 +260,7 @@ class DecisionPrompts:
     def similarity(self, rows: np.ndarray) -> np.ndarray:
         """phi_hat between the pool prompts `rows` (Eq. 5)."""
         if self.pool_similarity is not None:
-            return self.pool_similarity[np.ix_(rows, rows)]
+            return self.pool_similarity.take(rows, axis=0).take(rows, axis=1)
         vectors = self.embeddings[rows]
         return vectors @ vectors.T
 

@@ -137,6 +137,7 @@ class SentenceEmbedder:
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.cache_path = root / _model_folder(model) / CACHE_FILE
         self._model = None
+        self.encoded_texts = 0  # texts this embedder ran through the model
         self._row_of_text: dict[str, int] = {}
         self._vectors: np.ndarray | None = None  # (memory_entries, dim), allocated on first use
         self._count = 0
@@ -203,6 +204,7 @@ class SentenceEmbedder:
         to_encode = [text for text in missing if text not in found]
         if to_encode:
             vectors = self._encode(to_encode)
+            self.encoded_texts += len(to_encode)
             self._check_dim(vectors.shape[1])
             found.update(zip(to_encode, vectors))
             if self._store is not None:

@@ -22,19 +22,21 @@ class PublicPromptGenerator(PublicPromptSource):
         "A {modifiers} {majority entity}[ and a {second entity}] with {features}
          {actions} {settings}, {scene}."
 
-    A phrase is used when at least `shared_fraction` of the members, and at least two of them,
-    say it (the cluster's general characteristics); per role at most `values_per_role` phrases,
-    the most widely shared first (ties: first appearance in the pool). A second entity is named
-    when at least `second_entity_fraction` of the members are about it. Nothing else enters the
-    sentence: every word of it comes from a member's prompt (verbs as their -ing form), so the
-    public prompt uses no information beyond what the ES received from the cluster. The public
-    prompt of a one-member cluster is that member's prompt.
+    A phrase can be used when at least `shared_fraction` of the members, and at least two of
+    them, say it (the cluster's general characteristics); of these, the most widely shared come
+    first (ties: first appearance in the pool), at most `values_per_role` per role and
+    `max_phrases` in all (None: no overall cap). A second entity is named when at least
+    `second_entity_fraction` of the members are about it. Nothing else enters the sentence:
+    every word of it comes from a member's prompt (verbs as their -ing form), so the public
+    prompt uses no information beyond what the ES received from the cluster. The public prompt
+    of a one-member cluster is that member's prompt.
 
     The sentence depends on the cluster only through (majority entity, second entity, chosen
-    phrases), which is the memo key. Clusters that share little get short prompts ("A cat.",
-    "A cat and a dog."), so the set of distinct public prompts stays small and an embedding
-    cache warms up quickly; after warm-up a call costs a few microseconds of counting plus a
-    dict lookup.
+    phrases), which is the memo key. With the default `max_phrases=1` the distinct public
+    prompts of a pool are few (subject, subject pair, subject plus one phrase) and a run soon
+    finds each of them in the embedding cache; every further allowed phrase multiplies that
+    set, and each new text costs a model call (milliseconds). After warm-up a call costs a few
+    microseconds of counting plus a dict lookup.
 
     `generate(prompts)` does the same for arbitrary texts (the texts form their own pool).
     """
@@ -42,7 +44,8 @@ class PublicPromptGenerator(PublicPromptSource):
     dense_limit = 20_000_000  # prompts x phrases up to which the incidence is a dense uint8 matrix
 
     def __init__(self, values_per_role: int | dict[str, int] = 2, shared_fraction: float = 0.5,
-                 second_entity_fraction: float = 1 / 3, memo_size: int = 100_000):
+                 second_entity_fraction: float = 1 / 3, max_phrases: int | None = 1,
+                 memo_size: int = 100_000):
         per_role = (dict.fromkeys(ROLES, values_per_role) if isinstance(values_per_role, int)
                     else {**dict.fromkeys(ROLES, 2), **values_per_role})
         unknown = set(per_role) - set(ROLES)
@@ -55,6 +58,9 @@ class PublicPromptGenerator(PublicPromptSource):
         self.values_per_role = per_role
         self.shared_fraction = float(shared_fraction)
         self.second_entity_fraction = float(second_entity_fraction)
+        if max_phrases is not None and (not isinstance(max_phrases, int) or max_phrases < 0):
+            raise ValueError(f"max_phrases must be None or an int >= 0, got {max_phrases!r}")
+        self.max_phrases = max_phrases
         self.memo_size = memo_size
         self.pool = None
         self._texts: tuple[str, ...] | None = None
@@ -139,6 +145,7 @@ class PublicPromptGenerator(PublicPromptSource):
         shared = np.flatnonzero(counts >= needed)
         if len(shared) > 1:  # most widely shared first; ties by first appearance (stable sort)
             shared = shared[np.argsort(-counts[shared], kind="stable")]
+            shared = shared[self._within_role_caps(shared)][: self.max_phrases]
         key = (major, second, tuple(shared.tolist()))
         text = self._memo.get(key)
         if text is None:
@@ -154,7 +161,7 @@ class PublicPromptGenerator(PublicPromptSource):
         text = self._text_memo.get(key)
         if text is None:
             scratch = PublicPromptGenerator(self.values_per_role, self.shared_fraction,
-                                            self.second_entity_fraction)
+                                            self.second_entity_fraction, self.max_phrases)
             scratch._bind(list(key))
             text = scratch.generate_for(range(len(key)))
             if len(self._text_memo) >= self.memo_size:
@@ -162,11 +169,18 @@ class PublicPromptGenerator(PublicPromptSource):
             self._text_memo[key] = text
         return text
 
+    def _within_role_caps(self, ranked: np.ndarray) -> np.ndarray:
+        """Mask of the ranked phrases kept by the per-role caps (`values_per_role`)."""
+        roles = self._role_of_phrase[ranked]
+        keep = np.zeros(len(ranked), dtype=bool)
+        for r, role in enumerate(ROLES):
+            keep[np.flatnonzero(roles == r)[: self.values_per_role[role]]] = True
+        return keep
+
     def _compose(self, major: int, second: int, shared: tuple[int, ...]) -> str:
         chosen: dict[str, list[str]] = {}
         for r, role in enumerate(ROLES):
-            ids = [f for f in shared if self._role_of_phrase[f] == r]
-            chosen[role] = [self._phrases[f][1] for f in ids[: self.values_per_role[role]]]
+            chosen[role] = [self._phrases[f][1] for f in shared if self._role_of_phrase[f] == r]
         entity = self._entities[major]
         subject = " and ".join(chosen["modifier"]) + " " + entity if chosen["modifier"] else entity
         words = [article_for(subject), subject]

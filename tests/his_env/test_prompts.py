@@ -346,3 +346,15 @@ def test_llm_generator_smollm2():
     assert text.endswith(".") and text.count(". ") == 0 and "panda" in text.lower()
     generator._memo.clear()
     assert generator.generate_for(cluster) == text  # greedy decoding: deterministic
+
+
+def test_max_phrases_caps_the_sentence(pool):
+    cats = pool.indices_of("cat")
+    both = [i for i in cats if "resting on a rooftop" in pool.texts[i]]
+    assert len(both) == 5
+    one = PublicPromptGenerator.from_pool(pool).generate_for(both)
+    two = PublicPromptGenerator.from_pool(pool, max_phrases=None).generate_for(both)
+    assert "resting on a rooftop" in two  # action and setting, both said by all five
+    assert ("resting" in one) != ("rooftop" in one)  # only the first of them by default
+    with pytest.raises(ValueError, match="max_phrases"):
+        PublicPromptGenerator(max_phrases=-1)
