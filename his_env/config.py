@@ -37,7 +37,7 @@ def _clustering_names() -> tuple[str, ...]:
 
 
 def _public_prompt_names() -> tuple[str, ...]:
-    from his_env.prompts import PUBLIC_PROMPT_SOURCES
+    from his_env.text.public import PUBLIC_PROMPT_SOURCES
 
     return PUBLIC_PROMPT_SOURCES.names
 
@@ -149,7 +149,7 @@ class SchemeConfig(Config):
     name: str = setting("his", choices=_scheme_names)  # his | ppgfis | cfis | iis
     # None means "the scheme's own choice" (schemes.py); set one to build a variant.
     clustering: str | None = setting(None, choices=_clustering_names)  # semantic | entity | random | single
-    public_prompt: str | None = setting(None, choices=_public_prompt_names)  # generated | llm | random_member
+    public_prompt: str | None = setting(None, choices=_public_prompt_names)  # generated | llm | random_member | none
     sim_npi: bool | None = None
     common_phase: bool | None = None
     allocation: str = setting("kkt", choices=_allocation_names)  # kkt | user_equal | cluster_equal

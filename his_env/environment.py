@@ -30,7 +30,9 @@ is all observations concatenated. `state()`, `render()`, `current_prompts()`, `d
 and `network_summary()` describe a decision point and raise `RuntimeError` before `reset()`.
 
 Actions that leave z below `steps.min_ue` are projected: y is lowered first (not below y_min),
-then x; `infos[agent]["projected"]` says when that happened. Under the IIS scheme x is forced to 0.
+then x; `infos[agent]["projected"]` says when that happened. Under the IIS scheme x is forced to 0,
+and there is no public prompt: every step of a UE is conditioned on its own prompt, so its
+observed phi, and the similarity its quality request carries, is 1 (the prompt's similarity to itself).
 Every action is checked: a missing or unknown agent, a wrong or ragged shape, a boolean, a
 non-integer or non-finite value, or a value out of range raises `ValueError` naming the agent,
 its value and what is allowed.
@@ -71,13 +73,15 @@ from pettingzoo import ParallelEnv
 
 from his_env import channel, clustering, schemes, system_model
 from his_env.config import HISConfig
-from his_env.prompts import LLMPublicPromptGenerator, PublicPromptGenerator, negative_prompt
 from his_env.semantics import SentenceEmbedder
+from his_env.text import PUBLIC_PROMPT_SOURCES, PublicPromptSource
+from his_env.text.negative import negative_prompt
 from his_env.workload import Workload, build_pool
 from quality_oracle import build_oracle
 from quality_oracle.base import ECDiffSchedule, QualityOracle, QualityRequest
 
 _RNG_STREAMS = ("workload", "clustering", "public_prompt", "resources", "channel")
+_POOL_SIMILARITY_LIMIT = 2048  # pools up to this size keep their P x P similarities (16 MiB at most)
 
 # Keys of infos[agent], the same at reset and at every step (see the module docstring).
 DECISION_POINT_INFO_KEYS = ("cluster", "similarity", "ue_sms", "es_sm_budget", "distance_m", "downlink_rate_bps",
@@ -165,13 +169,10 @@ class HISParallelEnv(ParallelEnv):
         self.embedder = SentenceEmbedder(cfg.semantics.model, cfg.semantics.cache_dir)
         self.pool_embeddings = self.embedder.embed(self.pool.texts)
         self._pool_entities = np.asarray(self.pool.entity)
-        if self.scheme.public_prompt == "generated":
-            self.public_prompt_generator = PublicPromptGenerator.from_pool(self.pool)
-        elif self.scheme.public_prompt == "llm":
-            self.public_prompt_generator = LLMPublicPromptGenerator(cfg.prompts.llm_model)
-        else:
-            self.public_prompt_generator = None
-        self._public_embedding_memo: dict[str, np.ndarray] = {}
+        self._pool_similarity = (self.pool_embeddings @ self.pool_embeddings.T
+                                 if len(self.pool) <= _POOL_SIMILARITY_LIMIT else None)
+        self._cluster = clustering.CLUSTERING_METHODS[self.scheme.clustering]
+        self.public_prompt_source = self._build_public_prompt_source()
 
         self.oracle = oracle if oracle is not None else build_oracle(cfg.oracle, cfg.ecdiff)
         e = cfg.ecdiff
@@ -354,20 +355,12 @@ class HISParallelEnv(ParallelEnv):
         rng = self._rngs
         cfg, n = self.config, self.num_ues
         index = self.workload.sample(n, rng["workload"])
-        embeddings = self.pool_embeddings[index]
-        prompt_similarity = embeddings @ embeddings.T  # phi_hat_{n,n'} (Sec. V-A)
-        method = self.scheme.clustering
-        if method == "semantic":
-            labels = clustering.semantic_clustering(prompt_similarity, self.num_clusters)
-        elif method == "entity":
-            labels = clustering.entity_clustering(self._pool_entities[index], self.num_clusters)
-        elif method == "random":
-            labels = clustering.random_clustering(n, self.num_clusters, rng["clustering"])
-        else:
-            labels = clustering.single_cluster(n)
+        prompts = clustering.DecisionPrompts(index, self.pool_embeddings, self._pool_entities,
+                                             self._pool_similarity)
+        labels = self._cluster(prompts, self.num_clusters, rng["clustering"])
         num_clusters = int(labels.max()) + 1
-        public_embeddings, public_texts = self._public_prompts(index, labels, num_clusters)
-        phi = np.einsum("nd,nd->n", embeddings, public_embeddings[labels])  # Eq. (5)
+        embeddings = self.pool_embeddings[index]
+        public_texts, phi = self._public_prompts(index, embeddings, labels, num_clusters)
 
         es = cfg.es.sm_range
         budget = int(rng["resources"].integers(es[0], es[1] + 1))
@@ -375,7 +368,7 @@ class HISParallelEnv(ParallelEnv):
         distance = channel.sample_distances(rng["channel"], n, cfg.channel.distance_range_m)
         rate = channel.downlink_rate(channel.channel_gain(rng["channel"], distance, cfg.channel), cfg.channel)
 
-        self._prompt_index, self._prompt_similarity, self._phi = index, prompt_similarity, phi
+        self._prompt_index, self._prompt_embeddings, self._phi = index, embeddings, phi
         self._public_texts, self._distance = public_texts, distance
         self._point = system_model.DecisionPoint(labels, num_clusters, budget, ue_sms, rate)
         self._summary = None  # computed on first use
@@ -383,27 +376,29 @@ class HISParallelEnv(ParallelEnv):
         self._raw_observation = raw
         self._observation_matrix = self._normalise(raw)
 
-    def _public_prompts(self, index: np.ndarray, labels: np.ndarray, num_clusters: int):
-        """A public prompt per cluster (Sec. IV-B) and its embedding."""
-        texts, vectors = [], []
-        for m in range(num_clusters):
-            members = index[labels == m]
-            if self.public_prompt_generator is None:  # PPGFIS / CFIS: a random member's prompt
-                chosen = members[self._rngs["public_prompt"].integers(len(members))]
-                texts.append(self.pool.texts[chosen])
-                vectors.append(self.pool_embeddings[chosen])
-                continue
-            if isinstance(self.public_prompt_generator, PublicPromptGenerator):
-                text = self.public_prompt_generator.generate_for(members)
-            else:
-                text = self.public_prompt_generator.generate([self.pool.texts[i] for i in members])
-            vector = self._public_embedding_memo.get(text)
-            if vector is None:
-                vector = self.embedder.embed([text])[0]
-                self._public_embedding_memo[text] = vector
-            texts.append(text)
-            vectors.append(vector)
-        return np.stack(vectors), texts
+    def _build_public_prompt_source(self) -> PublicPromptSource:
+        """The scheme's public-prompt source; `none` wherever there is no common phase (IIS)."""
+        name = self.scheme.public_prompt
+        if not self.scheme.common_phase:
+            name = "none"
+        elif name == "none":
+            raise ValueError("scheme.public_prompt='none' needs scheme.common_phase=false: the common "
+                             "phase denoises the public prompt; allowed with a common phase: "
+                             f"{[k for k in PUBLIC_PROMPT_SOURCES.names if k != 'none']}")
+        return PUBLIC_PROMPT_SOURCES[name].from_config(self.pool, self.config.prompts)
+
+    def _public_prompts(self, index: np.ndarray, embeddings: np.ndarray, labels: np.ndarray,
+                        num_clusters: int) -> tuple[list[str], np.ndarray]:
+        """A public prompt per cluster (Sec. IV-B) and phi_{n,m(n)} of every UE (Eq. 5)."""
+        order = np.argsort(labels, kind="stable")
+        clusters = np.split(index[order], np.cumsum(np.bincount(labels, minlength=num_clusters))[:-1])
+        source = self.public_prompt_source
+        texts = source.cluster_prompts(clusters, self._rngs["public_prompt"])
+        if not source.writes_public_prompt:
+            # No public prompt: every step of a UE is conditioned on its own prompt, phi = cos(p, p).
+            return texts, np.ones(len(index), dtype=embeddings.dtype)
+        public_embeddings = self.embedder.embed(texts)  # new texts: one model call for all
+        return texts, np.einsum("nd,nd->n", embeddings, public_embeddings[labels])  # Eq. (5)
 
     def _require_reset(self, method: str) -> None:
         if self._point is None:
@@ -446,7 +441,8 @@ class HISParallelEnv(ParallelEnv):
             "scheme": self.scheme.name, "num_clusters": point.num_clusters,
             "cluster_sizes": sizes.astype(int).tolist(), "cluster_similarity": cluster_phi.tolist(),
             "public_personal_similarity": float(cluster_phi.mean()),
-            "intra_cluster_similarity": clustering.intra_cluster_similarity(self._prompt_similarity, point.cluster),
+            "intra_cluster_similarity": clustering.intra_cluster_similarity_of_embeddings(self._prompt_embeddings,
+                                                                                           point.cluster),
             "es_sm_budget": int(point.es_sm_budget),
         }
 
