@@ -291,6 +291,17 @@ class EmbeddingStore:
         self._since_trim = 0
         self._open()
 
+    def __getstate__(self) -> dict:
+        # Vector wrappers (SuperSuit, gymnasium's AsyncVectorEnv) pickle envs into other processes:
+        # the connection stays behind and the copy opens its own.
+        state = self.__dict__.copy()
+        state["_conn"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._open()
+
     # ------------------------------------------------------------------ opening
     def _open(self) -> None:
         try:

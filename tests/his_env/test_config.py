@@ -171,12 +171,12 @@ def test_ranges_name_the_key_and_the_allowed_range(key, value, allowed):
 def test_named_choices_come_from_the_registries():
     from his_env.allocation import ALLOCATION_RULES
     from his_env.clustering import CLUSTERING_METHODS
-    from his_env.prompts import PUBLIC_PROMPT_SOURCES
+    from his_env.text.public import PUBLIC_PROMPT_SOURCES
     from his_env.schemes import SCHEMES
 
     assert SCHEMES.names == ("his", "ppgfis", "cfis", "iis")
     assert CLUSTERING_METHODS.names == ("semantic", "entity", "random", "single")
-    assert PUBLIC_PROMPT_SOURCES.names == ("generated", "llm", "random_member")
+    assert set(PUBLIC_PROMPT_SOURCES.names) == {"generated", "llm", "random_member", "none"}
     assert ALLOCATION_RULES.names == ("kkt", "user_equal", "cluster_equal")
     for key, registry in (("scheme.name", SCHEMES), ("scheme.clustering", CLUSTERING_METHODS),
                           ("scheme.public_prompt", PUBLIC_PROMPT_SOURCES), ("scheme.allocation", ALLOCATION_RULES)):

@@ -324,3 +324,14 @@ def test_several_processes_share_the_cache(fake_model, tmp_path, monkeypatch):
     texts = [f"worker {w} text {k}" for w in range(3) for k in range(40)] + ["shared"]
     np.testing.assert_allclose(SentenceEmbedder(cache_dir=tmp_path).embed(texts),
                                np.stack([expected(t) for t in texts]), atol=1e-6)
+
+
+def test_embedder_survives_pickling_into_another_process(tmp_path):
+    """Vector wrappers pickle the env (and its embedder) into subprocesses: the copy reopens the cache."""
+    import pickle
+
+    first = SentenceEmbedder(cache_dir=tmp_path)
+    vector = first.embed(["a red fox in the snow"])[0]
+    copy = pickle.loads(pickle.dumps(first))
+    assert copy.is_cached("a red fox in the snow")
+    np.testing.assert_array_equal(copy.embed(["a red fox in the snow"])[0], vector)
