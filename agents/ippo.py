@@ -273,7 +273,7 @@ def build_algo_config(env_config: Mapping[str, Any], train: TrainConfig):
         )
         .learners(num_learners=train.num_learners, learner_class=HISPPOTorchLearner,
                   learner_config_dict=learner_switches(train))
-        .multi_agent(policies=set(specs), policy_mapping_fn=policy_mapping(train.algo),
+        .multi_agent(policies=list(specs), policy_mapping_fn=policy_mapping(train.algo),
                      count_steps_by="env_steps")
         .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs=specs))
         .training(

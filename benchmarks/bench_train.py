@@ -31,16 +31,49 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import train as train_cli  # noqa: E402
-
 EVAL_SEED_BASE = 90_000
+ALGOS = ("ippo", "ppo-shared", "mappo")
+
+
+def resolve_config(config_files, overrides, algo, seed, num_env_runners):
+    """(env config dict, TrainConfig) from YAML files and `--set` pairs, layered as train.py does."""
+    import yaml
+
+    from agents.ippo import TrainConfig
+    from his_env.config import HISConfig
+
+    def merge(base, update):
+        out = dict(base)
+        for key, value in update.items():
+            out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        return out
+
+    raw = {}
+    for path in [REPO / "configs" / "default.yaml", *(config_files or [])]:
+        raw = merge(raw, yaml.safe_load(Path(path).read_text()) or {})
+    train_dict = dict(raw.pop("train", None) or {})
+    env_over = {}
+    for pair in overrides:
+        key, _, text = pair.partition("=")
+        value = yaml.safe_load(text)
+        if key.startswith("train."):
+            train_dict[key[len("train."):]] = value
+        else:
+            env_over[key] = value
+    for key, value in (("algo", algo), ("seed", seed), ("num_env_runners", num_env_runners)):
+        if value is not None:
+            train_dict[key] = value
+    env_cfg = HISConfig.from_dict(raw)
+    if env_over:
+        env_cfg = env_cfg.with_overrides(env_over)
+    return env_cfg.to_dict(), TrainConfig.from_dict(train_dict)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", action="append", default=None, help="as in train.py")
     p.add_argument("--set", action="append", default=[], dest="overrides", help="as in train.py")
-    p.add_argument("--algo", choices=train_cli.ALGOS, default=None)
+    p.add_argument("--algo", choices=ALGOS, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--num-env-runners", type=int, default=None)
     p.add_argument("--time-limit", type=float, default=1800.0, help="seconds of training (default 1800)")
@@ -51,16 +84,13 @@ def main(argv=None) -> int:
     p.add_argument("--quiet", action="store_true", help="only the final summary line")
     p.add_argument("--keep-going", action="store_true", help="train until --time-limit even after the target")
     args = p.parse_args(argv)
-    train_cli.quiet_libraries(False)
-    train_cli.quiet_libraries(verbose=False)
-
     from agents.baselines import RandomPolicy, SearchPolicy
     from agents.evaluation import ModulePolicy, evaluate_policy, mean_metric, normalized_score
     from agents.ippo import build_algo_config, set_torch_threads
+    from agents.training.ray_session import init_ray, quiet_libraries
 
-    ns = argparse.Namespace(config=args.config, overrides=args.overrides, algo=args.algo, seed=args.seed,
-                            num_env_runners=args.num_env_runners)
-    env_cfg, train_cfg = train_cli.resolve_config(ns)
+    quiet_libraries(verbose=False)
+    env_cfg, train_cfg = resolve_config(args.config, args.overrides, args.algo, args.seed, args.num_env_runners)
     set_torch_threads(train_cfg.torch_threads)
     n = int(env_cfg["num_ues"])
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
@@ -77,7 +107,7 @@ def main(argv=None) -> int:
     log(f"references on seeds {seeds[0]}..{seeds[-1]}: U_random {u_random:.4f} ({t_rand:.1f} s), "
         f"U_search {u_search:.4f} ({t_search:.1f} s)")
 
-    train_cli.init_ray(None, train_cfg, verbose=False)
+    init_ray(None, train_cfg.torch_threads, train_cfg.num_env_runners, verbose=False)
     t_build = time.perf_counter()
     algo = build_algo_config(env_cfg, train_cfg).build_algo()
     log(f"{train_cfg.algo}, N={n}, lr {train_cfg.lr}, {train_cfg.episodes_per_iteration} episodes/iteration, "
