@@ -55,7 +55,6 @@ import numpy as np  # noqa: E402
 from his_cli.args import UsageError, nonneg_int, parse_overrides, positive_int  # noqa: E402
 
 REPO = Path(__file__).resolve().parent
-DEFAULT_CONFIG = REPO / "configs" / "default.yaml"
 SCHEMES = ("his", "ppgfis", "cfis", "iis")
 METRIC_LABELS = {
     "utility": "network utility U", "quality": "service quality Q", "delay": "service delay T (s)",
@@ -162,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="+", default=[], metavar="RUN_DIR", help="train.py output folders (Fig. 15)")
     p.add_argument("--labels", nargs="+", default=None, help="legend labels for --runs (Fig. 15)")
     p.add_argument("--config", default=None, metavar="YAML",
-                   help="base env config (default: the checkpoint's env, else configs/default.yaml)")
+                   help="base env config: a path or a shipped name, overlaid on configs/default.yaml "
+                        "(default: the checkpoint's env, else configs/default.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override an env key of the base config (dotted), e.g. num_ues=10")
     p.add_argument("--episodes", type=positive_int("--episodes"), default=5, help="episodes per policy and variant")
@@ -207,7 +207,7 @@ def collect_policies(args) -> List[PolicySpec]:
             k += 1
         specs.append(PolicySpec(label=label, make=lambda c=ckpt: CheckpointPolicy(c), variant=variant,
                                 env_config=info["env_config"],
-                                env_factory=info["train_config"].get("env_factory")))
+                                env_factory=info["experiment_config"].get("env_factory")))
     factory = args.env_factory or next((s.env_factory for s in specs if s.env_factory), None)
     for name in args.policy:
         make_baseline(name)  # validates the name now
@@ -219,16 +219,13 @@ def collect_policies(args) -> List[PolicySpec]:
 def base_env_config(args, policies: Sequence[PolicySpec]) -> Dict[str, Any]:
     from his_env.config import HISConfig
 
-    if args.config:
-        cfg = HISConfig.from_yaml(args.config)
-    else:
-        trained = [p.env_config for p in policies if p.env_config is not None]
-        if trained:
-            cfg = HISConfig.from_dict(trained[0])
-        elif DEFAULT_CONFIG.is_file():
-            cfg = HISConfig.from_yaml(DEFAULT_CONFIG)
-        else:
-            cfg = HISConfig.from_dict({})
+    from agents.config import load_run_config
+
+    trained = [p.env_config for p in policies if p.env_config is not None]
+    if trained and not args.config:
+        cfg = HISConfig.from_dict(trained[0])
+    else:  # configs/default.yaml under the --config file (a run config: its env keys)
+        cfg = load_run_config([args.config] if args.config else []).env
     overrides = parse_overrides(args.overrides)
     if overrides:
         cfg = cfg.with_overrides(overrides)

@@ -3,7 +3,7 @@
 A checkpoint is a folder `<run>/checkpoints/iter_<NNNNNN>/` holding RLlib's algorithm
 checkpoint (weights, optimiser state, Learner state with the reward-normalisation
 statistics, iteration and lifetime counters) plus `his_run.json`, the run record: the
-resolved env and learner configs, algo, counters, elapsed time, W&B run id, the run's
+resolved env, algorithm and experiment configs, algo, counters, elapsed time, W&B run id, the run's
 checkpoint cadence and the metrics row of the checkpoint's iteration. The record holds no
 path: the folder a checkpoint sits in is its run.
 
@@ -24,9 +24,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from agents.config import ConfigError, RunConfig, split_train_section
 from his_common.storage import atomic_write_text
 
 RUN_INFO_FILE = "his_run.json"
+# Keys of the run record that hold the parts of the run's `agents.config.RunConfig`.
+RECORD_CONFIG_KEYS = {"env": "env_config", "algorithm": "algorithm_config", "experiment": "experiment_config"}
 LATEST_FILE = "latest"
 CHECKPOINT_PREFIX = "iter_"
 CHECKPOINTS_DIR = "checkpoints"
@@ -67,10 +70,26 @@ def read_run_info(checkpoint: str | Path) -> Dict[str, Any]:
         raise CheckpointError(f"checkpoint {str(path)!r}: {RUN_INFO_FILE} is corrupt ({exc})") from exc
     if not isinstance(info, dict):
         raise CheckpointError(f"checkpoint {str(path)!r}: {RUN_INFO_FILE} is corrupt (not a JSON object)")
-    for key in ("algo", "env_config", "train_config", "iteration"):
+    if "train_config" in info and "algorithm_config" not in info:  # a record written before the split
+        try:
+            parts = split_train_section(info.pop("train_config") or {})
+        except ConfigError as exc:
+            raise CheckpointError(f"checkpoint {str(path)!r}: {RUN_INFO_FILE}: {exc}") from exc
+        info["algorithm_config"], info["experiment_config"] = parts["algorithm"], parts["experiment"]
+    for key in ("algo", *RECORD_CONFIG_KEYS.values(), "iteration"):
         if key not in info:
             raise CheckpointError(f"checkpoint {str(path)!r}: {RUN_INFO_FILE} lacks {key!r}")
     return info
+
+
+def record_config(run: RunConfig) -> Dict[str, Any]:
+    """The run record's config entries of a `RunConfig`."""
+    return {RECORD_CONFIG_KEYS[name]: part for name, part in run.to_dict().items()}
+
+
+def run_config_from_record(info: Mapping[str, Any]) -> RunConfig:
+    """The `RunConfig` a run record holds (a `ConfigError` if it no longer validates)."""
+    return RunConfig.from_dict({name: info[key] for name, key in RECORD_CONFIG_KEYS.items()})
 
 
 def _describe_os_error(exc: OSError) -> str:
@@ -88,7 +107,10 @@ def save_checkpoint(algo, checkpoint_root: str | Path, run_info: Mapping[str, An
     CheckpointError saying so."""
     root = Path(checkpoint_root)
     final = root / checkpoint_name(run_info["iteration"])
-    previous = latest_checkpoint_name(root)
+    try:
+        previous = latest_checkpoint_name(root)
+    except CheckpointError:  # a damaged `latest` is replaced by this save
+        previous = None
     try:
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))

@@ -32,8 +32,9 @@ import numpy as np
 
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
+from agents.config import REWARD_MODES
+
 EPISODE_SUMMARY_KEY = "his_episode_summary"
-REWARD_MODES = ("individual", "team", "difference")
 DEFAULT_ENV_FACTORY = "his_env:parallel_env"
 # Per-UE info entries averaged over UEs and decision points.
 PER_UE_KEYS = ("similarity", "common_steps", "es_personal_steps", "ue_steps", "quality", "delay", "energy")
@@ -117,7 +118,7 @@ class HISMultiAgentEnv(MultiAgentEnv):
         self.global_obs = bool(config.get("global_obs", False))
         self.reward_mode = config.get("reward_mode", "individual")
         if self.reward_mode not in REWARD_MODES:
-            raise ValueError(f"reward_mode {self.reward_mode!r}; allowed: {REWARD_MODES}")
+            raise ValueError(f"reward_mode {self.reward_mode!r}; allowed: {', '.join(REWARD_MODES.names)}")
         self.par_env = make_parallel_env(config.get("env", {}), config.get("env_factory"))
         self.possible_agents = list(self.par_env.possible_agents)
         self.agents = list(self.possible_agents)
@@ -166,7 +167,7 @@ class HISMultiAgentEnv(MultiAgentEnv):
             result = self.par_env.unwrapped.evaluate_joint_actions(batch)
         except (AttributeError, RuntimeError) as exc:
             raise RuntimeError(f"reward_mode 'difference' needs env.unwrapped.evaluate_joint_actions ({exc}); "
-                               f"use train.reward_mode=team or individual with this env/oracle") from exc
+                               f"use algorithm.reward_mode=team or individual with this env/oracle") from exc
         utility = np.asarray(result["utility"], dtype=np.float64)
         return {a: float(utility[0] - utility[i + 1]) for i, a in enumerate(agents)}
 
@@ -176,7 +177,7 @@ class HISMultiAgentEnv(MultiAgentEnv):
         if diff is not None:
             rewards = {a: diff.get(a, 0.0) for a in rewards}
         elif self.reward_mode == "team" and rewards:
-            # Every UE gets U / N: the network utility shared (see TrainConfig.reward_mode).
+            # Every UE gets U / N: the network utility shared (see agents.config.REWARD_MODES).
             shared = float(sum(rewards.values())) / len(rewards)
             rewards = {a: shared for a in rewards}
         for k, v in step_metrics(infos, self.possible_agents).items():

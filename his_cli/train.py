@@ -4,19 +4,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Optional, Sequence
 
 from his_cli.args import UsageError, nonneg_int, parse_overrides, positive_int, positive_seconds
 
 ALGOS = ("ippo", "ppo-shared", "mappo")
-REWARD_NOTE = """Reward: by default each UE learns from the difference reward (train.reward_mode=difference:
+REWARD_NOTE = """Reward: by default each UE learns from the difference reward (algorithm.reward_mode=difference:
 its marginal contribution to the network utility U), NOT the paper's per-UE reward of Eq. (33).
-For Eq. (33) exactly use --config configs/train_paper_reward.yaml (train.reward_mode=individual)."""
+For Eq. (33) exactly use --config configs/train_paper_reward.yaml (algorithm.reward_mode=individual)."""
 EPILOG = """examples:
   train.py                                            N = 50, HIS, IPPO, 5 minutes
   train.py --config configs/train_small.yaml --iterations 30 --seed 1
-  train.py --iterations 50 --algo mappo --set num_ues=10 --set train.lr=0.001
+  train.py --iterations 50 --algo mappo --set num_ues=10 --set algorithm.lr=0.001
   train.py --resume runs/my-run                       continue a run from its latest checkpoint
   train.py --resume runs/my-run/checkpoints/iter_000020   continue it from iteration 20
   train.py --ray-address auto --num-env-runners 16    the same run on a Ray cluster
@@ -34,13 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 "PPO or MAPPO on the HIS env with Ray RLlib.\n\n" + REWARD_NOTE, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", action="append", default=None, metavar="YAML",
-                   help="config file overlaid on configs/default.yaml (repeatable, later ones win)")
+                   help="config file (a path or a shipped name such as train_small) overlaid on configs/default.yaml "
+                        "(repeatable, later ones win)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override one key: env keys dotted (es.sm_range=[800,1200]), trainer keys as train.<key> "
-                        "(e.g. train.reward_mode=individual)")
-    p.add_argument("--algo", choices=ALGOS, help="learner (default: train.algo, ippo)")
+                   help="override one key: env keys dotted (es.sm_range=[800,1200]), algorithm.<key> "
+                        "(algorithm.reward_mode=individual), experiment.<key> (experiment.num_env_runners=2)")
+    p.add_argument("--algo", choices=ALGOS, help="learner (default: algorithm.algo, ippo)")
     p.add_argument("--seed", type=nonneg_int("--seed"), help="seed of env runners, modules and evaluation "
-                   "(default: train.seed, 0)")
+                   "(default: experiment.seed, 0)")
     p.add_argument("--iterations", type=positive_int("--iterations"), help="stop after this many iterations in total")
     p.add_argument("--timesteps", type=positive_int("--timesteps"),
                    help="stop after this many env steps (decision points) in total; agent-steps = env steps x N")
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="PATH", help="a run folder (continue from its latest checkpoint) or one of "
                    "its checkpoints (continue from that iteration; later history is moved to superseded/)")
     p.add_argument("--num-env-runners", type=nonneg_int("--num-env-runners"),
-                   help="sampling processes (0: sample in the driver; default train.num_env_runners)")
+                   help="sampling processes (0: sample in the driver; default experiment.num_env_runners)")
     p.add_argument("--ray-address", help="address of a running Ray cluster ('auto' or host:port); default: local")
     p.add_argument("--wandb-mode", choices=("online", "offline", "disabled"), default=None,
                    help="W&B mode (default $WANDB_MODE, else offline: no key or network needed)")
@@ -68,63 +68,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def split_overrides(pairs: Sequence[str]) -> tuple[dict, dict]:
-    """`--set` pairs split into env keys and `train.<key>` keys."""
-    env_over, train_over = {}, {}
-    for key, value in parse_overrides(pairs, "--set num_ues=10 or --set train.lr=0.001").items():
-        if key.startswith("train."):
-            train_over[key[len("train."):]] = value
-        else:
-            env_over[key] = value
-    return env_over, train_over
+def resolve_config(args):
+    """The run's agents.config.RunConfig from --config, --set and the named flags."""
+    from agents.config import load_run_config
+
+    return load_run_config(args.config or [], args.overrides, algo=args.algo, seed=args.seed,
+                           num_env_runners=args.num_env_runners)
 
 
-def load_layers(paths: Sequence[str]) -> dict:
-    """configs/default.yaml overlaid by the --config files in order (nested keys merged)."""
-    import yaml
+def resume_overrides(args) -> dict:
+    """{experiment key: value} of the --set pairs allowed when resuming (RUNTIME_KEYS)."""
+    from agents.config import route_key
+    from agents.training import RUNTIME_KEYS
 
-    from agents.training.ray_session import REPO
-
-    def merge(base: dict, update: dict) -> dict:
-        out = dict(base)
-        for key, value in update.items():
-            out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        return out
-
-    default = REPO / "configs" / "default.yaml"
-    raw: dict = {}
-    for path in [default] + [Path(p) for p in paths if Path(p).resolve() != default.resolve()]:
-        if not path.is_file():
-            raise UsageError(f"--config {str(path)!r}: no such file")
-        try:
-            data = yaml.safe_load(path.read_bytes().decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise UsageError(f"--config {str(path)!r} is not UTF-8 text ({exc})") from exc
-        except yaml.YAMLError as exc:
-            raise UsageError(f"--config {str(path)!r} is not valid YAML: {exc}") from exc
-        if data is not None and not isinstance(data, dict):
-            raise UsageError(f"--config {str(path)!r} must hold a mapping of keys, got {type(data).__name__}")
-        raw = merge(raw, data or {})
-    return raw
-
-
-def resolve_config(args) -> tuple[dict, object]:
-    """(env config as a plain dict, TrainConfig) from --config, --set and the named flags."""
-    from agents.ippo import TrainConfig
-    from his_env.config import HISConfig
-    raw = load_layers(args.config or [])
-    train_raw = raw.pop("train", None) or {}
-    if not isinstance(train_raw, dict):
-        raise UsageError(f"the 'train' section of the config must be a mapping, got {train_raw!r}")
-    env_over, train_over = split_overrides(args.overrides)
-    env_cfg = HISConfig.from_dict(raw)
-    if env_over:
-        env_cfg = env_cfg.with_overrides(env_over)
-    train_dict = {**train_raw, **train_over}
-    for key in ("algo", "seed", "num_env_runners"):
-        if getattr(args, key, None) is not None:
-            train_dict[key] = getattr(args, key)
-    return env_cfg.to_dict(), TrainConfig.from_dict(train_dict)
+    if args.config or args.algo or args.seed is not None:
+        raise UsageError("--resume continues a run with its saved config; --config, --algo and --seed cannot "
+                         "change it (start a new run instead)")
+    over = {}
+    for key, value in parse_overrides(args.overrides, "--set experiment.num_env_runners=4").items():
+        part, name = route_key(key)
+        if part != "experiment" or name not in RUNTIME_KEYS:
+            raise UsageError(f"--resume: --set {key}=... would change what the run learns; allowed when resuming: "
+                             f"{', '.join('experiment.' + k for k in RUNTIME_KEYS)}")
+        over[name] = value
+    if args.num_env_runners is not None:
+        over["num_env_runners"] = args.num_env_runners
+    return over
 
 
 def request_from_args(args):
@@ -138,15 +107,8 @@ def request_from_args(args):
                   wandb_project=args.wandb_project, wandb_name=args.wandb_name, ray_address=args.ray_address,
                   verbose=args.verbose, output_dir=args.output_dir)
     if args.resume:
-        env_over, train_over = split_overrides(args.overrides)
-        if args.config or env_over or args.algo or args.seed is not None:
-            raise UsageError("--resume continues a run with its saved config; --config, env --set keys, --algo "
-                             "and --seed cannot change it (start a new run instead)")
-        if args.num_env_runners is not None:
-            train_over["num_env_runners"] = args.num_env_runners
-        return TrainingRequest(resume=args.resume, resume_overrides=train_over, **common)
-    env_config, train_config = resolve_config(args)
-    return TrainingRequest(env_config=env_config, train_config=train_config, **common)
+        return TrainingRequest(resume=args.resume, resume_overrides=resume_overrides(args), **common)
+    return TrainingRequest(run_config=resolve_config(args), **common)
 
 
 def fix_hash_seed(argv: Optional[Sequence[str]]) -> None:
@@ -167,13 +129,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault("MKL_NUM_THREADS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     from agents.checkpoints import CheckpointError
-    from agents.ippo import TrainConfigError
+    from agents.config import ConfigError
     from agents.training import SETUP_ERRORS, run_training
-    from his_env.config import ConfigError
 
     try:
         result = run_training(request_from_args(args), log=lambda line: print(line, flush=True))
-    except (UsageError, ConfigError, TrainConfigError, CheckpointError, *SETUP_ERRORS) as exc:
+    except (UsageError, ConfigError, CheckpointError, *SETUP_ERRORS) as exc:
         print(f"train.py: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -3,7 +3,7 @@
     import his_env
     env = his_env.parallel_env()            # ParallelEnv, the paper's Table II
     aec = his_env.env()                     # the same as an AEC env
-    cfg = his_env.HISConfig.from_yaml("configs/default.yaml")
+    cfg = his_env.HISConfig.from_yaml("small")   # a YAML path, or a shipped config's name
 
 The environment class is imported on first use, so `import his_env.allocation` (say) stays light.
 """

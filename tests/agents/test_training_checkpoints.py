@@ -34,7 +34,7 @@ class FakeAlgo:
 
 
 def info(it):
-    return {"algo": "ippo", "env_config": {}, "train_config": {}, "iteration": it}
+    return {"algo": "ippo", "env_config": {}, "algorithm_config": {}, "experiment_config": {}, "iteration": it}
 
 
 def test_saving_an_older_iteration_keeps_it_and_points_latest_at_it(tmp_path):

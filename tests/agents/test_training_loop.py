@@ -66,7 +66,7 @@ def test_the_run_folder(trained_run):
     assert wb_run.run_group == "ippo-his"
     assert set(wb_run.tags) == {"ippo", "his", "N4", "reward-difference"}
     config = {c.key: json.loads(c.value_json) for c in wb_run.config.update}
-    assert config["num_ues"] == 4 and config["train"]["algo"] == "ippo"
+    assert config["num_ues"] == 4 and config["algorithm"]["algo"] == "ippo"
 
 
 def test_a_copy_resumes_in_itself_with_the_runs_checkpoint_cadence(trained_run, tmp_path):
@@ -129,14 +129,10 @@ def test_resume_into_another_folder_is_refused(trained_run, tmp_path):
     assert not (tmp_path / "elsewhere").exists()
 
 
-def small_request(run, **train_over):
-    from agents.ippo import TrainConfig
-    from his_env.config import HISConfig
+def small_request(run, **algorithm):
+    from tests.agents.conftest import small_run_config
 
-    from tests.agents.conftest import SMALL_ENV, SMALL_TRAIN
-
-    return TrainingRequest(env_config=HISConfig.from_dict(SMALL_ENV).to_dict(),
-                           train_config=TrainConfig.from_dict({**SMALL_TRAIN, **train_over}), output_dir=run,
+    return TrainingRequest(run_config=small_run_config(algorithm=algorithm), output_dir=run,
                            stop=StopRules(iterations=4), checkpoint_every=1, eval_baselines=[], wandb_mode="disabled")
 
 

@@ -8,12 +8,10 @@ import shutil
 import pytest
 
 from agents.checkpoints import CheckpointError
-from agents.ippo import TrainConfig
+from agents.config import ConfigError
 from agents.training import PreflightError, StopRules, TrainingRequest, WandbSetupError, run_training
 from agents.training import ray_session
-from his_env.config import ConfigError, HISConfig
-
-SMALL = {"num_ues": 4, "num_clusters": 2, "episode_length": 10}
+from tests.agents.conftest import small_run_config
 
 
 @pytest.fixture(autouse=True)
@@ -24,11 +22,10 @@ def no_ray(monkeypatch):
     monkeypatch.setattr(ray_session, "init_ray", refuse)
 
 
-def request(tmp_path, env_over=None, train_over=None, **kwargs):
-    env = HISConfig.from_dict(SMALL).with_overrides(env_over or {}).to_dict()
-    cfg = TrainConfig.from_dict({"hidden": [16], **(train_over or {})})
-    return TrainingRequest(env_config=env, train_config=cfg, output_dir=tmp_path / "run",
-                           stop=StopRules(iterations=1), wandb_mode="disabled", **kwargs)
+def request(tmp_path, env_over=None, experiment=None, **kwargs):
+    run = small_run_config(experiment=experiment).with_overrides(env_over or {})
+    kwargs.setdefault("wandb_mode", "disabled")
+    return TrainingRequest(run_config=run, output_dir=tmp_path / "run", stop=StopRules(iterations=1), **kwargs)
 
 
 @pytest.mark.parametrize("env_over, needle", [
@@ -50,10 +47,10 @@ def test_env_that_cannot_be_built_is_refused_before_anything_starts(tmp_path, en
 
 
 def test_bad_env_factory_is_refused(tmp_path):
-    with pytest.raises(PreflightError, match="'train.env_factory' has value 'foo:bar': cannot import module 'foo'"):
-        run_training(request(tmp_path, train_over={"env_factory": "foo:bar"}), log=lambda line: None)
+    with pytest.raises(PreflightError, match="'experiment.env_factory' has value 'foo:bar': cannot import module 'foo'"):
+        run_training(request(tmp_path, experiment={"env_factory": "foo:bar"}), log=lambda line: None)
     with pytest.raises(PreflightError, match="no callable 'nope'"):
-        run_training(request(tmp_path, train_over={"env_factory": "his_env:nope"}), log=lambda line: None)
+        run_training(request(tmp_path, experiment={"env_factory": "his_env:nope"}), log=lambda line: None)
     assert not (tmp_path / "run").exists()
 
 
@@ -94,8 +91,8 @@ def test_run_record_that_disagrees_with_the_weights_is_refused(tmp_path, trained
     for label, edit, needle in [
         ("fewer", lambda r: r["env_config"].update(num_ues=3), "ue_0, ue_1, ue_2"),
         ("more", lambda r: r["env_config"].update(num_ues=12), "ue_0..ue_11"),
-        ("shared", lambda r: (r.update(algo="ppo-shared"), r["train_config"].update(algo="ppo-shared")), "shared"),
-        ("mappo", lambda r: (r.update(algo="mappo"), r["train_config"].update(algo="mappo")), "observation size"),
+        ("shared", lambda r: (r.update(algo="ppo-shared"), r["algorithm_config"].update(algo="ppo-shared")), "shared"),
+        ("mappo", lambda r: (r.update(algo="mappo"), r["algorithm_config"].update(algo="mappo")), "observation size"),
     ]:
         run = tmp_path / label
         shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("wandb"))

@@ -26,7 +26,7 @@ def make_run(run, iterations, checkpoints, recorded_dir=None):
         (ck / "learner_group" / "learner" / "rl_module").mkdir(parents=True)
         for name in RLLIB_FILES:
             (ck / name).write_text("{}")
-        record = {"algo": "ippo", "env_config": {}, "train_config": {}, "iteration": it,
+        record = {"algo": "ippo", "env_config": {}, "algorithm_config": {}, "experiment_config": {}, "iteration": it,
                   "metrics_row": {"iteration": it, "his/utility": float(it)}}
         if recorded_dir:
             record["output_dir"] = str(recorded_dir)  # what older runs recorded

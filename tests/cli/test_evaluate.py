@@ -20,8 +20,8 @@ def tiny_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("eval")
     out = tmp / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled")
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), *TINY, "--set", "train.hidden=[16]",
-                           "--set", "train.episodes_per_iteration=2", "--set", "train.evaluation_episodes=1",
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), *TINY, "--set", "algorithm.hidden=[16]",
+                           "--set", "algorithm.episodes_per_iteration=2", "--set", "experiment.evaluation_episodes=1",
                            "--iterations", "2", "--eval-baselines", "none", "--output-dir", str(out)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
