@@ -23,7 +23,6 @@ resumed run.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -145,7 +144,3 @@ def check_new_run_folder(run_dir: Path) -> None:
                              f"to continue it, or another --output-dir")
     if (run_dir / METRICS_JSONL).is_file() and read_jsonl(run_dir / METRICS_JSONL):
         raise RunFolderError(f"{str(run_dir)!r} already holds metrics of a run: use another --output-dir")
-
-
-def record_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, default=str)

@@ -14,6 +14,7 @@ import pytest
 from agents.training import EXIT_NONFINITE, StopRules, TrainingRequest, run_training
 from tests.wandb_files import history_by_step, newest_offline_run, run_record
 
+pytestmark = pytest.mark.slow  # trains (a few seconds per run)
 HISTORY_KEYS = ("his/utility", "his/quality", "his/delay", "his/energy", "learner/policy_loss",
                 "perf/env_steps_total")
 

@@ -85,6 +85,7 @@ def test_cache_folder_that_is_a_file_is_refused(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------- run records against weights
+@pytest.mark.slow
 def test_run_record_that_disagrees_with_the_weights_is_refused(tmp_path, trained_run):
     """num_ues 3 or 12 against N = 4 weights, ppo-shared against ippo weights: refused after
     comparing the modules the checkpoint holds (ids, sizes) with what the record builds."""
