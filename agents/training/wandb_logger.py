@@ -13,16 +13,24 @@ from __future__ import annotations
 
 import netrc
 import os
+import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 from urllib.parse import urlparse
 
 WANDB_MODES = ("online", "offline", "disabled")
+# A W&B service whose client was killed releases the run id after a few seconds.
+IN_USE_RETRIES = 5
+IN_USE_WAIT_S = 2.0
 DEFAULT_PROJECT = "his-marl"
 
 
 class WandbSetupError(RuntimeError):
     """W&B cannot log this run as asked (no credentials for online mode, wandb missing)."""
+
+
+class WandbRunInUse(RuntimeError):
+    """Another W&B process still holds the run id (e.g. the service of a process killed moments ago)."""
 
 
 def has_credentials() -> bool:
@@ -71,9 +79,19 @@ class WandbLogger:
 
         directory.mkdir(parents=True, exist_ok=True)
         self._wandb = wandb
-        self.run = wandb.init(project=project, name=name, id=run_id, resume="allow" if run_id else None,
-                              mode=mode, dir=os.environ.get("WANDB_DIR", str(directory)), config=dict(config),
-                              group=group, tags=list(tags), settings=wandb.Settings(silent=True, console="off"))
+        for attempt in range(IN_USE_RETRIES + 1):
+            try:
+                self.run = wandb.init(project=project, name=name, id=run_id, resume="allow" if run_id else None,
+                                      mode=mode, dir=os.environ.get("WANDB_DIR", str(directory)),
+                                      config=dict(config), group=group, tags=list(tags),
+                                      settings=wandb.Settings(silent=True, console="off"))
+                break
+            except Exception as exc:  # noqa: BLE001 - wandb raises its own error classes
+                if "in use" not in str(exc):
+                    raise WandbSetupError(f"W&B could not start the run ({type(exc).__name__}: {exc})") from exc
+                if attempt == IN_USE_RETRIES:
+                    raise WandbRunInUse(f"W&B run {run_id} is still held by another process ({exc})") from exc
+                time.sleep(IN_USE_WAIT_S)
         self._id = self.run.id
 
     @property

@@ -67,6 +67,7 @@ sys.exit(result.exit_code)
 def launch(tmp_path, **args):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), PYTHONHASHSEED="0", WANDB_MODE="offline")
     env.pop("WANDB_DIR", None)
+    env.pop("WANDB_SERVICE", None)  # a W&B service of this test process must not be shared with the children
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
     return subprocess.Popen([sys.executable, str(script), json.dumps({k: str(v) if isinstance(v, Path) else v
