@@ -121,7 +121,7 @@ def build_algo_config(run: RunConfig):
         )
         .learners(num_learners=experiment.num_learners, learner_class=HISPPOTorchLearner,
                   learner_config_dict=algorithm.learner_switches())
-        .multi_agent(policies=set(specs), policy_mapping_fn=policy_mapping(algorithm.algo),
+        .multi_agent(policies=list(specs), policy_mapping_fn=policy_mapping(algorithm.algo),
                      count_steps_by="env_steps")
         .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs=specs))
         .training(

@@ -31,8 +31,6 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import train as train_cli  # noqa: E402
-
 EVAL_SEED_BASE = 90_000
 
 
@@ -40,7 +38,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", action="append", default=None, help="as in train.py")
     p.add_argument("--set", action="append", default=[], dest="overrides", help="as in train.py")
-    p.add_argument("--algo", choices=train_cli.ALGOS, default=None)
+    p.add_argument("--algo", default=None, help="learner: ippo, ppo-shared or mappo (as in train.py)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--num-env-runners", type=int, default=None)
     p.add_argument("--time-limit", type=float, default=1800.0, help="seconds of training (default 1800)")
@@ -51,16 +49,17 @@ def main(argv=None) -> int:
     p.add_argument("--quiet", action="store_true", help="only the final summary line")
     p.add_argument("--keep-going", action="store_true", help="train until --time-limit even after the target")
     args = p.parse_args(argv)
-    train_cli.quiet_libraries(False)
-    train_cli.quiet_libraries(verbose=False)
 
     from agents.baselines import RandomPolicy, SearchPolicy
     from agents.evaluation import ModulePolicy, evaluate_policy, mean_metric, normalized_score
     from agents.ippo import build_algo_config, set_torch_threads
 
-    ns = argparse.Namespace(config=args.config, overrides=args.overrides, algo=args.algo, seed=args.seed,
-                            num_env_runners=args.num_env_runners)
-    run_cfg = train_cli.resolve_config(ns)
+    from agents.config import load_run_config
+    from agents.training.ray_session import init_ray, quiet_libraries
+
+    quiet_libraries(verbose=False)
+    run_cfg = load_run_config(args.config or [], args.overrides, algo=args.algo, seed=args.seed,
+                              num_env_runners=args.num_env_runners)
     algorithm, experiment = run_cfg.algorithm, run_cfg.experiment
     env_cfg = run_cfg.env.to_dict()
     set_torch_threads(experiment.torch_threads)
@@ -79,7 +78,7 @@ def main(argv=None) -> int:
     log(f"references on seeds {seeds[0]}..{seeds[-1]}: U_random {u_random:.4f} ({t_rand:.1f} s), "
         f"U_search {u_search:.4f} ({t_search:.1f} s)")
 
-    train_cli.init_ray(None, experiment, verbose=False)
+    init_ray(None, experiment.torch_threads, experiment.num_env_runners, verbose=False)
     t_build = time.perf_counter()
     algo = build_algo_config(run_cfg).build_algo()
     log(f"{algorithm.algo}, N={n}, lr {algorithm.lr}, {algorithm.episodes_per_iteration} episodes/iteration, "
