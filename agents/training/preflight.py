@@ -9,7 +9,6 @@ which a resumed run checks against the modules in its checkpoint.
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Mapping, Optional, Sequence
@@ -49,17 +48,12 @@ def check_env_factory(spec: Optional[str], key: str = "env_factory") -> None:
 
 def check_cache_folder() -> None:
     """HIS_MARL_CACHE (or ~/.cache/his_marl) must be a folder, or creatable as one."""
-    from his_common.storage import cache_root
+    from his_common.storage import CacheLocationError, cache_root
 
-    root = cache_root()
-    source = "HIS_MARL_CACHE" if os.environ.get("HIS_MARL_CACHE") else "the default cache folder"
-    if root.exists() and not root.is_dir():
-        raise PreflightError(f"{source} {str(root)!r} is a file, not a folder: point HIS_MARL_CACHE at a folder "
-                             f"(it holds the prompt embeddings and fitted quality models)")
-    if not root.exists():
-        parent = next((p for p in root.parents if p.exists()), None)
-        if parent is not None and not parent.is_dir():
-            raise PreflightError(f"{source} {str(root)!r} cannot be created: {str(parent)!r} is a file")
+    try:
+        cache_root()  # refuses a cache folder that is, or lies under, a file
+    except CacheLocationError as err:
+        raise PreflightError(f"{err} (the cache holds the prompt embeddings and fitted quality models)") from None
 
 
 def probe_env(env_config: Mapping[str, Any], global_obs: bool, reward_mode: str, env_factory: Optional[str],

@@ -79,7 +79,7 @@ def test_online_wandb_without_credentials_is_refused(tmp_path, monkeypatch):
 def test_cache_folder_that_is_a_file_is_refused(tmp_path, monkeypatch):
     (tmp_path / "cache-file").write_text("not a folder")
     monkeypatch.setenv("HIS_MARL_CACHE", str(tmp_path / "cache-file"))
-    with pytest.raises(PreflightError, match="HIS_MARL_CACHE .* is a file, not a folder"):
+    with pytest.raises(PreflightError, match="HIS_MARL_CACHE.* is a file, not a folder"):
         run_training(request(tmp_path), log=lambda line: None)
     assert not (tmp_path / "run").exists()
 
