@@ -14,7 +14,7 @@ normalisation switches) and `agents.modules.HISActorCriticModule`. Their setting
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from agents.config import LEARNERS, RunConfig
 

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-import numpy as np
-
 from his_common.arrays import namespace
 from his_env import allocation
 from quality_oracle import ecdiff

@@ -9,7 +9,7 @@ channel are drawn here with the distributions of the PettingZoo env (`his_env.ch
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np

@@ -2,7 +2,6 @@
 against hand sums, and the warning when runs of different envs (different N) share one axis."""
 import json
 
-import numpy as np
 import pytest
 
 from experiments import curves

@@ -130,7 +130,7 @@ def test_refit_recovers_a_known_hiqm_curve(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     pytest.importorskip("diffusers")
-    from tests import live_fixtures as lf
+    from quality_oracle.live import tiny_models as lf
     root = tmp_path_factory.mktemp("measure_models")
     lf.tiny_sd3_pipeline().save_pretrained(root / "sd3")
     lf.save_tiny_clip(root / "clip")

@@ -112,7 +112,7 @@ def test_live_sampler_follows_the_same_common_run_schedule():
     leaving for the UE (y = 0) after 5 steps, one switching prompt after 3, one running to 9."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("diffusers")
-    from tests import live_fixtures as lf
+    from quality_oracle.live import tiny_models as lf
     from quality_oracle.live.sampler import ClusterPlan, HISSampler, UserPlan
 
     torch.set_num_threads(1)

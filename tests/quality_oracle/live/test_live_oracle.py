@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from tests import live_fixtures as lf
+from quality_oracle.live import tiny_models as lf
 
 from quality_oracle.base import ECDiffSchedule, QualityOracle, QualityRequest
 from quality_oracle.live import oracle as oracle_module

@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from tests import live_fixtures as lf
+from quality_oracle.live import tiny_models as lf
 
 from quality_oracle.ecdiff import real_call_mask, real_calls
 from quality_oracle.ecdiff import ECDiffSchedule
