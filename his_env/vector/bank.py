@@ -54,9 +54,9 @@ def decision_context(env) -> dict[str, Any]:
 
 
 def _source_digest() -> str:
-    """Digest of the simulator's own modules (his_env/*.py): a code change invalidates the banks."""
+    """Digest of the simulator's own modules (his_env/**/*.py): a code change invalidates the banks."""
     digest = hashlib.sha1()
-    for path in sorted(Path(__file__).resolve().parents[1].glob("*.py")):
+    for path in sorted(Path(__file__).resolve().parents[1].rglob("*.py")):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
