@@ -11,16 +11,25 @@ calls). Theorem 1 (Eq. 39) gives v_m* = v_max sqrt(a_m) / sum_m' sqrt(a_m'), a_m
 alpha^(2). SMs are whole units, so the relaxed optimum is rounded: down, at least one SM per
 cluster, then the SMs left over go one at a time where they lower the objective most, and single
 SMs move between clusters while that lowers it (the exact integer optimum of this separable convex
-problem). All functions take leading batch dimensions (..., M).
+problem). All functions take leading batch dimensions (..., M) and run on numpy arrays or torch
+tensors (`his_common.arrays`). `valid` (..., M), where given, marks the clusters that exist: in a
+batch of decision points with different cluster counts, the others get no SMs.
+
+`ALLOCATION_RULES` names the rules a config may ask for (`scheme.allocation`): each takes
+(KKT weights, cluster sizes, budget, valid) and returns the SMs per cluster.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from his_common.arrays import namespace
+from his_common.registry import Registry
 
-def kkt_weights(cluster_sizes: np.ndarray, es_calls: np.ndarray, delay_weight: float, energy_weight: float,
-                flops_per_step: float, frequency_hz: float, flops_per_cycle_per_sm: float, efficiency: float,
-                kappa: float, mu2: float) -> np.ndarray:
+_INF = float("inf")
+
+
+def kkt_weights(cluster_sizes, es_calls, delay_weight: float, energy_weight: float, flops_per_step: float,
+                frequency_hz: float, flops_per_cycle_per_sm: float, efficiency: float, kappa: float, mu2: float):
     """alpha_m^(1) + alpha_m^(2) of Sec. VI-C (shape (..., M))."""
     per_sm_rate = frequency_hz * flops_per_cycle_per_sm * efficiency
     alpha_delay = cluster_sizes * es_calls * delay_weight * flops_per_step / per_sm_rate
@@ -29,64 +38,74 @@ def kkt_weights(cluster_sizes: np.ndarray, es_calls: np.ndarray, delay_weight: f
     return alpha_delay + alpha_energy
 
 
-def kkt_relaxed(weights: np.ndarray, budget: np.ndarray | float) -> np.ndarray:
+def _all_valid(xp, weights, valid):
+    return (xp.zeros(weights.shape, "int") == 0) if valid is None else valid
+
+
+def kkt_relaxed(weights, budget, valid=None):
     """Eq. (39): v_m* = v_max sqrt(a_m) / sum sqrt(a_m); an all-zero row is split equally."""
-    weights = np.asarray(weights, dtype=float)
-    budget = np.asarray(budget, dtype=float)[..., None]
-    root = np.sqrt(np.maximum(weights, 0.0))
-    total = root.sum(axis=-1, keepdims=True)
-    equal = np.broadcast_to(1.0 / weights.shape[-1], weights.shape)
-    share = np.divide(root, total, out=np.array(equal, dtype=float), where=total > 0)
+    xp = namespace(weights, budget)
+    weights = xp.float(weights)
+    valid = _all_valid(xp, weights, valid)
+    budget = xp.float(budget)[..., None]
+    root = xp.where(valid, xp.sqrt(xp.maximum(weights, 0.0)), 0.0)
+    total = xp.sum(root, -1, keepdims=True)
+    equal = xp.float(valid) / xp.sum(xp.float(valid), -1, keepdims=True)
+    share = xp.where(total > 0, root / xp.where(total > 0, total, 1.0), equal)
     return budget * share
 
 
-def allocation_cost(weights: np.ndarray, sms: np.ndarray) -> np.ndarray:
+def allocation_cost(weights, sms):
     """Objective of P_II^B: sum_m a_m / v_m."""
     return (np.asarray(weights) / np.asarray(sms)).sum(axis=-1)
 
 
-def round_allocation(weights: np.ndarray, relaxed: np.ndarray, budget: np.ndarray | int) -> np.ndarray:
+def round_allocation(weights, relaxed, budget, valid=None):
     """Integer SMs, >= 1 per cluster, summing to the budget, minimising sum a_m / v_m."""
-    weights = np.asarray(weights, dtype=float)
-    budget = np.asarray(budget, dtype=np.int64)
+    xp = namespace(weights, relaxed, budget)
+    if not xp.is_torch:
+        weights, budget = np.asarray(weights, dtype=float), np.asarray(budget, dtype=np.int64)
+        if valid is not None and np.all(valid):
+            valid = None
+        num_valid = weights.shape[-1] if valid is None else np.sum(valid, axis=-1)
+        if np.any(budget < num_valid):
+            raise ValueError(f"ES SM budget {budget.min()} is below the number of clusters {np.max(num_valid)}: "
+                             "every cluster needs at least one SM")
+        if weights.ndim == 1 and valid is None:
+            return np.array(_round_one(weights.tolist(), np.asarray(relaxed).tolist(), int(budget)), dtype=np.int64)
+    weights, budget = xp.float(weights), xp.int(budget)
+    valid = _all_valid(xp, weights, valid)
     num_clusters = weights.shape[-1]
-    if np.any(budget < num_clusters):
-        raise ValueError(f"ES SM budget {budget.min()} is below the number of clusters {num_clusters}: "
-                         "every cluster needs at least one SM")
-    if weights.ndim == 1:
-        return np.array(_round_one(weights.tolist(), np.asarray(relaxed).tolist(), int(budget)), dtype=np.int64)
-    sms = np.maximum(np.floor(relaxed + 1e-9).astype(np.int64), 1)
-    rows = np.arange(int(np.prod(weights.shape[:-1], dtype=np.int64))).reshape(weights.shape[:-1])
+    sms = xp.where(valid, xp.maximum(xp.int(xp.floor(relaxed + 1e-9)), 1), 0)
 
-    def gain_of_adding(v):  # objective decrease from one more SM
-        return weights / v - weights / (v + 1)
+    def gain_of_adding(v):  # objective decrease from one more SM (none for a cluster that does not exist)
+        v = xp.float(xp.maximum(v, 1))
+        return xp.where(valid, weights / v - weights / (v + 1), -_INF)
 
     def loss_of_removing(v):  # objective increase from one SM less (impossible at 1 SM)
-        return np.where(v > 1, weights / np.maximum(v - 1, 1) - weights / v, np.inf)
+        v1 = xp.float(xp.maximum(v - 1, 1))
+        return xp.where(valid & (v > 1), weights / v1 - weights / xp.float(xp.maximum(v, 1)), _INF)
 
     for _ in range(num_clusters):  # the minimum of one SM may overshoot the budget: take back
-        excess = sms.sum(axis=-1) - budget
-        if not np.any(excess > 0):
+        excess = xp.sum(sms, -1) - budget
+        if not xp.any(excess > 0):
             break
-        pick = np.argmin(loss_of_removing(sms), axis=-1)
-        np.subtract.at(sms.reshape(-1, num_clusters), (rows.ravel(), pick.ravel()), (excess > 0).ravel())
+        xp.add_at_last_axis(sms, xp.argmin(loss_of_removing(sms), -1), -xp.int(excess > 0))
     for _ in range(num_clusters + 1):  # rounding down leaves fewer than M SMs unassigned
-        left = budget - sms.sum(axis=-1)
-        if not np.any(left > 0):
+        left = budget - xp.sum(sms, -1)
+        if not xp.any(left > 0):
             break
-        pick = np.argmax(gain_of_adding(sms), axis=-1)
-        np.add.at(sms.reshape(-1, num_clusters), (rows.ravel(), pick.ravel()), (left > 0).ravel())
+        xp.add_at_last_axis(sms, xp.argmax(gain_of_adding(sms), -1), xp.int(left > 0))
     for _ in range(4 * num_clusters):  # exchange single SMs while that lowers the objective
-        give = np.argmin(loss_of_removing(sms), axis=-1)
-        take = np.argmax(gain_of_adding(sms), axis=-1)
-        loss = np.take_along_axis(loss_of_removing(sms), give[..., None], -1)[..., 0]
-        gain = np.take_along_axis(gain_of_adding(sms), take[..., None], -1)[..., 0]
+        losses, gains = loss_of_removing(sms), gain_of_adding(sms)
+        give, take = xp.argmin(losses, -1), xp.argmax(gains, -1)
+        loss = xp.take_along_axis(losses, give[..., None], -1)[..., 0]
+        gain = xp.take_along_axis(gains, take[..., None], -1)[..., 0]
         move = (gain > loss * (1 + 1e-12)) & (give != take)
-        if not np.any(move):
+        if not xp.any(move):
             break
-        flat = sms.reshape(-1, num_clusters)
-        np.subtract.at(flat, (rows.ravel(), give.ravel()), move.ravel())
-        np.add.at(flat, (rows.ravel(), take.ravel()), move.ravel())
+        xp.add_at_last_axis(sms, give, -xp.int(move))
+        xp.add_at_last_axis(sms, take, xp.int(move))
     return sms
 
 
@@ -114,38 +133,56 @@ def _round_one(weights: list[float], relaxed: list[float], budget: int) -> list[
     return sms
 
 
-def kkt_allocation(weights: np.ndarray, budget: np.ndarray | int) -> np.ndarray:
+def kkt_allocation(weights, budget, valid=None):
     """Theorem 1 with integer rounding."""
-    return round_allocation(weights, kkt_relaxed(weights, budget), budget)
+    return round_allocation(weights, kkt_relaxed(weights, budget, valid), budget, valid)
 
 
-def proportional_allocation(shares: np.ndarray, budget: np.ndarray | int) -> np.ndarray:
+def proportional_allocation(shares, budget, valid=None):
     """Split the budget in proportion to `shares` (largest remainders), at least one SM each."""
-    shares = np.asarray(shares, dtype=float)
-    budget = np.asarray(budget, dtype=np.int64)
-    relaxed = budget[..., None] * shares / shares.sum(axis=-1, keepdims=True)
-    sms = np.maximum(np.floor(relaxed).astype(np.int64), 1)
-    num_clusters = shares.shape[-1]
-    for _ in range(num_clusters):
-        diff = budget - sms.sum(axis=-1)
-        if not np.any(diff != 0):
+    xp = namespace(shares, budget)
+    shares, budget = xp.float(shares), xp.int(budget)
+    valid = _all_valid(xp, shares, valid)
+    shares = xp.where(valid, shares, 0.0)
+    relaxed = xp.float(budget)[..., None] * shares / xp.sum(shares, -1, keepdims=True)
+    sms = xp.where(valid, xp.maximum(xp.int(xp.floor(relaxed)), 1), 0)
+    for _ in range(shares.shape[-1]):
+        diff = budget - xp.sum(sms, -1)
+        if not xp.any(diff != 0):
             break
         remainder = relaxed - sms
-        add = np.argmax(remainder, axis=-1)
-        sub = np.argmin(np.where(sms > 1, remainder, np.inf), axis=-1)
-        idx = np.where(diff > 0, add, sub)
-        delta = np.sign(diff)
-        flat = sms.reshape(-1, num_clusters)
-        np.add.at(flat, (np.arange(flat.shape[0]), idx.ravel()), delta.ravel())
+        add = xp.argmax(xp.where(valid, remainder, -_INF), -1)
+        sub = xp.argmin(xp.where(valid & (sms > 1), remainder, _INF), -1)
+        xp.add_at_last_axis(sms, xp.where(diff > 0, add, sub), xp.int(diff > 0) - xp.int(diff < 0))
     return sms
 
 
-def user_equal_allocation(cluster_sizes: np.ndarray, budget: np.ndarray | int) -> np.ndarray:
+def user_equal_allocation(cluster_sizes, budget, valid=None):
     """Fig. 16 baseline: the budget split evenly across UEs, so cluster m gets |N_m| / N of it."""
-    return proportional_allocation(cluster_sizes, budget)
+    return proportional_allocation(cluster_sizes, budget, valid)
 
 
-def cluster_equal_allocation(num_clusters: int, budget: np.ndarray | int) -> np.ndarray:
+def cluster_equal_allocation(num_clusters: int, budget, valid=None):
     """Fig. 16 baseline: the same SMs for every cluster, whatever its size."""
-    budget = np.asarray(budget, dtype=np.int64)
-    return proportional_allocation(np.ones(budget.shape + (num_clusters,)), budget)
+    xp = namespace(budget, valid)
+    budget = xp.int(budget)
+    ones = xp.float(xp.zeros(budget.shape + (num_clusters,), "int") + 1)
+    return proportional_allocation(ones, budget, valid)
+
+
+ALLOCATION_RULES: Registry = Registry("SM allocation rule")
+
+
+@ALLOCATION_RULES.register("kkt")
+def _kkt_rule(weights, cluster_sizes, budget, valid):
+    return kkt_allocation(weights, budget, valid)
+
+
+@ALLOCATION_RULES.register("user_equal")
+def _user_equal_rule(weights, cluster_sizes, budget, valid):
+    return user_equal_allocation(cluster_sizes, budget, valid)
+
+
+@ALLOCATION_RULES.register("cluster_equal")
+def _cluster_equal_rule(weights, cluster_sizes, budget, valid):
+    return cluster_equal_allocation(weights.shape[-1], budget, valid)

@@ -15,19 +15,26 @@ defines a gradient). The schedule of one phase segment of `length` steps that st
 * real while the segment is warming up: the first ``w = max(reinit_calls, p - start)`` positions
   (``p - start`` keeps the rule of EC-Diff that approximation waits until the noise differences
   have settled after `p` steps of the trajectory);
-* then cycles of ``k`` approximated positions followed by one real, correcting position;
-* the last position of a segment is always real: EC-Diff hands over to the edge model only
-  after a correcting call (Alg. 1 breaks after line 15), and the prompt switch needs a clean
-  latent too.
+* then rounds of ``k`` approximated positions, each closed by one real, correcting position;
+* every position after which a latent leaves the segment is real: EC-Diff hands over only after a
+  correcting call (Alg. 1 breaks after line 15). A personalised phase ends with its handoff to
+  the UE; a cluster's common run is left by each member at its own x_n, for the UE (y_n = 0) or
+  for the prompt switch (y_n > 0), so position x_n - 1 of the common run is real for every
+  member, not only at x_m^max. Such a forced call is a correcting call like any other: the next
+  round of k approximations starts after it.
 
-This module is the single definition of EC-Diff's settings and schedule: the env's delay/energy
-accounting (`his_env.system_model`) and the live sampler (`quality_oracle.live`) both use it.
+`segment_mask` is the single definition of that schedule, vectorised over segments (numpy or
+torch, `his_common.arrays`): the env's delay/energy accounting (`his_env.system_model`, through
+`common_run_schedule` and `real_calls`) and the live sampler (`quality_oracle.live`, through
+`real_call_mask`) all use it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from his_common.arrays import namespace
 
 
 @dataclass(frozen=True)
@@ -40,45 +47,75 @@ class ECDiffSchedule:
     reinit_calls: int  # real calls after the public-to-personal prompt switch
 
 
+def segment_mask(start, length, forced, pre_inference_calls: int, approx_steps: int, reinit_calls: int):
+    """Where segments call the model: (..., P) bool over positions 0..P-1 (False from `length` on).
+
+    `start` (...) steps already denoised before each segment, `length` (...) its positions,
+    `forced` (..., P) the positions after which a latent leaves it (its last one is added here).
+    A position is real in the warm-up, where forced, or k + 1 positions after the latest real
+    position that closes a round (the end of the warm-up or a forced call).
+    """
+    xp = namespace(start, length, forced)
+    positions = xp.arange(forced.shape[-1])
+    start, length = xp.int(start), xp.int(length)
+    warmup = xp.maximum(pre_inference_calls - start, reinit_calls)[..., None]
+    forced = forced | (positions == length[..., None] - 1)
+    round_start = xp.maximum(xp.cummax(xp.where(forced & (positions >= warmup), positions, -1), -1), warmup - 1)
+    cycle = (positions - round_start) % (approx_steps + 1) == 0
+    return (positions < length[..., None]) & ((positions < warmup) | forced | cycle)
+
+
 def real_call_mask(start: int, length: int, pre_inference_calls: int, approx_steps: int,
-                   reinit_calls: int) -> np.ndarray:
-    """Boolean mask over the `length` positions of one segment: True where the model is called."""
+                   reinit_calls: int, exits=()) -> np.ndarray:
+    """`segment_mask` of one segment: True at the `length` positions where the model is called.
+
+    `exits` are the step counts (relative to the segment's start, 1..length) after which some
+    latent leaves the segment: a cluster's common run passes each member's x_n.
+    """
     if length < 0 or start < 0:
         raise ValueError(f"start and length must be >= 0, got start={start}, length={length}")
-    positions = np.arange(length)
-    warmup = max(reinit_calls, pre_inference_calls - start)
-    after = positions - warmup
-    mask = (after < 0) | (after % (approx_steps + 1) == approx_steps)
-    if length:
-        mask[-1] = True
-    return mask
+    forced = np.zeros(length, dtype=bool)
+    exits = np.asarray(exits, dtype=np.int64).reshape(-1)
+    bad = exits[(exits < 0) | (exits > length)]
+    if bad.size:
+        raise ValueError(f"exit after {int(bad[0])} steps of a segment of {length}; allowed: 0..{length}")
+    forced[exits[exits > 0] - 1] = True
+    return segment_mask(np.int64(start), np.int64(length), forced, pre_inference_calls, approx_steps, reinit_calls)
 
 
-def real_calls(start: np.ndarray | int, length: np.ndarray | int, pre_inference_calls: int,
-               approx_steps: int, reinit_calls: int) -> np.ndarray:
-    """Number of real model calls in segments, vectorised over users (closed form of the mask).
-
-    With warm-up ``w`` and ``R = length - min(length, w)`` positions after it, the count is
-    ``min(length, w) + ceil(R / (k + 1))``.
+def real_calls(start, length, pre_inference_calls: int, approx_steps: int, reinit_calls: int):
+    """Real model calls of segments left only at their end (closed form of `segment_mask`, no exits
+    inside): with warm-up ``w`` and ``R = length - min(length, w)`` positions after it, the count is
+    ``min(length, w) + ceil(R / (k + 1))``. Vectorised over users (numpy or torch).
     """
-    start = np.asarray(start, dtype=np.int64)
-    length = np.asarray(length, dtype=np.int64)
-    warmup = np.maximum(reinit_calls, pre_inference_calls - start)
-    warm = np.minimum(length, warmup)
+    xp = namespace(start, length)
+    start, length = xp.int(start), xp.int(length)
+    warmup = xp.maximum(pre_inference_calls - start, reinit_calls)
+    warm = xp.minimum(length, warmup)
     rest = length - warm
-    return warm + -(-rest // (approx_steps + 1))
+    return warm + (rest + approx_steps) // (approx_steps + 1)
 
 
-def approximated_prefix(prefix: np.ndarray, length: np.ndarray, pre_inference_calls: int,
-                        approx_steps: int, reinit_calls: int) -> np.ndarray:
-    """Approximated positions among the first `prefix` positions of a segment that starts the
-    trajectory (start = 0) and has `length` positions — a user's share of its cluster's common run.
+def common_run_schedule(common_steps, cluster, num_clusters: int, positions: int, pre_inference_calls: int,
+                        approx_steps: int, reinit_calls: int):
+    """Each cluster's common run under EC-Diff, left by every member n after its x_n steps.
+
+    `common_steps` x_n and `cluster` m(n) are (..., N) (broadcasting), `positions` a static bound on
+    x (x_max). Returns (real calls of each common run (..., M), approximated positions among each
+    member's first x_n (..., N)): the ES steps of member n that the common run served by approximation.
     """
-    prefix = np.asarray(prefix, dtype=np.int64)
-    length = np.asarray(length, dtype=np.int64)
-    warmup = max(reinit_calls, pre_inference_calls)
-    after = np.maximum(prefix - warmup, 0)
-    approximated = after - after // (approx_steps + 1)
-    last = length - 1 - warmup  # the segment's last position, counted after the warm-up
-    last_was_approximated = (prefix == length) & (last >= 0) & (last % (approx_steps + 1) != approx_steps)
-    return approximated - last_was_approximated
+    xp = namespace(common_steps, cluster)
+    x, cluster = xp.int(common_steps), xp.int(cluster)
+    lead = (x + cluster).shape[:-1]
+    if positions == 0:
+        return xp.zeros(lead + (num_clusters,), "int"), xp.zeros(lead + (x.shape[-1],), "int")
+    leaves = x >= 1
+    slot = cluster * positions + xp.maximum(x - 1, 0)  # (cluster, last common position) of each member
+    exits = xp.segment_sum(xp.float(leaves), slot, num_clusters * positions) > 0
+    forced = exits.reshape(lead + (num_clusters, positions))
+    length = xp.segment_max(x, cluster, num_clusters)  # x_m^max
+    real = segment_mask(xp.zeros(lead + (num_clusters,), "int"), length, forced, pre_inference_calls,
+                        approx_steps, reinit_calls)
+    calls_so_far = xp.cumsum(xp.int(real), -1)
+    taken = xp.take_along_axis(calls_so_far.reshape(lead + (num_clusters * positions,)), slot, -1)
+    return calls_so_far[..., -1], xp.where(leaves, x - taken, 0)

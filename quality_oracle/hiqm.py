@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import curve_fit, least_squares
 
+from his_common.arrays import namespace
 from quality_oracle.base import QualityRequest
 from his_common.storage import atomic_write_json, cache_root
 
@@ -45,8 +46,30 @@ _GRID_PHI = 101  # similarity grid of the monotonicity penalty
 
 
 def modified_sigmoid(x, L, K, B, G):
-    """Eq. (7): L / (1 + exp(K (x - B))) + G, broadcasting over all arguments."""
-    return L / (1.0 + np.exp(K * (x - B))) + G
+    """Eq. (7): L / (1 + exp(K (x - B))) + G, broadcasting over all arguments (numpy or torch)."""
+    return L / (1.0 + namespace(x, L).exp(K * (x - B))) + G
+
+
+def eq7_quality(common_steps, similarity, knots, coefficients, step_range: tuple[float, float]):
+    """Q(x; phi) of Eq. (7) with (L, K, B, G) piecewise linear in phi through `knots` (S,) and
+    `coefficients` (S, 4), held at the end knots beyond them, and x held inside `step_range`.
+
+    Written once for numpy arrays and torch tensors (`knots` and `coefficients` then tensors of
+    the same device); broadcasts over `common_steps` and `similarity`.
+    """
+    xp = namespace(similarity, common_steps, coefficients)
+    phi = xp.clip(xp.float(similarity), float(knots[0]), float(knots[-1]))
+    segment = xp.clip(xp.searchsorted(knots, phi) - 1, 0, len(knots) - 2)
+    left, right = knots[segment], knots[segment + 1]
+    fraction = ((phi - left) / (right - left))[..., None]
+    coef = coefficients[segment] + fraction * (coefficients[segment + 1] - coefficients[segment])
+    x = xp.clip(xp.float(common_steps), float(step_range[0]), float(step_range[1]))
+    return modified_sigmoid(x, coef[..., 0], coef[..., 1], coef[..., 2], coef[..., 3])
+
+
+def with_approximation_loss(quality, approximated_es_steps, loss_per_step: float):
+    """EC-Diff's quality model: each approximated ES step scales Q by (1 - loss per step)."""
+    return quality * (1.0 - loss_per_step * approximated_es_steps)
 
 
 @dataclass(frozen=True)
@@ -62,8 +85,7 @@ class CurveFamily:
         return tuple(np.interp(phi, self.knots, self.coefficients[:, i]) for i in range(4))
 
     def quality(self, common_steps: np.ndarray, similarity: np.ndarray) -> np.ndarray:
-        L, K, B, G = self.coefficients_at(similarity)
-        return modified_sigmoid(np.clip(common_steps, *self.step_range), L, K, B, G)
+        return eq7_quality(common_steps, similarity, self.knots, self.coefficients, self.step_range)
 
     def similarity_slope(self, common_steps: np.ndarray, similarity: np.ndarray) -> np.ndarray:
         """dQ/dphi inside the knot segments (analytic, for the monotonicity guarantee)."""
@@ -228,7 +250,7 @@ class HIQMOracle:
         """
         quality = self._family(int(request.sim_npi)).quality(request.common_steps, request.similarity)
         if self.approximation_loss_per_step and request.ecdiff is not None:
-            quality = quality * (1.0 - self.approximation_loss_per_step * request.approximated_es_steps)
+            quality = with_approximation_loss(quality, request.approximated_es_steps, self.approximation_loss_per_step)
         return quality
 
     def coefficients(self, similarity, sim_npi: bool) -> tuple[np.ndarray, ...]:

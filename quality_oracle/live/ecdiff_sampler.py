@@ -2,8 +2,8 @@
 
 The ES runs two kinds of segments under HIS: a cluster's common run (public prompt) and each
 user's personalised phase I (personal + NPI prompt). Which positions of a segment are real model
-calls is decided in one place only, `quality_oracle.ecdiff.real_call_mask`; this module turns that mask
-into model outputs:
+calls is decided in one place only, `quality_oracle.ecdiff` (`real_call_mask`, which the env's call
+counting shares); this module turns that mask into model outputs:
 
 * at a real position the model output is observed. While the segment has not approximated yet
   (its warm-up), the noise gradient is the difference of its last two real outputs
@@ -46,13 +46,18 @@ class NoiseState:
 
 
 class KStepNoiseApproximator:
-    """EC-Diff Alg. 1 over one segment of `length` steps starting after `start` denoised steps."""
+    """EC-Diff Alg. 1 over one segment of `length` steps starting after `start` denoised steps.
+
+    `exits` are the step counts (relative to `start`) after which a latent leaves the segment
+    before its end: the members' x_n of a cluster's common run. The step before each is a real,
+    correcting call (`quality_oracle.ecdiff.real_call_mask`).
+    """
 
     def __init__(self, schedule: ECDiffSchedule, start: int, length: int,
-                 carried: NoiseState | None = None):
+                 carried: NoiseState | None = None, exits=()):
         self.smoothing = float(schedule.smoothing)  # alpha
         self.mask: np.ndarray = real_call_mask(start, length, schedule.pre_inference_calls,
-                                               schedule.approx_steps, schedule.reinit_calls)
+                                               schedule.approx_steps, schedule.reinit_calls, exits)
         self.state = NoiseState()
         self._carried = carried
         self._approximated = False  # any approximated position yet in this segment

@@ -281,7 +281,7 @@ class LiveDiffusionOracle:
             }
             if ecdiff is not None:
                 prefix = real_call_mask(0, common_run[m], ecdiff.pre_inference_calls, ecdiff.approx_steps,
-                                        ecdiff.reinit_calls)[: int(x[n])]
+                                        ecdiff.reinit_calls, exits=x[cluster == m])[: int(x[n])]
                 fields_["ecdiff"] = [ecdiff.pre_inference_calls, ecdiff.approx_steps,
                                      float(ecdiff.smoothing), ecdiff.reinit_calls,
                                      "".join("1" if b else "0" for b in prefix)]

@@ -17,7 +17,9 @@ through the scheduler's timesteps: at step i every lane that needs the ES model 
 batched forward (in chunks of `batch_size` images, each with its own prompt and guidance), every
 lane on the UE model into another (or the same one when the UE model is the ES model), and users
 join as their x_n is reached. With EC-Diff (`ecdiff`), each ES segment calls the model only where
-`quality_oracle.ecdiff.real_call_mask` says and extrapolates the noise elsewhere (`ecdiff_sampler`).
+`quality_oracle.ecdiff.real_call_mask` says and extrapolates the noise elsewhere (`ecdiff_sampler`);
+a common run calls the model at the last step of every member's x_n, so each user receives a
+latent from a real call, as the env's call counting assumes.
 
 Supported: Stable Diffusion 3 (`StableDiffusion3Pipeline`: SD3Transformer2DModel + flow-matching
 Euler) and DDIM UNet pipelines (`StableDiffusionPipeline` SD 1.x/2.x, `StableDiffusionXLPipeline`;
@@ -505,8 +507,9 @@ class HISSampler:
             if c.max_common_steps > 0:
                 lane = _Lane(noises[m], m, None, 0, c.max_common_steps, c.max_common_steps,
                              c.public_prompt, "", guidance.common)
-                if ecdiff is not None:
-                    lane.approximator = KStepNoiseApproximator(ecdiff, 0, c.max_common_steps)
+                if ecdiff is not None:  # every member leaves after a real call (EC-Diff's handoff rule)
+                    lane.approximator = KStepNoiseApproximator(ecdiff, 0, c.max_common_steps,
+                                                               exits=[u.common_steps for u in c.users])
                 common[m] = lane
         users: list[_Lane] = []
         all_users: list[_Lane] = []

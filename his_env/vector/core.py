@@ -1,0 +1,151 @@
+"""The batched HIS step: B independent decision points x N UEs in torch tensors, CPU or CUDA.
+
+Nothing here restates a formula: actions go through `system_model.apply_action_rules` (IIS rule,
+projection), `system_model.es_work` (EC-Diff call counts), `hiqm.eq7_quality` (Eq. 7, with
+EC-Diff's approximation loss) and `system_model.evaluate` (Theorem 1 with its integer rounding or
+an equal split, Eqs. 8-23, 33): the same functions the PettingZoo env runs on numpy arrays, here
+on tensors with leading batch dimensions. Contexts come from a `DecisionBank`; resources and the
+channel are drawn here with the distributions of the PettingZoo env (`his_env.channel`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from his_env import channel, schemes, system_model
+from his_env.config import HISConfig
+from quality_oracle import build_oracle
+from quality_oracle.hiqm import HIQMOracle, eq7_quality, with_approximation_loss
+
+
+@dataclass
+class Contexts:
+    """Decision points of B envs: the bank's part and the resources drawn per step."""
+
+    cluster: torch.Tensor  # int64 (B, N)
+    num_clusters: torch.Tensor  # int64 (B,)
+    similarity: torch.Tensor  # float (B, N), phi_{n,m(n)}
+    es_sm_budget: torch.Tensor  # int64 (B,)
+    ue_sms: torch.Tensor  # int64 (B, N)
+    distance_m: torch.Tensor  # float (B, N)
+    downlink_rate: torch.Tensor  # float (B, N), bit/s
+    bank_index: torch.Tensor  # int64 (B,): row of the bank (-1: loaded explicitly)
+
+    def where(self, mask: torch.Tensor, other: "Contexts") -> "Contexts":
+        """Rows of `other` where mask (B,) is True, of self elsewhere."""
+        out = {}
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            m = mask.reshape(mask.shape + (1,) * (mine.dim() - 1))
+            out[f.name] = torch.where(m, theirs, mine)
+        return Contexts(**out)
+
+
+class VectorCore:
+    """Batched decision points of one configuration; see the module docstring."""
+
+    def __init__(self, config: HISConfig, bank, num_envs: int, device: torch.device, dtype: torch.dtype):
+        self.config = config
+        self.scheme = schemes.resolve(config.scheme)
+        self.num_envs, self.num_ues = int(num_envs), config.num_ues
+        self.device, self.dtype = device, dtype
+        oracle = build_oracle(config.oracle, config.ecdiff)
+        if not isinstance(oracle, HIQMOracle):
+            raise ValueError(f"oracle.kind={config.oracle.kind!r}: the vectorised env needs the fitted HIQM "
+                             f"oracle (oracle.kind: fitted)")
+        family = oracle._family(int(self.scheme.sim_npi))
+        self._knots = torch.as_tensor(family.knots, dtype=dtype, device=device)
+        self._coefficients = torch.as_tensor(family.coefficients, dtype=dtype, device=device)
+        self._step_range = family.step_range
+        self._approximation_loss = oracle.approximation_loss_per_step if config.ecdiff.enabled else 0.0
+        self.bank = bank
+        self._bank_cluster = torch.as_tensor(bank.cluster, device=device)
+        self._bank_num_clusters = torch.as_tensor(bank.num_clusters, device=device)
+        self._bank_similarity = torch.as_tensor(bank.similarity, dtype=dtype, device=device)
+        self.max_clusters = max(bank.max_clusters, 1 if self.scheme.clustering == "single" else config.num_clusters)
+        steps = config.steps
+        self.action_nvec = (steps.max_common + 1, steps.max_es_personal - steps.min_es_personal + 1)
+        es_ref, ue_ref = config.observation.es_sm_reference, config.observation.ue_sm_reference
+        self._obs_offset = torch.tensor([0.0, es_ref[0], ue_ref[0]], dtype=dtype, device=device)
+        self._obs_scale = torch.tensor([1.0, es_ref[1] - es_ref[0], ue_ref[1] - ue_ref[0]], dtype=dtype,
+                                       device=device)
+
+    # ------------------------------------------------------------------ contexts
+    def sample(self, generator: torch.Generator) -> Contexts:
+        """B fresh decision points: bank rows drawn uniformly, resources and channel drawn afresh."""
+        cfg, b, n = self.config, self.num_envs, self.num_ues
+        row = torch.randint(len(self.bank), (b,), generator=generator, device=self.device)
+        es_lo, es_hi = cfg.es.sm_range
+        ue_lo, ue_hi = cfg.ue.sm_range
+        budget = torch.randint(es_lo, es_hi + 1, (b,), generator=generator, device=self.device)
+        ue_sms = torch.randint(ue_lo, ue_hi + 1, (b, n), generator=generator, device=self.device)
+        fraction = torch.rand((b, n), generator=generator, device=self.device, dtype=self.dtype)
+        distance = channel.distance_from_area_fraction(fraction, cfg.channel.distance_range_m)
+        gain = channel.path_gain(distance, cfg.channel)
+        if cfg.channel.rayleigh_fading:  # unit-mean exponential power gain
+            gain = gain * torch.empty((b, n), device=self.device, dtype=self.dtype).exponential_(
+                1.0, generator=generator)
+        return Contexts(self._bank_cluster[row], self._bank_num_clusters[row], self._bank_similarity[row], budget,
+                        ue_sms, distance, channel.downlink_rate(gain, cfg.channel), row)
+
+    def contexts_from(self, context: dict[str, Any]) -> Contexts:
+        """Contexts from explicit values (`bank.decision_context` layout), one for all envs or (B, ...) each."""
+        b, n = self.num_envs, self.num_ues
+
+        def tensor(key, dtype, per_ue):
+            value = torch.as_tensor(np.asarray(context[key]), dtype=dtype, device=self.device)
+            shape = (b, n) if per_ue else (b,)
+            if value.shape not in (shape, shape[1:]):
+                raise ValueError(f"decision context {key!r} of shape {tuple(value.shape)}; allowed: "
+                                 f"{shape[1:]} (all envs) or {shape}")
+            return value.expand(shape).clone()
+
+        cluster = tensor("cluster", torch.int64, True)
+        num_clusters = tensor("num_clusters", torch.int64, False)
+        if int(num_clusters.max()) > self.max_clusters or int(cluster.max()) >= int(num_clusters.max()):
+            raise ValueError(f"decision context with {int(num_clusters.max())} clusters (labels up to "
+                             f"{int(cluster.max())}); allowed: at most {self.max_clusters}, labels below it")
+        return Contexts(cluster, num_clusters, tensor("similarity", self.dtype, True),
+                        tensor("es_sm_budget", torch.int64, False), tensor("ue_sms", torch.int64, True),
+                        tensor("distance_m", self.dtype, True), tensor("downlink_rate_bps", self.dtype, True),
+                        torch.full((b,), -1, dtype=torch.int64, device=self.device))
+
+    def raw_observation(self, ctx: Contexts) -> torch.Tensor:
+        """Eq. (31) unnormalised (B, N, 3): phi, ES SM budget, UE SMs."""
+        phi = ctx.similarity.clamp(-1.0, 1.0)
+        budget = ctx.es_sm_budget.to(self.dtype)[:, None].expand_as(phi)
+        return torch.stack([phi, budget, ctx.ue_sms.to(self.dtype)], dim=-1)
+
+    def observation(self, ctx: Contexts) -> torch.Tensor:
+        """Eq. (31) min-max normalised as the PettingZoo env does, float32 (B, N, 3)."""
+        return ((self.raw_observation(ctx) - self._obs_offset) / self._obs_scale).to(torch.float32)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, ctx: Contexts, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Costs, rewards and utility of integer actions (B, N, 2) or candidates (B, K, N, 2)."""
+        candidates = actions.dim() == 4
+        lift = (lambda t: t[:, None]) if candidates else (lambda t: t)
+        point = system_model.DecisionPoint(lift(ctx.cluster), lift(ctx.num_clusters), lift(ctx.es_sm_budget),
+                                           lift(ctx.ue_sms), lift(ctx.downlink_rate), self.max_clusters)
+        common, personal, ue, _ = system_model.apply_action_rules(actions, self.config.steps, self.scheme.common_phase)
+        work = system_model.es_work(self.config, point, common, personal, self.config.ecdiff.enabled)
+        quality = eq7_quality(common, lift(ctx.similarity), self._knots, self._coefficients, self._step_range)
+        if self._approximation_loss:
+            quality = with_approximation_loss(quality, work.approximated_steps.to(self.dtype), self._approximation_loss)
+        return system_model.evaluate(self.config, point, common, personal, ue, work, quality, self.scheme.allocation)
+
+    def evaluate_with_counterfactuals(self, ctx: Contexts, actions: torch.Tensor, default_action):
+        """One batched evaluation of N + 1 joint actions per env: the actions (B, N, 2) themselves
+        (candidate 0) and, for each UE n, the actions with n's replaced by `default_action`
+        (candidate n + 1). Returns (the actions' results, U of the N counterfactuals (B, N))."""
+        n = self.num_ues
+        batch = actions[:, None].repeat(1, n + 1, 1, 1)  # (B, N + 1, N, 2)
+        replaced = torch.zeros((1, n + 1, n, 1), dtype=torch.bool, device=self.device)
+        replaced[0, 1:, :, 0] = torch.eye(n, dtype=torch.bool, device=self.device)
+        default = torch.as_tensor(default_action, dtype=actions.dtype, device=self.device)
+        results = self.evaluate(ctx, torch.where(replaced, default, batch))
+        actual = {key: value[:, 0] for key, value in results.items()}
+        return actual, results["utility"][:, 1:]

@@ -1,0 +1,232 @@
+"""`HISVecEnv`: B copies of the HIS environment stepping as one TorchRL `EnvBase`, on CPU or CUDA.
+
+    from his_env.vector import HISVecEnv
+    env = HISVecEnv(num_envs=256, device="cpu", seed=0)           # the paper's Table II, N = 50
+    env = HISVecEnv("configs/default.yaml", num_envs=64, num_ues=8, scheme__name="cfis",
+                    reward_mode="individual", action_mode="categorical")
+    td = env.reset()
+    td["agents", "action"] = env.full_action_spec["agents", "action"].rand()
+    td = env.step(td)
+
+One agent group, "agents", of the N UEs; every step is one decision point of every env:
+
+| key | shape, dtype | meaning |
+|---|---|---|
+| ("agents", "observation") | (B, N, 3) float32 | Eq. (31) normalised as the PettingZoo env does: phi, ES SM budget, UE SMs |
+| "state" | (B, 3N) float32 | all UEs' observations, for centralised critics |
+| ("agents", "action") | (B, N, 2) int64 | `multi_categorical` (default): (x, y - y_min) in {0..x_max} x {0..y_max - y_min} |
+| | (B, N) int64 | `categorical`: one index over the (x_max + 1)(y_max - y_min + 1) pairs, x major |
+| | (B, N, 2) float32 | `continuous`: two values in [0, 1], rounded to the nearest step |
+| ("agents", "reward") | (B, N, 1) float32 | `individual`: Eq. (33) r_n; `team`: U / N; `difference` (default): U(a) - U(a with UE n at (0, 0)) |
+| "done", "terminated", "truncated" | (B, 1) bool | episodes end by truncation after `episode_length` decision points |
+| ("agents", "done"/"terminated"/"truncated") | (B, N, 1) bool | the same per agent |
+| ("agents", "info", ...) | (B, N) float | `individual_reward` (Eq. 33), `quality` Q_n, `delay` T_n, `energy` E_n (with the ES share of Eq. 33) |
+| ("info", ...) | (B,) float | `utility` U, `quality`, `delay`, `energy` (Eqs. 21-23) |
+
+Actions go through the PettingZoo env's rules (IIS, projection of z >= z_min) and the same
+formula code (`his_env.vector.core`). Decision-point contexts (prompts, clusters, phi) come from
+a `DecisionBank` of `bank_size` contexts built by the PettingZoo env's own pipeline and cached on
+disk; SMs, distances and fading are drawn afresh in torch at every step. `set_seed(s)` (or
+`seed=`) makes a run reproducible on one device. Floats are computed in `dtype` (float64 by
+default, as the PettingZoo env); observations and rewards are float32.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tensordict import TensorDict
+from torchrl.data import Bounded, Categorical, Composite, MultiCategorical, Unbounded
+from torchrl.envs import EnvBase
+
+from his_env.config import HISConfig
+from his_env.environment import load_config
+from his_env.vector.bank import DEFAULT_BANK_SIZE, DecisionBank
+from his_env.vector.core import Contexts, VectorCore
+
+REWARD_MODES = ("individual", "team", "difference")
+ACTION_MODES = ("multi_categorical", "categorical", "continuous")
+_AGENT_INFO = ("individual_reward", "quality", "delay", "energy")
+_NETWORK_INFO = {"utility": "utility", "quality": "total_quality", "delay": "total_delay", "energy": "total_energy"}
+
+
+def _device(device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={device!r} is not a torch device; allowed: 'cpu', 'cuda', 'cuda:<i>'") from exc
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device={device!r} is not available here (CUDA available: {torch.cuda.is_available()}, "
+                         f"{torch.cuda.device_count()} GPUs); allowed: 'cpu'"
+                         + (" or cuda:0..cuda:%d" % (torch.cuda.device_count() - 1) if torch.cuda.is_available() else ""))
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={device!r}; allowed: 'cpu' or a CUDA device")
+    return dev
+
+
+class HISVecEnv(EnvBase):
+    """The HIS environment, B copies batched in torch (see the module docstring)."""
+
+    batch_locked = True
+
+    def __init__(self, config: HISConfig | dict | str | Path | None = None, num_envs: int = 1, device="cpu",
+                 seed: int | None = 0, reward_mode: str = "difference", action_mode: str = "multi_categorical",
+                 bank_size: int | None = None, dtype: torch.dtype = torch.float64,
+                 bank: DecisionBank | None = None, **config_overrides: Any):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs={num_envs!r}; allowed: an integer >= 1")
+        if reward_mode not in REWARD_MODES:
+            raise ValueError(f"reward_mode={reward_mode!r}; allowed: {', '.join(REWARD_MODES)}")
+        if action_mode not in ACTION_MODES:
+            raise ValueError(f"action_mode={action_mode!r}; allowed: {', '.join(ACTION_MODES)}")
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype={dtype!r}; allowed: torch.float32, torch.float64")
+        if bank_size is not None and (isinstance(bank_size, bool) or not isinstance(bank_size, (int, np.integer))
+                                      or bank_size < 1):
+            raise ValueError(f"bank_size={bank_size!r}; allowed: None (default {DEFAULT_BANK_SIZE}) or an integer >= 1")
+        dev = _device(device)
+        cfg = load_config(config, **config_overrides)
+        if cfg.oracle.kind != "fitted":
+            raise ValueError(f"config key 'oracle.kind' has value {cfg.oracle.kind!r}; the vectorised env allows: "
+                             f"fitted (live diffusion cannot run inside a tensor step)")
+        super().__init__(device=dev, batch_size=torch.Size([int(num_envs)]))
+        self.config = cfg
+        self.reward_mode, self.action_mode = reward_mode, action_mode
+        self.bank = bank if bank is not None else DecisionBank.build(cfg, bank_size or DEFAULT_BANK_SIZE)
+        self.core = VectorCore(cfg, self.bank, int(num_envs), dev, dtype)
+        self.num_envs, self.num_ues = int(num_envs), cfg.num_ues
+        self._generator = torch.Generator(device=dev)
+        self._contexts: Contexts | None = None
+        self._steps = torch.zeros(self.num_envs, dtype=torch.int64, device=dev)
+        self._make_specs()
+        self.set_seed(seed)
+
+    # ------------------------------------------------------------------ specs
+    def _make_specs(self) -> None:
+        b, n, dev, cfg = self.num_envs, self.num_ues, self.device, self.config
+        nx, ny = self.core.action_nvec
+        es_ref, ue_ref = cfg.observation.es_sm_reference, cfg.observation.ue_sm_reference
+        raw_low = np.array([-1.0, cfg.es.sm_range[0], cfg.ue.sm_range[0]])
+        raw_high = np.array([1.0, cfg.es.sm_range[1], cfg.ue.sm_range[1]])
+        offset, scale = np.array([0.0, es_ref[0], ue_ref[0]]), np.array([1.0, es_ref[1] - es_ref[0], ue_ref[1] - ue_ref[0]])
+        low = torch.as_tensor(((raw_low - offset) / scale).astype(np.float32), device=dev)
+        high = torch.as_tensor(((raw_high - offset) / scale).astype(np.float32), device=dev)
+        info_dtype = self.core.dtype
+        self.observation_spec = Composite(
+            agents=Composite(
+                observation=Bounded(low.expand(b, n, 3), high.expand(b, n, 3), shape=(b, n, 3), dtype=torch.float32,
+                                    device=dev),
+                info=Composite({k: Unbounded(shape=(b, n), dtype=info_dtype, device=dev) for k in _AGENT_INFO},
+                               shape=(b, n), device=dev),
+                shape=(b, n), device=dev),
+            state=Bounded(low.repeat(n).expand(b, 3 * n), high.repeat(n).expand(b, 3 * n), shape=(b, 3 * n),
+                          dtype=torch.float32, device=dev),
+            info=Composite({k: Unbounded(shape=(b,), dtype=info_dtype, device=dev) for k in _NETWORK_INFO},
+                           shape=(b,), device=dev),
+            shape=(b,), device=dev)
+        if self.action_mode == "multi_categorical":
+            action = MultiCategorical(nvec=torch.tensor([nx, ny]), shape=(b, n, 2), dtype=torch.int64, device=dev)
+        elif self.action_mode == "categorical":
+            action = Categorical(n=nx * ny, shape=(b, n), dtype=torch.int64, device=dev)
+        else:
+            action = Bounded(0.0, 1.0, shape=(b, n, 2), dtype=torch.float32, device=dev)
+        self.action_spec = Composite(agents=Composite(action=action, shape=(b, n), device=dev), shape=(b,), device=dev)
+        self.reward_spec = Composite(
+            agents=Composite(reward=Unbounded(shape=(b, n, 1), dtype=torch.float32, device=dev), shape=(b, n),
+                             device=dev), shape=(b,), device=dev)
+        flag = lambda *shape: Categorical(2, shape=shape, dtype=torch.bool, device=dev)  # noqa: E731
+        self.done_spec = Composite(
+            done=flag(b, 1), terminated=flag(b, 1), truncated=flag(b, 1),
+            agents=Composite(done=flag(b, n, 1), terminated=flag(b, n, 1), truncated=flag(b, n, 1), shape=(b, n),
+                             device=dev),
+            shape=(b,), device=dev)
+
+    # ------------------------------------------------------------------ TorchRL API
+    def _set_seed(self, seed: int | None) -> None:
+        if seed is None:
+            seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        self._generator.manual_seed(int(seed))
+
+    def _reset(self, tensordict: TensorDict | None = None, **kwargs) -> TensorDict:
+        mask = None
+        if tensordict is not None:
+            for key in ("_reset", ("agents", "_reset")):
+                value = tensordict.get(key, None)
+                if value is not None:
+                    value = value.reshape(self.num_envs, -1).any(-1)
+                    mask = value if mask is None else mask | value
+        fresh = self.core.sample(self._generator)
+        if mask is None or self._contexts is None:
+            self._contexts = fresh
+            self._steps.zero_()
+        else:
+            self._contexts = self._contexts.where(mask, fresh)
+            self._steps = torch.where(mask, torch.zeros_like(self._steps), self._steps)
+        return self._output(None, None, torch.zeros(self.num_envs, dtype=torch.bool, device=self.device))
+
+    def _step(self, tensordict: TensorDict) -> TensorDict:
+        actions = self.decode_actions(tensordict.get(("agents", "action")))
+        ctx = self._contexts
+        if self.reward_mode == "difference":
+            result, without = self.core.evaluate_with_counterfactuals(ctx, actions, (0, 0))
+            reward = result["utility"][:, None] - without
+        else:
+            result = self.core.evaluate(ctx, actions)
+            reward = result["reward"] if self.reward_mode == "individual" else (
+                result["utility"] / self.num_ues)[:, None].expand(-1, self.num_ues)
+        self._steps += 1
+        truncated = self._steps >= self.config.episode_length
+        self._contexts = self.core.sample(self._generator)  # the next decision point, observed at truncation too
+        return self._output(result, reward, truncated)
+
+    def _output(self, result, reward, truncated) -> TensorDict:
+        b, n, dev = self.num_envs, self.num_ues, self.device
+        obs = self.core.observation(self._contexts)
+        false = torch.zeros((b, 1), dtype=torch.bool, device=dev)
+        trunc = truncated[:, None]
+        if result is None:
+            agent_info = {k: torch.zeros((b, n), dtype=self.core.dtype, device=dev) for k in _AGENT_INFO}
+            network_info = {k: torch.zeros((b,), dtype=self.core.dtype, device=dev) for k in _NETWORK_INFO}
+        else:
+            agent_info = {"individual_reward": result["reward"], "quality": result["quality"],
+                          "delay": result["delay"], "energy": result["energy"]}
+            network_info = {k: result[v] for k, v in _NETWORK_INFO.items()}
+        agents = {"observation": obs, "info": TensorDict(agent_info, batch_size=(b, n), device=dev),
+                  "done": trunc[:, :, None].expand(b, n, 1), "terminated": false[:, :, None].expand(b, n, 1),
+                  "truncated": trunc[:, :, None].expand(b, n, 1)}
+        if reward is not None:
+            agents["reward"] = reward.to(torch.float32)[..., None]
+        return TensorDict({
+            "agents": TensorDict(agents, batch_size=(b, n), device=dev),
+            "state": obs.reshape(b, 3 * n),
+            "info": TensorDict(network_info, batch_size=(b,), device=dev),
+            "done": trunc, "terminated": false, "truncated": trunc,
+        }, batch_size=(b,), device=dev)
+
+    # ------------------------------------------------------------------ helpers
+    def decode_actions(self, action: torch.Tensor) -> torch.Tensor:
+        """Integer (x, y - y_min) actions (B, N, 2) from the action mode's encoding."""
+        nx, ny = self.core.action_nvec
+        if self.action_mode == "multi_categorical":
+            return action.to(torch.int64)
+        if self.action_mode == "categorical":
+            action = action.to(torch.int64)
+            return torch.stack([action // ny, action % ny], dim=-1)
+        top = torch.tensor([nx - 1, ny - 1], dtype=action.dtype, device=action.device)
+        return torch.round(action.clamp(0.0, 1.0) * top).to(torch.int64)
+
+    def load_decision_context(self, context: dict[str, Any]) -> TensorDict:
+        """Make `context` (the layout of `his_env.vector.bank.decision_context`, resources included;
+        one context for all envs or (B, ...) each) the current decision point; returns its observation."""
+        self._contexts = self.core.contexts_from(context)
+        return self._output(None, None, torch.zeros(self.num_envs, dtype=torch.bool, device=self.device))
+
+    def evaluate(self, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Results of integer actions (B, N, 2) (or candidates (B, K, N, 2)) at the current decision
+        points, without stepping: per-UE "reward" (Eq. 33), "quality", "delay", "energy", ...,
+        network "utility", "total_quality", "total_delay", "total_energy"."""
+        if self._contexts is None:
+            raise RuntimeError("call reset() or load_decision_context() before evaluate()")
+        return self.core.evaluate(self._contexts, actions.to(self.device))
