@@ -21,7 +21,8 @@ calls BenchMARL's own `hydra_experiment`; the second relies on the Hydra search-
 `hydra_plugins/his_marl`, which Hydra finds on the Python path and which does the same.
 
 Every task steps `his_env.vector.HISVecEnv` (B copies of the env in torch, one agent group
-"agents" of N UEs, per-UE rewards, the global state for centralised critics). Discrete
+"agents" of N UEs, per-UE rewards, the global state for centralised critics); BenchMARL logs the
+network utility U, Q, T and E of the collected decision points as `collection/his/*`. Discrete
 algorithms (ippo, mappo, iql, qmix, vdn, isac, masac) get one categorical action over the
 (x, y) pairs; continuous ones (iddpg, maddpg, and the others when the experiment prefers
 continuous actions) get two values in [0, 1] that the env rounds to step counts.
@@ -167,6 +168,14 @@ class HISTaskClass(TaskClass):
     @staticmethod
     def env_name() -> str:
         return ENV_NAME
+
+    @staticmethod
+    def log_info(batch) -> Dict[str, float]:
+        """Network totals of the collected decision points (U, Q, T, E, Eqs. 21-23), logged by BenchMARL."""
+        info = batch.get(("next", "info"), None)
+        if info is None:
+            return {}
+        return {f"collection/his/{key}": float(value.float().mean()) for key, value in info.items()}
 
 
 def make_vec_env(his_config: HISConfig, **kwargs: Any) -> EnvBase:
