@@ -23,6 +23,7 @@ import os
 import pickle
 import resource
 import socket
+import sys
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, fields
@@ -451,11 +452,8 @@ def run_benchmarl(spec: RunSpec, folder: str | Path, references: Optional[Mappin
         "host": socket.gethostname(), "pid": os.getpid(), "folder": str(experiment.folder_name),
         **peak_memory(),
     }
-    try:
-        import ray
-
-        if ray.is_initialized():
-            summary["node_ip"] = ray.util.get_node_ip_address()
-    except ImportError:
-        pass
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():  # a Ray task: say which node ran it
+        summary["node_ip"] = ray.util.get_node_ip_address()
+        summary["node_id"] = ray.get_runtime_context().get_node_id()
     return {"summary": summary, "curve": tracker.points, "experiment": experiment}

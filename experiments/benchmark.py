@@ -280,13 +280,20 @@ def read_finished(folder: Path, key: str) -> Optional[Dict[str, Any]]:
     return record if record.get("status") == "ok" and record.get("settings_key") == key else None
 
 
+def node_label(summary: Mapping[str, Any]) -> str:
+    """Where a cell ran: the host, or for a Ray task its node's IP and the start of its node ID."""
+    if summary.get("node_id"):
+        return f"node {summary.get('node_ip', '')} {summary['node_id'][:8]}"
+    return summary.get("host", "")
+
+
 def progress_line(i: int, total: int, record: Mapping[str, Any]) -> str:
     c = record["cell"]
     head = f"[{i}/{total}] {c['algorithm']:<6} {c['scheme']:<6} seed {c['seed']}"
     if record["status"] != "ok":
         return f"{head}: FAILED after {record['attempts']} attempts: {record['errors'][-1].splitlines()[-1]}"
     s = record["summary"]
-    where = s.get("node_ip") or s.get("host", "")
+    where = node_label(s)
     return (f"{head}: score {s['score']:.3f} (U {s['utility']:.3f}) | {int(s['frames']):,} frames in "
             f"{s['train_s']:.0f} s | {s['agent_steps_per_s']:,.0f} agent-steps/s | peak {s['peak_rss_mb']:,.0f} MB"
             + (f" | {where}" if where else "") + (" (retried)" if record["attempts"] > 1 else ""))

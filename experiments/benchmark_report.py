@@ -54,7 +54,7 @@ def cell_rows(records: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
         s = record.get("summary", {})
         for key in CELL_COLUMNS[5:-2]:
             row[key] = s.get(key, math.nan) if key != "continuous_actions" else s.get(key, "")
-        row["node"] = s.get("node_ip") or s.get("host", "")
+        row["node"] = (f"{s.get('node_ip', '')} {s['node_id'][:8]}" if s.get("node_id") else s.get("host", ""))
         row["error"] = (record.get("errors") or [""])[-1].splitlines()[-1] if record["status"] != "ok" else ""
         rows.append(row)
     return rows
