@@ -100,6 +100,19 @@ def experiment_config(overrides: Optional[Mapping[str, Any]] = None, preset: Opt
     return cfg
 
 
+def algorithm_config(name: str, overrides: Optional[Mapping[str, Any]] = None):
+    """BenchMARL's config of algorithm `name` (its YAML defaults) with `overrides`; unknown keys are refused."""
+    config_class = algorithm_registry()[name]
+    cfg = config_class.get_from_yaml()
+    allowed = [f.name for f in fields(config_class)]
+    for key, value in dict(overrides or {}).items():
+        if key not in allowed:
+            raise BenchmarlSettingsError(f"algorithm.{key} is not a setting of BenchMARL's {name}; allowed: "
+                                         f"{', '.join(allowed)}")
+        setattr(cfg, key, value)
+    return cfg
+
+
 def model_config(hidden: Sequence[int] = (256, 256, 256), activation: str = "tanh"):
     """An MLP of `hidden` units with `activation` (tanh | relu)."""
     from benchmarl.models import MlpConfig
@@ -124,6 +137,7 @@ class RunSpec:
     seed: int = 0
     task: Dict[str, Any] = field(default_factory=dict)        # HIS task settings (num_ues, reward_mode, ...)
     experiment: Dict[str, Any] = field(default_factory=dict)  # BenchMARL ExperimentConfig overrides
+    algorithm_settings: Dict[str, Any] = field(default_factory=dict)  # the BenchMARL algorithm config's overrides
     frame_budget: Optional[int] = None    # frames (env steps summed over the batch); None: the config's max_n_frames
     time_budget_s: Optional[float] = None  # seconds of training; checked after every iteration
     eval_seeds: List[int] = field(default_factory=lambda: [90_000, 90_001, 90_002, 90_003])
@@ -173,6 +187,7 @@ def validate_spec(spec: RunSpec) -> None:
     if not spec.eval_seeds:
         raise BenchmarlSettingsError("no evaluation seeds; allowed: one or more")
     model_config(spec.hidden, spec.activation)
+    algorithm_config(spec.algorithm, spec.algorithm_settings)
 
 
 # ---------------------------------------------------------------------- greedy policy on the PettingZoo env
@@ -248,8 +263,8 @@ def peak_memory() -> Dict[str, float]:
 
 
 # ---------------------------------------------------------------------- the run
-class _BudgetSpent(Exception):
-    pass
+class StopTraining(Exception):
+    """Raised by a callback (or the time budget) after an iteration: the run ends as if its budget were spent."""
 
 
 class HISExperiment(Experiment):
@@ -290,6 +305,8 @@ class HISExperiment(Experiment):
     def _save_experiment(self) -> None:
         import torch
 
+        if self._checkpointed_files and self._checkpointed_files[-1].name == f"checkpoint_{self.total_frames}.pt":
+            return  # the end of a run that has just been checkpointed
         if self.config.keep_checkpoints_num is not None:
             while len(self._checkpointed_files) >= self.config.keep_checkpoints_num:
                 self._checkpointed_files.popleft().unlink(missing_ok=True)
@@ -303,7 +320,7 @@ class HISExperiment(Experiment):
         seed_everything(self.seed)
         try:
             self._collection_loop()
-        except _BudgetSpent:
+        except StopTraining:
             if self.config.checkpoint_at_end:
                 self._save_experiment()
             self.close()
@@ -355,7 +372,7 @@ class CurveTracker(Callback):
         if self.iterations == 1 or frames % self.frames_per_point == 0:
             self.add_point()
         if self.time_budget_s is not None and self.train_seconds() >= self.time_budget_s:
-            raise _BudgetSpent()
+            raise StopTraining()
 
 
 def build_experiment(spec: RunSpec, folder: str | Path, callbacks: Sequence[Any] = (), fixed_folder: bool = False):
@@ -364,7 +381,6 @@ def build_experiment(spec: RunSpec, folder: str | Path, callbacks: Sequence[Any]
 
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    algo_cls = algorithm_registry()[spec.algorithm]
     overrides = dict(spec.experiment)
     overrides.setdefault("sampling_device", spec.device)
     overrides.setdefault("train_device", spec.device)
@@ -387,7 +403,8 @@ def build_experiment(spec: RunSpec, folder: str | Path, callbacks: Sequence[Any]
     cfg = experiment_config(overrides)
     task = task_by_name(spec.scheme).get_task(dict(spec.task))
     model = model_config(spec.hidden, spec.activation)
-    return HISExperiment(task=task, algorithm_config=algo_cls.get_from_yaml(), model_config=model,
+    return HISExperiment(task=task, algorithm_config=algorithm_config(spec.algorithm, spec.algorithm_settings),
+                         model_config=model,
                             critic_model_config=model_config(spec.hidden, spec.activation), seed=int(spec.seed),
                             config=cfg, callbacks=list(callbacks), folder=folder if fixed_folder else None)
 
