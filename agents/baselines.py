@@ -20,9 +20,12 @@ Every policy has `reset(env, seed)` and `act(observations, env) -> {agent: actio
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Dict, Mapping, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import numpy as np
+
+from his_common.registry import Registry
 
 
 def action_grid(action_space) -> np.ndarray:
@@ -64,7 +67,10 @@ class RandomPolicy(Policy):
 
 
 class FixedSplitPolicy(Policy):
-    """Everyone takes (common_steps, es_personal_steps); None = the IIS-like default."""
+    """Everyone takes (common_steps, es_personal_steps); None = the IIS-like default.
+
+    A split outside the env's action space is an error naming the allowed range (never clamped).
+    """
 
     name = "fixed"
 
@@ -79,11 +85,16 @@ class FixedSplitPolicy(Policy):
         for agent in observations:
             space = env.action_space(agent)
             nvec = np.asarray(space.nvec)
-            x = min(max(self.common_steps, 0), nvec[0] - 1)
+            x = self.common_steps
             if self.es_personal_steps is None:
                 y_idx = (nvec[1] - 1) // 2
             else:
-                y_idx = min(max(int(self.es_personal_steps) - self.es_personal_min, 0), nvec[1] - 1)
+                y_idx = int(self.es_personal_steps) - self.es_personal_min
+            if not (0 <= x < nvec[0] and 0 <= y_idx < nvec[1]):
+                raise ValueError(
+                    f"fixed split (x={x}, y={self.es_personal_min + y_idx}) is outside the env's actions: "
+                    f"common steps x in 0..{nvec[0] - 1}, ES personalised steps y in "
+                    f"{self.es_personal_min}..{self.es_personal_min + nvec[1] - 1}")
             start = np.asarray(getattr(space, "start", np.zeros_like(nvec)))
             out[agent] = (np.array([x, y_idx]) + start).astype(np.int64)
         return out
@@ -134,27 +145,86 @@ class SearchPolicy(Policy):
         return {a: current[i].copy() for i, a in enumerate(agents)}
 
 
-BASELINES = ("random", "iis-fixed", "fixed", "search")
+@dataclass(frozen=True)
+class StepRanges:
+    """The allowed step counts (the env config's `steps` section): x in 0..max_common (Eq. 28b),
+    y in min_es_personal..max_es_personal (Eq. 28c)."""
+
+    max_common: int = 16
+    min_es_personal: int = 0
+    max_es_personal: int = 11
+
+    @classmethod
+    def from_env_config(cls, env_config: Mapping[str, Any]) -> "StepRanges":
+        steps = dict(env_config.get("steps", {}) or {})
+        default = cls()
+        return cls(int(steps.get("max_common", default.max_common)),
+                   int(steps.get("min_es_personal", default.min_es_personal)),
+                   int(steps.get("max_es_personal", default.max_es_personal)))
 
 
-def make_baseline(spec: str, seed: int = 0, es_personal_min: int = 0) -> Policy:
-    """`random` | `iis-fixed` | `fixed:X,Y` | `search` | `search:SWEEPS`."""
-    name, _, arg = spec.partition(":")
-    if name == "random":
-        return RandomPolicy(seed)
-    if name == "iis-fixed":
-        return FixedSplitPolicy(0, None, es_personal_min)
-    if name == "fixed":
-        try:
-            x, y = (int(v) for v in arg.split(","))
-        except ValueError:
-            raise ValueError(f"policy {spec!r}: expected 'fixed:X,Y' with integer common steps X and "
-                             f"ES personalised steps Y, e.g. 'fixed:8,4'") from None
-        return FixedSplitPolicy(x, y, es_personal_min)
-    if name == "search":
-        try:
-            sweeps = int(arg) if arg else 4
-        except ValueError:
-            raise ValueError(f"policy {spec!r}: expected 'search' or 'search:SWEEPS' (an integer)") from None
-        return SearchPolicy(max_sweeps=sweeps, seed=seed)
-    raise ValueError(f"unknown baseline {spec!r}; allowed: random, iis-fixed, fixed:X,Y, search, search:SWEEPS")
+BASELINE_USAGE = "random | iis-fixed | fixed:X,Y | search | search:SWEEPS"
+# name -> builder(spec, argument after ':', seed, steps); the keys are the allowed names.
+BASELINES: Registry[Callable[[str, str, int, Optional[StepRanges]], Policy]] = Registry("baseline")
+
+
+def _no_argument(spec: str, arg: str) -> None:
+    if arg:
+        raise ValueError(f"policy {spec!r}: {spec.partition(':')[0]!r} takes no argument; allowed: {BASELINE_USAGE}")
+
+
+@BASELINES.register("random")
+def _random(spec: str, arg: str, seed: int, steps: Optional[StepRanges]) -> Policy:
+    _no_argument(spec, arg)
+    return RandomPolicy(seed)
+
+
+@BASELINES.register("iis-fixed")
+def _iis_fixed(spec: str, arg: str, seed: int, steps: Optional[StepRanges]) -> Policy:
+    _no_argument(spec, arg)
+    return FixedSplitPolicy(0, None, steps.min_es_personal if steps else 0)
+
+
+@BASELINES.register("fixed")
+def _fixed(spec: str, arg: str, seed: int, steps: Optional[StepRanges]) -> Policy:
+    steps = steps or StepRanges()
+    ranges = (f"common steps X in 0..{steps.max_common}, ES personalised steps Y in "
+              f"{steps.min_es_personal}..{steps.max_es_personal}")
+    try:
+        x, y = (int(v) for v in arg.split(","))
+    except ValueError:
+        raise ValueError(f"policy {spec!r}: expected 'fixed:X,Y' with integers, {ranges}, e.g. 'fixed:8,4'") from None
+    if not 0 <= x <= steps.max_common:
+        raise ValueError(f"policy {spec!r}: common steps X={x} is out of range; allowed: {ranges}")
+    if not steps.min_es_personal <= y <= steps.max_es_personal:
+        raise ValueError(f"policy {spec!r}: ES personalised steps Y={y} is out of range; allowed: {ranges}")
+    return FixedSplitPolicy(x, y, steps.min_es_personal)
+
+
+@BASELINES.register("search")
+def _search(spec: str, arg: str, seed: int, steps: Optional[StepRanges]) -> Policy:
+    allowed = ("'search' or 'search:SWEEPS' with SWEEPS an integer >= 0 (0: the best action shared by all UEs, "
+               "no coordinate descent; default 4)")
+    try:
+        sweeps = int(arg) if arg else 4
+    except ValueError:
+        raise ValueError(f"policy {spec!r}: expected {allowed}") from None
+    if sweeps < 0:
+        raise ValueError(f"policy {spec!r}: SWEEPS={sweeps} is out of range; allowed: {allowed}")
+    return SearchPolicy(max_sweeps=sweeps, seed=seed)
+
+
+def make_baseline(spec: str, seed: int = 0, es_personal_min: Optional[int] = None,
+                  steps: Optional[StepRanges] = None) -> Policy:
+    """`random` | `iis-fixed` | `fixed:X,Y` | `search` | `search:SWEEPS`.
+
+    `steps` (the env's step ranges) checks `fixed:X,Y` against them; without it the defaults
+    of Table II are assumed, with `es_personal_min` as y_min where given.
+    """
+    if steps is None and es_personal_min is not None:
+        steps = StepRanges(min_es_personal=int(es_personal_min),
+                           max_es_personal=max(int(es_personal_min), StepRanges().max_es_personal))
+    name, _, arg = str(spec).strip().partition(":")
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {spec!r}; allowed: {BASELINE_USAGE}")
+    return BASELINES[name](spec, arg.strip(), seed, steps)

@@ -3,9 +3,10 @@
 `HISMetricsCallback.on_episode_end` takes the per-episode summary that
 `agents.env_adapter.HISMultiAgentEnv` leaves in the last step's info (network utility U,
 quality Q, delay T, energy E averaged over the episode's decision points, the number of
-clusters, per-cluster stats, per-UE means of the decision variables) and logs each entry
-under `env_runners/his/<name>` with mean reduction: after `algo.train()` these are the means
-over the episodes that finished in the iteration.
+clusters and the clustering metrics, per-cluster stats from `env.network_summary()`, per-UE
+means of the decision variables and of the energies `ue_energy` and `es_energy_share`) and
+logs each entry under `env_runners/his/<name>` with mean reduction: after `algo.train()`
+these are the means over the episodes that finished in the iteration.
 """
 from __future__ import annotations
 

@@ -14,10 +14,11 @@
   each UE's own observation, for the centralised critic; the actor reads only the first 3;
 - it keeps RLlib's episodes light: per-step infos are not forwarded (a 50-UE info dict per
   step would be copied into every episode and shipped to the Learner). Instead the adapter
-  averages the network totals (U, Q, T, E and every other numeric entry of
-  `infos[agent]["network"]`, plus per-UE means of the decision variables and similarities)
-  over the episode and hands the summary to `agents.callbacks` in the last step's info of
-  the first agent, under `EPISODE_SUMMARY_KEY`.
+  averages the network metrics of each decision point (U, Q, T, E and the clustering metrics
+  from the infos' network-wide keys, the per-cluster lists of `env.network_summary()`, and
+  per-UE means of the decision variables, similarities and energies) over the episode and
+  hands the summary to `agents.callbacks` in the last step's info of the first agent, under
+  `EPISODE_SUMMARY_KEY`.
 
 `make_parallel_env(env_config)` builds the underlying PettingZoo env; the factory is
 `his_env:parallel_env` unless `env_factory` ("module:function") says otherwise.
@@ -32,11 +33,18 @@ import numpy as np
 
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
+from agents.config import REWARD_MODES
+
 EPISODE_SUMMARY_KEY = "his_episode_summary"
-REWARD_MODES = ("individual", "team", "difference")
 DEFAULT_ENV_FACTORY = "his_env:parallel_env"
-# Per-UE info entries averaged over UEs and decision points.
-PER_UE_KEYS = ("similarity", "common_steps", "es_personal_steps", "ue_steps", "quality", "delay", "energy")
+# Per-UE info entries averaged over UEs and decision points (logged as ue_mean/<key>).
+PER_UE_KEYS = ("similarity", "common_steps", "es_personal_steps", "ue_steps", "projected", "quality", "delay",
+               "ue_energy", "es_energy_share")
+# Network-wide info entries (the same for every UE) and the metric name each is logged under.
+NETWORK_INFO_METRICS = {"network_utility": "utility", "network_quality": "quality", "network_delay": "delay",
+                        "network_energy": "energy", "num_clusters": "num_clusters",
+                        "intra_cluster_similarity": "intra_cluster_similarity",
+                        "public_personal_similarity": "public_personal_similarity", "es_sm_budget": "es_sm_budget"}
 
 
 def resolve_factory(spec: str | Callable[..., Any] | None) -> Callable[..., Any]:
@@ -71,20 +79,22 @@ def flatten_numeric(prefix: str, value: Any, out: Dict[str, float], depth: int =
             flatten_numeric(f"{prefix}/{i}", v, out, depth + 1)
 
 
-def step_metrics(infos: Mapping[str, Mapping[str, Any]], agents: list[str]) -> Dict[str, float]:
-    """Network totals and per-UE means of one decision point, from the env's infos."""
+def step_metrics(infos: Mapping[str, Mapping[str, Any]], agents: list[str],
+                 network_summary: Optional[Mapping[str, Any]] = None) -> Dict[str, float]:
+    """Network totals and per-UE means of one decision point, from the env's step infos; with
+    `network_summary` (the env's `network_summary()` after that step) also its per-cluster lists,
+    flattened as `cluster_sizes/0`, ...."""
     out: Dict[str, float] = {}
     first = infos.get(agents[0], {}) if agents else {}
-    network = first.get("network")
-    if isinstance(network, Mapping):
-        flatten_numeric("", network, out)
+    for info_key, metric in NETWORK_INFO_METRICS.items():
+        if info_key in first:
+            out[metric] = float(first[info_key])
+    if network_summary is not None:
+        flatten_numeric("", {k: v for k, v in network_summary.items() if k not in out}, out)
     for key in PER_UE_KEYS:
         vals = [infos[a][key] for a in agents if a in infos and key in infos[a]]
         if vals:
             out[f"ue_mean/{key}"] = float(np.mean(vals))
-    projected = [infos[a]["projected"] for a in agents if a in infos and "projected" in infos[a]]
-    if projected:
-        out["ue_mean/projected"] = float(np.mean(projected))
     return out
 
 
@@ -117,7 +127,7 @@ class HISMultiAgentEnv(MultiAgentEnv):
         self.global_obs = bool(config.get("global_obs", False))
         self.reward_mode = config.get("reward_mode", "individual")
         if self.reward_mode not in REWARD_MODES:
-            raise ValueError(f"reward_mode {self.reward_mode!r}; allowed: {REWARD_MODES}")
+            raise ValueError(f"reward_mode {self.reward_mode!r}; allowed: {', '.join(REWARD_MODES.names)}")
         self.par_env = make_parallel_env(config.get("env", {}), config.get("env_factory"))
         self.possible_agents = list(self.par_env.possible_agents)
         self.agents = list(self.possible_agents)
@@ -166,7 +176,7 @@ class HISMultiAgentEnv(MultiAgentEnv):
             result = self.par_env.unwrapped.evaluate_joint_actions(batch)
         except (AttributeError, RuntimeError) as exc:
             raise RuntimeError(f"reward_mode 'difference' needs env.unwrapped.evaluate_joint_actions ({exc}); "
-                               f"use train.reward_mode=team or individual with this env/oracle") from exc
+                               f"use algorithm.reward_mode=team or individual with this env/oracle") from exc
         utility = np.asarray(result["utility"], dtype=np.float64)
         return {a: float(utility[0] - utility[i + 1]) for i, a in enumerate(agents)}
 
@@ -176,10 +186,11 @@ class HISMultiAgentEnv(MultiAgentEnv):
         if diff is not None:
             rewards = {a: diff.get(a, 0.0) for a in rewards}
         elif self.reward_mode == "team" and rewards:
-            # Every UE gets U / N: the network utility shared (see TrainConfig.reward_mode).
+            # Every UE gets U / N: the network utility shared (see agents.config.REWARD_MODES).
             shared = float(sum(rewards.values())) / len(rewards)
             rewards = {a: shared for a in rewards}
-        for k, v in step_metrics(infos, self.possible_agents).items():
+        summary_of = getattr(self.par_env.unwrapped, "network_summary", None)
+        for k, v in step_metrics(infos, self.possible_agents, summary_of() if summary_of else None).items():
             self._sums[k] = self._sums.get(k, 0.0) + v
         self._steps += 1
         done = bool(truncs) and all(truncs.values()) or bool(terms) and all(terms.values())

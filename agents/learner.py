@@ -20,9 +20,10 @@ What differs from RLlib's stock `PPOTorchLearner`:
   the Learner connector pipeline; its running statistics are part of the Learner state and
   therefore of every checkpoint.
 
-Switches are read from `config.learner_config_dict`:
+Switches are read from `config.learner_config_dict` (`agents.config.LEARNER_SWITCHES`):
 `reward_normalization`, `advantage_normalization`, `policy_clip` (bool), `value_clip`
-(float or None), `reward_norm_clip` (float or None).
+(float or None), `reward_norm_clip` (float or None); a switch left out takes the
+`AlgorithmConfig` default.
 """
 from __future__ import annotations
 
@@ -48,18 +49,14 @@ from ray.rllib.utils.numpy import convert_to_numpy
 from ray.rllib.utils.postprocessing.value_predictions import compute_value_targets
 from ray.rllib.utils.torch_utils import explained_variance
 
+from agents.config import AlgorithmConfig
 from agents.normalization import RewardNormalizer
 
 REWARD_NORMALIZER_STATE_KEY = "his_reward_normalizer"
 CLIP_FRACTION_KEY = "clip_fraction"
 
-DEFAULT_SWITCHES = {
-    "reward_normalization": True,
-    "advantage_normalization": True,
-    "policy_clip": True,
-    "value_clip": 0.2,
-    "reward_norm_clip": None,
-}
+# The algorithm config's defaults, for a learner_config_dict that leaves a switch out.
+DEFAULT_SWITCHES = AlgorithmConfig().learner_switches()
 
 
 def standardize(advantages: np.ndarray, mask: np.ndarray | None = None, eps: float = 1e-8) -> np.ndarray:

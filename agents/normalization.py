@@ -15,7 +15,7 @@ module supplies one:
   state in every checkpoint (see `agents.learner.HISPPOTorchLearner.get_state`).
 
 Statistics are keyed by agent id, not by module id, so the shared-parameter learner keeps the
-paper's per-agent normalisation too. With several remote Learners (`train.num_learners > 1`)
+paper's per-agent normalisation too. With several remote Learners (`experiment.num_learners > 1`)
 each Learner keeps the statistics of the data shard it receives (statistically the same
 stream); the checkpoint holds the first Learner's.
 """

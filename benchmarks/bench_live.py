@@ -102,12 +102,12 @@ def oracle_smoke(device: str, dtype: str) -> str:
     import numpy as np
 
     from quality_oracle.base import QualityRequest
+    from quality_oracle.live import tiny_models as tiny
     from quality_oracle.live.oracle import LiveDiffusionOracle
-    from tests import live_fixtures as lf
 
     with tempfile.TemporaryDirectory() as tmp:
-        lf.tiny_sd3_pipeline().save_pretrained(f"{tmp}/sd3")
-        lf.save_tiny_clip(Path(tmp) / "clip")
+        tiny.tiny_sd3_pipeline().save_pretrained(f"{tmp}/sd3")
+        tiny.save_tiny_clip(Path(tmp) / "clip")
         options = {"es_model": f"{tmp}/sd3", "clip_model": f"{tmp}/clip", "device": device, "dtype": dtype,
                    "height": 32, "width": 32, "max_sequence_length": 32, "cache_dir": f"{tmp}/cache"}
         request = QualityRequest(
@@ -228,7 +228,7 @@ def main(argv=None) -> int:
             from transformers import CLIPConfig, CLIPModel
 
             from quality_oracle.live.clip_score import CLIPScorer
-            from tests.live_fixtures import clip_tokenizer, tiny_clip
+            from quality_oracle.live.tiny_models import clip_tokenizer, tiny_clip
 
             if args.tiny:
                 model, tok = tiny_clip()

@@ -7,6 +7,8 @@ Prints, with all-MiniLM-L6-v2 similarities (Eq. 5):
     LLM-written public prompts vs `PublicPromptGenerator` (and SmolLM2 with --llm);
   * the same on template clusters (17 prompts of one subject; 17 drawn like the env's
     workload) against the PPGFIS choice (a random member) and the best member (medoid);
+  * mean phi per UE at the env's decision points (workload draw, Alg. 1 clusters) at N = 4,
+    50 and 1,000 (M = 30): generated vs a random member (whose own phi is 1, as in the env);
   * NPI negatives vs the 20 reference negatives: embedding similarity, antonym words reproduced;
   * generator cost per cluster and distinct public prompts over random clusters;
   * one-time embedding cost of the default pool, and cached lookup costs;
@@ -27,8 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from his_env.prompts import (LLMPublicPromptGenerator, PublicPromptGenerator,  # noqa: E402
-                             main_entity, negative_prompt)
+from his_env.text.generated import PublicPromptGenerator  # noqa: E402
+from his_env.text.llm import LLMPublicPromptGenerator  # noqa: E402
+from his_env.text.negative import negative_prompt  # noqa: E402
+from his_env.text.phrases import main_entity  # noqa: E402
+from his_env import clustering  # noqa: E402
 from his_env.semantics import SentenceEmbedder  # noqa: E402
 from his_env.workload import PromptPool, Workload  # noqa: E402
 
@@ -125,6 +130,27 @@ def main() -> None:
               f" random member (PPGFIS) {np.mean(random_member):.3f}, best member {np.mean(medoid):.3f}")
         print(f"  e.g. {texts[0]}")
 
+    # ------------------------------------------------------------------ env decision points
+    entities, pool_similarity = np.asarray(pool.entity), pool_vectors @ pool_vectors.T
+    point_rng = np.random.default_rng(1)
+    decision_phi = {}
+    for num_ues, num_clusters, points in ((4, 3, 300), (50, 3, 200), (1000, 30, 8)):
+        generated, random_member = [], []
+        for _ in range(points):
+            index = workload.sample(num_ues, point_rng)
+            labels = clustering.CLUSTERING_METHODS["semantic"](
+                clustering.DecisionPrompts(index, pool_vectors, entities, pool_similarity), num_clusters)
+            for m in range(labels.max() + 1):
+                members = index[labels == m]
+                public = embedder.embed([bound.generate_for(members)])[0]
+                generated.append(pool_vectors[members] @ public)
+                chosen = members[point_rng.integers(len(members))]
+                random_member.append(pool_vectors[members] @ pool_vectors[chosen])
+        decision_phi[num_ues] = (np.concatenate(generated).mean(), np.concatenate(random_member).mean())
+    print("mean phi per UE at decision points (Alg. 1 clusters): " + "; ".join(
+        f"N={n}{' M=30' if n == 1000 else ''} generated {g:.3f}, random member {r:.3f}"
+        for n, (g, r) in decision_phi.items()))
+
     # ------------------------------------------------------------------ speed and saturation
     cold_us = per_call_us(PublicPromptGenerator.from_pool(pool).generate_for, pure[:2000], repeats=1)
     warm_us = per_call_us(bound.generate_for, pure + mixed)
@@ -165,7 +191,8 @@ def main() -> None:
     print(f"SUMMARY public-personal sim on 4 reference groups: generated {np.mean(our_scores):.3f} "
           f"vs reference LLM {np.mean(reference_scores):.3f}"
           + (f" vs SmolLM2 {np.mean(llm_scores):.3f}" if llm else "")
-          + f"; template clusters {template_generated['one subject']:.3f}; generator "
+          + f"; template clusters {template_generated['one subject']:.3f}; decision points N=50 "
+          f"{decision_phi[50][0]:.3f} vs random member {decision_phi[50][1]:.3f}; generator "
           f"{warm_us:.1f} us/cluster, {distinct_all} distinct over {2 * args.clusters} clusters; "
           f"NPI sim {np.mean(similarities):.3f}, antonyms {reproduced / total:.0%}; pool embed "
           f"{pool_s:.1f} s once")

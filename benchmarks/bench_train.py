@@ -13,7 +13,7 @@ Prints, for the default configuration (or the one given by --config/--set, as in
   same seeds.
 
     python benchmarks/bench_train.py                       # up to 30 minutes
-    python benchmarks/bench_train.py --time-limit 300 --set train.lr=0.001
+    python benchmarks/bench_train.py --time-limit 300 --set algorithm.lr=0.001
 
 The last line is the one-line summary.
 """
@@ -31,8 +31,6 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import train as train_cli  # noqa: E402
-
 EVAL_SEED_BASE = 90_000
 
 
@@ -40,7 +38,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", action="append", default=None, help="as in train.py")
     p.add_argument("--set", action="append", default=[], dest="overrides", help="as in train.py")
-    p.add_argument("--algo", choices=train_cli.ALGOS, default=None)
+    p.add_argument("--algo", default=None, help="learner: ippo, ppo-shared or mappo (as in train.py)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--num-env-runners", type=int, default=None)
     p.add_argument("--time-limit", type=float, default=1800.0, help="seconds of training (default 1800)")
@@ -55,44 +53,47 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.backend != "rllib":
         return compare_backends(args, argv)
-    train_cli.quiet_libraries(False)
-    train_cli.quiet_libraries(verbose=False)
 
     from agents.baselines import RandomPolicy, SearchPolicy
     from agents.evaluation import ModulePolicy, evaluate_policy, mean_metric, normalized_score
     from agents.ippo import build_algo_config, set_torch_threads
 
-    ns = argparse.Namespace(config=args.config, overrides=args.overrides, algo=args.algo, seed=args.seed,
-                            num_env_runners=args.num_env_runners)
-    env_cfg, train_cfg = train_cli.resolve_config(ns)
-    set_torch_threads(train_cfg.torch_threads)
-    n = int(env_cfg["num_ues"])
+    from agents.config import load_run_config
+    from agents.training.ray_session import init_ray, quiet_libraries
+
+    quiet_libraries(verbose=False)
+    run_cfg = load_run_config(args.config or [], args.overrides, algo=args.algo, seed=args.seed,
+                              num_env_runners=args.num_env_runners)
+    algorithm, experiment = run_cfg.algorithm, run_cfg.experiment
+    env_cfg = run_cfg.env.to_dict()
+    set_torch_threads(experiment.torch_threads)
+    n = run_cfg.env.num_ues
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
     seeds = [EVAL_SEED_BASE + i for i in range(args.eval_episodes)]
 
     t_start = time.perf_counter()
     t0 = time.perf_counter()
-    u_random = mean_metric(evaluate_policy(RandomPolicy(0), env_cfg, seeds, env_factory=train_cfg.env_factory))
+    u_random = mean_metric(evaluate_policy(RandomPolicy(0), env_cfg, seeds, env_factory=experiment.env_factory))
     t_rand = time.perf_counter() - t0
     t0 = time.perf_counter()
     u_search = mean_metric(evaluate_policy(SearchPolicy(max_sweeps=args.search_sweeps), env_cfg, seeds,
-                                           env_factory=train_cfg.env_factory))
+                                           env_factory=experiment.env_factory))
     t_search = time.perf_counter() - t0
     log(f"references on seeds {seeds[0]}..{seeds[-1]}: U_random {u_random:.4f} ({t_rand:.1f} s), "
         f"U_search {u_search:.4f} ({t_search:.1f} s)")
 
-    train_cli.init_ray(None, train_cfg, verbose=False)
+    init_ray(None, experiment.torch_threads, experiment.num_env_runners, verbose=False)
     t_build = time.perf_counter()
-    algo = build_algo_config(env_cfg, train_cfg).build_algo()
-    log(f"{train_cfg.algo}, N={n}, lr {train_cfg.lr}, {train_cfg.episodes_per_iteration} episodes/iteration, "
-        f"minibatch {train_cfg.minibatch_size}, {train_cfg.num_epochs} epochs, reward {train_cfg.reward_mode}; "
+    algo = build_algo_config(run_cfg).build_algo()
+    log(f"{algorithm.algo}, N={n}, lr {algorithm.lr}, {algorithm.episodes_per_iteration} episodes/iteration, "
+        f"minibatch {algorithm.minibatch_size}, {algorithm.num_epochs} epochs, reward {algorithm.reward_mode}; "
         f"built in {time.perf_counter() - t_build:.1f} s")
 
     def current_policy() -> ModulePolicy:
-        if train_cfg.num_learners == 0:
+        if experiment.num_learners == 0:
             mods = algo.learner_group._learner.module
-            return ModulePolicy({mid: mods[mid] for mid in mods.keys()}, train_cfg.algo)
-        return ModulePolicy({mid: algo.get_module(mid) for mid in algo.config.policies}, train_cfg.algo)
+            return ModulePolicy({mid: mods[mid] for mid in mods.keys()}, algorithm.algo)
+        return ModulePolicy({mid: algo.get_module(mid) for mid in algo.config.policies}, algorithm.algo)
 
     train_s = 0.0
     agent_steps = 0.0
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
         agent_steps += steps
         it = int(result["training_iteration"])
         if it % args.eval_every == 0:
-            u_pol = mean_metric(evaluate_policy(current_policy(), env_cfg, seeds, env_factory=train_cfg.env_factory))
+            u_pol = mean_metric(evaluate_policy(current_policy(), env_cfg, seeds, env_factory=experiment.env_factory))
             score = normalized_score(u_pol, u_random, u_search)
             best = max(best, score)
             his = result["env_runners"].get("his", {})
@@ -128,7 +129,7 @@ def main(argv=None) -> int:
                f"{wall:.0f} s wall incl. references, startup, evaluation)"
                if reached_at is not None else
                f"score {args.target} NOT reached in {train_s:.0f} s (best {best:.3f})")
-    print(f"bench_train: {train_cfg.algo} N={n} | {agent_steps / max(train_s, 1e-9):,.0f} agent-steps/s | "
+    print(f"bench_train: {algorithm.algo} N={n} | {agent_steps / max(train_s, 1e-9):,.0f} agent-steps/s | "
           f"peak RSS driver {rss:,.0f} MB, largest child {child:,.0f} MB | {reached} | U_random {u_random:.3f} "
           f"U_search {u_search:.3f} U_policy {u_pol:.3f} score {score:.3f}", flush=True)
     return 0 if reached_at is not None else 1
@@ -137,13 +138,8 @@ def main(argv=None) -> int:
 # ---------------------------------------------------------------------- --backend benchmarl | both
 def _run_settings(args):
     """(env config, algorithm settings, experiment settings) as train.py resolves them."""
-    try:
-        from agents.config import load_run_config
-    except ImportError:  # a tree without agents.config: train.py's own resolver
-        ns = argparse.Namespace(config=args.config, overrides=args.overrides, algo=args.algo, seed=args.seed,
-                                num_env_runners=args.num_env_runners)
-        env_cfg, train_cfg = train_cli.resolve_config(ns)
-        return env_cfg, train_cfg.to_dict(), {"seed": train_cfg.seed}
+    from agents.config import load_run_config
+
     run = load_run_config(args.config or [], args.overrides, algo=args.algo, seed=args.seed)
     return run.env, run.algorithm.to_dict(), run.experiment.to_dict()
 

@@ -16,7 +16,9 @@
 3. **Quality (step 3)**: CLIP alignment of each image with its personal prompt (Eq. 6).
 4. **Fit (step 4)**: mean score per (sim_npi, similarity bin, common steps) written to ``--out``
    with exactly the columns of ``quality_oracle/data/hiqm_sd3_medium.csv``, then Eq. 7 refitted by
-   `quality_oracle.hiqm.HIQMOracle.from_csv`.
+   `quality_oracle.hiqm.HIQMOracle.from_csv`; the per-curve RMSE and each iota's fit check are
+   printed. A fit the data cannot support (see `quality_oracle.hiqm`) is refused: the command
+   exits with status 1 after printing the errors, and the measurements stay on disk.
 
 Every finished unit (pair x seed x setting) is appended to ``<out stem>.raw.csv`` and flushed to
 disk (fsync) and the aggregate is rewritten atomically, so an interrupted run resumes where it
@@ -399,8 +401,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ran = run_measurement(units, common_steps, score_unit, args.out, progress=not args.no_progress)
     print(f"ran {ran} units ({len(units) - ran} already done); wrote {args.out}", file=sys.stderr)
     if not args.no_refit:
-        oracle = refit(args.out)
+        from quality_oracle.hiqm import HIQMFitError, fit_checks_markdown, fit_table_markdown
+
+        try:
+            oracle = refit(args.out)
+        except HIQMFitError as err:
+            print(fit_table_markdown(err.fit_table))
+            print(fit_checks_markdown(err.checks))
+            print(f"refit refused; the measurements stay in {args.out}: {err}", file=sys.stderr)
+            return 1
+        except ValueError as err:
+            print(f"cannot refit Eq. 7; the measurements stay in {args.out}: {err}", file=sys.stderr)
+            return 1
         print(oracle.fit_report_markdown())
+        print(fit_checks_markdown(oracle.fit_checks()))
     return 0
 
 

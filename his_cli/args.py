@@ -1,10 +1,10 @@
-"""Argument parsing shared by train.py and evaluate.py: typed flag values and `--set KEY=VALUE`."""
+"""Argument parsing shared by the CLIs: typed flag values and `--set KEY=VALUE` pairs."""
 from __future__ import annotations
 
 import argparse
 from typing import Any, Callable, Dict, Sequence
 
-import yaml
+from his_common.config import parse_assignment
 
 
 class UsageError(ValueError):
@@ -35,28 +35,11 @@ def positive_seconds(name: str):
     return _number_flag(name, float, lambda v: v > 0, "a positive number of seconds")
 
 
-def parse_value(text: str) -> Any:
-    """A `--set` value: YAML scalars and lists, with numbers like 1e-3 read as numbers."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    if isinstance(value, str):
-        for conv in (int, float):
-            try:
-                return conv(value)
-            except ValueError:
-                pass
-    return value
-
-
 def parse_overrides(pairs: Sequence[str], example: str = "--set num_ues=10") -> Dict[str, Any]:
-    """`--set KEY=VALUE` pairs as {key: value}, in order (a later pair wins)."""
+    """`--set KEY=VALUE` pairs as {key: value}, in order (a later pair wins); values are read by
+    `his_common.config.parse_assignment`, the one parser of config values."""
     out: Dict[str, Any] = {}
     for pair in pairs:
-        key, sep, text = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UsageError(f"--set {pair!r}: expected KEY=VALUE, e.g. {example}")
-        out[key] = parse_value(text)
+        key, value = parse_assignment(pair, example)
+        out[key] = value
     return out

@@ -95,6 +95,8 @@ class NumpyOps:
 
     def take_along_axis(self, x, index, axis=-1):
         """x[..., index[..., j]] along the last axis; leading dimensions broadcast."""
+        if np.ndim(index) == 1:  # one index for every leading position (the PettingZoo env's case)
+            return x[..., index]
         lead = np.broadcast_shapes(x.shape[:-1], index.shape[:-1])
         return np.take_along_axis(np.broadcast_to(x, lead + x.shape[-1:]),
                                   np.broadcast_to(index, lead + index.shape[-1:]), axis=-1)
@@ -114,6 +116,10 @@ class NumpyOps:
 
     def segment_sum(self, values, index, num_segments):
         """out[..., m] = sum of values[..., n] with index[..., n] == m (leading dims broadcast)."""
+        if np.ndim(index) == 1:  # one index for every leading position
+            if np.ndim(values) == 1:
+                return np.bincount(index, weights=np.asarray(values, dtype=np.float64), minlength=num_segments)
+            return np.asarray(values, dtype=np.float64) @ np.eye(num_segments)[index]
         values, index = np.broadcast_arrays(values, index)
         lead = values.shape[:-1]
         rows = int(np.prod(lead, dtype=np.int64))

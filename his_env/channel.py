@@ -8,6 +8,8 @@ exponential power gain) when enabled, drawn afresh at every decision point. The 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from his_common.arrays import namespace
@@ -30,7 +32,7 @@ def path_gain(distance_m, cfg: ChannelConfig):
     """Large-scale linear power gain 10^(-PL(d) / 10), PL(d) = a + b log10(d / 1 km)."""
     xp = namespace(distance_m)
     path_loss_db = cfg.path_loss_db_at_1km + cfg.path_loss_slope_db * xp.log10(distance_m / 1000.0)
-    return 10.0 ** (-path_loss_db / 10.0)
+    return xp.exp(path_loss_db * (-math.log(10.0) / 10.0))  # 10^(-PL / 10)
 
 
 def channel_gain(rng: np.random.Generator, distance_m: np.ndarray, cfg: ChannelConfig) -> np.ndarray:

@@ -11,8 +11,8 @@ clusters by Theorem 1. The reward trades image quality (HIQM, Eq. 7) against del
 
     import his_env
     env = his_env.parallel_env()                       # the paper's Table II, N = 50
-    env = his_env.parallel_env("configs/small.yaml", num_ues=4, scheme__name="cfis")
-    observations, infos = env.reset(seed=0)
+    env = his_env.parallel_env("configs/default.yaml", num_ues=4, scheme__name="cfis", max_cycles=5)
+    observations, infos = env.reset(seed=0)            # also seeds every action space
     actions = {agent: env.action_space(agent).sample() for agent in env.agents}
     observations, rewards, terminations, truncations, infos = env.step(actions)
 
@@ -21,26 +21,49 @@ clusters by Theorem 1. The reward trades image quality (HIQM, Eq. 7) against del
 | Agents | `ue_0` ... `ue_{N-1}` (N = `num_ues`, 50 by default), all acting at every step |
 | Observation (Eq. 31) | `Box(3,)` float32: public-personal similarity phi in [-1, 1]; the ES SM budget and the UE's SMs, each min-max normalised by `observation.*_sm_reference` (Table II ranges: [0, 1]) |
 | Action (Eq. 32) | `MultiDiscrete([x_max + 1, y_max - y_min + 1])`: common steps x = a[0] in {0..x_max}, ES personalised steps y = y_min + a[1] in {y_min..y_max}; z = T_max - x - y |
-| Reward (Eq. 33) | w_q Q_n - w_t T_n - w_e (E_n + the UE's share of its cluster's ES energy); sum over UEs = U (Eq. 23) |
-| Episode | `episode_length` decision points (20); ends by truncation, never by termination |
-| Seeding | `reset(seed=s)` makes the whole episode reproducible |
+| Reward (Eq. 33) | w_q Q_n - w_t T_n - w_e (E_n + the UE's share of its cluster's ES energy E_m); sum over UEs = U (Eq. 23) |
+| Episode | `max_cycles` decision points (the config's `episode_length`, 20); ends by truncation, never by termination |
+| Seeding | `reset(seed=s)` makes the whole episode, and `action_space(agent).sample()`, reproducible |
+
+`observation_spaces` and `action_spaces` are dicts agent -> space; `state()` (with `state_space`)
+is all observations concatenated. `state()`, `render()`, `current_prompts()`, `decision_context()`
+and `network_summary()` describe a decision point and raise `RuntimeError` before `reset()`.
 
 Actions that leave z below `steps.min_ue` are projected: y is lowered first (not below y_min),
-then x; `infos[agent]["projected"]` says when that happened. Under the IIS scheme x is forced to 0.
-Every action is checked: a missing or unknown agent, a wrong shape, a non-integer dtype or a value
-out of range raises `ValueError` naming the agent, the value and what is allowed.
+then x; `infos[agent]["projected"]` says when that happened. Under the IIS scheme x is forced to 0,
+and there is no public prompt: every step of a UE is conditioned on its own prompt, so its
+observed phi, and the similarity its quality request carries, is 1 (the prompt's similarity to itself).
+Every action is checked: a missing or unknown agent, a wrong or ragged shape, a boolean, a
+non-integer or non-finite value, or a value out of range raises `ValueError` naming the agent,
+its value and what is allowed.
 
-`infos[agent]` after a step holds the decision just executed: `quality`, `delay`, `energy` (Q_n,
-T_n, E_n with the ES share of Eq. 33), `cluster`, `similarity`, `common_steps`, `es_personal_steps`,
-`ue_steps`, `projected`, `es_sms` (SMs of its cluster), `ue_sms`, `es_sm_budget`, `distance_m`,
-`rate_bps`, and `raw_observation` (unnormalised phi, ES SM budget, UE SMs of the returned
-observation). `infos[agent]["network"]` is one dict shared by all agents: `utility`, `quality`,
-`delay`, `energy` (U, Q, T, E of Eqs. 21-23), `scheme`, `num_clusters`, `intra_cluster_similarity`,
-`public_personal_similarity`, and per-cluster lists (`cluster_sizes`, `cluster_es_sms`,
-`cluster_max_common_steps`, `cluster_similarity`).
+`infos[agent]` holds the same flat keys (`INFO_KEYS`) at reset and at every step, each a plain
+Python number, so that any wrapper can stack them:
+
+- the decision point the step executed (at reset: the one just drawn, which the next step
+  executes): `cluster` m(n), `similarity` phi_{n,m(n)} (Eq. 5), `ue_sms`, `es_sm_budget`,
+  `distance_m`, `downlink_rate_bps` (Eq. 15), `num_clusters`, `intra_cluster_similarity` and
+  `public_personal_similarity` (the network-wide metrics of Figs. 8 and 14);
+- what the step did: `common_steps` x, `es_personal_steps` y, `ue_steps` z (after the action
+  rules), `projected`, `es_sms` (the SMs of the UE's cluster), `quality` Q_n, `delay` T_n
+  (Eq. 19), `ue_energy` E_n (Eq. 20: transmission plus the UE's own denoising),
+  `es_energy_share` (the UE's share of its cluster's ES energy E_m, split by common steps and
+  personalised ES calls; the reward charges `ue_energy + es_energy_share`, Eq. 33), and the
+  network totals `network_utility`, `network_quality`, `network_delay`, `network_energy`
+  (U, Q, T, E of Eqs. 21-23). At reset nothing has been executed yet: these hold 0
+  (`projected` False);
+- the returned observation before normalisation: `raw_obs_similarity` (phi clipped to [-1, 1]),
+  `raw_obs_es_sm_budget`, `raw_obs_ue_sms`.
+
+`network_summary()` returns the nested per-cluster view of the same decision point (scheme name,
+cluster sizes, per-cluster similarity, SMs and x_m^max; U, Q, T, E after a step), and
+`decision_context()` the current decision point as arrays (prompt indices, clusters, phi, SMs,
+distances, rates) for tools that act on it.
 """
 from __future__ import annotations
 
+from itertools import repeat
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +73,44 @@ from pettingzoo import ParallelEnv
 
 from his_env import channel, clustering, schemes, system_model
 from his_env.config import HISConfig
-from his_env.prompts import LLMPublicPromptGenerator, PublicPromptGenerator, negative_prompt
 from his_env.semantics import SentenceEmbedder
+from his_env.text import PUBLIC_PROMPT_SOURCES, PublicPromptSource
+from his_env.text.negative import negative_prompt
 from his_env.workload import Workload, build_pool
 from quality_oracle import build_oracle
 from quality_oracle.base import ECDiffSchedule, QualityOracle, QualityRequest
 
 _RNG_STREAMS = ("workload", "clustering", "public_prompt", "resources", "channel")
+_POOL_SIMILARITY_LIMIT = 2048  # pools up to this size keep their P x P similarities (16 MiB at most)
+
+# Keys of infos[agent], the same at reset and at every step (see the module docstring).
+DECISION_POINT_INFO_KEYS = ("cluster", "similarity", "ue_sms", "es_sm_budget", "distance_m", "downlink_rate_bps",
+                            "num_clusters", "intra_cluster_similarity", "public_personal_similarity")
+OUTCOME_INFO_KEYS = ("common_steps", "es_personal_steps", "ue_steps", "projected", "es_sms", "quality", "delay",
+                     "ue_energy", "es_energy_share", "network_utility", "network_quality", "network_delay",
+                     "network_energy")
+OBSERVATION_INFO_KEYS = ("raw_obs_similarity", "raw_obs_es_sm_budget", "raw_obs_ue_sms")
+INFO_KEYS = DECISION_POINT_INFO_KEYS + OUTCOME_INFO_KEYS + OBSERVATION_INFO_KEYS
+# What the outcome keys hold at reset, before any decision has been executed.
+_OUTCOME_AT_RESET = {"common_steps": 0, "es_personal_steps": 0, "ue_steps": 0, "projected": False, "es_sms": 0,
+                     "quality": 0.0, "delay": 0.0, "ue_energy": 0.0, "es_energy_share": 0.0,
+                     "network_utility": 0.0, "network_quality": 0.0, "network_delay": 0.0, "network_energy": 0.0}
+
+
+def _holds_booleans(action: Any) -> bool:
+    """Whether an action is or holds booleans (numpy would silently read them as 0/1)."""
+    if isinstance(action, np.ndarray):
+        return action.dtype.kind == "b"
+    if isinstance(action, (list, tuple)):
+        return any(_holds_booleans(part) for part in action)
+    return isinstance(action, (bool, np.bool_))
+
+
+def _check_max_cycles(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f"max_cycles={value!r}; allowed: an integer >= 1 (decision points per episode; "
+                         f"it overrides the config's episode_length)")
+    return int(value)
 
 
 def load_config(config: HISConfig | dict | str | Path | None = None, **overrides: Any) -> HISConfig:
@@ -78,9 +132,14 @@ class HISParallelEnv(ParallelEnv):
     metadata = {"name": "his_v0", "render_modes": ["ansi"], "is_parallelizable": True}
 
     def __init__(self, config: HISConfig | dict | str | Path | None = None, render_mode: str | None = None,
-                 oracle: QualityOracle | None = None, **overrides: Any):
+                 oracle: QualityOracle | None = None, max_cycles: int | None = None, **overrides: Any):
+        """`config`: an HISConfig, a dict, a YAML path or None (Table II); `overrides`: config keys
+        (`num_ues=4`, `scheme__name="cfis"`); `max_cycles`: decision points per episode (overrides
+        `episode_length`); `oracle`: a ready QualityOracle instead of the one the config names."""
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}; allowed: None or 'ansi'")
+        if max_cycles is not None:
+            overrides["episode_length"] = _check_max_cycles(max_cycles)
         self.render_mode = render_mode
         self.config = cfg = load_config(config, **overrides)
         self.scheme = schemes.resolve(cfg.scheme)
@@ -92,15 +151,16 @@ class HISParallelEnv(ParallelEnv):
 
         steps = cfg.steps
         self._action_nvec = np.array([steps.max_common + 1, steps.max_es_personal - steps.min_es_personal + 1])
-        self._action_space = spaces.MultiDiscrete(self._action_nvec)
+        self.action_spaces = {agent: spaces.MultiDiscrete(self._action_nvec) for agent in self.possible_agents}
         es_ref, ue_ref = cfg.observation.es_sm_reference, cfg.observation.ue_sm_reference
         self._obs_offset = np.array([0.0, es_ref[0], ue_ref[0]])
         self._obs_scale = np.array([1.0, es_ref[1] - es_ref[0], ue_ref[1] - ue_ref[0]])
         raw_low = np.array([-1.0, cfg.es.sm_range[0], cfg.ue.sm_range[0]])
         raw_high = np.array([1.0, cfg.es.sm_range[1], cfg.ue.sm_range[1]])
-        self._observation_space = spaces.Box(self._normalise(raw_low), self._normalise(raw_high), dtype=np.float32)
-        self.state_space = spaces.Box(np.tile(self._observation_space.low, cfg.num_ues),
-                                      np.tile(self._observation_space.high, cfg.num_ues), dtype=np.float32)
+        obs_low, obs_high = self._normalise(raw_low), self._normalise(raw_high)
+        self.observation_spaces = {agent: spaces.Box(obs_low, obs_high, dtype=np.float32)
+                                   for agent in self.possible_agents}
+        self.state_space = spaces.Box(np.tile(obs_low, cfg.num_ues), np.tile(obs_high, cfg.num_ues), dtype=np.float32)
 
         # Text pipeline: prompt pool and its embeddings are computed once (and cached on disk).
         self.pool = build_pool(cfg.workload.source, cfg.workload.path, cfg.workload.pool_size, 0,
@@ -109,13 +169,10 @@ class HISParallelEnv(ParallelEnv):
         self.embedder = SentenceEmbedder(cfg.semantics.model, cfg.semantics.cache_dir)
         self.pool_embeddings = self.embedder.embed(self.pool.texts)
         self._pool_entities = np.asarray(self.pool.entity)
-        if self.scheme.public_prompt == "generated":
-            self.public_prompt_generator = PublicPromptGenerator.from_pool(self.pool)
-        elif self.scheme.public_prompt == "llm":
-            self.public_prompt_generator = LLMPublicPromptGenerator(cfg.prompts.llm_model)
-        else:
-            self.public_prompt_generator = None
-        self._public_embedding_memo: dict[str, np.ndarray] = {}
+        self._pool_similarity = (self.pool_embeddings @ self.pool_embeddings.T
+                                 if len(self.pool) <= _POOL_SIMILARITY_LIMIT else None)
+        self._cluster = clustering.CLUSTERING_METHODS[self.scheme.clustering]
+        self.public_prompt_source = self._build_public_prompt_source()
 
         self.oracle = oracle if oracle is not None else build_oracle(cfg.oracle, cfg.ecdiff)
         e = cfg.ecdiff
@@ -127,13 +184,23 @@ class HISParallelEnv(ParallelEnv):
         self._step_count = 0
         self._point: system_model.DecisionPoint | None = None
         self._last: dict[str, Any] | None = None
+        self._network_summary: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ PettingZoo API
     def observation_space(self, agent: str) -> spaces.Box:
-        return self._observation_space
+        return self.observation_spaces[agent]
 
     def action_space(self, agent: str) -> spaces.MultiDiscrete:
-        return self._action_space
+        return self.action_spaces[agent]
+
+    @property
+    def max_cycles(self) -> int:
+        """Decision points per episode (the config's `episode_length`); settable, from the next step on."""
+        return self.config.episode_length
+
+    @max_cycles.setter
+    def max_cycles(self, value: int) -> None:
+        self.config = self.config.with_overrides(episode_length=_check_max_cycles(value))
 
     def reset(self, seed: int | None = None, options: dict | None = None):
         if seed is not None or self._rngs is None:
@@ -141,57 +208,69 @@ class HISParallelEnv(ParallelEnv):
             self._episode_seed = int(sequence.generate_state(1)[0])
             self._rngs = {name: np.random.default_rng(child)
                           for name, child in zip(_RNG_STREAMS, sequence.spawn(len(_RNG_STREAMS)))}
+            if seed is not None:  # a stream of its own, so the env's streams are unchanged by it
+                space_seeds = sequence.spawn(1)[0].generate_state(self.num_ues, dtype=np.uint32).tolist()
+                for agent, space_seed in zip(self.possible_agents, space_seeds):
+                    self.action_spaces[agent].seed(space_seed)
         self.agents = list(self.possible_agents)
         self._step_count = 0
         self._last = None
         self._new_decision_point()
-        observations = self._observations()
-        raw = self._raw_observation_lists()
-        network = self._decision_point_summary()
-        infos = {agent: {"cluster": c, "raw_observation": r, "network": network}
-                 for agent, c, r in zip(self.agents, self._point.cluster.tolist(), raw)}
-        return observations, infos
+        self._network_summary = self._decision_point_summary()
+        infos = self._infos({**self._decision_point_columns(), **_OUTCOME_AT_RESET, **self._observation_columns()})
+        return self._observations(), infos
 
     def step(self, actions: dict[str, Any]):
+        if self._point is None:
+            raise RuntimeError("step() called before reset(); call reset() first")
         if not self.agents:
             raise RuntimeError("step() called on a finished episode; call reset() first")
         common, personal, ue, projected = self._apply_action_rules(self._parse_actions(actions))
         result = self._evaluate(common, personal, ue, for_step=True)
 
-        point, phi = self._point, self._phi
+        point = self._point
+        totals = {"network_utility": float(result["utility"]), "network_quality": float(result["total_quality"]),
+                  "network_delay": float(result["total_delay"]), "network_energy": float(result["total_energy"])}
         network = {
-            "utility": float(result["utility"]), "quality": float(result["total_quality"]),
-            "delay": float(result["total_delay"]), "energy": float(result["total_energy"]),
+            "utility": totals["network_utility"], "quality": totals["network_quality"],
+            "delay": totals["network_delay"], "energy": totals["network_energy"],
             **self._decision_point_summary(),
             "cluster_es_sms": result["es_sms"].tolist(),
             "cluster_max_common_steps": system_model.cluster_max(common, point).tolist(),
         }
-        per_agent = zip(result["quality"].tolist(), result["delay"].tolist(), result["energy"].tolist(),
-                        point.cluster.tolist(), phi.tolist(), common.tolist(), personal.tolist(), ue.tolist(),
-                        projected.tolist(), result["es_sms"][point.cluster].tolist(), point.ue_sms.tolist(),
-                        self._distance.tolist(), point.downlink_rate.tolist())
-        keys = ("quality", "delay", "energy", "cluster", "similarity", "common_steps", "es_personal_steps",
-                "ue_steps", "projected", "es_sms", "ue_sms", "distance_m", "rate_bps")
-        infos = {agent: dict(zip(keys, values)) for agent, values in zip(self.agents, per_agent)}
-        budget = int(point.es_sm_budget)
+        columns = {
+            **self._decision_point_columns(),
+            "common_steps": common.tolist(), "es_personal_steps": personal.tolist(), "ue_steps": ue.tolist(),
+            "projected": projected.tolist(), "es_sms": result["es_sms"][point.cluster].tolist(),
+            "quality": result["quality"].tolist(), "delay": result["delay"].tolist(),
+            "ue_energy": result["ue_energy"].tolist(), "es_energy_share": result["es_energy_share"].tolist(),
+            **totals,
+        }
         rewards = dict(zip(self.agents, result["reward"].tolist()))
         self._last = {"common": common, "personal": personal, "ue": ue, "result": result, "network": network}
+        self._network_summary = network
 
         self._step_count += 1
         done = self._step_count >= self.config.episode_length
         self._new_decision_point()  # the next decision point: also observed at truncation (bootstrap)
         observations = self._observations()
-        for agent, raw in zip(self.agents, self._raw_observation_lists()):
-            infos[agent]["es_sm_budget"] = budget
-            infos[agent]["raw_observation"] = raw
-            infos[agent]["network"] = network
+        infos = self._infos({**columns, **self._observation_columns()})
         terminations = dict.fromkeys(self.agents, False)
         truncations = dict.fromkeys(self.agents, done)
         if done:
             self.agents = []
         return observations, rewards, terminations, truncations, infos
 
-    def render(self) -> str | None:
+    def render(self, mode: str | None = None) -> str | None:
+        """A text summary of the decision point (with `render_mode="ansi"`; None without a mode).
+
+        `mode` is accepted for wrappers that still pass one (RLlib's ParallelPettingZooEnv passes
+        its own `render_mode`, None): None or the env's own `render_mode`.
+        """
+        if mode is not None and mode != self.render_mode:
+            raise ValueError(f"render(mode={mode!r}); allowed: None or this env's render_mode {self.render_mode!r} "
+                             f"(the mode is set when the env is built)")
+        self._require_reset("render")
         if self.render_mode is None:
             return None
         return self._render_text()
@@ -201,6 +280,7 @@ class HISParallelEnv(ParallelEnv):
 
     def state(self) -> np.ndarray:
         """The global state: all UEs' observations, concatenated (for centralised critics)."""
+        self._require_reset("state")
         return self._observation_matrix.reshape(-1).copy()
 
     # ------------------------------------------------------------------ for planners and tools
@@ -229,8 +309,39 @@ class HISParallelEnv(ParallelEnv):
         common, personal, ue, _ = self._apply_action_rules(np.asarray(actions, dtype=np.int64))
         return common, personal, ue
 
+    def decision_context(self) -> dict[str, Any]:
+        """The current decision point (the one the next step executes), as fresh numpy arrays:
+        `prompt_index` (N,) indices into `pool.texts`, `cluster` (N,) m(n), `num_clusters`,
+        `similarity` (N,) phi_{n,m(n)} of Eq. (5) as the quality oracle receives it, `es_sm_budget`,
+        `ue_sms` (N,), `distance_m` (N,), `downlink_rate_bps` (N,) (Eq. 15)."""
+        self._require_reset("decision_context")
+        point = self._point
+        return {
+            "prompt_index": np.asarray(self._prompt_index, dtype=np.int64).copy(),
+            "cluster": np.asarray(point.cluster, dtype=np.int64).copy(),
+            "num_clusters": int(point.num_clusters),
+            "similarity": np.asarray(self._phi, dtype=np.float64).copy(),
+            "es_sm_budget": int(point.es_sm_budget),
+            "ue_sms": np.asarray(point.ue_sms, dtype=np.int64).copy(),
+            "distance_m": np.asarray(self._distance, dtype=np.float64).copy(),
+            "downlink_rate_bps": np.asarray(point.downlink_rate, dtype=np.float64).copy(),
+        }
+
+    def network_summary(self) -> dict[str, Any]:
+        """The decision point that the latest `reset` or `step` reported on, per cluster.
+
+        Always: `scheme`, `num_clusters`, `cluster_sizes`, `cluster_similarity` (mean phi per
+        cluster), `public_personal_similarity`, `intra_cluster_similarity`, `es_sm_budget`. After a
+        step (for the decision point it executed) also `utility`, `quality`, `delay`, `energy`
+        (U, Q, T, E of Eqs. 21-23), `cluster_es_sms` and `cluster_max_common_steps` (x_m^max).
+        """
+        self._require_reset("network_summary")
+        return {key: list(value) if isinstance(value, list) else value
+                for key, value in self._network_summary.items()}
+
     def current_prompts(self) -> dict[str, Any]:
         """Texts of the current decision point: personal, public (per cluster), NPI negatives, clusters."""
+        self._require_reset("current_prompts")
         personal = [self.pool.texts[i] for i in self._prompt_index]
         return {"personal": personal, "public": list(self._public_texts),
                 "negative": [negative_prompt(p) for p in personal], "cluster": self._point.cluster.tolist()}
@@ -244,20 +355,12 @@ class HISParallelEnv(ParallelEnv):
         rng = self._rngs
         cfg, n = self.config, self.num_ues
         index = self.workload.sample(n, rng["workload"])
-        embeddings = self.pool_embeddings[index]
-        prompt_similarity = embeddings @ embeddings.T  # phi_hat_{n,n'} (Sec. V-A)
-        method = self.scheme.clustering
-        if method == "semantic":
-            labels = clustering.semantic_clustering(prompt_similarity, self.num_clusters)
-        elif method == "entity":
-            labels = clustering.entity_clustering(self._pool_entities[index], self.num_clusters)
-        elif method == "random":
-            labels = clustering.random_clustering(n, self.num_clusters, rng["clustering"])
-        else:
-            labels = clustering.single_cluster(n)
+        prompts = clustering.DecisionPrompts(index, self.pool_embeddings, self._pool_entities,
+                                             self._pool_similarity)
+        labels = self._cluster(prompts, self.num_clusters, rng["clustering"])
         num_clusters = int(labels.max()) + 1
-        public_embeddings, public_texts = self._public_prompts(index, labels, num_clusters)
-        phi = np.einsum("nd,nd->n", embeddings, public_embeddings[labels])  # Eq. (5)
+        embeddings = self.pool_embeddings[index]
+        public_texts, phi = self._public_prompts(index, embeddings, labels, num_clusters)
 
         es = cfg.es.sm_range
         budget = int(rng["resources"].integers(es[0], es[1] + 1))
@@ -265,7 +368,7 @@ class HISParallelEnv(ParallelEnv):
         distance = channel.sample_distances(rng["channel"], n, cfg.channel.distance_range_m)
         rate = channel.downlink_rate(channel.channel_gain(rng["channel"], distance, cfg.channel), cfg.channel)
 
-        self._prompt_index, self._prompt_similarity, self._phi = index, prompt_similarity, phi
+        self._prompt_index, self._prompt_embeddings, self._phi = index, embeddings, phi
         self._public_texts, self._distance = public_texts, distance
         self._point = system_model.DecisionPoint(labels, num_clusters, budget, ue_sms, rate)
         self._summary = None  # computed on first use
@@ -273,33 +376,57 @@ class HISParallelEnv(ParallelEnv):
         self._raw_observation = raw
         self._observation_matrix = self._normalise(raw)
 
-    def _public_prompts(self, index: np.ndarray, labels: np.ndarray, num_clusters: int):
-        """A public prompt per cluster (Sec. IV-B) and its embedding."""
-        texts, vectors = [], []
-        for m in range(num_clusters):
-            members = index[labels == m]
-            if self.public_prompt_generator is None:  # PPGFIS / CFIS: a random member's prompt
-                chosen = members[self._rngs["public_prompt"].integers(len(members))]
-                texts.append(self.pool.texts[chosen])
-                vectors.append(self.pool_embeddings[chosen])
-                continue
-            if isinstance(self.public_prompt_generator, PublicPromptGenerator):
-                text = self.public_prompt_generator.generate_for(members)
-            else:
-                text = self.public_prompt_generator.generate([self.pool.texts[i] for i in members])
-            vector = self._public_embedding_memo.get(text)
-            if vector is None:
-                vector = self.embedder.embed([text])[0]
-                self._public_embedding_memo[text] = vector
-            texts.append(text)
-            vectors.append(vector)
-        return np.stack(vectors), texts
+    def _build_public_prompt_source(self) -> PublicPromptSource:
+        """The scheme's public-prompt source; `none` wherever there is no common phase (IIS)."""
+        name = self.scheme.public_prompt
+        if not self.scheme.common_phase:
+            name = "none"
+        elif name == "none":
+            raise ValueError("scheme.public_prompt='none' needs scheme.common_phase=false: the common "
+                             "phase denoises the public prompt; allowed with a common phase: "
+                             f"{[k for k in PUBLIC_PROMPT_SOURCES.names if k != 'none']}")
+        return PUBLIC_PROMPT_SOURCES[name].from_config(self.pool, self.config.prompts)
+
+    def _public_prompts(self, index: np.ndarray, embeddings: np.ndarray, labels: np.ndarray,
+                        num_clusters: int) -> tuple[list[str], np.ndarray]:
+        """A public prompt per cluster (Sec. IV-B) and phi_{n,m(n)} of every UE (Eq. 5)."""
+        order = np.argsort(labels, kind="stable")
+        clusters = np.split(index[order], np.cumsum(np.bincount(labels, minlength=num_clusters))[:-1])
+        source = self.public_prompt_source
+        texts = source.cluster_prompts(clusters, self._rngs["public_prompt"])
+        if not source.writes_public_prompt:
+            # No public prompt: every step of a UE is conditioned on its own prompt, phi = cos(p, p).
+            return texts, np.ones(len(index), dtype=embeddings.dtype)
+        public_embeddings = self.embedder.embed(texts)  # new texts: one model call for all
+        return texts, np.einsum("nd,nd->n", embeddings, public_embeddings[labels])  # Eq. (5)
+
+    def _require_reset(self, method: str) -> None:
+        if self._point is None:
+            raise RuntimeError(f"{method}() describes the current decision point, and there is none yet: "
+                               f"call reset() first")
 
     def _observations(self) -> dict[str, np.ndarray]:
         return dict(zip(self.agents, self._observation_matrix))
 
-    def _raw_observation_lists(self) -> list[list[float]]:
-        return self._raw_observation.tolist()
+    def _decision_point_columns(self) -> dict[str, Any]:
+        """Info values of the current decision point: lists (N,) per UE, plain numbers network-wide."""
+        point, summary = self._point, self._decision_point_summary()
+        return {"cluster": point.cluster.tolist(), "similarity": self._phi.tolist(),
+                "ue_sms": point.ue_sms.tolist(), "es_sm_budget": int(point.es_sm_budget),
+                "distance_m": self._distance.tolist(), "downlink_rate_bps": point.downlink_rate.tolist(),
+                "num_clusters": int(point.num_clusters),
+                "intra_cluster_similarity": float(summary["intra_cluster_similarity"]),
+                "public_personal_similarity": float(summary["public_personal_similarity"])}
+
+    def _observation_columns(self) -> dict[str, list]:
+        raw = self._raw_observation
+        return {"raw_obs_similarity": raw[:, 0].tolist(), "raw_obs_es_sm_budget": raw[:, 1].tolist(),
+                "raw_obs_ue_sms": raw[:, 2].tolist()}
+
+    def _infos(self, columns: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """infos[agent] with INFO_KEYS in order, from per-UE lists and network-wide numbers."""
+        values = [columns[key] if isinstance(columns[key], list) else repeat(columns[key]) for key in INFO_KEYS]
+        return {agent: dict(zip(INFO_KEYS, row)) for agent, row in zip(self.agents, zip(*values))}
 
     def _decision_point_summary(self) -> dict[str, Any]:
         if self._summary is None:
@@ -314,7 +441,8 @@ class HISParallelEnv(ParallelEnv):
             "scheme": self.scheme.name, "num_clusters": point.num_clusters,
             "cluster_sizes": sizes.astype(int).tolist(), "cluster_similarity": cluster_phi.tolist(),
             "public_personal_similarity": float(cluster_phi.mean()),
-            "intra_cluster_similarity": clustering.intra_cluster_similarity(self._prompt_similarity, point.cluster),
+            "intra_cluster_similarity": clustering.intra_cluster_similarity_of_embeddings(self._prompt_embeddings,
+                                                                                           point.cluster),
             "es_sm_budget": int(point.es_sm_budget),
         }
 
@@ -326,33 +454,59 @@ class HISParallelEnv(ParallelEnv):
             missing = sorted(set(self.agents) - set(actions))
             raise ValueError(f"actions must name every live agent once: unknown agents {unknown[:5]}, "
                              f"missing agents {missing[:5]} (live agents: ue_0..ue_{self.num_ues - 1})")
+        values = [actions[agent] for agent in self.agents]
         try:
-            stacked = np.array([actions[agent] for agent in self.agents])
-        except ValueError:
+            stacked = np.array(values)
+        except (ValueError, TypeError):  # ragged or otherwise not one array
             stacked = None
-        if stacked is None or stacked.shape != (self.num_ues, 2):
-            bad = next(a for a in self.agents if np.shape(actions[a]) != (2,))
-            raise ValueError(f"action of {bad} is {actions[bad]!r} of shape {np.shape(actions[bad])}; allowed: "
-                             f"shape (2,): (common steps, ES personalised steps - y_min)")
+        if (stacked is None or stacked.shape != (self.num_ues, 2) or stacked.dtype.kind not in "iuf"
+                or any(_holds_booleans(value) for value in values)):
+            # The stacked array cannot say whose action is at fault (numpy promotes or refuses the
+            # whole batch): check each agent's action on its own.
+            for agent, value in zip(self.agents, values):
+                self._check_one_action(agent, value)
+            stacked = np.array([np.asarray(value) for value in values])
         self._check_action_values(stacked, self.agents)
         return stacked.astype(np.int64)
 
+    def _allowed_actions(self) -> str:
+        return (f"a[0] (common steps) in 0..{self._action_nvec[0] - 1}, "
+                f"a[1] (ES personalised steps - y_min) in 0..{self._action_nvec[1] - 1}")
+
+    def _check_one_action(self, agent: str, value: Any) -> None:
+        if _holds_booleans(value):
+            raise ValueError(f"action of {agent} is {value!r}, which holds booleans; allowed: integers "
+                             f"(not booleans), {self._allowed_actions()}")
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError):
+            array = None
+        if array is None or array.shape != (2,):
+            shape = "no regular shape" if array is None else f"shape {array.shape}"
+            raise ValueError(f"action of {agent} is {value!r} of {shape}; allowed: shape (2,), "
+                             f"{self._allowed_actions()}")
+        self._check_action_values(array[None], [agent])
+
     def _check_action_values(self, stacked: np.ndarray, agents: list[str] | None) -> None:
+        """Integer values in range for rows (agent actions) of `stacked` (R, 2); `agents` names the
+        rows (None: rows of B candidate joint actions, agent-major within each candidate)."""
         if stacked.dtype.kind not in "iu":
-            if stacked.dtype.kind == "f" and np.all(np.isfinite(stacked)) and np.all(stacked == np.round(stacked)):
-                pass  # whole numbers stored as floats (e.g. from a continuous wrapper) are accepted
-            else:
-                row = int(np.argmax(~np.all(stacked == np.round(stacked), axis=1))) if stacked.dtype.kind == "f" else 0
-                who = agents[row] if agents else f"row {row}"
-                raise ValueError(f"action of {who} is {stacked[row].tolist()!r} with dtype {stacked.dtype}; "
-                                 f"allowed: integers")
+            # whole numbers stored as floats (e.g. from a continuous wrapper) are accepted
+            whole = np.isfinite(stacked) & (stacked == np.round(stacked)) if stacked.dtype.kind == "f" else None
+            if whole is None or not whole.all():
+                row = 0 if whole is None else int(np.argmax(~whole.all(axis=1)))
+                raise ValueError(f"action of {self._row_name(row, agents)} is {stacked[row].tolist()!r} with dtype "
+                                 f"{stacked.dtype}; allowed: integers, {self._allowed_actions()}")
         bad = (stacked < 0) | (stacked >= self._action_nvec)
         if bad.any():
             row = int(np.argmax(bad.any(axis=1)))
-            who = agents[row] if agents else f"row {row}"
-            raise ValueError(f"action of {who} is {stacked[row].tolist()}; allowed: a[0] (common steps) in "
-                             f"0..{self._action_nvec[0] - 1}, a[1] (ES personalised steps - y_min) in "
-                             f"0..{self._action_nvec[1] - 1}")
+            raise ValueError(f"action of {self._row_name(row, agents)} is {stacked[row].tolist()}; allowed: "
+                             f"{self._allowed_actions()}")
+
+    def _row_name(self, row: int, agents: list[str] | None) -> str:
+        if agents is not None:
+            return agents[row]
+        return f"{self.possible_agents[row % self.num_ues]} in candidate {row // self.num_ues}"
 
     def _apply_action_rules(self, actions: np.ndarray):
         """(x, y, z, projected) from actions (..., N, 2): IIS rule and the z >= z_min projection."""

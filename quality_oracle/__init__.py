@@ -13,7 +13,10 @@ def build_oracle(oracle_config, ecdiff_config) -> QualityOracle:
         oracle = HIQMOracle.from_csv(oracle_config.hiqm_csv)
         return oracle.with_approximation_loss(ecdiff_config.quality_loss_per_approx_step)
     if oracle_config.kind == "live":
+        import dataclasses
+
         from quality_oracle.live import LiveDiffusionOracle
 
-        return LiveDiffusionOracle(oracle_config.live)
+        live = oracle_config.live  # the env config's typed `oracle.live` section, or a plain mapping
+        return LiveDiffusionOracle(dataclasses.asdict(live) if dataclasses.is_dataclass(live) else live)
     raise ValueError(f"oracle.kind={oracle_config.kind!r}; allowed: fitted, live")

@@ -20,6 +20,8 @@ from his_env.config import HISConfig
 from quality_oracle import build_oracle
 from quality_oracle.hiqm import HIQMOracle, eq7_quality, with_approximation_loss
 
+COUNTERFACTUAL_ELEMENTS = 1 << 22  # UE decisions per batched evaluation of the difference reward
+
 
 @dataclass
 class Contexts:
@@ -86,8 +88,8 @@ class VectorCore:
         distance = channel.distance_from_area_fraction(fraction, cfg.channel.distance_range_m)
         gain = channel.path_gain(distance, cfg.channel)
         if cfg.channel.rayleigh_fading:  # unit-mean exponential power gain
-            gain = gain * torch.empty((b, n), device=self.device, dtype=self.dtype).exponential_(
-                1.0, generator=generator)
+            uniform = torch.rand((b, n), generator=generator, device=self.device, dtype=self.dtype)
+            gain = gain * -torch.log1p(-uniform)  # exponential(1) by inversion
         return Contexts(self._bank_cluster[row], self._bank_num_clusters[row], self._bank_similarity[row], budget,
                         ue_sms, distance, channel.downlink_rate(gain, cfg.channel), row)
 
@@ -138,14 +140,23 @@ class VectorCore:
         return system_model.evaluate(self.config, point, common, personal, ue, work, quality, self.scheme.allocation)
 
     def evaluate_with_counterfactuals(self, ctx: Contexts, actions: torch.Tensor, default_action):
-        """One batched evaluation of N + 1 joint actions per env: the actions (B, N, 2) themselves
+        """The batched evaluation of N + 1 joint actions per env: the actions (B, N, 2) themselves
         (candidate 0) and, for each UE n, the actions with n's replaced by `default_action`
-        (candidate n + 1). Returns (the actions' results, U of the N counterfactuals (B, N))."""
-        n = self.num_ues
-        batch = actions[:, None].repeat(1, n + 1, 1, 1)  # (B, N + 1, N, 2)
-        replaced = torch.zeros((1, n + 1, n, 1), dtype=torch.bool, device=self.device)
-        replaced[0, 1:, :, 0] = torch.eye(n, dtype=torch.bool, device=self.device)
+        (candidate n + 1). Returns (the actions' results, U of the N counterfactuals (B, N)).
+
+        Candidates are evaluated in groups of at most `COUNTERFACTUAL_ELEMENTS` UE decisions, so
+        memory stays bounded at large B x N^2.
+        """
+        b, n = self.num_envs, self.num_ues
         default = torch.as_tensor(default_action, dtype=actions.dtype, device=self.device)
-        results = self.evaluate(ctx, torch.where(replaced, default, batch))
-        actual = {key: value[:, 0] for key, value in results.items()}
-        return actual, results["utility"][:, 1:]
+        per_group = max(1, COUNTERFACTUAL_ELEMENTS // (b * n))
+        utilities, actual = [], None
+        for first in range(0, n + 1, per_group):
+            candidates = torch.arange(first, min(first + per_group, n + 1), device=self.device)
+            replaced = (candidates[:, None] - 1 == torch.arange(n, device=self.device))[None, :, :, None]
+            batch = torch.where(replaced, default, actions[:, None].expand(b, len(candidates), n, 2))
+            results = self.evaluate(ctx, batch)
+            if first == 0:
+                actual = {key: value[:, 0] for key, value in results.items()}
+            utilities.append(results["utility"])
+        return actual, torch.cat(utilities, dim=1)[:, 1:]

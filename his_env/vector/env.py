@@ -20,7 +20,7 @@ One agent group, "agents", of the N UEs; every step is one decision point of eve
 | ("agents", "reward") | (B, N, 1) float32 | `individual`: Eq. (33) r_n; `team`: U / N; `difference` (default): U(a) - U(a with UE n at (0, 0)) |
 | "done", "terminated", "truncated" | (B, 1) bool | episodes end by truncation after `episode_length` decision points |
 | ("agents", "done"/"terminated"/"truncated") | (B, N, 1) bool | the same per agent |
-| ("agents", "info", ...) | (B, N) float | `individual_reward` (Eq. 33), `quality` Q_n, `delay` T_n, `energy` E_n (with the ES share of Eq. 33) |
+| ("agents", "info", ...) | (B, N) float | `individual_reward` (Eq. 33), `quality` Q_n, `delay` T_n, `ue_energy` E_n (Eq. 20), `es_energy_share` (the UE's share of its cluster's ES energy, Eq. 33): the PettingZoo env's info names |
 | ("info", ...) | (B,) float | `utility` U, `quality`, `delay`, `energy` (Eqs. 21-23) |
 
 Actions go through the PettingZoo env's rules (IIS, projection of z >= z_min) and the same
@@ -48,7 +48,7 @@ from his_env.vector.core import Contexts, VectorCore
 
 REWARD_MODES = ("individual", "team", "difference")
 ACTION_MODES = ("multi_categorical", "categorical", "continuous")
-_AGENT_INFO = ("individual_reward", "quality", "delay", "energy")
+_AGENT_INFO = ("individual_reward", "quality", "delay", "ue_energy", "es_energy_share")
 _NETWORK_INFO = {"utility": "utility", "quality": "total_quality", "delay": "total_delay", "energy": "total_energy"}
 
 
@@ -190,8 +190,7 @@ class HISVecEnv(EnvBase):
             agent_info = {k: torch.zeros((b, n), dtype=self.core.dtype, device=dev) for k in _AGENT_INFO}
             network_info = {k: torch.zeros((b,), dtype=self.core.dtype, device=dev) for k in _NETWORK_INFO}
         else:
-            agent_info = {"individual_reward": result["reward"], "quality": result["quality"],
-                          "delay": result["delay"], "energy": result["energy"]}
+            agent_info = {"individual_reward": result["reward"], **{k: result[k] for k in _AGENT_INFO[1:]}}
             network_info = {k: result[v] for k, v in _NETWORK_INFO.items()}
         agents = {"observation": obs, "info": TensorDict(agent_info, batch_size=(b, n), device=dev),
                   "done": trunc[:, :, None].expand(b, n, 1), "terminated": false[:, :, None].expand(b, n, 1),

@@ -48,7 +48,8 @@ LIVE_OPTION_HELP = {
     "width": "image width in pixels",
     "guidance_common": "w1 of the common phase with SIM on (2.0, HIS Sec. III-C)",
     "guidance_personal": "w2 of the personal phases (8.0 in the HIS experiment)",
-    "cache": "keep CLIP scores in a disk cache and answer repeated generations from it (true)",
+    "cache": "keep CLIP scores in a disk cache and answer repeated generations from it (true); an unusable "
+             "cache file is moved aside and rebuilt, an unwritable folder runs without cache (with a warning)",
     "cache_dir": "score cache folder (null: $HIS_MARL_CACHE/live_oracle, else ~/.cache/his_marl/live_oracle)",
     "seed_offset": "added to every cluster's seed (vary to draw other images)",
     "max_sequence_length": "T5 tokens of SD3 prompts (256 as the SD3 pipeline)",
@@ -113,6 +114,13 @@ class LiveOracleOptions:
             raise LiveOracleError(f"oracle.live.cache must be true or false, got {self.cache!r}")
         if self.cache_dir is not None and not isinstance(self.cache_dir, (str, os.PathLike)):
             raise LiveOracleError(f"oracle.live.cache_dir must be a folder path or null, got {self.cache_dir!r}")
+        if self.cache_dir is not None and self.cache:
+            folder = Path(self.cache_dir).expanduser()
+            existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+            if existing is not None and not existing.is_dir():
+                raise LiveOracleError(f"oracle.live.cache_dir={str(self.cache_dir)!r}: {str(existing)!r} is a "
+                                      "file, not a folder; give a folder (created if missing), null for "
+                                      "$HIS_MARL_CACHE/live_oracle, or set oracle.live.cache: false")
 
     @property
     def cache_path(self) -> Path:

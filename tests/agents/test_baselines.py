@@ -1,9 +1,12 @@
 """Baselines: the search reference is checked by brute force over single-UE deviations and, for
 two UEs, over every joint action; the fixed and random policies by their definitions."""
+import re
+
 import numpy as np
 import pytest
 
-from agents.baselines import FixedSplitPolicy, RandomPolicy, SearchPolicy, action_grid, make_baseline
+from agents.baselines import (FixedSplitPolicy, RandomPolicy, SearchPolicy, StepRanges, action_grid,
+                              make_baseline)
 
 
 def make_env(**cfg):
@@ -27,6 +30,51 @@ def test_make_baseline_rejects_unknown_names():
     with pytest.raises(ValueError, match="fixed:X,Y"):
         make_baseline("fixed:a")
     assert isinstance(make_baseline("fixed:8,3"), FixedSplitPolicy)
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ("fixed:99,99", "common steps X=99 is out of range; allowed: common steps X in 0..16, "
+                    "ES personalised steps Y in 0..11"),
+    ("fixed:16,12", "ES personalised steps Y=12 is out of range"),
+    ("fixed:-1,3", "common steps X=-1 is out of range"),
+    ("search:-1", "SWEEPS=-1 is out of range; allowed: 'search' or 'search:SWEEPS' with SWEEPS an integer >= 0"),
+    ("search:abc", "SWEEPS an integer >= 0"),
+    ("random:3", "takes no argument"),
+])
+def test_make_baseline_rejects_arguments_out_of_range(spec, needle):
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        make_baseline(spec)
+
+
+def test_make_baseline_checks_fixed_against_the_envs_step_ranges():
+    steps = StepRanges.from_env_config({"steps": {"max_common": 10, "min_es_personal": 2, "max_es_personal": 5}})
+    assert steps == StepRanges(10, 2, 5)
+    policy = make_baseline("fixed:10,2", steps=steps)
+    assert (policy.common_steps, policy.es_personal_steps, policy.es_personal_min) == (10, 2, 2)
+    with pytest.raises(ValueError, match=re.escape("X in 0..10, ES personalised steps Y in 2..5")):
+        make_baseline("fixed:11,3", steps=steps)
+    with pytest.raises(ValueError, match="Y=1 is out of range"):
+        make_baseline("fixed:4,1", steps=steps)
+    assert make_baseline("search:0").max_sweeps == 0 and make_baseline("search").max_sweeps == 4
+
+
+class _Space:
+    nvec = np.array([17, 12])
+
+
+class _Env:
+    possible_agents = agents = ["ue_0"]
+
+    def action_space(self, agent):
+        return _Space()
+
+
+def test_fixed_split_is_never_clamped():
+    """A split outside the action space is an error naming the ranges, not the nearest action."""
+    assert FixedSplitPolicy(16, 11).act({"ue_0": None}, _Env())["ue_0"].tolist() == [16, 11]
+    with pytest.raises(ValueError, match=re.escape("(x=99, y=99) is outside the env's actions: common steps x in "
+                                                   "0..16, ES personalised steps y in 0..11")):
+        FixedSplitPolicy(99, 99).act({"ue_0": None}, _Env())
 
 
 @pytest.mark.slow

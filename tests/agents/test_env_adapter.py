@@ -43,7 +43,7 @@ def test_difference_reward_is_utility_minus_utility_with_the_ue_at_the_default(s
         ref = reference_env()
         ref.reset(seed=seed)
         _, _, _, _, infos = ref.step(joint)
-        return infos[agents[0]]["network"]["utility"]
+        return infos[agents[0]]["network_utility"]
 
     u_full = utility_of(actions)
     for agent in agents:
@@ -58,14 +58,16 @@ def test_team_reward_is_the_utility_shared_and_individual_is_eq33():
     for env in (team, individual, ref):
         env.reset(seed=seed)
     agents = list(ref.possible_agents)
-    utilities = []
+    utilities, ue_energies, first_cluster_sizes = [], [], []
     for step in range(TINY["episode_length"]):
         actions = random_joint_actions(100 + step, agents, ref.action_space(agents[0]))
         _, r_team, *_ = team.step(actions)
         _, r_ind, _, truncs, out_infos = individual.step(actions)
         _, r_ref, _, _, infos = ref.step(actions)
-        utility = infos[agents[0]]["network"]["utility"]
+        utility = infos[agents[0]]["network_utility"]
         utilities.append(utility)
+        ue_energies.append(np.mean([infos[a]["ue_energy"] for a in agents]))
+        first_cluster_sizes.append(sum(infos[a]["cluster"] == 0 for a in agents))
         assert sum(r_ref.values()) == pytest.approx(utility, rel=1e-12)  # Eq. (23) = sum of Eq. (33)
         assert r_ind == r_ref
         assert all(v == pytest.approx(utility / len(agents), rel=1e-12) for v in r_team.values())
@@ -75,6 +77,10 @@ def test_team_reward_is_the_utility_shared_and_individual_is_eq33():
     assert truncs["__all__"] is True
     summary = out_infos[agents[0]][EPISODE_SUMMARY_KEY]
     assert summary["utility"] == pytest.approx(np.mean(utilities), rel=1e-12)
+    assert summary["ue_mean/ue_energy"] == pytest.approx(np.mean(ue_energies), rel=1e-12)
+    assert summary["cluster_sizes/0"] == pytest.approx(np.mean(first_cluster_sizes), rel=1e-12)
+    assert {"quality", "delay", "energy", "intra_cluster_similarity", "public_personal_similarity",
+            "ue_mean/es_energy_share", "ue_mean/projected", "cluster_es_sms/0"} <= set(summary)
     assert summary["decision_points"] == TINY["episode_length"]
 
 
@@ -102,13 +108,16 @@ def test_other_learners_build_and_train_one_iteration(algo, modules, critic_in):
     import ray
     import torch
 
-    from agents.ippo import TrainConfig, build_algo_config
+    from agents.config import RunConfig
+    from agents.ippo import build_algo_config
 
     torch.set_num_threads(1)
     ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     try:
-        train = TrainConfig(algo=algo, hidden=[16], episodes_per_iteration=2, num_envs_per_env_runner=1, seed=0)
-        algo_obj = build_algo_config(env_config(), train).build_algo()
+        run = RunConfig.from_dict({"env": env_config(),
+                                   "algorithm": {"algo": algo, "hidden": [16], "episodes_per_iteration": 2},
+                                   "experiment": {"num_envs_per_env_runner": 1, "seed": 0}})
+        algo_obj = build_algo_config(run).build_algo()
         module = algo_obj.learner_group._learner.module
         expected = modules or [f"ue_{n}" for n in range(4)]
         assert sorted(module.keys()) == sorted(expected)

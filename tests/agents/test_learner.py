@@ -25,13 +25,14 @@ def tiny_env_config():
 def episodes_and_config():
     from ray.rllib.env.multi_agent_env_runner import MultiAgentEnvRunner
 
-    from agents.ippo import TrainConfig, build_algo_config
+    from agents.config import RunConfig
+    from agents.ippo import build_algo_config
 
     torch.set_num_threads(1)
-    train = TrainConfig(num_envs_per_env_runner=1, episodes_per_iteration=2,
-                        hidden=[32, 32], seed=1)
     env_cfg = tiny_env_config()
-    runner = MultiAgentEnvRunner(config=build_algo_config(env_cfg, train))
+    train = RunConfig.from_dict({"env": env_cfg, "algorithm": {"episodes_per_iteration": 2, "hidden": [32, 32]},
+                                 "experiment": {"num_envs_per_env_runner": 1, "seed": 1}})
+    runner = MultiAgentEnvRunner(config=build_algo_config(train))
     episodes = runner.sample(num_episodes=3, explore=True, random_actions=False)
     runner.stop()
     return episodes, env_cfg, train
@@ -63,9 +64,9 @@ def test_rllib_done_flags():
 def build_learner(env_cfg, train, **switches):
     from agents.ippo import build_algo_config
 
-    train = train.with_overrides(switches)
+    train = train.with_overrides({f"algorithm.{key}": value for key, value in switches.items()})
     torch.manual_seed(123)  # identical initial weights for every learner built here
-    config = build_algo_config(env_cfg, train)
+    config = build_algo_config(train)
     specs = config._rl_module_spec.rl_module_specs
     return config.build_learner(spaces={mid: (s.observation_space, s.action_space) for mid, s in specs.items()})
 
@@ -108,7 +109,7 @@ def test_advantages_are_gae_with_truncation_bootstrap(episodes_and_config, advan
         with torch.no_grad():
             values = learner.module[mid].compute_values({Columns.OBS: mb[Columns.OBS]}).numpy().astype(np.float64)
         rewards = mb[Columns.REWARDS].numpy().astype(np.float64)
-        raw = numpy_gae(values, rewards, mask, train.gamma, train.lambda_)
+        raw = numpy_gae(values, rewards, mask, train.algorithm.gamma, train.algorithm.lambda_)
         got = mb[Postprocessing.ADVANTAGES].numpy()[mask]
         np.testing.assert_allclose(mb[Columns.VF_PREDS].numpy(), values, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(mb[Postprocessing.VALUE_TARGETS].numpy()[mask], (raw + values)[mask],
@@ -189,7 +190,7 @@ def test_learner_value_clip_and_policy_clip_switches(episodes_and_config):
             if value_clip is not None:
                 old = mb[Columns.VF_PREDS]
                 vf = torch.max(vf, (old + (v - old).clamp(-0.2, 0.2) - r) ** 2)
-            expect = (-surr + cfg.vf_loss_coeff * vf - train.entropy * dist.entropy())[mask].mean()
+            expect = (-surr + cfg.vf_loss_coeff * vf - train.algorithm.entropy * dist.entropy())[mask].mean()
         assert loss == pytest.approx(float(expect), rel=1e-5, abs=1e-6)
 
 

@@ -165,3 +165,47 @@ def test_cli_errors_name_the_problem(tmp_path):
     with pytest.raises(SystemExit, match="--model: path .*does not exist; expected a diffusers pipeline folder"):
         measure.main(["--model", str(tmp_path / "nothing"), "--clip", str(tmp_path), "--out",
                       str(tmp_path / "o.csv"), "--device", "cpu"])
+
+
+# ----------------------------------------------------------------------------- CLI refit: accepted or refused
+
+
+def _measured_without_models(tmp_path, score):
+    """Model folders that pass the CLI's checks, and a raw file in which every unit is done (no model loads)."""
+    (tmp_path / "sd3").mkdir()
+    (tmp_path / "sd3" / "model_index.json").write_text('{"_class_name": "StableDiffusion3Pipeline"}')
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip" / "config.json").write_text("{}")
+    pairs = [_pair(b, str(b)) for b in measure.DEFAULT_BINS]
+    measure.write_pairs(tmp_path / "pairs.csv", pairs)
+    steps = list(range(8))
+    units = measure.build_units(measure.bin_pairs(pairs, measure.DEFAULT_BINS, 0.1, 8, 0), seeds=[0], sim_npi=[1, 0])
+    out = tmp_path / "hiqm.csv"
+    measure.run_measurement(units, steps, lambda u: score(u, np.array(steps)), out, progress=False)
+    return ["--model", str(tmp_path / "sd3"), "--clip", str(tmp_path / "clip"), "--out", str(out),
+            "--pairs", str(tmp_path / "pairs.csv"), "--steps", "8", "--seeds", "1", "--device", "cpu",
+            "--no-progress"]
+
+
+def test_cli_refuses_a_refit_of_noise_and_exits_nonzero(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HIS_MARL_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    args = _measured_without_models(tmp_path, lambda unit, steps: rng.uniform(0.1, 0.3, len(steps)))
+    assert measure.main(args) == 1
+    out, err = capsys.readouterr()
+    assert "ran 0 units (12 already done)" in err  # nothing generated: the raw file had every unit
+    assert "refit refused" in err and "explains only" in err and "similarity 0.2: RMSE" in err
+    assert out.count("\n| 1 | 0.") == 6 and "| sim_npi | method | explained variance" in out  # the per-curve table
+
+
+def test_cli_prints_the_per_curve_error_of_an_accepted_refit(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HIS_MARL_CACHE", str(tmp_path / "cache"))
+
+    def eq7(unit, x):
+        return 0.1 + 0.2 / (1 + np.exp(0.8 * (x - 3 - 2 * unit.similarity_bin))) + 0.1 * unit.similarity_bin
+
+    assert measure.main(_measured_without_models(tmp_path, eq7)) == 0
+    out, err = capsys.readouterr()
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| 0 | 0.") or line.startswith("| 1 | 0.")]
+    assert len(rows) == 12 and all(float(r[4]) < 1e-3 for r in rows)  # RMSE column of each curve
+    assert "| 1 | per-similarity |" in out and "refused" not in err

@@ -1,10 +1,13 @@
-"""Atomic writes: the content lands whole, no temporary file is left, permissions follow the umask."""
+"""Atomic writes (the content lands whole, no temporary file is left, permissions follow the umask) and the cache root."""
 import os
+import re
 import stat
+from pathlib import Path
 
 import pytest
 
-from his_common.storage import atomic_write_bytes, atomic_write_json, atomic_write_text
+from his_common.storage import (CacheLocationError, atomic_write_bytes, atomic_write_json, atomic_write_text,
+                                cache_root)
 
 
 def test_atomic_write_replaces_whole_file_and_leaves_no_temporary(tmp_path):
@@ -35,3 +38,27 @@ def _current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+# ----------------------------------------------------------------------------- the cache root
+
+
+def test_cache_root_follows_the_variable_and_does_not_create_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HIS_MARL_CACHE", str(tmp_path / "new" / "cache"))
+    assert cache_root() == tmp_path / "new" / "cache"
+    assert not (tmp_path / "new").exists()
+    monkeypatch.delenv("HIS_MARL_CACHE")
+    assert cache_root() == Path.home() / ".cache" / "his_marl"
+
+
+@pytest.mark.parametrize("below", ["", "sub/folder"])
+def test_cache_root_at_or_under_a_file_names_the_variable_and_the_path(tmp_path, monkeypatch, below):
+    regular = tmp_path / "a_file"
+    regular.write_text("not a folder")
+    value = str(regular / below) if below else str(regular)
+    monkeypatch.setenv("HIS_MARL_CACHE", value)
+    with pytest.raises(CacheLocationError, match=re.escape(f"HIS_MARL_CACHE={value!r}")) as err:
+        cache_root()
+    assert str(regular) in str(err.value) and "not a folder" in str(err.value)
+    assert isinstance(err.value, OSError)
+

@@ -1,9 +1,12 @@
-"""Tests of his_env.semantics: cached embeddings equal a direct model encode, the disk cache is
-shared, atomic and self-healing, and cached lookups never touch the model."""
+"""Tests of his_env.semantics: cached embeddings equal a direct model encode (bit for bit, however
+they are batched), the disk cache is shared between processes, append-only, bounded and
+self-healing, memory stays bounded, and cached lookups never touch the model."""
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
+import sqlite3
 import time
 import warnings
 
@@ -164,10 +167,9 @@ def test_concurrent_writers_keep_each_others_entries(fake_model, tmp_path, monke
     third = SentenceEmbedder(cache_dir=tmp_path)
     np.testing.assert_allclose(third.embed(["x", "y", "z"]),
                                np.stack([expected(t) for t in "xyz"]), atol=1e-6)
-    # a process keeps its own embeddings in memory even if another overwrote the file
     assert second.is_cached("y") and first.is_cached("x")
-    leftovers = [p.name for p in first.cache_path.parent.iterdir() if p.name != "embeddings.npz"]
-    assert leftovers == []  # no temporary files left behind
+    names = {p.name for p in first.cache_path.parent.iterdir()}
+    assert names <= {"embeddings.sqlite", "embeddings.sqlite-wal", "embeddings.sqlite-shm"}
 
 
 def test_digest_with_trailing_zero_byte_round_trips(fake_model, tmp_path, monkeypatch):
@@ -212,3 +214,124 @@ def test_cosine_similarity_matches_scipy():
     got = cosine_similarity(normalize_rows(a), normalize_rows(b))
     np.testing.assert_allclose(got, 1.0 - cdist(a, b, "cosine"), atol=1e-6)
     assert cosine_similarity(normalize_rows(a)[0], normalize_rows(b)).shape == (5,)
+
+
+# ----------------------------------------------------------------------------- batching, bounds
+def test_batched_embeddings_are_bit_identical_to_encoding_each_text_alone(direct_model, tmp_path):
+    texts = TEXTS + ["A cat.", "A cat and a dog.", "A white cat sitting on a windowsill.",
+                     "A dog with floppy ears running in a green meadow, at dusk."]
+    alone = np.stack([direct_model.encode([t], convert_to_numpy=True, normalize_embeddings=True)[0]
+                      for t in texts]).astype(np.float32)
+    alone /= np.linalg.norm(alone, axis=1, keepdims=True)
+    batched = SentenceEmbedder(cache_dir=tmp_path / "a").embed(texts)
+    np.testing.assert_array_equal(batched, alone)
+    reordered = SentenceEmbedder(cache_dir=tmp_path / "b").embed(texts[::-1][:5])
+    np.testing.assert_array_equal(reordered, alone[::-1][:5])
+
+
+def test_writes_append_to_the_same_file(fake_model, tmp_path):
+    embedder = SentenceEmbedder(cache_dir=tmp_path)
+    embedder.embed(["a", "b"])
+    inode = embedder.cache_path.stat().st_ino
+    for k in range(20):
+        embedder.embed([f"text {k}", f"other {k}"])
+    assert embedder.cache_path.stat().st_ino == inode  # never rewritten and replaced
+    assert fake_model.calls[1:] == [[f"text {k}", f"other {k}"] for k in range(20)]
+    with sqlite3.connect(embedder.cache_path) as conn:
+        assert conn.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 42
+
+
+def test_disk_cache_is_bounded_and_keeps_the_recently_used(fake_model, tmp_path):
+    embedder = SentenceEmbedder(cache_dir=tmp_path, disk_entries=100)
+    embedder.embed(["keep me"])
+    for k in range(60):
+        embedder.embed([f"text {k}", f"more {k}", f"again {k}"])
+        # a disk read refreshes an entry's last use: a new process reads "keep me" from disk
+        SentenceEmbedder(cache_dir=tmp_path, disk_entries=100).embed(["keep me"])
+    with sqlite3.connect(embedder.cache_path) as conn:
+        count = conn.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+    assert count <= 100 + 64  # trimmed to 90 once 64 new rows arrived past the bound
+    reader = SentenceEmbedder(cache_dir=tmp_path)
+    assert reader.is_cached("keep me") and reader.is_cached("again 59")
+    assert not reader.is_cached("text 0")  # least recently used: dropped
+
+
+def test_memory_is_bounded(fake_model, tmp_path):
+    embedder = SentenceEmbedder(cache_dir=tmp_path, memory_entries=8)
+    texts = [f"prompt {k}" for k in range(100)]
+    for start in range(0, 100, 5):
+        got = embedder.embed(texts[start:start + 5] + texts[:2])
+        np.testing.assert_allclose(got, np.stack([expected(t) for t in texts[start:start + 5] + texts[:2]]),
+                                   atol=1e-6)
+        assert len(embedder) <= 8
+    big = embedder.embed(texts)  # more texts in one call than memory holds
+    np.testing.assert_allclose(big, np.stack([expected(t) for t in texts]), atol=1e-6)
+    assert len(embedder) <= 8 and len(fake_model.calls) == 20  # all from disk the second time
+
+
+def test_damaged_row_is_dropped_and_embedded_again(fake_model, tmp_path):
+    SentenceEmbedder(cache_dir=tmp_path).embed(["a", "b"])
+    path = SentenceEmbedder(cache_dir=tmp_path).cache_path
+    digest = semantics.text_digest("all-MiniLM-L6-v2", "a")
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE embeddings SET vector = ? WHERE digest = ?",
+                     (np.full(8, 3.0, np.float32).tobytes(), digest))  # not a unit vector
+    embedder = SentenceEmbedder(cache_dir=tmp_path)
+    with pytest.warns(RuntimeWarning, match="damaged"):
+        got = embedder.embed(["a", "b"])
+    np.testing.assert_allclose(got, np.stack([expected("a"), expected("b")]), atol=1e-6)
+    assert fake_model.calls == [["a", "b"], ["a"]]
+
+
+def test_unwritable_folder_keeps_embeddings_in_memory(fake_model, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.warns(RuntimeWarning, match="cannot write"):
+        embedder = SentenceEmbedder(cache_dir=blocker)
+    np.testing.assert_allclose(embedder.embed(["a"]), expected("a")[None], atol=1e-6)
+    embedder.embed(["a"])
+    assert fake_model.calls == [["a"]]
+
+
+def test_read_only_database_is_still_read(fake_model, tmp_path, monkeypatch):
+    SentenceEmbedder(cache_dir=tmp_path).embed(["a"])
+
+    def read_only(self):
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+    monkeypatch.setattr(semantics.EmbeddingStore, "_open_writable", read_only)
+    with pytest.warns(RuntimeWarning, match="cannot write"):
+        embedder = SentenceEmbedder(cache_dir=tmp_path)
+    np.testing.assert_allclose(embedder.embed(["a", "b"]), np.stack([expected("a"), expected("b")]),
+                               atol=1e-6)
+    assert fake_model.calls == [["a"], ["b"]]  # "a" came from the read-only file
+
+
+def _embed_in_child(cache_dir: str, worker: int) -> None:
+    embedder = SentenceEmbedder(cache_dir=cache_dir)
+    for k in range(0, 40, 4):
+        embedder.embed([f"worker {worker} text {k + j}" for j in range(4)] + ["shared"])
+
+
+def test_several_processes_share_the_cache(fake_model, tmp_path, monkeypatch):
+    context = multiprocessing.get_context("fork")  # children inherit the fake model
+    children = [context.Process(target=_embed_in_child, args=(str(tmp_path), w)) for w in range(3)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(60)
+        assert child.exitcode == 0
+    forbid_model(monkeypatch)
+    texts = [f"worker {w} text {k}" for w in range(3) for k in range(40)] + ["shared"]
+    np.testing.assert_allclose(SentenceEmbedder(cache_dir=tmp_path).embed(texts),
+                               np.stack([expected(t) for t in texts]), atol=1e-6)
+
+
+def test_embedder_survives_pickling_into_another_process(tmp_path):
+    """Vector wrappers pickle the env (and its embedder) into subprocesses: the copy reopens the cache."""
+    import pickle
+
+    first = SentenceEmbedder(cache_dir=tmp_path)
+    vector = first.embed(["a red fox in the snow"])[0]
+    copy = pickle.loads(pickle.dumps(first))
+    assert copy.is_cached("a red fox in the snow")
+    np.testing.assert_array_equal(copy.embed(["a red fox in the snow"])[0], vector)

@@ -8,7 +8,7 @@ from scipy.stats import ks_2samp  # noqa: E402
 
 import his_env  # noqa: E402
 from his_env.config import HISConfig  # noqa: E402
-from his_env.vector import DecisionBank, HISVecEnv  # noqa: E402
+from his_env.vector import DecisionBank, HISVecEnv, decision_context  # noqa: E402
 from his_env.vector.bank import bank_key  # noqa: E402
 
 torch.set_num_threads(1)
@@ -27,8 +27,10 @@ def test_bank_is_cached_and_keyed_by_what_it_depends_on(tmp_path, monkeypatch):
         np.testing.assert_array_equal(getattr(again, field), getattr(built, field))
     # the bank's first context is the env's first decision point after reset(seed)
     env.reset(seed=3)
-    np.testing.assert_array_equal(built.cluster[0], env._point.cluster)
-    np.testing.assert_allclose(built.similarity[0], env._phi)
+    first = decision_context(env)
+    np.testing.assert_array_equal(built.cluster[0], first["cluster"])
+    np.testing.assert_array_equal(built.prompt_index[0], first["prompt_index"])
+    np.testing.assert_allclose(built.similarity[0], first["similarity"])
     texts = list(env.pool.texts)
     key = bank_key(cfg, texts, 12, 3)
     assert key == built.key
@@ -52,7 +54,7 @@ def _pettingzoo_utilities(policy, steps, seed):
     for _ in range(steps):
         actions = policy(rng, env.num_ues)
         _, _, _, _, infos = env.step({a: actions[n] for n, a in enumerate(env.possible_agents)})
-        utility.append(infos["ue_0"]["network"]["utility"])
+        utility.append(infos["ue_0"]["network_utility"])
         phi.append(np.mean([infos[a]["similarity"] for a in env.possible_agents]))
         if not env.agents:
             env.reset()

@@ -28,7 +28,7 @@ def pettingzoo_points(overrides, seeds=SEEDS, action_seed=0):
         _, rewards, _, _, infos = env.step({a: actions[n] for n, a in enumerate(env.possible_agents)})
         points.append({"context": context, "obs": np.stack([obs[a] for a in env.possible_agents]),
                        "actions": actions, "rewards": np.array([rewards[a] for a in env.possible_agents]),
-                       "infos": infos, "network": infos["ue_0"]["network"],
+                       "infos": infos, "network": {k: infos["ue_0"][f"network_{k}"] for k in ("utility", "quality", "delay", "energy")},
                        "difference": utilities[0] - utilities[1:]})
     return env, points
 
@@ -62,7 +62,7 @@ def test_step_equals_pettingzoo(scheme, allocation, ecdiff):
         agents = penv.possible_agents
         np.testing.assert_allclose(info["individual_reward"][b].numpy(), p["rewards"], rtol=1e-6)
         np.testing.assert_allclose(out["agents", "reward"][b, :, 0].numpy(), p["rewards"], rtol=1e-6)
-        for key in ("quality", "delay", "energy"):
+        for key in ("quality", "delay", "ue_energy", "es_energy_share"):
             np.testing.assert_allclose(info[key][b].numpy(), [p["infos"][a][key] for a in agents], rtol=1e-6)
         for key in ("utility", "quality", "delay", "energy"):
             assert out["info", key][b].item() == pytest.approx(p["network"][key], rel=1e-6)

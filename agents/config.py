@@ -1,0 +1,269 @@
+"""The configuration of a training run: the env, the learning algorithm, and the experiment.
+
+    from agents.config import load_run_config
+    run = load_run_config(["configs/train_small.yaml"], ["algorithm.lr=0.001"], seed=3)
+    run.env            # his_env.HISConfig
+    run.algorithm      # AlgorithmConfig: what is learned and how (the learner's settings)
+    run.experiment     # ExperimentConfig: how the run is executed (seed, processes, evaluation)
+
+A run config file holds the env's keys at the top level (as `his_env.HISConfig` reads them)
+and two sections, `algorithm:` and `experiment:`. `load_run_config` lays `configs/default.yaml`,
+then the given files in order, then `--set KEY=VALUE` strings (`num_ues=10`,
+`algorithm.lr=0.001`, `experiment.seed=3`), then named values (`algo=`, `seed=`, ...: each goes
+to the section that has that field). Everything is checked by the one mechanism of
+`his_common.config`; every error is a `ConfigError` naming the dotted key.
+
+The named choices are registries whose keys are the allowed values: `LEARNERS`
+(`algorithm.algo`) and `REWARD_MODES` (`algorithm.reward_mode`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+from his_common.config import (Config, ConfigError, check, deep_merge, load_yaml, parse_assignment, set_dotted,
+                               setting)
+from his_common.registry import Registry
+from his_env.config import HISConfig
+
+
+@dataclass(frozen=True)
+class Learner:
+    """How a learner maps UEs to RLModules and what its critics see."""
+
+    description: str
+    shared_module: bool  # one RLModule for all UEs (parameter sharing)
+    global_critic: bool  # critics see every UE's observation (centralised critic)
+
+
+LEARNERS: Registry[Learner] = Registry("learner")
+LEARNERS.register("ippo", Learner("one actor-critic per UE (the paper's MIRA tier 1)", False, False))
+LEARNERS.register("ppo-shared", Learner("one actor-critic shared by all UEs", True, False))
+LEARNERS.register("mappo", Learner("one actor per UE, critics that see all UEs' observations", False, True))
+
+REWARD_MODES: Registry[str] = Registry("reward mode")
+REWARD_MODES.register("difference", "D_n = U(a) - U(a_-n, (0, 0)): the network utility the UE adds")
+REWARD_MODES.register("team", "U / N to every UE: the network utility shared")
+REWARD_MODES.register("individual", "r_n of Eq. (33), as the env returns it")
+
+ACTIVATIONS = ("tanh", "relu")
+
+# The learner's switches (agents.learner.HISPPOTorchLearner reads them from learner_config_dict).
+LEARNER_SWITCHES = ("reward_normalization", "advantage_normalization", "policy_clip", "value_clip",
+                    "reward_norm_clip")
+
+
+@dataclass
+class AlgorithmConfig(Config):
+    """What is learned and how: the `algorithm:` section.
+
+    Table II's hyperparameters (lr 0.005, [256, 256, 256], Adam, minibatch D = 128 per module,
+    clip 0.2, value clip 0.2, entropy 0.002) plus the choices the paper leaves open; the README
+    ("Training") gives the reasons and the measurements behind them."""
+
+    algo: str = setting("ippo", choices=lambda: LEARNERS.names)  # learner: ippo | ppo-shared | mappo
+    lr: float = setting(0.005, gt=0)  # Table II
+    hidden: list[int] = setting(default_factory=lambda: [256, 256, 256], ge=1)  # Table II, actor and critic
+    activation: str = setting("tanh", choices=ACTIVATIONS)  # the paper does not say
+    gamma: float = setting(0.5, ge=0, le=1)  # discount (not in the paper); decision points are independent draws
+    lambda_: float = setting(0.95, ge=0, le=1)  # GAE lambda
+    clip: float = setting(0.2, gt=0)  # epsilon, Eq. (34)
+    value_clip: Optional[float] = setting(0.2, gt=0)  # epsilon, Eq. (37); null = no value clipping
+    entropy: float = setting(0.002, ge=0)  # eta, Eq. (36)
+    vf_loss_coeff: float = setting(1.0, ge=0)  # actor and critic have disjoint weights: only scales the critic's step
+    grad_clip: Optional[float] = setting(None, gt=0)  # global-norm gradient clip; null = none
+    minibatch_size: int = setting(128, ge=1)  # per module per gradient step (Table II: D = 128)
+    num_epochs: int = setting(4, ge=1)  # passes over each iteration's batch
+    episodes_per_iteration: int = setting(8, ge=1)  # episodes sampled per training iteration
+    reward_mode: str = setting("difference", choices=lambda: REWARD_MODES.names)  # difference | team | individual
+    reward_normalization: bool = True  # running per-agent reward mean/std (Sec. VI-B)
+    advantage_normalization: bool = True  # per-batch advantage standardisation [40]
+    policy_clip: bool = True  # Eq. (34) clipping; false = unclipped surrogate ("vanilla")
+    reward_norm_clip: Optional[float] = setting(None, gt=0)  # clip normalised rewards to [-c, c]; null = none
+
+    def validate(self, prefix: str = "") -> None:
+        check(len(self.hidden) >= 1, prefix + "hidden", self.hidden, "a non-empty list of integers >= 1")
+
+    @property
+    def learner(self) -> Learner:
+        return LEARNERS[self.algo]
+
+    def learner_switches(self) -> Dict[str, Any]:
+        """The switches `agents.learner.HISPPOTorchLearner` reads from `learner_config_dict`."""
+        return {name: getattr(self, name) for name in LEARNER_SWITCHES}
+
+
+@dataclass
+class ExperimentConfig(Config):
+    """How a run is executed: the `experiment:` section (none of it changes what is learned,
+    except the seed)."""
+
+    seed: int = setting(0, ge=0)
+    num_env_runners: int = setting(0, ge=0)  # sampling processes; 0: sample in the driver process
+    num_envs_per_env_runner: int = setting(8, ge=1)  # vectorised env copies per runner
+    num_learners: int = setting(0, ge=0)  # 0: learn in the driver process
+    torch_threads: int = setting(1, ge=1)  # torch threads per process (more is much slower on small CPUs)
+    evaluation_episodes: int = setting(4, ge=0)  # greedy evaluation episodes at the end of training
+    env_factory: Optional[str] = None  # "module:function" building the ParallelEnv (null: his_env:parallel_env)
+
+    def validate(self, prefix: str = "") -> None:
+        if self.env_factory is not None:
+            module, sep, function = self.env_factory.partition(":")
+            check(bool(sep and module and function), prefix + "env_factory", self.env_factory,
+                  "null or 'module:function' (e.g. his_env:parallel_env)")
+
+
+SECTIONS = {"algorithm": AlgorithmConfig, "experiment": ExperimentConfig}
+DEFAULT_CONFIG = "default"  # configs/default.yaml, the base layer of every run
+
+
+@dataclass
+class RunConfig:
+    """The env, algorithm and experiment configs of one run."""
+
+    env: HISConfig = field(default_factory=HISConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """{"env": {...}, "algorithm": {...}, "experiment": {...}} (plain data)."""
+        return {"env": self.env.to_dict(), "algorithm": self.algorithm.to_dict(),
+                "experiment": self.experiment.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "RunConfig":
+        """The inverse of `to_dict`; a missing part keeps its defaults."""
+        data = dict(data or {})
+        unknown = sorted(set(data) - {"env", "algorithm", "experiment"})
+        if unknown:
+            raise ConfigError(f"unknown run config part {unknown[0]!r}; allowed: env, algorithm, experiment")
+        return cls(env=HISConfig.from_dict(data.get("env") or {}),
+                   algorithm=AlgorithmConfig.from_dict(data.get("algorithm") or {}, prefix="algorithm."),
+                   experiment=ExperimentConfig.from_dict(data.get("experiment") or {}, prefix="experiment."))
+
+    def to_file_dict(self) -> Dict[str, Any]:
+        """The file layout: env keys at the top level, then `algorithm:` and `experiment:`."""
+        return {**self.env.to_dict(), "algorithm": self.algorithm.to_dict(), "experiment": self.experiment.to_dict()}
+
+    @classmethod
+    def from_file_dict(cls, data: Mapping[str, Any], source: str = "the config") -> "RunConfig":
+        """A run config from the file layout (see `to_file_dict`)."""
+        return cls.from_dict(split_file_dict(data, source))
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "RunConfig":
+        """A new run config with dotted overrides: env keys as they are (`es.sm_range`),
+        `algorithm.<key>` and `experiment.<key>`."""
+        tree = self.to_dict()
+        for key, value in overrides.items():
+            part, dotted = route_key(key)
+            set_dotted(HISConfig if part == "env" else SECTIONS[part], tree[part], dotted, value,
+                       prefix="" if part == "env" else part + ".")
+        return RunConfig.from_dict(tree)
+
+
+def route_key(key: str) -> tuple[str, str]:
+    """(part, key within it) of a dotted run-config key: ("algorithm", "lr") for "algorithm.lr"."""
+    head, _, rest = key.partition(".")
+    if head in SECTIONS:
+        if not rest:
+            raise ConfigError(f"config key {key!r} is a section; set one of its keys, e.g. {key}.{_first_field(head)}")
+        return head, rest
+    if head == "train":
+        raise ConfigError(moved_train_keys([rest] if rest else [], f"config key {key!r}"))
+    return "env", key
+
+
+def split_file_dict(data: Mapping[str, Any], source: str = "the config") -> Dict[str, Dict[str, Any]]:
+    """The file layout split into {"env", "algorithm", "experiment"}; a `train:` section is refused."""
+    data = dict(data)
+    if "train" in data:
+        section = data["train"]
+        keys = list(section) if isinstance(section, Mapping) else []
+        raise ConfigError(moved_train_keys(keys, f"{source} has a 'train:' section"))
+    parts: Dict[str, Dict[str, Any]] = {"env": {}, "algorithm": {}, "experiment": {}}
+    for key, value in data.items():
+        if key in SECTIONS:
+            if value is not None and not isinstance(value, Mapping):
+                raise ConfigError(f"config key {key!r} in {source} must be a mapping of "
+                                  f"{sorted(f.name for f in dataclasses.fields(SECTIONS[key]))}, got {value!r}")
+            parts[key] = dict(value or {})
+        else:
+            parts["env"][key] = value
+    return parts
+
+
+def _train_key_home(key: str) -> str:
+    """Where a key of the retired `train:` section lives now ("algorithm.lr"), or ""."""
+    name = "lambda_" if key == "lambda" else key
+    for section, cls in SECTIONS.items():
+        if name in {f.name for f in dataclasses.fields(cls)}:
+            return f"{section}.{name}"
+    return ""
+
+
+def split_train_section(train: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """A retired `train:` mapping (as older run records hold it) as {"algorithm": ..., "experiment": ...}."""
+    parts: Dict[str, Dict[str, Any]] = {section: {} for section in SECTIONS}
+    for key, value in train.items():
+        home = _train_key_home(str(key))
+        if not home:
+            raise ConfigError(moved_train_keys([str(key)], "a recorded 'train' config"))
+        section, name = home.split(".")
+        parts[section][name] = value
+    return parts
+
+
+def moved_train_keys(keys: Sequence[str], what: str) -> str:
+    """The message for a key of the retired `train:` section: where each of its keys now lives."""
+    home = _train_key_home
+    moved = [f"train.{k} -> {home(k)}" for k in keys if home(k)]
+    unknown = [f"train.{k}" for k in keys if not home(k)]
+    text = (f"{what}: the 'train:' section is split into 'algorithm:' (the learner's settings: "
+            f"{', '.join(f.name for f in dataclasses.fields(AlgorithmConfig))}) and 'experiment:' (the run's "
+            f"settings: {', '.join(f.name for f in dataclasses.fields(ExperimentConfig))})")
+    if moved:
+        text += "; move " + ", ".join(moved)
+    if unknown:
+        text += f"; {', '.join(unknown)} is not a key of either"
+    return text
+
+
+def _first_field(section: str) -> str:
+    return dataclasses.fields(SECTIONS[section])[0].name
+
+
+def load_run_config(config_files: Sequence[str | Path] = (), overrides: Sequence[str] = (),
+                    **named: Any) -> RunConfig:
+    """configs/default.yaml, then `config_files` in order (paths or shipped names), then the
+    `--set` strings `overrides` ("KEY=VALUE"), then the `named` values that are not None
+    (`algo=`, `seed=`, `num_env_runners=`, or any field of the algorithm, experiment or env)."""
+    tree: Dict[str, Any] = {}
+    for name in [DEFAULT_CONFIG, *config_files]:
+        data = load_yaml(name)
+        split_file_dict(data, f"config file {str(name)!r}")  # refuses a train: section, naming the file
+        tree = deep_merge(tree, data)
+    run = RunConfig.from_file_dict(tree, "the merged config files")
+    assignments: Dict[str, Any] = {}
+    for text in overrides:
+        key, value = parse_assignment(text, "--set num_ues=10 or --set algorithm.lr=0.001")
+        route_key(key)  # a train.* key is refused here, with where it moved
+        assignments[key] = value
+    for name, value in named.items():
+        if value is not None:
+            assignments[named_key(name)] = value
+    return run.with_overrides(assignments) if assignments else run
+
+
+def named_key(name: str) -> str:
+    """The dotted key of a named value: the section that has a field `name`, else the env."""
+    for section, cls in SECTIONS.items():
+        if name in {f.name for f in dataclasses.fields(cls)}:
+            return f"{section}.{name}"
+    return name
+
+
+__all__ = ["ACTIVATIONS", "AlgorithmConfig", "ConfigError", "ExperimentConfig", "LEARNERS", "LEARNER_SWITCHES",
+           "Learner", "REWARD_MODES", "RunConfig", "load_run_config", "route_key", "split_file_dict",
+           "split_train_section"]

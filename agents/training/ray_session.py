@@ -1,0 +1,94 @@
+"""Starting Ray for a training run, quieting the libraries, and turning SIGTERM into the same
+orderly stop as Ctrl-C (final checkpoint, evaluation, W&B finished)."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+REPO = Path(__file__).resolve().parents[2]
+# Python's string hashing decides the order in which RLlib visits agents and modules (it keeps
+# them in sets), and with it which random draws each module gets: a fixed hash seed in every
+# process makes runs with the same seed repeat exactly on one machine.
+HASH_SEED = "0"
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """A second SIGINT or SIGTERM while the run is already stopping."""
+
+
+def quiet_libraries(verbose: bool) -> None:
+    if verbose:
+        return
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*Overriding environment.*")
+    warnings.filterwarnings("ignore", message=".*Casting input x to numpy array.*")
+    warnings.filterwarnings("ignore", message=".*new API stack.*")
+    for name in ("ray", "ray.rllib", "ray.tune", "ray.data", "ray.train"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def hash_seed_fixed() -> bool:
+    import sys
+
+    return not sys.flags.hash_randomization or bool(os.environ.get("PYTHONHASHSEED"))
+
+
+def worker_env_vars(torch_threads: int) -> Dict[str, str]:
+    return {"OMP_NUM_THREADS": str(torch_threads), "MKL_NUM_THREADS": str(torch_threads),
+            "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", HASH_SEED),
+            "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+
+
+def init_ray(address: Optional[str], torch_threads: int, num_env_runners: int, verbose: bool) -> None:
+    import ray
+
+    env_vars = worker_env_vars(torch_threads)
+    kwargs: Dict[str, Any] = dict(include_dashboard=False, log_to_driver=verbose,
+                                  logging_level=logging.INFO if verbose else logging.ERROR,
+                                  runtime_env={"env_vars": env_vars})
+    if address:
+        # Ship this checkout to the cluster's workers (they still need the Python packages).
+        kwargs["runtime_env"]["working_dir"] = str(REPO)
+        kwargs["runtime_env"]["excludes"] = [".venv/", ".git/", "runs/", "results/", "wandb/", ".cache/", ".whl/",
+                                             ".device/", "**/__pycache__/"]
+        ray.init(address=address, **kwargs)
+    else:
+        pythonpath = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+        env_vars["PYTHONPATH"] = pythonpath
+        # address="local": always a fresh local instance, never a cluster another program left running.
+        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, num_env_runners + 1), **kwargs)
+
+
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM (what schedulers and `timeout` send) ask the run to stop: the
+    iteration in progress finishes, then the run saves its final checkpoint, evaluates and closes
+    W&B as after any other stop rule. A second signal stops at once (TrainingInterrupted), with the
+    checkpoints already on disk left as they are. Installed in the main thread only."""
+
+    def __init__(self, log=print) -> None:
+        self.requested: Optional[str] = None
+        self._log = log
+        self._previous: Dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.requested is not None:
+            raise TrainingInterrupted(name)
+        self.requested = name
+        self._log(f"{name}: stopping after this iteration (send it again to stop at once)")
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()

@@ -1,0 +1,146 @@
+"""The run folder of a training run and what resuming one means.
+
+    <run>/config.yaml          the resolved configuration
+    <run>/metrics.jsonl, .csv  one row per iteration (agents.training.metrics_files)
+    <run>/checkpoints/         iter_NNNNNN/ checkpoints and `latest` (agents.checkpoints)
+    <run>/eval.csv, eval.md    the final greedy evaluation
+    <run>/plots/               the learning curve
+    <run>/wandb/               the W&B run files (offline mode)
+    <run>/superseded/          history set aside by a resume from an older checkpoint
+
+**The folder given to --resume is the run.** `--resume RUN` continues RUN from its latest
+checkpoint; `--resume RUN/checkpoints/iter_N` continues RUN from iteration N. Nothing is read
+from, or written to, any other folder, whatever path the run recorded (a copied or moved run
+folder is a run of its own).
+
+**Resuming from the middle.** A run continues from the iteration of the checkpoint it
+restores. Whatever the run folder holds beyond that iteration (later checkpoints, and metrics
+rows of iterations that were trained but not checkpointed before a crash) is history that the
+resumed run replaces: it is moved, not deleted, to `<run>/superseded/after_iter_N-<time>/`
+(its `checkpoints/` and `metrics.jsonl`), and a message says so. The run folder then always
+holds one linear history: metrics rows 1..N, checkpoints up to N, and from there on the
+resumed run.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from agents.checkpoints import (CHECKPOINTS_DIR, RUN_INFO_FILE, CheckpointError, checkpoint_iteration,
+                                latest_checkpoint_name, list_checkpoints, validate_checkpoint)
+from agents.training.metrics_files import METRICS_JSONL, MetricsFiles, read_jsonl
+
+CONFIG_FILE = "config.yaml"
+SUPERSEDED_DIR = "superseded"
+
+
+class RunFolderError(RuntimeError):
+    """A run folder or a --resume path that cannot be used as asked."""
+
+
+@dataclass
+class ResumePlan:
+    """Where a resumed run lives, what it restores, and what of its history it sets aside."""
+
+    run_dir: Path
+    checkpoint: Path
+    info: Dict[str, Any]
+    later_checkpoints: List[Path] = field(default_factory=list)
+    later_rows: List[Dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def iteration(self) -> int:
+        return int(self.info["iteration"])
+
+    @property
+    def has_later_history(self) -> bool:
+        return bool(self.later_checkpoints or self.later_rows)
+
+
+def plan_resume(path: str | Path, output_dir: Optional[str | Path] = None) -> ResumePlan:
+    """The run folder and checkpoint that `--resume path` means (see the module docstring)."""
+    given = Path(path).expanduser()
+    if not given.exists():
+        raise CheckpointError(f"--resume {str(path)!r}: does not exist")
+    given = given.resolve()
+    if (given / RUN_INFO_FILE).is_file():
+        if given.parent.name != CHECKPOINTS_DIR:
+            raise RunFolderError(f"--resume {str(path)!r} is a checkpoint outside a run folder (expected "
+                                 f"RUN/{CHECKPOINTS_DIR}/iter_NNNNNN); resume the run folder it came from, or "
+                                 f"copy the whole run folder")
+        run_dir, checkpoint = given.parent.parent, given
+    else:
+        run_dir = given.parent if given.name == CHECKPOINTS_DIR else given
+        root = run_dir / CHECKPOINTS_DIR
+        if not root.is_dir():
+            raise CheckpointError(f"--resume {str(path)!r} is neither a train.py checkpoint (no {RUN_INFO_FILE}) "
+                                  f"nor a run folder with {CHECKPOINTS_DIR}/")
+        checkpoint = _latest_complete(root, str(path))
+    if output_dir is not None and Path(output_dir).expanduser().resolve() != run_dir:
+        raise RunFolderError(f"--resume continues the run in {str(run_dir)!r}, and --output-dir "
+                             f"{str(output_dir)!r} is another folder: a run's metrics, checkpoints and config "
+                             f"stay in its own folder (copy the run folder first to continue a copy)")
+    info = validate_checkpoint(checkpoint)
+    k = int(info["iteration"])
+    if checkpoint_iteration(checkpoint) != k:
+        raise CheckpointError(f"checkpoint {str(checkpoint)!r} records iteration {k}, not the one in its name")
+    later_ckpts = [p for p in list_checkpoints(run_dir / CHECKPOINTS_DIR) if (checkpoint_iteration(p) or 0) > k]
+    later_rows = [r for r in read_jsonl(run_dir / METRICS_JSONL) if int(r["iteration"]) > k]
+    return ResumePlan(run_dir, checkpoint, info, later_ckpts, later_rows)
+
+
+def _latest_complete(root: Path, given: str) -> Path:
+    name = latest_checkpoint_name(root)
+    if name is not None and (root / name / RUN_INFO_FILE).is_file():
+        return root / name
+    found = [p for p in list_checkpoints(root) if (p / RUN_INFO_FILE).is_file()]
+    if not found:
+        raise CheckpointError(f"--resume {given!r}: the run folder holds no complete checkpoint in "
+                              f"{str(root)!r}")
+    return found[-1]
+
+
+def set_aside_later_history(plan: ResumePlan) -> Optional[Path]:
+    """Move the run's history after the restored iteration to `superseded/`; returns that folder
+    (None when there was nothing to move). Rows at or before the iteration stay in place."""
+    if not plan.has_later_history:
+        return None
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    dest = plan.run_dir / SUPERSEDED_DIR / f"after_iter_{plan.iteration:06d}-{stamp}"
+    (dest / CHECKPOINTS_DIR).mkdir(parents=True)
+    if plan.later_rows:
+        files = MetricsFiles(dest)
+        files.rewrite(plan.later_rows)
+    for ckpt in plan.later_checkpoints:
+        os.replace(ckpt, dest / CHECKPOINTS_DIR / ckpt.name)
+    (dest / "README.txt").write_text(
+        f"History of this run after iteration {plan.iteration}, set aside when the run was resumed from "
+        f"{plan.checkpoint.name} on {datetime.now().isoformat(timespec='seconds')}.\n", encoding="utf-8")
+    return dest
+
+
+def restore_metrics_rows(plan: ResumePlan) -> List[Dict[str, Any]]:
+    """Metrics rows 1..N of a resumed run: those in the file up to N, plus the checkpoint's own
+    row for N when the file lacks it (a crash between the checkpoint and the row)."""
+    rows = [r for r in read_jsonl(plan.run_dir / METRICS_JSONL) if int(r["iteration"]) <= plan.iteration]
+    saved = plan.info.get("metrics_row")
+    if isinstance(saved, dict) and (not rows or int(rows[-1]["iteration"]) < plan.iteration):
+        rows.append(saved)
+    return rows
+
+
+def default_run_name(algo: str, scheme: str, num_ues: int, seed: int) -> str:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{algo}-{scheme}-N{num_ues}-seed{seed}-{stamp}"
+
+
+def check_new_run_folder(run_dir: Path) -> None:
+    """A new run must not write into another run's folder."""
+    if (run_dir / CHECKPOINTS_DIR).is_dir() and list_checkpoints(run_dir / CHECKPOINTS_DIR):
+        raise RunFolderError(f"{str(run_dir)!r} already holds a run (checkpoints/): use --resume {str(run_dir)!r} "
+                             f"to continue it, or another --output-dir")
+    if (run_dir / METRICS_JSONL).is_file() and read_jsonl(run_dir / METRICS_JSONL):
+        raise RunFolderError(f"{str(run_dir)!r} already holds metrics of a run: use another --output-dir")

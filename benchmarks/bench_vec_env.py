@@ -1,0 +1,168 @@
+"""Throughput of the vectorised HIS environment (`his_env.vector.HISVecEnv`) stepping alone.
+
+    python benchmarks/bench_vec_env.py [--device cpu|cuda] [--seconds 3] [--batch-sizes 64 256 1024]
+
+Random actions are drawn on the device, the env steps (and resets at truncation, as a collector
+would) with no learner attached; one torch thread on the CPU. Prints, one line each:
+
+* the decision-point bank of the default config (N = 50): its size and build time (or load time
+  when cached), and a check that it does not change results: U and the mean phi under a random
+  policy from the bank against fresh PettingZoo decision points (z of the mean difference, KS p);
+* agent-steps/s (B x N per step) at N = 50 for each batch size B and reward mode;
+* the same at N = 1,000, M = 30 (its own, smaller bank);
+* a final summary line.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+
+def steps_per_second(env, seconds: float, device) -> float:
+    """Env steps per second: random actions on the device, reset at truncation."""
+    import torch
+
+    shape = env.full_action_spec["agents", "action"].shape
+    high = torch.tensor(env.core.action_nvec, device=env.device)
+    td = env.reset()
+
+    def random_actions():
+        if env.action_mode == "multi_categorical":
+            return (torch.rand(shape, device=env.device) * high).long()
+        if env.action_mode == "categorical":
+            return (torch.rand(shape, device=env.device) * int(high.prod())).long()
+        return torch.rand(shape, device=env.device)
+
+    def one() -> None:
+        nonlocal td
+        td["agents", "action"] = random_actions()
+        _, td = env.step_and_maybe_reset(td)
+
+    for _ in range(3):  # warm-up
+        one()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    steps, start = 0, time.perf_counter()
+    while True:
+        for _ in range(5):
+            one()
+        steps += 5
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return steps / elapsed
+
+
+def bank_check(bank, samples: int, seed: int = 0) -> str:
+    """U and mean phi under a random policy: bank contexts against fresh PettingZoo decision points."""
+    import torch
+    from scipy.stats import ks_2samp
+
+    import his_env
+    from his_env.vector import HISVecEnv
+
+    env = his_env.parallel_env()
+    rng = np.random.default_rng(seed)
+    nvec = env.action_space("ue_0").nvec
+    env.reset(seed=seed + 1000)  # decision points not in the bank (bank seed 0)
+    ref_u, ref_phi = [], []
+    for _ in range(samples):
+        actions = rng.integers(0, nvec, size=(env.num_ues, 2))
+        _, _, _, _, infos = env.step({a: actions[n] for n, a in enumerate(env.possible_agents)})
+        ref_u.append(infos["ue_0"]["network_utility"])
+        ref_phi.append(np.mean([infos[a]["similarity"] for a in env.possible_agents]))
+        if not env.agents:
+            env.reset()
+    vec = HISVecEnv(num_envs=256, seed=seed, reward_mode="individual", bank=bank)
+    td, u, phi = vec.reset(), [], []
+    for _ in range(-(-samples // 256) * 2):
+        phi.append(td["agents", "observation"][..., 0].double().mean(-1).numpy())
+        td["agents", "action"] = torch.as_tensor(rng.integers(0, nvec, size=(256, env.num_ues, 2)))
+        td = vec.step(td)
+        u.append(td["next", "info", "utility"].numpy())
+        td = td["next"]
+    parts = []
+    for name, ours, theirs in (("U", np.concatenate(u), np.array(ref_u)), ("phi", np.concatenate(phi), np.array(ref_phi))):
+        z = (ours.mean() - theirs.mean()) / np.sqrt(ours.var() / len(ours) + theirs.var() / len(theirs))
+        parts.append(f"{name} {ours.mean():.4f} (bank, {len(ours)} points) vs {theirs.mean():.4f} "
+                     f"(PettingZoo, {len(theirs)} fresh points): z = {z:+.2f}, KS p = {ks_2samp(ours, theirs).pvalue:.2f}")
+    return "; ".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per setting")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None,
+                        help="B at N = 50 (default: 64 256 1024 on the CPU, 256 1024 4096 16384 on a GPU)")
+    parser.add_argument("--large-batch-sizes", type=int, nargs="+", default=None,
+                        help="B at N = 1,000 (default: 16 on the CPU, 64 256 on a GPU)")
+    parser.add_argument("--reward-modes", nargs="+", default=["individual", "team", "difference"],
+                        choices=["individual", "team", "difference"])
+    parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    parser.add_argument("--bank-size", type=int, default=None, help="bank at N = 50 (default: the env's)")
+    parser.add_argument("--large-bank-size", type=int, default=256, help="bank at N = 1,000, M = 30")
+    parser.add_argument("--check-samples", type=int, default=4000,
+                        help="fresh PettingZoo decision points in the bank check (0: skip it)")
+    parser.add_argument("--skip-large", action="store_true", help="skip N = 1,000")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    from his_env.config import HISConfig
+    from his_env.vector import DEFAULT_BANK_SIZE, DecisionBank, HISVecEnv
+    from his_env.vector.env import _device
+
+    device = _device(args.device)  # refuses a device that is not there, before anything runs
+    dtype = getattr(torch, args.dtype)
+    gpu = device.type == "cuda"
+    sizes = args.batch_sizes or ([256, 1024, 4096, 16384] if gpu else [64, 256, 1024])
+    large_sizes = args.large_batch_sizes or ([64, 256] if gpu else [16])
+    where = torch.cuda.get_device_name(device) if gpu else f"CPU, {os.cpu_count()} cores, 1 torch thread"
+    print(f"device: {where}; dtype {args.dtype}; torch {torch.__version__}")
+
+    def bank_for(cfg, size):
+        start = time.perf_counter()
+        bank = DecisionBank.build(cfg, size)
+        how = f"built in {bank.build_seconds:.1f} s" if bank.build_seconds else "loaded from the disk cache"
+        print(f"bank N={cfg.num_ues} M={cfg.num_clusters}: D = {len(bank)} contexts, {how} "
+              f"({time.perf_counter() - start:.1f} s with the env build)", flush=True)
+        return bank
+
+    default = HISConfig.from_dict({})
+    bank = bank_for(default, args.bank_size or DEFAULT_BANK_SIZE)
+    if args.check_samples:
+        print(f"bank check (N=50, random policy): {bank_check(bank, args.check_samples)}", flush=True)
+
+    best = {}
+    for mode in args.reward_modes:
+        for b in sizes:
+            env = HISVecEnv(num_envs=b, device=device, reward_mode=mode, dtype=dtype, bank=bank)
+            rate = steps_per_second(env, args.seconds, device) * b * env.num_ues
+            print(f"N=50 B={b} reward={mode}: {rate:,.0f} agent-steps/s", flush=True)
+            best[("50", mode)] = max(best.get(("50", mode), (0, 0)), (rate, b))
+            del env
+    if not args.skip_large:
+        large = default.with_overrides({"num_ues": 1000, "num_clusters": 30})
+        large_bank = bank_for(large, args.large_bank_size)
+        for mode in args.reward_modes:
+            for b in large_sizes:
+                env = HISVecEnv(large, num_envs=b, device=device, reward_mode=mode, dtype=dtype, bank=large_bank)
+                rate = steps_per_second(env, args.seconds, device) * b * env.num_ues
+                print(f"N=1000 M=30 B={b} reward={mode}: {rate:,.0f} agent-steps/s", flush=True)
+                best[("1000", mode)] = max(best.get(("1000", mode), (0, 0)), (rate, b))
+                del env
+    summary = ", ".join(f"N={n} {mode} {rate:,.0f} (B={b})" for (n, mode), (rate, b) in best.items())
+    print(f"SUMMARY bench_vec_env ({args.device}, {args.dtype}): best agent-steps/s: {summary}")
+
+
+if __name__ == "__main__":
+    main()

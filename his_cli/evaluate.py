@@ -1,0 +1,97 @@
+"""`evaluate.py` / `his-evaluate`: the argument parser and `main`; the work is experiments.runner's."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+from his_cli.args import UsageError, nonneg_int, parse_overrides, positive_int
+
+USAGE = """examples:
+  evaluate.py --checkpoint runs/my-run                  one table: the policy on the run's env
+  evaluate.py --policy search --policy random           baselines on configs/default.yaml
+  evaluate.py --figure 10 --policy search               HIS vs PPGFIS vs CFIS vs IIS
+  evaluate.py --figure 10 --checkpoint his=runs/his --checkpoint iis=runs/iis --policy search
+  evaluate.py --figure 15 --runs runs/fig15/*           reward curves from train.py logs
+
+figures (variants are env overrides on the base config; the summary sets the paper's values beside ours):
+{figures}
+
+outputs (--output-dir): episodes.csv (policy x variant x episode), summary.csv and summary.md (mean ± std,
+the reward mode a trained policy learned with, the paper's values), fig<N>.png; Fig. 15: curves.csv,
+summary.md, fig15.png. Every file is written atomically."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from experiments.figures import FIGURES
+
+    figures = "\n".join(f"  {f.number}  {f.title.partition(': ')[2]}: {f.paper}"
+                        for f in (FIGURES[name] for name in FIGURES))
+    p = argparse.ArgumentParser(
+        prog="evaluate.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Evaluate trained checkpoints and baselines on the HIS env; reproduce the paper's Figs. 10-17.",
+        epilog=USAGE.format(figures=figures))
+    p.add_argument("--figure", type=int, choices=[int(n) for n in FIGURES.names],
+                   help="paper figure to reproduce (default: one table on the base config)")
+    p.add_argument("--checkpoint", action="append", default=[], metavar="[VARIANT=]PATH",
+                   help="train.py checkpoint or run folder, acting greedily; with VARIANT= only on that variant of "
+                        "the figure (e.g. cfis=runs/cfis in Fig. 10); repeatable")
+    p.add_argument("--policy", action="append", default=[], metavar="NAME",
+                   help="baseline, repeatable: random | iis-fixed (x = 0, middle y) | fixed:X,Y (X common steps in "
+                        "0..steps.max_common, Y ES personalised steps in steps.min_es_personal..max_es_personal) | "
+                        "search | search:SWEEPS (coordinate descent on the reward model, SWEEPS >= 0, default 4)")
+    p.add_argument("--runs", nargs="+", default=[], metavar="RUN_DIR", help="train.py output folders (Fig. 15)")
+    p.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
+                   help="legend labels of --runs, one per run (Fig. 15; default: the folder names)")
+    p.add_argument("--config", default=None, metavar="YAML",
+                   help="base env config, a path or a shipped name such as 'small', overlaid on configs/default.yaml "
+                        "(only its env keys are used; default: the first checkpoint's env, else configs/default.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override an env key of the base config (dotted), e.g. num_ues=10; repeatable")
+    p.add_argument("--episodes", type=positive_int("--episodes"), default=5,
+                   help="episodes per policy and variant (default 5)")
+    p.add_argument("--seed-base", type=nonneg_int("--seed-base"), default=20_000,
+                   help="episode i uses seed SEED_BASE + i, the same for every policy and variant (default 20000)")
+    p.add_argument("--output-dir", default=None, metavar="DIR",
+                   help="results folder (default results/fig<N>, or results/eval without --figure)")
+    p.add_argument("--env-factory", default=None, metavar="MODULE:FUNCTION",
+                   help="function building the PettingZoo ParallelEnv for the baselines from config=<dict> "
+                        "(default: a checkpoint's, else his_env:parallel_env)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    args = build_parser().parse_args(argv)
+    import warnings
+
+    from agents.checkpoints import CheckpointError
+    from agents.evaluation import EnvFactoryError
+    from experiments.grid import ExperimentError
+    from experiments.runner import EvaluationRequest, run_evaluation
+    from his_env.config import ConfigError
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    try:
+        request = EvaluationRequest(
+            figure=args.figure, checkpoints=args.checkpoint, baselines=args.policy, runs=args.runs,
+            labels=args.labels, config=args.config, overrides=parse_overrides(args.overrides),
+            episodes=args.episodes, seed_base=args.seed_base, output_dir=args.output_dir,
+            env_factory=args.env_factory)
+        report = run_evaluation(request, log=lambda line: print(line, flush=True))
+    except (UsageError, ExperimentError, ConfigError, CheckpointError, EnvFactoryError) as exc:
+        print(f"evaluate.py: error: {exc}", file=sys.stderr)
+        return 2
+    for line in report.warnings:
+        print(line, file=sys.stderr)
+    print(report.markdown)
+    print("wrote " + ", ".join(str(p) for p in report.files))
+    return 0

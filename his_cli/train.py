@@ -1,0 +1,147 @@
+"""Command line of train.py (console script his-train): flags -> agents.training.run_training."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+from his_cli.args import UsageError, nonneg_int, parse_overrides, positive_int, positive_seconds
+
+ALGOS = ("ippo", "ppo-shared", "mappo")
+REWARD_NOTE = """Reward: by default each UE learns from the difference reward (algorithm.reward_mode=difference:
+its marginal contribution to the network utility U), NOT the paper's per-UE reward of Eq. (33).
+For Eq. (33) exactly use --config configs/train_paper_reward.yaml (algorithm.reward_mode=individual)."""
+EPILOG = """examples:
+  train.py                                            N = 50, HIS, IPPO, 5 minutes
+  train.py --config configs/train_small.yaml --iterations 30 --seed 1
+  train.py --iterations 50 --algo mappo --set num_ues=10 --set algorithm.lr=0.001
+  train.py --resume runs/my-run                       continue a run from its latest checkpoint
+  train.py --resume runs/my-run/checkpoints/iter_000020   continue it from iteration 20
+  train.py --ray-address auto --num-env-runners 16    the same run on a Ray cluster
+
+Run folder (--output-dir): config.yaml, metrics.jsonl/.csv (a row per iteration), checkpoints/
+(iter_NNNNNN/ and latest), eval.csv/.md (greedy final policy beside baselines; each row names its
+reward mode), plots/, wandb/. Resuming from an older checkpoint moves the run's later history to
+superseded/. Same --seed, same machine: the same run (train.py fixes PYTHONHASHSEED).
+exit status: 0 done (also after Ctrl-C/SIGTERM, which save a final checkpoint), 1 stopped on a
+non-finite loss (the last good checkpoint is kept), 2 bad flags, config or checkpoint."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train.py", description="Train IPPO (the paper's MIRA learner), shared-parameter "
+                                "PPO or MAPPO on the HIS env with Ray RLlib.\n\n" + REWARD_NOTE, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", action="append", default=None, metavar="YAML",
+                   help="config file (a path or a shipped name such as train_small) overlaid on configs/default.yaml "
+                        "(repeatable, later ones win)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override one key: env keys dotted (es.sm_range=[800,1200]), algorithm.<key> "
+                        "(algorithm.reward_mode=individual), experiment.<key> (experiment.num_env_runners=2)")
+    p.add_argument("--algo", choices=ALGOS, help="learner (default: algorithm.algo, ippo)")
+    p.add_argument("--seed", type=nonneg_int("--seed"), help="seed of env runners, modules and evaluation "
+                   "(default: experiment.seed, 0)")
+    p.add_argument("--iterations", type=positive_int("--iterations"), help="stop after this many iterations in total")
+    p.add_argument("--timesteps", type=positive_int("--timesteps"),
+                   help="stop after this many env steps (decision points) in total; agent-steps = env steps x N")
+    p.add_argument("--time-limit", type=positive_seconds("--time-limit"),
+                   help="stop after this many seconds of this invocation (default 300 when no other stop is given)")
+    p.add_argument("--checkpoint-every", type=nonneg_int("--checkpoint-every"), default=None,
+                   help="save a checkpoint every N iterations (0: only at the end; default 10, or the resumed run's)")
+    p.add_argument("--keep-checkpoints", type=positive_int("--keep-checkpoints"), default=None,
+                   help="how many recent checkpoints to keep (default 2, or the resumed run's)")
+    p.add_argument("--resume", metavar="PATH", help="a run folder (continue from its latest checkpoint) or one of "
+                   "its checkpoints (continue from that iteration; later history is moved to superseded/)")
+    p.add_argument("--num-env-runners", type=nonneg_int("--num-env-runners"),
+                   help="sampling processes (0: sample in the driver; default experiment.num_env_runners)")
+    p.add_argument("--ray-address", help="address of a running Ray cluster ('auto' or host:port); default: local")
+    p.add_argument("--wandb-mode", choices=("online", "offline", "disabled"), default=None,
+                   help="W&B mode (default $WANDB_MODE, else offline: no key or network needed)")
+    p.add_argument("--wandb-project", default="his-marl", help="W&B project (default his-marl)")
+    p.add_argument("--wandb-name", default=None, help="W&B run name (default: the run folder's name)")
+    p.add_argument("--output-dir", help="run folder of a new run (default runs/<algo>-<scheme>-N<n>-seed<s>-<time>); "
+                   "with --resume only the resumed run's own folder is allowed")
+    p.add_argument("--eval-baselines", default="random,iis-fixed",
+                   help="baselines evaluated beside the final policy, comma-separated from random, iis-fixed, "
+                        "fixed:X,Y, search, search:SWEEPS (default random,iis-fixed; 'none' for none)")
+    p.add_argument("--verbose", action="store_true", help="show Ray's and RLlib's own log output")
+    return p
+
+
+def resolve_config(args):
+    """The run's agents.config.RunConfig from --config, --set and the named flags."""
+    from agents.config import load_run_config
+
+    return load_run_config(args.config or [], args.overrides, algo=args.algo, seed=args.seed,
+                           num_env_runners=args.num_env_runners)
+
+
+def resume_overrides(args) -> dict:
+    """{experiment key: value} of the --set pairs allowed when resuming (RUNTIME_KEYS)."""
+    from agents.config import route_key
+    from agents.training import RUNTIME_KEYS
+
+    if args.config or args.algo or args.seed is not None:
+        raise UsageError("--resume continues a run with its saved config; --config, --algo and --seed cannot "
+                         "change it (start a new run instead)")
+    over = {}
+    for key, value in parse_overrides(args.overrides, "--set experiment.num_env_runners=4").items():
+        part, name = route_key(key)
+        if part != "experiment" or name not in RUNTIME_KEYS:
+            raise UsageError(f"--resume: --set {key}=... would change what the run learns; allowed when resuming: "
+                             f"{', '.join('experiment.' + k for k in RUNTIME_KEYS)}")
+        over[name] = value
+    if args.num_env_runners is not None:
+        over["num_env_runners"] = args.num_env_runners
+    return over
+
+
+def request_from_args(args):
+    from agents.training import StopRules, TrainingRequest
+    from agents.training.preflight import parse_baselines
+
+    wandb_mode = args.wandb_mode or os.environ.get("WANDB_MODE", "offline")
+    common = dict(stop=StopRules(args.iterations, args.timesteps, args.time_limit),
+                  checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+                  eval_baselines=parse_baselines(args.eval_baselines), wandb_mode=wandb_mode,
+                  wandb_project=args.wandb_project, wandb_name=args.wandb_name, ray_address=args.ray_address,
+                  verbose=args.verbose, output_dir=args.output_dir)
+    if args.resume:
+        return TrainingRequest(resume=args.resume, resume_overrides=resume_overrides(args), **common)
+    return TrainingRequest(run_config=resolve_config(args), **common)
+
+
+def fix_hash_seed(argv: Optional[Sequence[str]]) -> None:
+    """Re-run this program once with PYTHONHASHSEED fixed (RLlib's agent order, and so the run,
+    depends on it); only for a real command line (argv None), not for calls from Python."""
+    from agents.training.ray_session import HASH_SEED
+
+    if argv is None and sys.flags.hash_randomization and not os.environ.get("PYTHONHASHSEED"):
+        os.environ["PYTHONHASHSEED"] = HASH_SEED
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    fix_hash_seed(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    from agents.checkpoints import CheckpointError
+    from agents.config import ConfigError
+    from agents.training import SETUP_ERRORS, run_training
+
+    try:
+        result = run_training(request_from_args(args), log=lambda line: print(line, flush=True))
+    except (UsageError, ConfigError, CheckpointError, *SETUP_ERRORS) as exc:
+        print(f"train.py: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("train.py: stopped at once; the checkpoints on disk are as they were", file=sys.stderr)
+        return 130
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
