@@ -7,7 +7,8 @@
    device that is not there, and an output folder that holds a benchmark with other settings;
 2. computes U_random and U_search (agents.baselines' random and search policies on the
    PettingZoo env, on the fixed evaluation seeds) once per scheme, cached on disk under
-   `$HIS_MARL_CACHE/benchmark/` keyed by the env config, the seeds and the search's sweeps;
+   `$HIS_MARL_CACHE/benchmark/` keyed by the env config, the seeds, the search's sweeps and a
+   digest of the code and data behind U;
 3. runs every (algorithm, scheme, seed) cell that has no finished result yet in worker
    processes (peak memory is measured per cell: Linux's VmHWM, reset when the cell starts):
    `jobs` at a time here, or as Ray tasks spread over a cluster (`ray_address`); a cell that fails is run once more, and if it fails again it
@@ -145,6 +146,20 @@ def validate(spec: BenchmarkSpec) -> List[Tuple[str, str, int]]:
 
 
 # ---------------------------------------------------------------------- references
+def model_source_digest() -> str:
+    """Digest of the code and data behind U (simulator, oracle, shared formulas, baselines, evaluation):
+    any change there invalidates the cached references."""
+    digest = hashlib.sha256()
+    files = [REPO / "agents" / "baselines.py", REPO / "agents" / "evaluation.py"]
+    for package in ("his_env", "quality_oracle", "his_common"):
+        files += sorted((REPO / package).glob("*.py")) + sorted((REPO / package / "data").glob("*"))
+    for path in files:
+        if path.is_file():
+            digest.update(str(path.relative_to(REPO)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def references(his_config, seeds: Sequence[int], search_sweeps: int, log: Callable[[str], None] = print
                ) -> Dict[str, float]:
     """U_random and U_search of the PettingZoo env on `seeds` (cached on disk)."""
@@ -153,7 +168,8 @@ def references(his_config, seeds: Sequence[int], search_sweeps: int, log: Callab
     from his_common.storage import atomic_write_json as write
 
     env_dict = his_config.to_dict()
-    key = settings_key({"env": env_dict, "seeds": list(seeds), "search_sweeps": search_sweeps, "version": 1})
+    key = settings_key({"env": env_dict, "seeds": list(seeds), "search_sweeps": search_sweeps,
+                        "code": model_source_digest()})
     path = cache_root() / "benchmark" / f"references-{key}.json"
     if path.is_file():
         try:

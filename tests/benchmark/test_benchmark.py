@@ -178,3 +178,15 @@ def test_small_grid_runs_resumes_and_reproduces_its_scores(tmp_path):
                                    output_dir=str(tmp_path / "again")), log=lambda *_: None, show_bar=False)
     old = next(r for r in second["records"] if r["cell"]["algorithm"] == "iql" and r["cell"]["seed"] == 1)
     assert again["records"][0]["summary"]["utility"] == old["summary"]["utility"]
+
+
+def test_command_line_refuses_with_exit_code_2(tmp_path, capsys):
+    from his_cli.benchmark import main
+
+    code = main(["--algorithms", "ippo", "qlearning", "--frame-budget", "80", "--num-ues", "4",
+                 "--output-dir", str(tmp_path / "b"), "--wandb-mode", "disabled"])
+    err = capsys.readouterr().err
+    assert code == 2 and "algorithm has value 'qlearning'; allowed: " in err and "qmix" in err
+    assert main(["--algorithms", "ippo", "--schemes", "his", "--device", "tpu", "--frame-budget", "80",
+                 "--output-dir", str(tmp_path / "b"), "--wandb-mode", "disabled"]) == 2
+    assert "device 'tpu'" in capsys.readouterr().err
