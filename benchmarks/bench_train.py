@@ -50,6 +50,8 @@ def main(argv=None) -> int:
     p.add_argument("--keep-going", action="store_true", help="train until --time-limit even after the target")
     p.add_argument("--backend", choices=("rllib", "benchmarl", "both"), default="rllib",
                    help="RLlib IPPO (default), BenchMARL IPPO on the vector env, or both and their ratio")
+    p.add_argument("--benchmarl-set", action="append", default=[], metavar="algorithm.KEY=VALUE",
+                   help="a setting for the BenchMARL side only, e.g. algorithm.episodes_per_iteration=64")
     args = p.parse_args(argv)
     if args.backend != "rllib":
         return compare_backends(args, argv)
@@ -152,8 +154,17 @@ def benchmarl_side(args, log) -> dict:
     from experiments.benchmark import references
     from his_env.vector.benchmarl_task import task_by_name
 
+    from his_cli.args import parse_overrides
+
     env_cfg, algorithm, experiment = _run_settings(args)
     algorithm = {**algorithm, "algo": "ippo"}
+    for key, value in parse_overrides(args.benchmarl_set, "--benchmarl-set algorithm.minibatch_size=640").items():
+        section, _, name = key.partition(".")
+        target = {"algorithm": algorithm, "experiment": experiment}.get(section)
+        if target is None or name not in target:
+            raise SystemExit(f"bench_train: --benchmarl-set {key!r}; allowed: algorithm.<key> or experiment.<key> "
+                             f"of the run config")
+        target[name] = value
     spec = run_spec_from_settings(env_cfg, algorithm, experiment)
     frames_per_iter = spec.experiment["on_policy_collected_frames_per_batch"]
     spec.eval_seeds = [EVAL_SEED_BASE + i for i in range(args.eval_episodes)]
@@ -190,9 +201,15 @@ def compare_backends(args, argv) -> int:
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
     rllib = None
     if args.backend == "both":
-        child = [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("--backend")]
-        if "both" in child:
-            child.remove("both")
+        given = list(argv if argv is not None else sys.argv[1:])
+        child, skip = [], 0
+        for a in given:  # the RLlib side gets every flag but --backend and --benchmarl-set
+            if skip:
+                skip -= 1
+            elif a in ("--backend", "--benchmarl-set"):
+                skip = 1
+            elif not a.startswith(("--backend=", "--benchmarl-set=")):
+                child.append(a)
         proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--backend", "rllib", *child],
                               capture_output=True, text=True)
         line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("bench_train:")), "")
