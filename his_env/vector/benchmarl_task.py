@@ -54,6 +54,7 @@ from benchmarl.utils import DEVICE_TYPING, _read_yaml_config
 from torchrl.data import Composite
 from torchrl.envs import EnvBase
 
+from his_common.config import shipped_configs_dir
 from his_env.config import ConfigError, HISConfig
 from his_env.environment import load_config
 
@@ -61,8 +62,8 @@ ENV_NAME = "his"
 GROUP = "agents"
 SCHEMES = ("his", "ppgfis", "cfis", "iis")
 REWARD_MODES = ("individual", "team", "difference")
-# configs/benchmark in a checkout; the task YAMLs are in task/his/, the experiment presets in experiment/.
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "benchmark"
+# configs/benchmark (in a checkout, or shipped with the package): task/his/*.yaml, experiment/his.yaml, reward/*.yaml.
+CONFIG_DIR = (shipped_configs_dir() or Path(__file__).resolve().parents[2] / "configs") / "benchmark"
 
 
 @dataclass
