@@ -234,7 +234,18 @@ def decode_actions(action, action_mode: str, action_nvec) -> np.ndarray:
 
 
 def reset_peak_memory() -> None:
-    """Start a new peak-memory measurement in this process (Linux: VmHWM via clear_refs; CUDA stats)."""
+    """Start a new peak-memory measurement in this process (Linux: VmHWM via clear_refs; CUDA stats).
+
+    What an earlier run in the same process left behind is collected and handed back to the OS
+    first (glibc's malloc_trim), so that a reused worker measures the run it starts, not its past."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
