@@ -48,7 +48,13 @@ def main(argv=None) -> int:
     p.add_argument("--search-sweeps", type=int, default=4, help="coordinate-descent sweeps of the search reference")
     p.add_argument("--quiet", action="store_true", help="only the final summary line")
     p.add_argument("--keep-going", action="store_true", help="train until --time-limit even after the target")
+    p.add_argument("--backend", choices=("rllib", "benchmarl", "both"), default="rllib",
+                   help="RLlib IPPO (default), BenchMARL IPPO on the vector env, or both and their ratio")
+    p.add_argument("--benchmarl-set", action="append", default=[], metavar="algorithm.KEY=VALUE",
+                   help="a setting for the BenchMARL side only, e.g. algorithm.episodes_per_iteration=64")
     args = p.parse_args(argv)
+    if args.backend != "rllib":
+        return compare_backends(args, argv)
 
     from agents.baselines import RandomPolicy, SearchPolicy
     from agents.evaluation import ModulePolicy, evaluate_policy, mean_metric, normalized_score
@@ -129,6 +135,108 @@ def main(argv=None) -> int:
           f"peak RSS driver {rss:,.0f} MB, largest child {child:,.0f} MB | {reached} | U_random {u_random:.3f} "
           f"U_search {u_search:.3f} U_policy {u_pol:.3f} score {score:.3f}", flush=True)
     return 0 if reached_at is not None else 1
+
+
+# ---------------------------------------------------------------------- --backend benchmarl | both
+def _run_settings(args):
+    """(env config, algorithm settings, experiment settings) as train.py resolves them."""
+    from agents.config import load_run_config
+
+    run = load_run_config(args.config or [], args.overrides, algo=args.algo, seed=args.seed)
+    return run.env, run.algorithm.to_dict(), run.experiment.to_dict()
+
+
+def benchmarl_side(args, log) -> dict:
+    """BenchMARL IPPO with the run's settings (agents.benchmarl_training's mapping) on the vector env:
+    agent-steps/s of training and the training time until the greedy policy's score reaches --target."""
+    from agents.benchmarl_experiment import StopTraining, run_benchmarl
+    from agents.benchmarl_training import run_spec_from_settings
+    from experiments.benchmark import references
+    from his_env.vector.benchmarl_task import task_by_name
+
+    from his_cli.args import parse_overrides
+
+    env_cfg, algorithm, experiment = _run_settings(args)
+    algorithm = {**algorithm, "algo": "ippo"}
+    for key, value in parse_overrides(args.benchmarl_set, "--benchmarl-set algorithm.minibatch_size=640").items():
+        section, _, name = key.partition(".")
+        target = {"algorithm": algorithm, "experiment": experiment}.get(section)
+        if target is None or name not in target:
+            raise SystemExit(f"bench_train: --benchmarl-set {key!r}; allowed: algorithm.<key> or experiment.<key> "
+                             f"of the run config")
+        target[name] = value
+    spec = run_spec_from_settings(env_cfg, algorithm, experiment)
+    frames_per_iter = spec.experiment["on_policy_collected_frames_per_batch"]
+    spec.eval_seeds = [EVAL_SEED_BASE + i for i in range(args.eval_episodes)]
+    spec.time_budget_s = args.time_limit
+    spec.experiment.update({"evaluation_interval": args.eval_every * frames_per_iter,
+                            "exploration_anneal_frames": frames_per_iter})
+    his_config = task_by_name(spec.scheme).get_task(dict(spec.task)).his_config()
+    refs = references(his_config, spec.eval_seeds, args.search_sweeps, log)
+    reached = {}
+
+    def on_point(point):
+        log(f"benchmarl ippo | train {point['train_s']:7.1f} s | {int(point['frames']):,} env steps | "
+            f"greedy U {point['utility']:.4f} score {point['score']:.3f}")
+        if point["score"] >= args.target and not reached:
+            reached.update(point)
+            if not args.keep_going:
+                raise StopTraining()
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench_train_benchmarl_") as folder:
+        result = run_benchmarl(spec, folder, references=refs, on_point=on_point)
+    s = result["summary"]
+    return {"agent_steps_per_s": s["agent_steps_per_s"], "reached_s": reached.get("train_s"),
+            "train_s": s["train_s"], "score": s["score"], "peak_rss_mb": s["peak_rss_mb"], "refs": refs}
+
+
+def compare_backends(args, argv) -> int:
+    """--backend benchmarl: the BenchMARL side alone; --backend both: RLlib (this script, in a child process)
+    then BenchMARL on the same config, evaluation seeds and target, and the ratios."""
+    import re
+    import subprocess
+
+    log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
+    rllib = None
+    if args.backend == "both":
+        given = list(argv if argv is not None else sys.argv[1:])
+        child, skip = [], 0
+        for a in given:  # the RLlib side gets every flag but --backend and --benchmarl-set
+            if skip:
+                skip -= 1
+            elif a in ("--backend", "--benchmarl-set"):
+                skip = 1
+            elif not a.startswith(("--backend=", "--benchmarl-set=")):
+                child.append(a)
+        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--backend", "rllib", *child],
+                              capture_output=True, text=True)
+        line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("bench_train:")), "")
+        log("\n".join(ln for ln in proc.stdout.splitlines() if ln != line))
+        steps = re.search(r"\| ([\d,]+) agent-steps/s", line)
+        after = re.search(r"reached after (\d+) s of training", line)
+        if steps is None:
+            print(f"bench_train: the RLlib side failed (exit {proc.returncode}): {proc.stderr[-2000:]}", flush=True)
+            return 2
+        rllib = {"agent_steps_per_s": float(steps.group(1).replace(",", "")),
+                 "reached_s": float(after.group(1)) if after else None, "line": line}
+        print(line, flush=True)
+    bm = benchmarl_side(args, log)
+
+    def reach(side):
+        return f"{side['reached_s']:.0f} s" if side.get("reached_s") is not None else "not reached"
+
+    line = (f"bench_train: benchmarl ippo | {bm['agent_steps_per_s']:,.0f} agent-steps/s | score {args.target} after "
+            f"{reach(bm)} of training | final score {bm['score']:.3f} | peak RSS {bm['peak_rss_mb']:,.0f} MB")
+    if rllib is not None:
+        ratio = bm["agent_steps_per_s"] / rllib["agent_steps_per_s"]
+        line += f" || RLlib {rllib['agent_steps_per_s']:,.0f} agent-steps/s, score {args.target} after {reach(rllib)}"
+        line += f" || throughput BenchMARL/RLlib {ratio:.2f}x"
+        if bm.get("reached_s") and rllib.get("reached_s"):
+            line += f", time to {args.target} BenchMARL/RLlib {bm['reached_s'] / rllib['reached_s']:.2f}"
+    print(line, flush=True)
+    return 0 if bm.get("reached_s") is not None else 1
 
 
 if __name__ == "__main__":

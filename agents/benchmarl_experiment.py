@@ -1,0 +1,487 @@
+"""One BenchMARL run on an HIS task: settings, a frame or time budget, and the greedy score curve.
+
+`run_benchmarl(RunSpec(...))` builds BenchMARL's `Experiment` for an HIS task
+(his_env.vector.benchmarl_task), trains it until its frame budget (BenchMARL's `max_n_frames`) or
+its time budget (seconds of training, checked after every iteration) is spent, and returns a
+summary plus a learning curve. Curve points are taken after the first iteration and whenever the
+collected frames reach a multiple of the experiment's `evaluation_interval`, and once more at the
+end: the greedy policy plays the PettingZoo env (the reference env, not the vector env) on fixed
+evaluation seeds, so that its network utility U is comparable with the random and search
+baselines of agents.baselines on the same decision points. Time spent in these evaluations is
+not counted as training time.
+
+Settings come in three layers: BenchMARL's `base_experiment.yaml`, the HIS preset
+`configs/benchmark/experiment/his.yaml`, then `RunSpec.experiment` overrides (unknown keys are
+refused). Models are MLPs of `RunSpec.hidden` units (the paper's [256, 256, 256] by default) for
+policies and critics alike.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import pickle
+import resource
+import socket
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+from benchmarl.experiment import Experiment
+from benchmarl.experiment.callback import Callback
+from benchmarl.utils import seed_everything
+
+from agents.baselines import Policy
+from his_common.registry import Registry
+from his_common.storage import atomic_write_bytes
+
+ACTIVATIONS = {"tanh": "torch.nn.Tanh", "relu": "torch.nn.ReLU"}
+WANDB_MODES = ("online", "offline", "disabled")
+UNBOUNDED_FRAMES = 10 ** 12  # BenchMARL needs a frame limit; a time budget stops the run before it
+
+
+class BenchmarlSettingsError(ValueError):
+    """A BenchMARL run setting that cannot work (names the setting, the value and what is allowed)."""
+
+
+def algorithm_registry() -> Registry:
+    """BenchMARL's algorithms by name (ippo, mappo, iql, qmix, vdn, isac, masac, iddpg, maddpg, ...)."""
+    from benchmarl.algorithms import algorithm_config_registry
+
+    registry: Registry = Registry("BenchMARL algorithm")
+    for name, config_class in algorithm_config_registry.items():
+        registry.register(name, config_class)
+    return registry
+
+
+def check_device(device: str, what: str = "device") -> str:
+    """`device` if torch can use it here, else an error naming the devices that are there."""
+    import torch
+
+    present = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        present.append("mps")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise BenchmarlSettingsError(f"{what} {device!r} is not a torch device; present here: "
+                                     f"{', '.join(present)}") from None
+    ok = (dev.type == "cpu" or (dev.type == "cuda" and torch.cuda.is_available()
+                                and (dev.index or 0) < torch.cuda.device_count())
+          or (dev.type == "mps" and torch.backends.mps.is_available()))
+    if not ok:
+        raise BenchmarlSettingsError(f"{what} {device!r} is not present on this machine; present here: "
+                                     f"{', '.join(present)}")
+    return device
+
+
+def experiment_config(overrides: Optional[Mapping[str, Any]] = None, preset: Optional[str | Path] = None):
+    """BenchMARL's ExperimentConfig: base_experiment.yaml, the HIS preset, then `overrides`."""
+    from benchmarl.experiment import ExperimentConfig
+    from benchmarl.utils import _read_yaml_config
+
+    from his_env.vector.benchmarl_task import CONFIG_DIR
+
+    cfg = ExperimentConfig.get_from_yaml()
+    allowed = [f.name for f in fields(ExperimentConfig)]
+    preset = Path(preset) if preset is not None else CONFIG_DIR / "experiment" / "his.yaml"
+    layers = [(str(preset), _read_yaml_config(str(preset)) if preset.is_file() else {}),
+              ("experiment overrides", dict(overrides or {}))]
+    for where, values in layers:
+        for key, value in values.items():
+            if key not in allowed:
+                raise BenchmarlSettingsError(f"experiment.{key} ({where}) is not a BenchMARL experiment setting; "
+                                             f"allowed: {', '.join(allowed)}")
+            setattr(cfg, key, value)
+    return cfg
+
+
+def algorithm_config(name: str, overrides: Optional[Mapping[str, Any]] = None):
+    """BenchMARL's config of algorithm `name` (its YAML defaults) with `overrides`; unknown keys are refused."""
+    config_class = algorithm_registry()[name]
+    cfg = config_class.get_from_yaml()
+    allowed = [f.name for f in fields(config_class)]
+    for key, value in dict(overrides or {}).items():
+        if key not in allowed:
+            raise BenchmarlSettingsError(f"algorithm.{key} is not a setting of BenchMARL's {name}; allowed: "
+                                         f"{', '.join(allowed)}")
+        setattr(cfg, key, value)
+    return cfg
+
+
+def model_config(hidden: Sequence[int] = (256, 256, 256), activation: str = "tanh"):
+    """An MLP of `hidden` units with `activation` (tanh | relu)."""
+    from benchmarl.models import MlpConfig
+
+    if activation not in ACTIVATIONS:
+        raise BenchmarlSettingsError(f"activation {activation!r}; allowed: {', '.join(ACTIVATIONS)}")
+    if not hidden or any(int(h) < 1 for h in hidden):
+        raise BenchmarlSettingsError(f"hidden {list(hidden)!r}; allowed: one or more positive layer widths")
+    import torch
+
+    return MlpConfig(num_cells=[int(h) for h in hidden],
+                     activation_class=getattr(torch.nn, ACTIVATIONS[activation].rsplit(".", 1)[1]),
+                     layer_class=torch.nn.Linear)
+
+
+@dataclass
+class RunSpec:
+    """Everything one BenchMARL run on HIS depends on (all plain values, so it pickles and hashes)."""
+
+    algorithm: str
+    scheme: str = "his"
+    seed: int = 0
+    task: Dict[str, Any] = field(default_factory=dict)        # HIS task settings (num_ues, reward_mode, ...)
+    experiment: Dict[str, Any] = field(default_factory=dict)  # BenchMARL ExperimentConfig overrides
+    algorithm_settings: Dict[str, Any] = field(default_factory=dict)  # the BenchMARL algorithm config's overrides
+    frame_budget: Optional[int] = None    # frames (env steps summed over the batch); None: the config's max_n_frames
+    time_budget_s: Optional[float] = None  # seconds of training; checked after every iteration
+    eval_seeds: List[int] = field(default_factory=lambda: [90_000, 90_001, 90_002, 90_003])
+    hidden: List[int] = field(default_factory=lambda: [256, 256, 256])
+    activation: str = "tanh"
+    device: str = "cpu"                   # sampling and training device
+    wandb_mode: str = "disabled"
+    wandb_project: str = "his-marl"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def validate_spec(spec: RunSpec) -> None:
+    """Refuse a run that cannot work, before anything is built (names, device, budget, settings)."""
+    from his_env.vector.benchmarl_task import task_by_name
+
+    registry = algorithm_registry()
+    registry.check(spec.algorithm, "algorithm", BenchmarlSettingsError)
+    task = task_by_name(spec.scheme).get_task(dict(spec.task))  # ConfigError on bad task settings
+    task.his_config()
+    check_device(spec.device)
+    if spec.wandb_mode not in WANDB_MODES:
+        raise BenchmarlSettingsError(f"wandb mode {spec.wandb_mode!r}; allowed: {', '.join(WANDB_MODES)}")
+    algo_cls = registry[spec.algorithm]
+    cfg = experiment_config(spec.experiment)
+    on_policy = algo_cls.on_policy()
+    per_iter = cfg.collected_frames_per_batch(on_policy)
+    envs = cfg.n_envs_per_worker(on_policy)
+    if per_iter % envs:
+        kind = "on" if on_policy else "off"
+        raise BenchmarlSettingsError(f"experiment.{kind}_policy_collected_frames_per_batch = {per_iter} is not a "
+                                     f"multiple of experiment.{kind}_policy_n_envs_per_worker = {envs}")
+    if spec.frame_budget is not None and spec.frame_budget < per_iter:
+        raise BenchmarlSettingsError(
+            f"frame budget {spec.frame_budget:,} is smaller than one iteration ({per_iter:,} frames for "
+            f"{spec.algorithm}), after which the first evaluation runs; allowed: at least {per_iter:,}")
+    if spec.time_budget_s is not None and not spec.time_budget_s > 0:
+        raise BenchmarlSettingsError(f"time budget {spec.time_budget_s!r}; allowed: seconds > 0")
+    if spec.time_budget_s is not None and spec.frame_budget is None and cfg.exploration_anneal_frames is None:
+        raise BenchmarlSettingsError("a time budget needs experiment.exploration_anneal_frames (the frames over which "
+                                     "exploration is annealed; BenchMARL's default, a third of max_n_frames, needs a "
+                                     "frame budget); allowed: an integer >= 1")
+    if cfg.evaluation_interval % per_iter:
+        raise BenchmarlSettingsError(f"experiment.evaluation_interval = {cfg.evaluation_interval} is not a multiple "
+                                     f"of the {per_iter} frames collected per iteration")
+    if not spec.eval_seeds:
+        raise BenchmarlSettingsError("no evaluation seeds; allowed: one or more")
+    model_config(spec.hidden, spec.activation)
+    algorithm_config(spec.algorithm, spec.algorithm_settings)
+
+
+# ---------------------------------------------------------------------- greedy policy on the PettingZoo env
+class BenchmarlGreedyPolicy(Policy):
+    """The deterministic actions of a BenchMARL policy, acting on the HIS PettingZoo env.
+
+    Observations of all UEs go through the policy in one batch, as the vector env would give them;
+    the actions (one categorical index or two values in [0, 1] per UE) are turned into the
+    PettingZoo env's MultiDiscrete indices by the vector env's own decoding.
+    """
+
+    name = "benchmarl"
+
+    def __init__(self, policy, group: str = "agents", action_mode: str = "categorical", device: str = "cpu") -> None:
+        self.policy = policy
+        self.group = group
+        self.action_mode = action_mode
+        self.device = device
+
+    def act(self, observations, env):
+        import torch
+        from tensordict import TensorDict
+        from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+        agents = [a for a in env.possible_agents if a in observations]
+        obs = torch.as_tensor(np.stack([np.asarray(observations[a], dtype=np.float32) for a in agents]),
+                              device=self.device)
+        td = TensorDict({self.group: TensorDict({"observation": obs[None]}, batch_size=(1, len(agents)))},
+                        batch_size=(1,), device=self.device)
+        with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+            action = self.policy(td)[self.group, "action"][0]
+        indices = decode_actions(action.cpu(), self.action_mode, env.action_space(agents[0]).nvec)
+        return {agent: indices[i] for i, agent in enumerate(agents)}
+
+
+def decode_actions(action, action_mode: str, action_nvec) -> np.ndarray:
+    """(N, 2) MultiDiscrete indices from the vector env's action encoding, by the vector env's own code."""
+    from types import SimpleNamespace
+
+    from his_env.vector import HISVecEnv
+
+    codec = SimpleNamespace(action_mode=action_mode, core=SimpleNamespace(action_nvec=tuple(int(v) for v in action_nvec)))
+    return np.asarray(HISVecEnv.decode_actions(codec, action), dtype=np.int64)
+
+
+def reset_peak_memory() -> None:
+    """Start a new peak-memory measurement in this process (Linux: VmHWM via clear_refs; CUDA stats).
+
+    What an earlier run in the same process left behind is collected and handed back to the OS
+    first (glibc's malloc_trim), so that a reused worker measures the run it starts, not its past."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # not Linux: ru_maxrss, the peak since the process started, is what there is
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory() -> Dict[str, float]:
+    """Peak resident memory (MB) of this process since `reset_peak_memory`, and on CUDA peak allocated MB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    out = {"peak_rss_mb": peak}
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    return out
+
+
+# ---------------------------------------------------------------------- the run
+class StopTraining(Exception):
+    """Raised by a callback (or the time budget) after an iteration: the run ends as if its budget were spent."""
+
+
+class HISExperiment(Experiment):
+    """BenchMARL's Experiment that stops on a time budget, can live in a given folder, saves atomically.
+
+    `folder` (optional) is the run folder itself: BenchMARL's `config.pkl`, `checkpoints/` and its
+    loggers' folders go there instead of into a subfolder BenchMARL names. Callbacks are not
+    pickled into `config.pkl` (they may hold open environments).
+    """
+
+    def __init__(self, *args, folder: Optional[str | Path] = None, **kwargs) -> None:
+        self.fixed_folder = Path(folder).resolve() if folder is not None else None
+        super().__init__(*args, **kwargs)
+
+    def _setup_name(self) -> None:
+        from torchrl.record.loggers import generate_exp_name
+
+        self.algorithm_name = self.algorithm_config.associated_class().__name__.lower()
+        self.model_name = self.model_config.associated_class().__name__.lower()
+        self.critic_model_name = self.critic_model_config.associated_class().__name__.lower()
+        self.environment_name = self.task.env_name().lower()
+        self.task_name = self.task.name.lower()
+        self._checkpointed_files = deque([])
+        if self.fixed_folder is not None:
+            self.name = self.fixed_folder.name
+            self.folder_name = self.fixed_folder
+        else:
+            save_folder = Path(self.config.save_folder or os.getcwd())
+            self.name = generate_exp_name(f"{self.algorithm_name}_{self.task_name}_{self.model_name}", "")
+            self.folder_name = save_folder / self.name
+        self.folder_name.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        for obj in (self.task, self.task.config or {}, self.algorithm_config, self.model_config, self.seed,
+                    self.config, self.critic_model_config, []):
+            pickle.dump(obj, buf)
+        atomic_write_bytes(self.folder_name / "config.pkl", buf.getvalue())
+
+    def _save_experiment(self) -> None:
+        import torch
+
+        if self._checkpointed_files and self._checkpointed_files[-1].name == f"checkpoint_{self.total_frames}.pt":
+            return  # the end of a run that has just been checkpointed
+        if self.config.keep_checkpoints_num is not None:
+            while len(self._checkpointed_files) >= self.config.keep_checkpoints_num:
+                self._checkpointed_files.popleft().unlink(missing_ok=True)
+        path = self.folder_name / "checkpoints" / f"checkpoint_{self.total_frames}.pt"
+        buf = io.BytesIO()
+        torch.save(self.state_dict(), buf)
+        atomic_write_bytes(path, buf.getvalue())
+        self._checkpointed_files.append(path)
+
+    def run(self) -> None:
+        seed_everything(self.seed)
+        try:
+            self._collection_loop()
+        except StopTraining:
+            if self.config.checkpoint_at_end:
+                self._save_experiment()
+            self.close()
+        except BaseException:
+            self.close()
+            raise
+
+
+class CurveTracker(Callback):
+    """Greedy evaluations on the PettingZoo env along the run, and the time budget."""
+
+    def __init__(self, evaluate, frames_per_point: int, time_budget_s: Optional[float], on_point=None) -> None:
+        super().__init__()
+        self.evaluate = evaluate
+        self.frames_per_point = int(frames_per_point)
+        self.time_budget_s = time_budget_s
+        self.on_point = on_point
+        self.points: List[Dict[str, float]] = []
+        self.eval_s = 0.0
+        self.t0: Optional[float] = None
+        self.iterations = 0
+        self.last_point_frames = -1
+
+    def start_clock(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def train_seconds(self) -> float:
+        return time.perf_counter() - (self.t0 or time.perf_counter()) - self.eval_s
+
+    def add_point(self) -> None:
+        exp = self.experiment
+        frames = int(exp.total_frames)
+        if frames == self.last_point_frames:
+            return
+        train_s = self.train_seconds()
+        t = time.perf_counter()
+        n_agents = sum(len(agents) for agents in exp.group_map.values())
+        point = {"iteration": float(self.iterations), "frames": float(frames),
+                 "agent_steps": float(frames * n_agents), "train_s": train_s, **self.evaluate(exp)}
+        self.eval_s += time.perf_counter() - t
+        self.points.append(point)
+        self.last_point_frames = frames
+        if self.on_point is not None:
+            self.on_point(point)
+
+    def on_train_end(self, training_td, group: str) -> None:
+        self.iterations += 1
+        frames = int(self.experiment.total_frames)
+        if self.iterations == 1 or frames % self.frames_per_point == 0:
+            self.add_point()
+        if self.time_budget_s is not None and self.train_seconds() >= self.time_budget_s:
+            raise StopTraining()
+
+
+def build_experiment(spec: RunSpec, folder: str | Path, callbacks: Sequence[Any] = (), fixed_folder: bool = False):
+    """BenchMARL's Experiment for `spec`; its files go to `folder` (or a subfolder BenchMARL names)."""
+    from his_env.vector.benchmarl_task import task_by_name
+
+    folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    overrides = dict(spec.experiment)
+    overrides.setdefault("sampling_device", spec.device)
+    overrides.setdefault("train_device", spec.device)
+    overrides.setdefault("buffer_device", spec.device)
+    if spec.time_budget_s is not None:
+        overrides["max_n_frames"] = spec.frame_budget or UNBOUNDED_FRAMES
+    elif spec.frame_budget is not None:
+        overrides["max_n_frames"] = int(spec.frame_budget)
+    overrides["max_n_iters"] = None
+    loggers = [name for name in overrides.get("loggers", experiment_config(spec.experiment).loggers) if name != "wandb"]
+    if spec.wandb_mode != "disabled":
+        loggers.append("wandb")
+        extra = dict(overrides.get("wandb_extra_kwargs") or {})
+        extra.setdefault("mode", spec.wandb_mode)
+        overrides["wandb_extra_kwargs"] = extra
+        overrides.setdefault("project_name", spec.wandb_project)
+    overrides["loggers"] = loggers
+    if not fixed_folder:
+        overrides["save_folder"] = str(folder)
+    cfg = experiment_config(overrides)
+    task = task_by_name(spec.scheme).get_task(dict(spec.task))
+    model = model_config(spec.hidden, spec.activation)
+    return HISExperiment(task=task, algorithm_config=algorithm_config(spec.algorithm, spec.algorithm_settings),
+                         model_config=model,
+                            critic_model_config=model_config(spec.hidden, spec.activation), seed=int(spec.seed),
+                            config=cfg, callbacks=list(callbacks), folder=folder if fixed_folder else None)
+
+
+def greedy_evaluator(spec: RunSpec, task_his_config, references: Optional[Mapping[str, float]] = None):
+    """A function experiment -> {utility, quality, delay, energy[, score]} on the PettingZoo env."""
+    from agents.evaluation import evaluate_policy, mean_metric, normalized_score
+    from his_env import parallel_env
+
+    env = parallel_env(task_his_config)
+    env_dict = task_his_config.to_dict()
+
+    def evaluate(experiment) -> Dict[str, float]:
+        action_mode = "continuous" if experiment.continuous_actions else "categorical"
+        policy = BenchmarlGreedyPolicy(experiment.policy, "agents", action_mode, experiment.config.sampling_device)
+        rows = evaluate_policy(policy, env_dict, spec.eval_seeds, env=env)
+        out = {key: mean_metric(rows, key) for key in ("utility", "quality", "delay", "energy")}
+        if references:
+            out["score"] = normalized_score(out["utility"], references["random"], references["search"])
+        return out
+
+    return evaluate
+
+
+def run_benchmarl(spec: RunSpec, folder: str | Path, references: Optional[Mapping[str, float]] = None,
+                  on_point=None, fixed_folder: bool = False, extra_callbacks: Sequence[Any] = ()) -> Dict[str, Any]:
+    """Train `spec` and return {"summary": {...}, "curve": [points]} (see the module docstring).
+
+    `references` = {"random": U_random, "search": U_search} on `spec.eval_seeds` adds normalised
+    scores; `on_point(point)` is called at every curve point (for progress output).
+    """
+    import torch
+
+    from his_env.vector.benchmarl_task import task_by_name
+
+    validate_spec(spec)
+    reset_peak_memory()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
+    t_start = time.perf_counter()
+    his_config = task_by_name(spec.scheme).get_task(dict(spec.task)).his_config()
+    evaluate = greedy_evaluator(spec, his_config, references)
+    cfg = experiment_config(spec.experiment)
+    tracker = CurveTracker(evaluate, cfg.evaluation_interval, spec.time_budget_s, on_point)
+    experiment = build_experiment(spec, folder, [tracker, *extra_callbacks], fixed_folder=fixed_folder)
+    n_agents = sum(len(agents) for agents in experiment.group_map.values())
+    build_s = time.perf_counter() - t_start
+    tracker.start_clock()  # training time starts now, not at construction
+    experiment.run()
+    tracker.add_point()  # the final policy (skipped when the last iteration already has a point)
+    final = tracker.points[-1]
+    train_s = final["train_s"]
+    frames = int(experiment.total_frames)
+    summary = {
+        "algorithm": spec.algorithm, "scheme": spec.scheme, "seed": spec.seed,
+        "continuous_actions": bool(experiment.continuous_actions),
+        "iterations": tracker.iterations, "frames": frames, "agent_steps": frames * n_agents,
+        "train_s": train_s, "build_s": build_s, "eval_s": tracker.eval_s,
+        "wall_s": time.perf_counter() - t_start,
+        "agent_steps_per_s": frames * n_agents / train_s if train_s > 0 else math.nan,
+        "utility": final["utility"], "quality": final["quality"], "delay": final["delay"],
+        "energy": final["energy"], "score": final.get("score", math.nan),
+        "host": socket.gethostname(), "pid": os.getpid(), "folder": str(experiment.folder_name),
+        **peak_memory(),
+    }
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():  # a Ray task: say which node ran it
+        summary["node_ip"] = ray.util.get_node_ip_address()
+        summary["node_id"] = ray.get_runtime_context().get_node_id()
+    return {"summary": summary, "curve": tracker.points, "experiment": experiment}

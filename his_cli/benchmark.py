@@ -1,0 +1,108 @@
+"""Command line of benchmark.py: BenchMARL algorithms x HIS schemes x seeds, one report."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+from his_cli.args import UsageError, nonneg_int, parse_overrides, positive_int, positive_seconds
+
+DEFAULT_ALGORITHMS = ("ippo", "mappo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="benchmark.py", description="Benchmark BenchMARL's MARL algorithms on the HIS "
+                                "env: algorithms x schemes x seeds, each trained for a frame or time budget, then "
+                                "one report of normalised scores (95 % bootstrap CIs), learning curves and peak memory.")
+    p.add_argument("--algorithms", nargs="+", default=list(DEFAULT_ALGORITHMS), metavar="ALGO",
+                   help="BenchMARL algorithms (ippo mappo iql qmix vdn isac masac; iddpg maddpg with continuous "
+                        "actions); default: ippo mappo")
+    p.add_argument("--schemes", nargs="+", default=["his"], metavar="SCHEME",
+                   help="HIS schemes, each a BenchMARL task his/<scheme>: his ppgfis cfis iis (default his)")
+    p.add_argument("--seeds", type=positive_int("--seeds"), default=3, help="seeds 0..K-1 per cell (default 3)")
+    p.add_argument("--seed-start", type=nonneg_int("--seed-start"), default=0, help="first seed (default 0)")
+    p.add_argument("--frame-budget", type=positive_int("--frame-budget"),
+                   help="frames (env steps summed over the vector env's batch) per run")
+    p.add_argument("--time-budget", type=positive_seconds("--time-budget"), help="seconds of training per run")
+    p.add_argument("--num-ues", type=positive_int("--num-ues"), default=None, help="N (default 50)")
+    p.add_argument("--reward-mode", default=None, help="difference (default) | team | individual")
+    p.add_argument("--config", default=None, metavar="YAML", help="HIS env YAML overlaid on the defaults")
+    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                   help="HIS env keys dotted (es.sm_range=[800,1200]), BenchMARL experiment settings as "
+                        "experiment.<key> (experiment.lr=0.001), task settings as task.<key> (task.bank_size=4096)")
+    p.add_argument("--eval-episodes", type=positive_int("--eval-episodes"), default=4,
+                   help="evaluation episodes (fixed seeds 90000..) of the greedy policy and the references (default 4)")
+    p.add_argument("--search-sweeps", type=positive_int("--search-sweeps"), default=4,
+                   help="coordinate-descent sweeps of the search reference (default 4)")
+    p.add_argument("--hidden", type=positive_int("--hidden"), nargs="+", default=[256, 256, 256],
+                   help="hidden layer widths of every policy and critic (default 256 256 256, the paper's)")
+    p.add_argument("--device", default="cpu", help="torch device for sampling and training (cpu, cuda, cuda:1)")
+    p.add_argument("--output-dir", default="results/benchmark", help="report and cell folder (default "
+                   "results/benchmark); running again with the same settings resumes it")
+    p.add_argument("--ray-address", default=None, help="run the cells as Ray tasks on this cluster ('auto' or "
+                   "host:port)")
+    p.add_argument("--cpus-per-cell", type=float, default=1.0, help="CPUs a Ray cell asks for (default 1)")
+    p.add_argument("--jobs", type=positive_int("--jobs"), default=1, help="cells at once without Ray (default 1)")
+    p.add_argument("--wandb-mode", choices=("online", "offline", "disabled"), default=None,
+                   help="W&B for every run and the report (default offline: no key or network needed)")
+    p.add_argument("--wandb-project", default="his-marl")
+    p.add_argument("--no-progress-bar", action="store_true", help="progress lines only")
+    return p
+
+
+def spec_from_args(args):
+    from experiments.benchmark import BenchmarkSpec
+
+    task: Dict[str, Any] = {}
+    experiment: Dict[str, Any] = {}
+    env: Dict[str, Any] = {}
+    for key, value in parse_overrides(args.overrides, "--set es.sm_range=[800,1200] or --set experiment.lr=0.001").items():
+        if key.startswith("experiment."):
+            experiment[key[len("experiment."):]] = value
+        elif key.startswith("task."):
+            task[key[len("task."):]] = value
+        else:
+            env[key] = value
+    if env:
+        task["env"] = {**dict(task.get("env") or {}), **env}
+    if args.num_ues is not None:
+        task["num_ues"] = args.num_ues
+    if args.reward_mode is not None:
+        task["reward_mode"] = args.reward_mode
+    if args.config is not None:
+        if not Path(args.config).is_file():
+            raise UsageError(f"--config {args.config!r}: no such file")
+        task["config"] = str(Path(args.config).resolve())
+    wandb_mode = args.wandb_mode or os.environ.get("WANDB_MODE", "offline")
+    return BenchmarkSpec(algorithms=list(args.algorithms), schemes=list(args.schemes),
+                         seeds=list(range(args.seed_start, args.seed_start + args.seeds)), task=task,
+                         experiment=experiment, frame_budget=args.frame_budget, time_budget_s=args.time_budget,
+                         eval_episodes=args.eval_episodes, hidden=list(args.hidden), device=args.device,
+                         search_sweeps=args.search_sweeps, output_dir=args.output_dir,
+                         ray_address=args.ray_address, cpus_per_cell=args.cpus_per_cell, wandb_mode=wandb_mode,
+                         wandb_project=args.wandb_project)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    args = build_parser().parse_args(argv)
+    from his_env.config import ConfigError
+
+    from agents.benchmarl_experiment import BenchmarlSettingsError
+    from experiments.benchmark import BenchmarkError, failed_cells, run_benchmark
+
+    try:
+        spec = spec_from_args(args)
+        result = run_benchmark(spec, log=lambda line: print(line, flush=True), jobs=args.jobs,
+                               show_bar=not args.no_progress_bar)
+    except (UsageError, ConfigError, BenchmarkError, BenchmarlSettingsError) as exc:
+        print(f"benchmark.py: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("benchmark.py: interrupted; finished cells are kept, run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    return 1 if failed_cells(result["records"]) else 0

@@ -1,0 +1,265 @@
+"""HIS as a BenchMARL task: `his/his`, `his/ppgfis`, `his/cfis`, `his/iis` (one task per scheme).
+
+    import his_env.vector.benchmarl_task as his_task    # registers the tasks with BenchMARL
+    from benchmarl.algorithms import MappoConfig
+    from benchmarl.experiment import Experiment, ExperimentConfig
+    from benchmarl.models import MlpConfig
+
+    task = his_task.HISTask.HIS.get_from_yaml()          # configs/benchmark/task/his/his.yaml
+    task = his_task.HISTask.CFIS.get_task({"num_ues": 4, "reward_mode": "team"})
+    Experiment(task=task, algorithm_config=MappoConfig.get_from_yaml(),
+               model_config=MlpConfig.get_from_yaml(), seed=0,
+               config=ExperimentConfig.get_from_yaml()).run()
+
+With BenchMARL's Hydra run script (its `benchmarl/run.py`, unchanged), from the repository root:
+
+    python -m his_cli.benchmarl_run algorithm=mappo task=his/his experiment=his task.num_ues=10
+    PYTHONPATH=$PWD python -m benchmarl.run algorithm=mappo task=his/cfis task.reward_mode=team
+
+The first form registers the tasks and adds `configs/benchmark` to Hydra's search path, then
+calls BenchMARL's own `hydra_experiment`; the second relies on the Hydra search-path plugin in
+`hydra_plugins/his_marl`, which Hydra finds on the Python path and which does the same.
+
+Every task steps `his_env.vector.HISVecEnv` (B copies of the env in torch, one agent group
+"agents" of N UEs, per-UE rewards, the global state for centralised critics); BenchMARL logs the
+network utility U, Q, T and E of the collected decision points as `collection/his/*`. Discrete
+algorithms (ippo, mappo, iql, qmix, vdn, isac, masac) get one categorical action over the
+(x, y) pairs; continuous ones (iddpg, maddpg, and the others when the experiment prefers
+continuous actions) get two values in [0, 1] that the env rounds to step counts.
+
+Task settings (`TaskConfig`; the YAML files under `configs/benchmark/task/his/` hold them with a
+comment each, and Hydra overrides them as `task.<key>=...`):
+
+| key | meaning |
+|---|---|
+| `num_ues` | N |
+| `reward_mode` | `difference` (D_n, the default), `team` (U / N) or `individual` (r_n, Eq. 33) |
+| `bank_size` | decision-point contexts in the env's pre-computed bank (null: the env's default) |
+| `config` | an HIS YAML file overlaid on the defaults (null: `configs/default.yaml`'s values) |
+| `env` | further HIS config keys, dotted (`{"es.sm_range": [800, 1200], "scheme.allocation": "user_equal"}`) |
+
+The scheme is the task's name; `env` may not set `scheme.name` or `num_ues`.
+"""
+from __future__ import annotations
+
+import copy
+import sys
+import types
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from benchmarl.environments import Task, TaskClass
+from benchmarl.utils import DEVICE_TYPING, _read_yaml_config
+from torchrl.data import Composite
+from torchrl.envs import EnvBase
+
+from his_common.config import shipped_configs_dir
+from his_env.config import ConfigError, HISConfig
+from his_env.environment import load_config
+
+ENV_NAME = "his"
+GROUP = "agents"
+SCHEMES = ("his", "ppgfis", "cfis", "iis")
+REWARD_MODES = ("individual", "team", "difference")
+# configs/benchmark (in a checkout, or shipped with the package): task/his/*.yaml, experiment/his.yaml, reward/*.yaml.
+CONFIG_DIR = (shipped_configs_dir() or Path(__file__).resolve().parents[2] / "configs") / "benchmark"
+
+
+@dataclass
+class TaskConfig:
+    """The settings of one HIS task (see the module docstring)."""
+
+    num_ues: int = 50
+    reward_mode: str = "difference"
+    bank_size: Optional[int] = None
+    config: Optional[str] = None
+    env: Dict[str, Any] = field(default_factory=dict)
+
+
+def task_config(values: Optional[Dict[str, Any]] = None) -> TaskConfig:
+    """A checked `TaskConfig` from a dict; unknown keys and bad values raise `ConfigError`."""
+    values = dict(values or {})
+    allowed = [f.name for f in fields(TaskConfig)]
+    for key in values:
+        if key not in allowed:
+            raise ConfigError(f"task.{key} is not a setting of the HIS task; allowed: {', '.join(allowed)}")
+    cfg = TaskConfig(**values)
+    if isinstance(cfg.num_ues, bool) or not isinstance(cfg.num_ues, int) or cfg.num_ues < 1:
+        raise ConfigError(f"task.num_ues has value {cfg.num_ues!r}; allowed: an integer >= 1")
+    if cfg.reward_mode not in REWARD_MODES:
+        raise ConfigError(f"task.reward_mode has value {cfg.reward_mode!r}; allowed: {', '.join(REWARD_MODES)}")
+    if cfg.bank_size is not None and (isinstance(cfg.bank_size, bool) or not isinstance(cfg.bank_size, int)
+                                      or cfg.bank_size < 1):
+        raise ConfigError(f"task.bank_size has value {cfg.bank_size!r}; allowed: null or an integer >= 1")
+    if cfg.config is not None and not Path(cfg.config).is_file():
+        raise ConfigError(f"task.config has value {cfg.config!r}: no such file; allowed: null or an HIS YAML file")
+    if not isinstance(cfg.env, dict):
+        raise ConfigError(f"task.env has value {cfg.env!r}; allowed: a mapping of dotted HIS config keys")
+    nested_scheme = cfg.env.get("scheme")
+    for key in ("num_ues", "scheme.name"):
+        if key in cfg.env or (key == "scheme.name" and isinstance(nested_scheme, dict) and "name" in nested_scheme):
+            raise ConfigError(f"task.env.{key} cannot be set: the number of UEs is task.num_ues and the scheme "
+                              f"is the task's name ({', '.join(ENV_NAME + '/' + s for s in SCHEMES)})")
+    return cfg
+
+
+class HISTaskClass(TaskClass):
+    """BenchMARL's view of one HIS task: how to build the vector env and read its specs."""
+
+    @property
+    def scheme(self) -> str:
+        return self.name.lower()
+
+    def settings(self) -> TaskConfig:
+        return task_config(self.config)
+
+    def his_config(self) -> HISConfig:
+        """The HIS configuration this task runs (also what the PettingZoo reference env takes)."""
+        cfg = self.settings()
+        base = load_config(cfg.config)
+        return base.with_overrides({**cfg.env, "num_ues": cfg.num_ues, "scheme.name": self.scheme})
+
+    def get_env_fun(self, num_envs: int, continuous_actions: bool, seed: Optional[int],
+                    device: DEVICE_TYPING) -> Callable[[], EnvBase]:
+        settings = self.settings()
+        his_config = self.his_config()  # bad settings fail here, before BenchMARL builds anything
+        action_mode = "continuous" if continuous_actions else "categorical"
+        return lambda: make_vec_env(his_config, num_envs=num_envs, device=device,
+                                    seed=0 if seed is None else int(seed), reward_mode=settings.reward_mode,
+                                    action_mode=action_mode, bank_size=settings.bank_size)
+
+    def supports_continuous_actions(self) -> bool:
+        return True
+
+    def supports_discrete_actions(self) -> bool:
+        return True
+
+    def has_render(self, env: EnvBase) -> bool:
+        return False
+
+    def max_steps(self, env: EnvBase) -> int:
+        return int(self.his_config().episode_length)
+
+    def group_map(self, env: EnvBase) -> Dict[str, List[str]]:
+        return {GROUP: [f"ue_{n}" for n in range(self.settings().num_ues)]}
+
+    def observation_spec(self, env: EnvBase) -> Composite:
+        spec = env.full_observation_spec_unbatched
+        group = spec[GROUP].clone()
+        if "info" in group.keys():
+            del group["info"]
+        return Composite({GROUP: group})
+
+    def info_spec(self, env: EnvBase) -> Optional[Composite]:
+        group = env.full_observation_spec_unbatched[GROUP]
+        if "info" not in group.keys():
+            return None
+        return Composite({GROUP: Composite({"info": group["info"].clone()}, shape=group.shape)})
+
+    def state_spec(self, env: EnvBase) -> Optional[Composite]:
+        return Composite({"state": env.full_observation_spec_unbatched["state"].clone()})
+
+    def action_spec(self, env: EnvBase) -> Composite:
+        return env.full_action_spec_unbatched
+
+    def action_mask_spec(self, env: EnvBase) -> Optional[Composite]:
+        return None
+
+    @staticmethod
+    def env_name() -> str:
+        return ENV_NAME
+
+    @staticmethod
+    def log_info(batch) -> Dict[str, float]:
+        """Network totals of the collected decision points (U, Q, T, E, Eqs. 21-23), logged by BenchMARL."""
+        info = batch.get(("next", "info"), None)
+        if info is None:
+            return {}
+        return {f"collection/his/{key}": float(value.float().mean()) for key, value in info.items()}
+
+
+def make_vec_env(his_config: HISConfig, **kwargs: Any) -> EnvBase:
+    """The vector env of a task (one place, so that tests and tools can see what the tasks build)."""
+    from his_env.vector import HISVecEnv
+
+    return HISVecEnv(config=his_config, **kwargs)
+
+
+class HISTask(Task):
+    """The HIS tasks, one per scheme (Sec. VII-B)."""
+
+    HIS = None
+    PPGFIS = None
+    CFIS = None
+    IIS = None
+
+    @staticmethod
+    def associated_class():
+        return HISTaskClass
+
+    def get_task(self, config: Optional[Dict[str, Any]] = None) -> HISTaskClass:
+        if config is None:
+            return self.get_from_yaml()
+        return HISTaskClass(name=self.name, config=asdict(task_config(copy.deepcopy(config))))
+
+    def get_from_yaml(self, path: Optional[str] = None) -> HISTaskClass:
+        """The task with its settings from `path` (default: configs/benchmark/task/his/<scheme>.yaml)."""
+        if path is None:
+            path = CONFIG_DIR / "task" / ENV_NAME / f"{self.name.lower()}.yaml"
+            values = _read_yaml_config(str(path)) if path.is_file() else {}
+        else:
+            values = _read_yaml_config(str(path))
+        return self.get_task(values)
+
+
+def task_by_name(name: str) -> HISTask:
+    """`his/cfis` (or `cfis`) -> HISTask.CFIS; unknown names are refused with the allowed ones."""
+    scheme = name.split("/", 1)[1] if name.startswith(ENV_NAME + "/") else name
+    if scheme not in SCHEMES:
+        raise ConfigError(f"unknown HIS task {name!r}; allowed: {', '.join(ENV_NAME + '/' + s for s in SCHEMES)}")
+    return HISTask[scheme.upper()]
+
+
+def register() -> None:
+    """Make the tasks known to BenchMARL as its built-in ones are (idempotent).
+
+    BenchMARL looks tasks up in `benchmarl.environments.task_config_registry` ("his/his" -> enum
+    member), type-checks their settings with the `TaskConfig` of module
+    `benchmarl.environments.<env>.<task>`, and Hydra validates them against the schema stored as
+    `<env>_<task>_config`. All three are filled here without touching BenchMARL's files.
+    """
+    import benchmarl.environments as environments
+
+    if HISTask not in environments.tasks:
+        environments.tasks.append(HISTask)
+    package = sys.modules.get(f"benchmarl.environments.{ENV_NAME}")
+    if package is None:
+        package = types.ModuleType(f"benchmarl.environments.{ENV_NAME}")
+        package.__path__ = []  # a package with no files: its task modules are the ones below
+        sys.modules[package.__name__] = package
+    for task in HISTask:
+        scheme = task.name.lower()
+        environments.task_config_registry[f"{ENV_NAME}/{scheme}"] = task
+        environments._task_class_registry[f"{ENV_NAME}_{scheme}"] = TaskConfig
+        module_name = f"{package.__name__}.{scheme}"
+        if module_name not in sys.modules:
+            module = types.ModuleType(module_name, f"settings of the HIS task {ENV_NAME}/{scheme}")
+            module.TaskConfig = TaskConfig
+            sys.modules[module_name] = module
+            setattr(package, scheme, module)
+    try:
+        from hydra.core.config_store import ConfigStore
+    except ImportError:  # Hydra is optional for BenchMARL's Python API
+        return
+    store = ConfigStore.instance()
+    for scheme in SCHEMES:
+        store.store(name=f"{ENV_NAME}_{scheme}_config", group="task", node=TaskConfig)
+
+
+def hydra_search_path() -> str:
+    """The Hydra search-path entry holding `task/his/*.yaml` and `experiment/his.yaml`."""
+    return f"file://{CONFIG_DIR}"
+
+
+register()

@@ -1,0 +1,192 @@
+"""benchmark.py's runner and report: refusals, bootstrap intervals, retries, resume, and a small real grid."""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torchrl")
+pytest.importorskip("benchmarl")
+
+from experiments import benchmark as bm  # noqa: E402
+from experiments.benchmark_report import bootstrap_ci, summarise  # noqa: E402
+from tests.benchmark.test_task import FRAMES_PER_BATCH, SMALL_EXPERIMENT, SMALL_TASK  # noqa: E402
+
+
+def small(tmp_path, **kw):
+    base = dict(algorithms=["ippo"], schemes=["his"], seeds=[0], task=dict(SMALL_TASK),
+                experiment=dict(SMALL_EXPERIMENT), frame_budget=2 * FRAMES_PER_BATCH, eval_episodes=1,
+                hidden=[16, 16], output_dir=str(tmp_path / "bench"), wandb_mode="disabled")
+    base.update(kw)
+    return bm.BenchmarkSpec(**base)
+
+
+# ---------------------------------------------------------------------- refusals before anything starts
+@pytest.mark.parametrize("change, fragment", [
+    ({"algorithms": ["ippo", "ppo"]}, "algorithm has value 'ppo'; allowed: "),
+    ({"schemes": ["his", "hybrid"]}, "scheme has value 'hybrid'; allowed: his, ppgfis, cfis, iis"),
+    ({"frame_budget": FRAMES_PER_BATCH - 1}, f"allowed: at least {FRAMES_PER_BATCH}"),
+    ({"device": "cuda:3"}, "device 'cuda:3' is not present on this machine; present here: cpu"),
+    ({"task": {"num_ues": 4, "reward_mode": "greedy"}}, "task.reward_mode has value 'greedy'"),
+    ({"experiment": {"learning_rate": 0.1}}, "experiment.learning_rate (experiment overrides) is not a BenchMARL"),
+])
+def test_bad_settings_are_refused_with_the_allowed_values(tmp_path, change, fragment):
+    if change.get("device", "").startswith("cuda"):
+        import torch
+
+        if torch.cuda.device_count() > 3:
+            pytest.skip("this machine has a cuda:3")
+    with pytest.raises(ValueError) as info:
+        bm.run_benchmark(small(tmp_path, **change), log=lambda *_: None, show_bar=False)
+    assert fragment in str(info.value)
+    assert not (tmp_path / "bench").exists()  # nothing started
+
+
+def test_algorithm_refusal_lists_benchmarls_algorithms(tmp_path):
+    with pytest.raises(ValueError) as info:
+        bm.validate(small(tmp_path, algorithms=["dqn"]))
+    for name in ("ippo", "mappo", "iql", "qmix", "vdn", "isac", "masac", "iddpg", "maddpg"):
+        assert name in str(info.value)
+
+
+# ---------------------------------------------------------------------- report arithmetic
+def test_bootstrap_interval_of_two_values_spans_them():
+    # The resampled means of {0, 1} are 0, 1/2, 1 with probabilities 1/4, 1/2, 1/4: 2.5 % and 97.5 % quantiles 0 and 1.
+    assert bootstrap_ci([0.0, 1.0]) == (0.0, 1.0)
+    assert bootstrap_ci([0.4, 0.4, 0.4]) == (pytest.approx(0.4), pytest.approx(0.4))
+    assert bootstrap_ci([0.7]) == (0.7, 0.7)
+
+
+def test_bootstrap_interval_agrees_with_scipy():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    x = np.random.default_rng(3).normal(0.6, 0.2, size=12)
+    lo, hi = bootstrap_ci(x)
+    ref = scipy_stats.bootstrap((x,), np.mean, method="percentile", n_resamples=20_000, random_state=1)
+    assert lo == pytest.approx(ref.confidence_interval.low, abs=0.01)
+    assert hi == pytest.approx(ref.confidence_interval.high, abs=0.01)
+
+
+def test_summary_ranks_by_mean_score_within_each_scheme():
+    def row(a, s, seed, score, status="ok"):
+        return {"algorithm": a, "scheme": s, "seed": seed, "status": status, "score": score, "utility": 10 * score,
+                "frames": 100, "train_s": 1.0, "agent_steps_per_s": 5.0, "peak_rss_mb": 100.0 + seed}
+    rows = [row("ippo", "his", 0, 0.5), row("ippo", "his", 1, 0.7), row("qmix", "his", 0, 0.9),
+            row("qmix", "his", 1, math.nan, "failed"), row("ippo", "cfis", 0, 0.2)]
+    summary = summarise(rows)
+    his = [r for r in summary if r["scheme"] == "his"]
+    assert [(r["algorithm"], r["rank"]) for r in his] == [("qmix", 1), ("ippo", 2)]
+    assert his[1]["score_mean"] == pytest.approx(0.6) and his[1]["peak_rss_mb_max"] == 101.0
+    assert his[0]["seeds"] == 1 and his[0]["failed"] == 1
+
+
+# ---------------------------------------------------------------------- retries and failures (no training)
+class Handle:
+    def __init__(self, outcome):
+        self.outcome = outcome
+
+
+class FakeRunner:
+    """Stands in for the process pool: a cell's result is decided by `outcomes[(algo, seed)]` per attempt."""
+
+    capacity = 1
+
+    def __init__(self, outcomes):
+        self.outcomes = outcomes
+        self.calls = []
+
+    def submit(self, spec_dict, refs, folder):
+        key = (spec_dict["algorithm"], spec_dict["seed"])
+        self.calls.append(key)
+        return Handle(self.outcomes[key].pop(0))
+
+    def wait(self, pending):
+        return [next(iter(pending))]
+
+    def result(self, handle):
+        outcome = handle.outcome
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def close(self, interrupted=False):
+        pass
+
+
+def fake_result(score):
+    summary = {"score": score, "utility": score, "quality": 0.0, "delay": 0.0, "energy": 0.0, "frames": 80,
+               "agent_steps": 320, "iterations": 2, "train_s": 1.0, "wall_s": 2.0, "agent_steps_per_s": 320.0,
+               "peak_rss_mb": 500.0, "host": "h", "continuous_actions": False}
+    return {"summary": summary, "curve": [{"iteration": 1.0, "frames": 80.0, "train_s": 1.0, "score": score}]}
+
+
+def test_a_failing_cell_is_retried_once_then_reported(tmp_path, monkeypatch):
+    outcomes = {("ippo", 0): [RuntimeError("flaky node"), fake_result(0.8)],
+                ("ippo", 1): [RuntimeError("out of memory"), RuntimeError("out of memory again")]}
+    runner = FakeRunner(outcomes)
+    monkeypatch.setattr(bm, "_start_runner", lambda spec, jobs: runner)
+    monkeypatch.setattr(bm, "references", lambda *a, **k: {"random": 0.0, "search": 1.0})
+    lines = []
+    result = bm.run_benchmark(small(tmp_path, seeds=[0, 1]), log=lines.append, show_bar=False)
+    assert runner.calls == [("ippo", 0), ("ippo", 0), ("ippo", 1), ("ippo", 1)]
+    by_seed = {r["cell"]["seed"]: r for r in result["records"]}
+    assert by_seed[0]["status"] == "ok" and by_seed[0]["attempts"] == 2
+    assert by_seed[1]["status"] == "failed" and len(by_seed[1]["errors"]) == 2
+    report = (tmp_path / "bench" / "report.md").read_text()
+    assert "ippo his seed 1: RuntimeError: out of memory again" in report
+    cells = list(csv.DictReader((tmp_path / "bench" / "cells.csv").open()))
+    assert [c["status"] for c in cells] == ["ok", "failed"]
+    # resuming runs the failed cell again, not the finished one
+    outcomes[("ippo", 1)] = [fake_result(0.6)]
+    runner.calls.clear()
+    result = bm.run_benchmark(small(tmp_path, seeds=[0, 1]), log=lines.append, show_bar=False)
+    assert runner.calls == [("ippo", 1)]
+    assert [r["status"] for r in result["records"]] == ["ok", "ok"]
+    assert result["report"]["summary"][0]["score_mean"] == pytest.approx(0.7)
+
+
+def test_other_settings_in_the_same_folder_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(bm, "_start_runner", lambda spec, jobs: FakeRunner({("ippo", 0): [fake_result(0.5)]}))
+    monkeypatch.setattr(bm, "references", lambda *a, **k: {"random": 0.0, "search": 1.0})
+    bm.run_benchmark(small(tmp_path), log=lambda *_: None, show_bar=False)
+    with pytest.raises(bm.BenchmarkError) as info:
+        bm.validate(small(tmp_path, frame_budget=3 * FRAMES_PER_BATCH))
+    assert "different: frame_budget" in str(info.value)
+    bm.validate(small(tmp_path, seeds=[0, 1, 2], algorithms=["ippo", "qmix"]))  # a larger grid may extend it
+
+
+# ---------------------------------------------------------------------- a real grid, in worker processes
+def test_small_grid_runs_resumes_and_reproduces_its_scores(tmp_path):
+    spec = small(tmp_path, algorithms=["ippo", "iql"], seeds=[0, 1], eval_episodes=1)
+    lines = []
+    first = bm.run_benchmark(spec, log=lines.append, show_bar=False)
+    assert [r["status"] for r in first["records"]] == ["ok"] * 4
+    refs = json.loads((tmp_path / "bench" / "references.json").read_text())["his"]
+    for record in first["records"]:
+        s = record["summary"]
+        assert s["frames"] == 2 * FRAMES_PER_BATCH and s["peak_rss_mb"] > 0
+        assert s["score"] == pytest.approx((s["utility"] - refs["random"]) / (refs["search"] - refs["random"]))
+    for name in ("cells.csv", "summary.csv", "curves.csv", "report.md", "scores.png", "curves.png"):
+        assert (tmp_path / "bench" / name).stat().st_size > 0
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "bench" / "cells").glob("*/result.json")}
+    lines.clear()
+    second = bm.run_benchmark(spec, log=lines.append, show_bar=False)
+    assert any("4 already finished, 0 to run" in line for line in lines)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    # the same cell again in a fresh folder: the same seed gives the same score
+    again = bm.run_benchmark(small(tmp_path, algorithms=["iql"], seeds=[1], eval_episodes=1,
+                                   output_dir=str(tmp_path / "again")), log=lambda *_: None, show_bar=False)
+    old = next(r for r in second["records"] if r["cell"]["algorithm"] == "iql" and r["cell"]["seed"] == 1)
+    assert again["records"][0]["summary"]["utility"] == old["summary"]["utility"]
+
+
+def test_command_line_refuses_with_exit_code_2(tmp_path, capsys):
+    from his_cli.benchmark import main
+
+    code = main(["--algorithms", "ippo", "qlearning", "--frame-budget", "80", "--num-ues", "4",
+                 "--output-dir", str(tmp_path / "b"), "--wandb-mode", "disabled"])
+    err = capsys.readouterr().err
+    assert code == 2 and "algorithm has value 'qlearning'; allowed: " in err and "qmix" in err
+    assert main(["--algorithms", "ippo", "--schemes", "his", "--device", "tpu", "--frame-budget", "80",
+                 "--output-dir", str(tmp_path / "b"), "--wandb-mode", "disabled"]) == 2
+    assert "device 'tpu'" in capsys.readouterr().err
