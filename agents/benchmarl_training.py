@@ -300,3 +300,17 @@ def train_benchmarl(env_config, algorithm: Mapping[str, Any], experiment: Mappin
         f"{summary['agent_steps_per_s']:,.0f} agent-steps/s | peak memory {summary['peak_rss_mb']:,.0f} MB")
     log((out / "eval.md").read_text().rstrip())
     return summary
+
+
+def train_benchmarl_run(run, output_dir: str | Path | None = None, *, checkpoint_every: Optional[int] = None,
+                        keep_checkpoints: Optional[int] = None, **options: Any) -> Dict[str, Any]:
+    """`train_benchmarl` for an `agents.config.RunConfig`, into `output_dir` (default
+    runs/benchmarl-<algo>-<scheme>-N<N>-seed<S>-<time>, as train.py names RLlib runs)."""
+    from datetime import datetime
+
+    if output_dir is None:
+        output_dir = (f"runs/benchmarl-{run.algorithm.algo}-{run.env.scheme.name}-N{run.env.num_ues}-seed"
+                      f"{run.experiment.seed}-{datetime.now():%Y%m%d-%H%M%S}")
+    return train_benchmarl(run.env, run.algorithm.to_dict(), run.experiment.to_dict(), output_dir,
+                           checkpoint_every=10 if checkpoint_every is None else checkpoint_every,
+                           keep_checkpoints=keep_checkpoints or 2, **options)

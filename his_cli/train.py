@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one key: env keys dotted (es.sm_range=[800,1200]), algorithm.<key> "
                         "(algorithm.reward_mode=individual), experiment.<key> (experiment.num_env_runners=2)")
     p.add_argument("--algo", choices=ALGOS, help="learner (default: algorithm.algo, ippo)")
+    p.add_argument("--backend", choices=("rllib", "benchmarl"), default="rllib",
+                   help="rllib (default): the PettingZoo env through RLlib; benchmarl: IPPO/MAPPO of BenchMARL on the "
+                        "vectorised env (HISVecEnv), same run-folder files, no --resume or --ray-address")
+    p.add_argument("--device", default="cpu", help="torch device of the benchmarl backend (cpu, cuda, cuda:1)")
     p.add_argument("--seed", type=nonneg_int("--seed"), help="seed of env runners, modules and evaluation "
                    "(default: experiment.seed, 0)")
     p.add_argument("--iterations", type=positive_int("--iterations"), help="stop after this many iterations in total")
@@ -111,6 +115,23 @@ def request_from_args(args):
     return TrainingRequest(run_config=resolve_config(args), **common)
 
 
+def train_with_benchmarl(args) -> int:
+    from agents.benchmarl_training import BenchmarlSettingsError, train_benchmarl_run
+    from agents.training.preflight import parse_baselines
+
+    if args.resume or args.ray_address:
+        raise UsageError("--backend benchmarl takes neither --resume nor --ray-address (benchmark.py runs cells on Ray)")
+    try:
+        train_benchmarl_run(resolve_config(args), args.output_dir, iterations=args.iterations,
+                            timesteps=args.timesteps, time_limit_s=args.time_limit, checkpoint_every=args.checkpoint_every,
+                            keep_checkpoints=args.keep_checkpoints, eval_baselines=parse_baselines(args.eval_baselines),
+                            device=args.device, wandb_mode=args.wandb_mode or os.environ.get("WANDB_MODE", "offline"),
+                            wandb_project=args.wandb_project, wandb_name=args.wandb_name)
+    except BenchmarlSettingsError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
 def fix_hash_seed(argv: Optional[Sequence[str]]) -> None:
     """Re-run this program once with PYTHONHASHSEED fixed (RLlib's agent order, and so the run,
     depends on it); only for a real command line (argv None), not for calls from Python."""
@@ -133,6 +154,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from agents.training import SETUP_ERRORS, run_training
 
     try:
+        if args.backend == "benchmarl":
+            return train_with_benchmarl(args)
         result = run_training(request_from_args(args), log=lambda line: print(line, flush=True))
     except (UsageError, ConfigError, CheckpointError, *SETUP_ERRORS) as exc:
         print(f"train.py: error: {exc}", file=sys.stderr)
