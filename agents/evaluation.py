@@ -27,7 +27,7 @@ import numpy as np
 
 from agents.baselines import Policy
 from agents.checkpoints import CheckpointError, read_run_info, resolve_checkpoint
-from agents.env_adapter import make_parallel_env, resolve_factory, step_metrics
+from agents.env_access import make_parallel_env, resolve_factory, step_metrics
 from his_common.storage import atomic_write_text
 
 METRICS = ("utility", "quality", "delay", "energy")

@@ -12,7 +12,7 @@ from agents.baselines import (FixedSplitPolicy, RandomPolicy, SearchPolicy, Step
 def make_env(**cfg):
     from his_env import HISConfig
 
-    from agents.env_adapter import make_parallel_env
+    from agents.env_access import make_parallel_env
 
     return make_parallel_env(HISConfig.from_dict(cfg).to_dict())
 
