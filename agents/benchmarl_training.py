@@ -302,15 +302,21 @@ def train_benchmarl(env_config, algorithm: Mapping[str, Any], experiment: Mappin
     return summary
 
 
-def train_benchmarl_run(run, output_dir: str | Path | None = None, *, checkpoint_every: Optional[int] = None,
-                        keep_checkpoints: Optional[int] = None, **options: Any) -> Dict[str, Any]:
-    """`train_benchmarl` for an `agents.config.RunConfig`, into `output_dir` (default
-    runs/benchmarl-<algo>-<scheme>-N<N>-seed<S>-<time>, as train.py names RLlib runs)."""
+def train_benchmarl_request(request, device: str = "cpu", log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """An `agents.training.TrainingRequest` (what train.py's flags describe) trained with BenchMARL
+    IPPO/MAPPO on the vector env: the same stop rules, checkpoint cadence, baselines and W&B settings,
+    into `request.output_dir` (default runs/benchmarl-<algo>-<scheme>-N<N>-seed<S>-<time>)."""
     from datetime import datetime
 
-    if output_dir is None:
-        output_dir = (f"runs/benchmarl-{run.algorithm.algo}-{run.env.scheme.name}-N{run.env.num_ues}-seed"
-                      f"{run.experiment.seed}-{datetime.now():%Y%m%d-%H%M%S}")
+    if request.resume is not None or request.ray_address or request.run_config is None:
+        raise BenchmarlSettingsError("the benchmarl backend trains a new run on this machine: it takes neither "
+                                     "--resume nor --ray-address (benchmark.py runs its cells on Ray)")
+    run, stop = request.run_config, request.stop
+    output_dir = request.output_dir or (f"runs/benchmarl-{run.algorithm.algo}-{run.env.scheme.name}-N{run.env.num_ues}"
+                                        f"-seed{run.experiment.seed}-{datetime.now():%Y%m%d-%H%M%S}")
     return train_benchmarl(run.env, run.algorithm.to_dict(), run.experiment.to_dict(), output_dir,
-                           checkpoint_every=10 if checkpoint_every is None else checkpoint_every,
-                           keep_checkpoints=keep_checkpoints or 2, **options)
+                           iterations=stop.iterations, timesteps=stop.timesteps, time_limit_s=stop.time_limit_s,
+                           checkpoint_every=10 if request.checkpoint_every is None else request.checkpoint_every,
+                           keep_checkpoints=request.keep_checkpoints or 2, eval_baselines=request.eval_baselines,
+                           device=device, wandb_mode=request.wandb_mode, wandb_project=request.wandb_project,
+                           wandb_name=request.wandb_name, log=log)

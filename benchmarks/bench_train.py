@@ -52,6 +52,7 @@ def main(argv=None) -> int:
                    help="RLlib IPPO (default), BenchMARL IPPO on the vector env, or both and their ratio")
     p.add_argument("--benchmarl-set", action="append", default=[], metavar="algorithm.KEY=VALUE",
                    help="a setting for the BenchMARL side only, e.g. algorithm.episodes_per_iteration=64")
+    p.add_argument("--device", default="cpu", help="torch device of the BenchMARL side (cpu, cuda)")
     args = p.parse_args(argv)
     if args.backend != "rllib":
         return compare_backends(args, argv)
@@ -165,7 +166,7 @@ def benchmarl_side(args, log) -> dict:
             raise SystemExit(f"bench_train: --benchmarl-set {key!r}; allowed: algorithm.<key> or experiment.<key> "
                              f"of the run config")
         target[name] = value
-    spec = run_spec_from_settings(env_cfg, algorithm, experiment)
+    spec = run_spec_from_settings(env_cfg, algorithm, experiment, args.device)
     frames_per_iter = spec.experiment["on_policy_collected_frames_per_batch"]
     spec.eval_seeds = [EVAL_SEED_BASE + i for i in range(args.eval_episodes)]
     spec.time_budget_s = args.time_limit
@@ -206,9 +207,9 @@ def compare_backends(args, argv) -> int:
         for a in given:  # the RLlib side gets every flag but --backend and --benchmarl-set
             if skip:
                 skip -= 1
-            elif a in ("--backend", "--benchmarl-set"):
+            elif a in ("--backend", "--benchmarl-set", "--device"):
                 skip = 1
-            elif not a.startswith(("--backend=", "--benchmarl-set=")):
+            elif not a.startswith(("--backend=", "--benchmarl-set=", "--device=")):
                 child.append(a)
         proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--backend", "rllib", *child],
                               capture_output=True, text=True)

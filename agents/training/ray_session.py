@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -92,3 +93,12 @@ class StopSignals:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+def restart_with_fixed_hash_seed() -> None:
+    """Re-run this program once with PYTHONHASHSEED fixed, if it is not: RLlib's agent order, and
+    so the whole run, depends on Python's string hashing (for command lines, not library calls)."""
+    if sys.flags.hash_randomization and not os.environ.get("PYTHONHASHSEED"):
+        os.environ["PYTHONHASHSEED"] = HASH_SEED
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
