@@ -106,3 +106,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               file=sys.stderr)
         return 130
     return 1 if failed_cells(result["records"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
