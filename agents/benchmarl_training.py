@@ -314,3 +314,19 @@ def train_benchmarl_run(run, output_dir: str | Path | None = None, *, checkpoint
     return train_benchmarl(run.env, run.algorithm.to_dict(), run.experiment.to_dict(), output_dir,
                            checkpoint_every=10 if checkpoint_every is None else checkpoint_every,
                            keep_checkpoints=keep_checkpoints or 2, **options)
+
+
+def train_benchmarl_request(request, device: str = "cpu", log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """`train_benchmarl_run` for train.py's `agents.training.TrainingRequest` of a new run (its
+    stop rules, checkpoint cadence, baselines and W&B settings); resuming and Ray clusters are
+    RLlib-only and refused."""
+    if request.resume is not None or request.ray_address is not None:
+        raise BenchmarlSettingsError("the BenchMARL backend (--backend benchmarl) takes neither --resume nor "
+                                     "--ray-address: it starts new runs on this machine (benchmark.py runs cells "
+                                     "on Ray)")
+    stop = request.stop
+    return train_benchmarl_run(request.run_config, request.output_dir, iterations=stop.iterations,
+                               timesteps=stop.timesteps, time_limit_s=stop.time_limit_s,
+                               checkpoint_every=request.checkpoint_every, keep_checkpoints=request.keep_checkpoints,
+                               eval_baselines=request.eval_baselines, device=device, wandb_mode=request.wandb_mode,
+                               wandb_project=request.wandb_project, wandb_name=request.wandb_name, log=log)

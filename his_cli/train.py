@@ -115,37 +115,22 @@ def request_from_args(args):
     return TrainingRequest(run_config=resolve_config(args), **common)
 
 
-def train_with_benchmarl(args) -> int:
-    from agents.benchmarl_training import BenchmarlSettingsError, train_benchmarl_run
-    from agents.training.preflight import parse_baselines
+def train_with_benchmarl(request, device: str) -> int:
+    from agents.benchmarl_training import BenchmarlSettingsError, train_benchmarl_request
 
-    if args.resume or args.ray_address:
-        raise UsageError("--backend benchmarl takes neither --resume nor --ray-address (benchmark.py runs cells on Ray)")
     try:
-        train_benchmarl_run(resolve_config(args), args.output_dir, iterations=args.iterations,
-                            timesteps=args.timesteps, time_limit_s=args.time_limit, checkpoint_every=args.checkpoint_every,
-                            keep_checkpoints=args.keep_checkpoints, eval_baselines=parse_baselines(args.eval_baselines),
-                            device=args.device, wandb_mode=args.wandb_mode or os.environ.get("WANDB_MODE", "offline"),
-                            wandb_project=args.wandb_project, wandb_name=args.wandb_name)
+        train_benchmarl_request(request, device=device, log=lambda line: print(line, flush=True))
     except BenchmarlSettingsError as exc:
         raise UsageError(str(exc)) from None
     return 0
 
 
-def fix_hash_seed(argv: Optional[Sequence[str]]) -> None:
-    """Re-run this program once with PYTHONHASHSEED fixed (RLlib's agent order, and so the run,
-    depends on it); only for a real command line (argv None), not for calls from Python."""
-    from agents.training.ray_session import HASH_SEED
-
-    if argv is None and sys.flags.hash_randomization and not os.environ.get("PYTHONHASHSEED"):
-        os.environ["PYTHONHASHSEED"] = HASH_SEED
-        sys.stdout.flush()
-        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    fix_hash_seed(argv)
+    from agents.training.ray_session import restart_with_fixed_hash_seed
+
+    if argv is None:  # a real command line, not a call from Python
+        restart_with_fixed_hash_seed()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -154,9 +139,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from agents.training import SETUP_ERRORS, run_training
 
     try:
+        request = request_from_args(args)
         if args.backend == "benchmarl":
-            return train_with_benchmarl(args)
-        result = run_training(request_from_args(args), log=lambda line: print(line, flush=True))
+            return train_with_benchmarl(request, args.device)
+        result = run_training(request, log=lambda line: print(line, flush=True))
     except (UsageError, ConfigError, CheckpointError, *SETUP_ERRORS) as exc:
         print(f"train.py: error: {exc}", file=sys.stderr)
         return 2
