@@ -113,7 +113,7 @@ class MetricsRows(Callback):
         iter_s = now - self._t_iter
         self._t_iter = now
         frames = self._collected.get("perf/frames_this_iter", 0.0)
-        row: Dict[str, float] = {"iteration": float(len(self.rows) + 1), "elapsed_s": now - self.t0,
+        row: Dict[str, float] = {"iteration": len(self.rows) + 1, "elapsed_s": now - self.t0,
                                  **self._collected}
         for key, value in training_td.items():
             row[f"learner/{key}"] = float(value.float().mean())
@@ -193,6 +193,14 @@ def final_evaluation(experiment, spec: RunSpec, his_config, baselines: Sequence[
     return rows
 
 
+def check_new_run_folder(out: Path) -> None:
+    """A new run writes into a folder holding no other run (its files would be overwritten)."""
+    held = [name for name in ("config.yaml", "metrics.jsonl", "checkpoints") if (out / name).exists()]
+    if held:
+        raise BenchmarlSettingsError(f"output folder {str(out)!r} already holds a run ({', '.join(held)}); "
+                                     f"use another --output-dir (nothing was written)")
+
+
 def train_benchmarl(env_config, algorithm: Mapping[str, Any], experiment: Mapping[str, Any], out_dir: str | Path, *,
                     iterations: Optional[int] = None, timesteps: Optional[int] = None,
                     time_limit_s: Optional[float] = None, checkpoint_every: int = 10, keep_checkpoints: int = 2,
@@ -222,6 +230,7 @@ def train_benchmarl(env_config, algorithm: Mapping[str, Any], experiment: Mappin
                             "exploration_anneal_frames": frames_per_iter})
     validate_spec(spec)
     out = Path(out_dir).resolve()
+    check_new_run_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     his_config = task_by_name(spec.scheme).get_task(dict(spec.task)).his_config()
     resolved = {**his_config.to_dict(), "backend": "benchmarl",
