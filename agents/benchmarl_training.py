@@ -171,24 +171,27 @@ def final_evaluation(experiment, spec: RunSpec, his_config, baselines: Sequence[
     from agents.evaluation import evaluate_policy, mean_metric, normalized_score
 
     env_dict = his_config.to_dict()
-    rows = [{"policy": f"trained ({spec.algorithm}, BenchMARL, greedy)", **greedy_evaluator(spec, his_config)(experiment)}]
+    rows = [{"policy": f"trained ({spec.algorithm}, BenchMARL, greedy)", "reward_mode": spec.task["reward_mode"],
+             **greedy_evaluator(spec, his_config)(experiment)}]
     y_min = int(env_dict["steps"]["min_es_personal"])
     for name in baselines:
         result = evaluate_policy(make_baseline(name, seed=spec.seed, es_personal_min=y_min), env_dict, spec.eval_seeds)
-        rows.append({"policy": name, **{k: mean_metric(result, k) for k in ("utility", "quality", "delay", "energy")}})
+        rows.append({"policy": name, "reward_mode": "none",
+                     **{k: mean_metric(result, k) for k in ("utility", "quality", "delay", "energy")}})
     by = {r["policy"]: r["utility"] for r in rows}
     if "random" in by and "search" in by:
         for r in rows:
             r["score"] = normalized_score(r["utility"], by["random"], by["search"])
     scored = "score" in rows[0]
-    lines = ["| policy | U | Q | T | E |" + (" score |" if scored else ""),
-             "|---|---|---|---|---|" + ("---|" if scored else "")]
+    lines = ["| policy | reward mode | U | Q | T | E |" + (" score |" if scored else ""),
+             "|---|---|---|---|---|---|" + ("---|" if scored else "")]
     for r in rows:
-        lines.append(f"| {r['policy']} | {r['utility']:.4f} | {r['quality']:.4f} | {r['delay']:.4f} | {r['energy']:.4f} |"
-                     + (f" {r['score']:.3f} |" if "score" in r else ""))
+        lines.append(f"| {r['policy']} | {r['reward_mode']} | {r['utility']:.4f} | {r['quality']:.4f} | "
+                     f"{r['delay']:.4f} | {r['energy']:.4f} |" + (f" {r['score']:.3f} |" if "score" in r else ""))
     seeds = spec.eval_seeds
     atomic_write_text(out_dir / "eval.md", f"Greedy evaluation on {len(seeds)} episodes, seeds {seeds[0]}..{seeds[-1]} "
-                      f"(per-decision-point network utility U, quality Q, delay T, energy E).\n\n" + "\n".join(lines) + "\n")
+                      f"(per-decision-point network utility U, quality Q, delay T, energy E; reward mode: the signal the "
+                      f"policy was trained on, none for baselines).\n\n" + "\n".join(lines) + "\n")
     _write_csv(rows, out_dir / "eval.csv")
     return rows
 

@@ -55,7 +55,7 @@ def test_run_folder_metrics_checkpoints_and_evaluation(tmp_path):
     assert config["backend"] == "benchmarl" and config["num_ues"] == 4
     assert config["backend_unused"] == {"value_clip": 0.2}
     eval_md = (out / "eval.md").read_text()
-    assert "| trained (ippo, BenchMARL, greedy) |" in eval_md and "| random |" in eval_md
+    assert "| trained (ippo, BenchMARL, greedy) | difference |" in eval_md and "| random | none |" in eval_md
     assert list((out / "wandb").glob("offline-run-*"))
     assert (out / "plots" / "learning_curve.png").stat().st_size > 0
     assert summary["iterations"] == 3 and summary["env_steps"] == 3 * frames

@@ -16,3 +16,10 @@ def test_python_dash_m_prints_the_help(module, flag):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage:") and flag in proc.stdout
+
+
+def test_benchmark_help_documents_every_flag():
+    from his_cli.benchmark import build_parser
+
+    for action in build_parser()._actions:
+        assert action.help, f"{action.option_strings} has no help"
