@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("rllib", "benchmarl"), default="rllib",
                    help="rllib (default): the PettingZoo env through RLlib; benchmarl: IPPO/MAPPO of BenchMARL on the "
                         "vectorised env (HISVecEnv), same run-folder files, no --resume or --ray-address")
-    p.add_argument("--device", default="cpu", help="torch device of the benchmarl backend (cpu, cuda, cuda:1)")
+    p.add_argument("--device", default="cpu", help="torch device of the benchmarl backend (cpu, cuda, cuda:1); "
+                   "the rllib backend takes only cpu")
     p.add_argument("--seed", type=nonneg_int("--seed"), help="seed of env runners, modules and evaluation "
                    "(default: experiment.seed, 0)")
     p.add_argument("--iterations", type=positive_int("--iterations"), help="stop after this many iterations in total")
@@ -139,6 +140,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from agents.training import SETUP_ERRORS, run_training
 
     try:
+        if args.backend == "rllib" and args.device != "cpu":
+            raise UsageError(f"--device {args.device} is for --backend benchmarl; the RLlib learners train on the CPU")
         request = request_from_args(args)
         if args.backend == "benchmarl":
             return train_with_benchmarl(request, args.device)

@@ -53,6 +53,8 @@ def test_help_documents_every_flag_and_the_reward(capsys):
     (["--set", "num_ues"], "KEY=VALUE"),
     (["--eval-baselines", "oracle"], "unknown baseline 'oracle'"),
     (["--resume", "/nonexistent/run"], "does not exist"),
+    (["--device", "cuda"], "--device cuda is for --backend benchmarl"),
+    (["--backend", "benchmarl", "--resume", "/nonexistent/run"], "takes neither --resume nor --ray-address"),
 ])
 def test_bad_values_give_clear_errors(argv, needle, capsys, tmp_path):
     assert train.main(argv + ["--iterations", "1", "--wandb-mode", "disabled",
