@@ -113,7 +113,7 @@ class MetricsRows(Callback):
         iter_s = now - self._t_iter
         self._t_iter = now
         frames = self._collected.get("perf/frames_this_iter", 0.0)
-        row: Dict[str, float] = {"iteration": float(len(self.rows) + 1), "elapsed_s": now - self.t0,
+        row: Dict[str, float] = {"iteration": len(self.rows) + 1, "elapsed_s": now - self.t0,
                                  **self._collected}
         for key, value in training_td.items():
             row[f"learner/{key}"] = float(value.float().mean())
@@ -171,26 +171,37 @@ def final_evaluation(experiment, spec: RunSpec, his_config, baselines: Sequence[
     from agents.evaluation import evaluate_policy, mean_metric, normalized_score
 
     env_dict = his_config.to_dict()
-    rows = [{"policy": f"trained ({spec.algorithm}, BenchMARL, greedy)", **greedy_evaluator(spec, his_config)(experiment)}]
+    rows = [{"policy": f"trained ({spec.algorithm}, BenchMARL, greedy)", "reward_mode": spec.task["reward_mode"],
+             **greedy_evaluator(spec, his_config)(experiment)}]
     y_min = int(env_dict["steps"]["min_es_personal"])
     for name in baselines:
         result = evaluate_policy(make_baseline(name, seed=spec.seed, es_personal_min=y_min), env_dict, spec.eval_seeds)
-        rows.append({"policy": name, **{k: mean_metric(result, k) for k in ("utility", "quality", "delay", "energy")}})
+        rows.append({"policy": name, "reward_mode": "none",
+                     **{k: mean_metric(result, k) for k in ("utility", "quality", "delay", "energy")}})
     by = {r["policy"]: r["utility"] for r in rows}
     if "random" in by and "search" in by:
         for r in rows:
             r["score"] = normalized_score(r["utility"], by["random"], by["search"])
     scored = "score" in rows[0]
-    lines = ["| policy | U | Q | T | E |" + (" score |" if scored else ""),
-             "|---|---|---|---|---|" + ("---|" if scored else "")]
+    lines = ["| policy | reward mode | U | Q | T | E |" + (" score |" if scored else ""),
+             "|---|---|---|---|---|---|" + ("---|" if scored else "")]
     for r in rows:
-        lines.append(f"| {r['policy']} | {r['utility']:.4f} | {r['quality']:.4f} | {r['delay']:.4f} | {r['energy']:.4f} |"
-                     + (f" {r['score']:.3f} |" if "score" in r else ""))
+        lines.append(f"| {r['policy']} | {r['reward_mode']} | {r['utility']:.4f} | {r['quality']:.4f} | "
+                     f"{r['delay']:.4f} | {r['energy']:.4f} |" + (f" {r['score']:.3f} |" if "score" in r else ""))
     seeds = spec.eval_seeds
     atomic_write_text(out_dir / "eval.md", f"Greedy evaluation on {len(seeds)} episodes, seeds {seeds[0]}..{seeds[-1]} "
-                      f"(per-decision-point network utility U, quality Q, delay T, energy E).\n\n" + "\n".join(lines) + "\n")
+                      f"(per-decision-point network utility U, quality Q, delay T, energy E; reward mode: the signal the "
+                      f"policy was trained on, none for baselines).\n\n" + "\n".join(lines) + "\n")
     _write_csv(rows, out_dir / "eval.csv")
     return rows
+
+
+def check_new_run_folder(out: Path) -> None:
+    """A new run writes into a folder holding no other run (its files would be overwritten)."""
+    held = [name for name in ("config.yaml", "metrics.jsonl", "checkpoints") if (out / name).exists()]
+    if held:
+        raise BenchmarlSettingsError(f"output folder {str(out)!r} already holds a run ({', '.join(held)}); "
+                                     f"use another --output-dir (nothing was written)")
 
 
 def train_benchmarl(env_config, algorithm: Mapping[str, Any], experiment: Mapping[str, Any], out_dir: str | Path, *,
@@ -222,6 +233,7 @@ def train_benchmarl(env_config, algorithm: Mapping[str, Any], experiment: Mappin
                             "exploration_anneal_frames": frames_per_iter})
     validate_spec(spec)
     out = Path(out_dir).resolve()
+    check_new_run_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     his_config = task_by_name(spec.scheme).get_task(dict(spec.task)).his_config()
     resolved = {**his_config.to_dict(), "backend": "benchmarl",

@@ -201,6 +201,17 @@ def latest_checkpoint_name(root: str | Path) -> Optional[str]:
     return name
 
 
+def benchmarl_run_note(run_dir: str | Path) -> str:
+    """A sentence to add to an error about `run_dir` when it holds BenchMARL checkpoints (a run of
+    train.py --backend benchmarl, whose checkpoints RLlib cannot restore), else ''."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    if not (root.is_dir() and any(root.glob("checkpoint_*.pt"))):
+        return ""
+    return (" (it holds BenchMARL checkpoints, checkpoints/checkpoint_<frames>.pt, of train.py --backend benchmarl: "
+            "train.py --resume and evaluate.py restore RLlib runs only; continue a BenchMARL run with "
+            "benchmarl.experiment.Experiment.reload_from_file, its greedy evaluation is in its eval.md)")
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """The absolute checkpoint folder from a checkpoint path, a `checkpoints/` folder or a run's
     output dir (RLlib's loaders need absolute paths)."""
@@ -219,7 +230,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
         if found:
             return found[-1]
     raise CheckpointError(f"{str(path)!r} is neither a train.py checkpoint (no {RUN_INFO_FILE}) nor a run "
-                          f"folder with checkpoints/")
+                          f"folder with checkpoints/{benchmarl_run_note(path)}")
 
 
 def validate_checkpoint(path: str | Path) -> Dict[str, Any]:

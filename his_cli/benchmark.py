@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=positive_int("--jobs"), default=1, help="cells at once without Ray (default 1)")
     p.add_argument("--wandb-mode", choices=("online", "offline", "disabled"), default=None,
                    help="W&B for every run and the report (default offline: no key or network needed)")
-    p.add_argument("--wandb-project", default="his-marl")
+    p.add_argument("--wandb-project", default="his-marl", help="W&B project (default his-marl)")
     p.add_argument("--no-progress-bar", action="store_true", help="progress lines only")
     return p
 
@@ -106,3 +106,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               file=sys.stderr)
         return 130
     return 1 if failed_cells(result["records"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -95,3 +95,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(report.markdown)
     print("wrote " + ", ".join(str(p) for p in report.files))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("rllib", "benchmarl"), default="rllib",
                    help="rllib (default): the PettingZoo env through RLlib; benchmarl: IPPO/MAPPO of BenchMARL on the "
                         "vectorised env (HISVecEnv), same run-folder files, no --resume or --ray-address")
-    p.add_argument("--device", default="cpu", help="torch device of the benchmarl backend (cpu, cuda, cuda:1)")
+    p.add_argument("--device", default="cpu", help="torch device of the benchmarl backend (cpu, cuda, cuda:1); "
+                   "the rllib backend takes only cpu")
     p.add_argument("--seed", type=nonneg_int("--seed"), help="seed of env runners, modules and evaluation "
                    "(default: experiment.seed, 0)")
     p.add_argument("--iterations", type=positive_int("--iterations"), help="stop after this many iterations in total")
@@ -128,13 +129,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     log = lambda line: print(line, flush=True)  # noqa: E731
     try:
+        if args.backend == "rllib" and args.device != "cpu":
+            raise UsageError(f"--device {args.device} is for --backend benchmarl; the RLlib learners train on the CPU")
         if args.backend == "benchmarl":  # BenchMARL (and torchrl) are imported only for this backend
             from agents.benchmarl_training import BenchmarlSettingsError, train_benchmarl_request
             try:
                 train_benchmarl_request(request_from_args(args), args.device, log=log)
-                return 0
             except BenchmarlSettingsError as exc:
                 raise UsageError(str(exc)) from None
+            return 0
         result = run_training(request_from_args(args), log=log)
     except (UsageError, ConfigError, CheckpointError, *SETUP_ERRORS) as exc:
         print(f"train.py: error: {exc}", file=sys.stderr)

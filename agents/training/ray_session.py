@@ -22,6 +22,17 @@ class TrainingInterrupted(KeyboardInterrupt):
     """A second SIGINT or SIGTERM while the run is already stopping."""
 
 
+def restart_with_fixed_hash_seed() -> None:
+    """Re-run this program once with PYTHONHASHSEED fixed (RLlib's agent order, and so the run,
+    depends on it). For a command line only: it replaces the running process."""
+    import sys
+
+    if sys.flags.hash_randomization and not os.environ.get("PYTHONHASHSEED"):
+        os.environ["PYTHONHASHSEED"] = HASH_SEED
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
 def quiet_libraries(verbose: bool) -> None:
     if verbose:
         return

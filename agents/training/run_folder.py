@@ -29,8 +29,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from agents.checkpoints import (CHECKPOINTS_DIR, RUN_INFO_FILE, CheckpointError, checkpoint_iteration,
-                                latest_checkpoint_name, list_checkpoints, validate_checkpoint)
+from agents.checkpoints import (CHECKPOINTS_DIR, RUN_INFO_FILE, CheckpointError, benchmarl_run_note,
+                                checkpoint_iteration, latest_checkpoint_name, list_checkpoints, validate_checkpoint)
 from agents.training.metrics_files import METRICS_JSONL, MetricsFiles, read_jsonl
 
 CONFIG_FILE = "config.yaml"
@@ -99,7 +99,7 @@ def _latest_complete(root: Path, given: str) -> Path:
     found = [p for p in list_checkpoints(root) if (p / RUN_INFO_FILE).is_file()]
     if not found:
         raise CheckpointError(f"--resume {given!r}: the run folder holds no complete checkpoint in "
-                              f"{str(root)!r}")
+                              f"{str(root)!r}{benchmarl_run_note(root.parent)}")
     return found[-1]
 
 
@@ -139,6 +139,9 @@ def default_run_name(algo: str, scheme: str, num_ues: int, seed: int) -> str:
 
 def check_new_run_folder(run_dir: Path) -> None:
     """A new run must not write into another run's folder."""
+    if benchmarl_run_note(run_dir):
+        raise RunFolderError(f"{str(run_dir)!r} already holds a run of train.py --backend benchmarl "
+                             f"(checkpoints/checkpoint_*.pt): use another --output-dir")
     if (run_dir / CHECKPOINTS_DIR).is_dir() and list_checkpoints(run_dir / CHECKPOINTS_DIR):
         raise RunFolderError(f"{str(run_dir)!r} already holds a run (checkpoints/): use --resume {str(run_dir)!r} "
                              f"to continue it, or another --output-dir")

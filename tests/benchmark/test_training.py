@@ -41,6 +41,7 @@ def test_run_folder_metrics_checkpoints_and_evaluation(tmp_path):
     frames = 2 * 5  # 2 envs x 5 decision points per iteration
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [1, 2, 3]
+    assert all(type(r["iteration"]) is int for r in rows)  # as train.py's RLlib rows, which its checks read
     assert [r["perf/env_steps_total"] for r in rows] == [frames, 2 * frames, 3 * frames]
     assert all(r["perf/agent_steps_this_iter"] == frames * 4 for r in rows)
     assert "his/utility" in rows[0] and any(k.startswith("learner/loss") for k in rows[0])
@@ -54,7 +55,21 @@ def test_run_folder_metrics_checkpoints_and_evaluation(tmp_path):
     assert config["backend"] == "benchmarl" and config["num_ues"] == 4
     assert config["backend_unused"] == {"value_clip": 0.2}
     eval_md = (out / "eval.md").read_text()
-    assert "| trained (ippo, BenchMARL, greedy) |" in eval_md and "| random |" in eval_md
+    assert "| trained (ippo, BenchMARL, greedy) | difference |" in eval_md and "| random | none |" in eval_md
     assert list((out / "wandb").glob("offline-run-*"))
     assert (out / "plots" / "learning_curve.png").stat().st_size > 0
     assert summary["iterations"] == 3 and summary["env_steps"] == 3 * frames
+    # a second run into the same folder is refused before it writes anything
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(BenchmarlSettingsError, match="already holds a run"):
+        train_benchmarl({"num_ues": 4, "episode_length": 5}, {"algo": "ippo", "hidden": [16]}, {"seed": 1}, out,
+                        iterations=1, wandb_mode="disabled", log=lines.append)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    # train.py's RLlib side neither resumes nor overwrites it, and says what the folder is
+    from agents.checkpoints import CheckpointError, resolve_checkpoint
+    from agents.training.run_folder import RunFolderError, check_new_run_folder, plan_resume
+
+    for call, error in ((plan_resume, CheckpointError), (resolve_checkpoint, CheckpointError),
+                        (check_new_run_folder, RunFolderError)):
+        with pytest.raises(error, match="backend benchmarl"):
+            call(out)
