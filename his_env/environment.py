@@ -510,17 +510,7 @@ class HISParallelEnv(ParallelEnv):
 
     def _apply_action_rules(self, actions: np.ndarray):
         """(x, y, z, projected) from actions (..., N, 2): IIS rule and the z >= z_min projection."""
-        s = self.config.steps
-        common = actions[..., 0].copy()
-        personal = s.min_es_personal + actions[..., 1]
-        if not self.scheme.common_phase:
-            common[...] = 0  # IIS: no common phase
-        overflow = np.maximum(common + personal - (s.total - s.min_ue), 0)
-        cut_personal = np.minimum(overflow, personal - s.min_es_personal)
-        personal = personal - cut_personal
-        common = common - (overflow - cut_personal)
-        ue = s.total - common - personal
-        return common, personal, ue, overflow > 0
+        return system_model.apply_action_rules(actions, self.config.steps, self.scheme.common_phase)
 
     def _evaluate(self, common, personal, ue, for_step: bool) -> dict[str, np.ndarray]:
         point = self._point

@@ -36,21 +36,7 @@ _FIELDS = ("prompt_index", "cluster", "num_clusters", "similarity")
 def decision_context(env) -> dict[str, Any]:
     """The current decision point of an `HISParallelEnv` (after reset or step), as plain arrays:
     prompt_index, cluster, num_clusters, similarity, es_sm_budget, ue_sms, distance_m, downlink_rate_bps."""
-    if hasattr(env, "decision_context"):
-        return env.decision_context()
-    point = env._point
-    if point is None:
-        raise RuntimeError("the env has no decision point yet: call reset() first")
-    return {
-        "prompt_index": np.asarray(env._prompt_index, dtype=np.int64).copy(),
-        "cluster": np.asarray(point.cluster, dtype=np.int64).copy(),
-        "num_clusters": int(point.num_clusters),
-        "similarity": np.asarray(env._phi, dtype=np.float64).copy(),
-        "es_sm_budget": int(point.es_sm_budget),
-        "ue_sms": np.asarray(point.ue_sms, dtype=np.int64).copy(),
-        "distance_m": np.asarray(env._distance, dtype=np.float64).copy(),
-        "downlink_rate_bps": np.asarray(point.downlink_rate, dtype=np.float64).copy(),
-    }
+    return env.decision_context()
 
 
 def _source_digest() -> str:
