@@ -45,7 +45,8 @@ from benchmarl.experiment.callback import Callback
 
 from agents.benchmarl_experiment import (BenchmarlSettingsError, RunSpec, WANDB_MODES, build_experiment,
                                          greedy_evaluator, peak_memory, reset_peak_memory, validate_spec)
-from his_common.storage import atomic_write_bytes, atomic_write_text
+from agents.training.final_evaluation import plot_learning_curve
+from his_common.storage import atomic_write_text
 
 BACKEND_ALGOS = ("ippo", "mappo")
 EVAL_SEED_BASE = 10_000  # train.py's final-evaluation seeds: EVAL_SEED_BASE + 1000 * seed + i
@@ -137,31 +138,6 @@ def _write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buf.getvalue())
-
-
-def _plot(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> Optional[Path]:
-    points = [(r["perf/env_steps_total"], r["his/utility"]) for r in rows if "his/utility" in r]
-    if not points:
-        return None
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([p[0] for p in points], [p[1] for p in points], lw=1.5)
-    ax.set_xlabel("env steps (decision points over the batch)")
-    ax.set_ylabel("network utility U (collected)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
 
 
 def final_evaluation(experiment, spec: RunSpec, his_config, baselines: Sequence[str], out_dir: Path
@@ -289,7 +265,8 @@ def train_benchmarl(env_config, algorithm: Mapping[str, Any], experiment: Mappin
     except KeyboardInterrupt:
         stop = "interrupted"  # the checkpoints taken every `checkpoint_every` iterations are kept
     table = final_evaluation(exp, spec, his_config, eval_baselines, out)
-    plot = _plot(metrics.rows, out / "plots" / "learning_curve.png", f"BenchMARL {spec.algorithm}, N={his_config.num_ues}")
+    plot = plot_learning_curve(metrics.rows, out / "plots" / "learning_curve.png",
+                               f"BenchMARL {spec.algorithm}, N={his_config.num_ues}")
     rows = metrics.rows
     train_s = sum(r["perf/iteration_s"] for r in rows)
     summary = {"backend": "benchmarl", "algo": spec.algorithm, "iterations": len(rows),
