@@ -277,8 +277,9 @@ class EmbeddingStore:
     Safe with several processes (write-ahead log, a busy timeout for writers); at most
     `max_entries` rows, the least recently used dropped beyond that. Every failure is reported
     once with a warning and never stops the caller: a corrupt database is moved aside to
-    ``<file>.corrupt`` and rebuilt; a folder that cannot be written gives a read-only store (if
-    the file exists) or none.
+    ``<file>.corrupt-<time>`` (kept, with its log files) and rebuilt, once fresh connections
+    confirm the damage (a passing error while another process writes is not damage); a folder
+    that cannot be written gives a read-only store (if the file exists) or none.
     """
 
     def __init__(self, path: Path, model: str, max_entries: int = DEFAULT_DISK_ENTRIES):
@@ -309,7 +310,8 @@ class EmbeddingStore:
             return
         except sqlite3.DatabaseError as exc:
             if _is_corruption(exc):
-                self._rebuild(exc)
+                if self._confirmed_corrupt():
+                    self._rebuild(exc)
                 return
             failure = exc
         except OSError as exc:
@@ -362,17 +364,39 @@ class EmbeddingStore:
         if "dim" in meta:
             self.dim = int(meta["dim"])
 
+    def _confirmed_corrupt(self) -> bool:
+        """Whether the file is damaged when read afresh. A connection can see a passing error while
+        another process creates or writes the database; only damage that new connections keep
+        seeing counts (the store is left open when the file is fine)."""
+        self._close()
+        for attempt in range(3):
+            time.sleep(0.05 * (attempt + 1))
+            try:
+                self._open_writable()
+                if self._conn.execute("PRAGMA quick_check").fetchone()[0] == "ok":
+                    return False
+            except sqlite3.DatabaseError as exc:
+                if not _is_corruption(exc):
+                    self._close()
+                    return False  # a lock or permissions: not damage (the caller carries on without it)
+            except OSError:
+                self._close()
+                return False
+            self._close()
+        return True
+
     def _rebuild(self, reason: Exception) -> None:
-        """Move a corrupt database aside and start an empty one."""
+        """Move a corrupt database (and its log files) aside, kept, and start an empty one."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
         self._warn(f"embedding cache {str(self.path)!r} is unreadable ({reason}); moved to "
-                   f"{self.path.name}.corrupt, it will be rebuilt")
+                   f"{self.path.name}.corrupt-{stamp}, it will be rebuilt")
         self._close()
         self.dim, self.writable = None, False
         try:
-            if self.path.exists():
-                os.replace(self.path, self.path.with_name(self.path.name + ".corrupt"))
-            for suffix in ("-wal", "-shm"):  # a stale log must not be applied to the new file
-                self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+            for suffix in ("", "-wal", "-shm"):  # the log goes with its database: never applied to the new one
+                part = self.path.with_name(self.path.name + suffix)
+                if part.exists():
+                    os.replace(part, part.with_name(f"{self.path.name}.corrupt-{stamp}{suffix}"))
             self._open_writable()
         except (OSError, sqlite3.Error) as exc:
             self._close()
@@ -406,7 +430,8 @@ class EmbeddingStore:
     def _failed(self, exc: sqlite3.Error) -> None:
         """An error during use: rebuild a corrupt database, otherwise stop using the disk."""
         if isinstance(exc, sqlite3.DatabaseError) and _is_corruption(exc):
-            self._rebuild(exc)
+            if self._confirmed_corrupt():
+                self._rebuild(exc)
         else:
             self._warn(f"embedding cache {str(self.path)!r} failed ({exc}); new embeddings stay "
                        "in memory only")

@@ -146,6 +146,34 @@ def test_corrupt_cache_file_warns_and_is_rebuilt(fake_model, tmp_path):
     assert rebuilt.is_cached("a")
 
 
+def test_passing_error_on_a_sound_cache_moves_nothing_aside(fake_model, tmp_path, monkeypatch):
+    """A connection can see "malformed" while another process creates or writes the database: the
+    file is checked afresh, and only damage that new connections see too moves it aside (moving a
+    sound, shared cache aside and dropping its log broke it for every other process)."""
+    embedder = SentenceEmbedder(cache_dir=tmp_path)
+    embedder.embed(["a", "b"])
+    store = embedder._store
+    real_conn = store._conn
+
+    class PassingFault:
+        def execute(self, *args, **kwargs):
+            raise sqlite3.DatabaseError("database disk image is malformed")
+
+        def close(self):
+            pass
+
+    store._conn = PassingFault()
+    real_conn.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store.get_many([semantics.text_digest(embedder.model_name, "a")])
+    assert sorted(p.name for p in tmp_path.rglob("*corrupt*")) == []
+    assert store.writable and store.get_many([semantics.text_digest(embedder.model_name, "b")])
+    forbid_model(monkeypatch)
+    np.testing.assert_allclose(SentenceEmbedder(cache_dir=tmp_path).embed(["a", "b"]),
+                               np.stack([expected("a"), expected("b")]), atol=1e-6)
+
+
 def test_truncated_cache_file_warns_and_is_rebuilt(fake_model, tmp_path):
     SentenceEmbedder(cache_dir=tmp_path).embed(["a", "b", "c"])
     path = SentenceEmbedder(cache_dir=tmp_path).cache_path
