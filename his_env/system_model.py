@@ -120,6 +120,77 @@ def apply_action_rules(actions, steps, common_phase: bool):
     return common, personal, ue, overflow > 0
 
 
+@dataclass
+class ClusterCosts:
+    """The ES side of each cluster: its SMs (Tier 2 of MIRA) and its delays and energies (..., M)."""
+
+    es_sms: Any  # v_m
+    common_delay: Any  # T^C_m, Eq. (8)
+    personal_delay: Any  # T^P-E_m, Eq. (12)
+    common_energy: Any  # E^C_m, Eq. (11)
+    personal_energy: Any  # E^P-E_m, Eq. (13)
+
+
+def cluster_costs(config: HISConfig, cluster_sizes, cluster_valid, es_sm_budget, common_calls, personal_calls,
+                  allocation_rule: str) -> ClusterCosts:
+    """SMs, delays and energies of each cluster from its ES work: the calls of its common run and
+    the sum of its members' personalised calls (float (..., M)). `cluster_sizes` |N_m| and
+    `cluster_valid` (..., M) and `es_sm_budget` (...) broadcast against the calls' batch shape."""
+    xp = namespace(common_calls, personal_calls)
+    es, w = config.es, config.reward
+    es_calls = common_calls + personal_calls  # x_m^max + sum y_n, in model calls
+
+    # Tier 2 of MIRA: the ES SM split (Theorem 1 or a Fig. 16 baseline)
+    batch = es_calls.shape[:-1]
+    cluster_shape = batch + (es_calls.shape[-1],)
+    sizes = xp.broadcast_to(cluster_sizes, cluster_shape)
+    valid = xp.broadcast_to(cluster_valid, cluster_shape)
+    budget = xp.broadcast_to(xp.int(es_sm_budget), batch)
+    weights = allocation.kkt_weights(sizes, es_calls, w.delay_weight, w.energy_weight, es.flops_per_step,
+                                     es.frequency_hz, es.flops_per_cycle_per_sm, es.efficiency, es.kappa, es.mu2)
+    es_sms = allocation.ALLOCATION_RULES[allocation_rule](weights, sizes, budget, valid)
+
+    active_sms = xp.float(xp.maximum(es_sms, 1))  # clusters that do not exist get no SMs and do no work
+    es_rate = flops_rate(active_sms, es)
+    es_call_energy = energy_per_call(active_sms, es)
+    return ClusterCosts(
+        es_sms=es_sms,
+        common_delay=common_calls * es.flops_per_step / es_rate,  # Eq. (8)
+        personal_delay=personal_calls * es.flops_per_step / es_rate,  # Eq. (12)
+        common_energy=common_calls * es_call_energy,  # Eq. (11)
+        personal_energy=personal_calls * es_call_energy,  # Eq. (13)
+    )
+
+
+@dataclass
+class UECosts:
+    """The UE side of each UE: downlink of the latent and its own denoising steps (..., N)."""
+
+    transmission_delay: Any  # Eq. (14)
+    transmission_energy: Any  # Eq. (14)
+    compute_delay: Any  # Eqs. (16)-(17)
+    compute_energy: Any  # Eq. (18)
+
+
+def ue_costs(config: HISConfig, point: DecisionPoint, ue_steps) -> UECosts:
+    """Transmission and UE compute delay and energy of z_n steps on the UE (float (..., N))."""
+    xp, ue = point.xp, config.ue
+    transmission_delay = latent_bits(config.channel) / point.downlink_rate  # Eq. (14)
+    ue_sms = xp.float(point.ue_sms)
+    return UECosts(
+        transmission_delay=transmission_delay,
+        transmission_energy=config.channel.transmit_power_w * transmission_delay,  # Eq. (14)
+        compute_delay=ue_steps * ue.flops_per_step / flops_rate(ue_sms, ue),  # Eqs. (16)-(17)
+        compute_energy=ue_steps * energy_per_call(ue_sms, ue),  # Eq. (18)
+    )
+
+
+def network_utility(config: HISConfig, total_quality, total_delay, total_energy):
+    """Eq. (23): U = w_Q Q - w_T T - w_E E."""
+    w = config.reward
+    return w.quality_weight * total_quality - w.delay_weight * total_delay - w.energy_weight * total_energy
+
+
 def evaluate(config: HISConfig, point: DecisionPoint, common_steps, es_personal_steps, ue_steps, work: ESWork,
              quality, allocation_rule: str) -> dict[str, Any]:
     """Costs, rewards and utility of step decisions (x, y, z) with qualities Q_n.
@@ -128,40 +199,18 @@ def evaluate(config: HISConfig, point: DecisionPoint, common_steps, es_personal_
     network totals (...).
     """
     xp = point.xp
-    es, ue, w = config.es, config.ue, config.reward
+    w = config.reward
     common_calls, personal_calls = xp.float(work.common_calls), xp.float(work.personal_calls)
     ue_steps, quality = xp.float(ue_steps), xp.float(quality)
     personal_calls_m = cluster_sum(personal_calls, point)
-    es_calls = common_calls + personal_calls_m  # x_m^max + sum y_n, in model calls
+    c = cluster_costs(config, point.cluster_sizes, point.cluster_valid, point.es_sm_budget, common_calls,
+                      personal_calls_m, allocation_rule)
+    u = ue_costs(config, point, ue_steps)
 
-    # Tier 2 of MIRA: the ES SM split (Theorem 1 or a Fig. 16 baseline)
-    batch = es_calls.shape[:-1]
-    cluster_shape = batch + (point.max_clusters,)
-    sizes = xp.broadcast_to(point.cluster_sizes, cluster_shape)
-    valid = xp.broadcast_to(point.cluster_valid, cluster_shape)
-    budget = xp.broadcast_to(xp.int(point.es_sm_budget), batch)
-    weights = allocation.kkt_weights(sizes, es_calls, w.delay_weight, w.energy_weight, es.flops_per_step,
-                                     es.frequency_hz, es.flops_per_cycle_per_sm, es.efficiency, es.kappa, es.mu2)
-    es_sms = allocation.ALLOCATION_RULES[allocation_rule](weights, sizes, budget, valid)
-
-    active_sms = xp.float(xp.maximum(es_sms, 1))  # clusters that do not exist get no SMs and do no work
-    es_rate = flops_rate(active_sms, es)
-    common_delay_m = common_calls * es.flops_per_step / es_rate  # Eq. (8)
-    personal_delay_m = personal_calls_m * es.flops_per_step / es_rate  # Eq. (12)
-    es_call_energy = energy_per_call(active_sms, es)
-    common_energy_m = common_calls * es_call_energy  # Eq. (11)
-    personal_energy_m = personal_calls_m * es_call_energy  # Eq. (13)
-
-    transmission_delay = latent_bits(config.channel) / point.downlink_rate  # Eq. (14)
-    transmission_energy = config.channel.transmit_power_w * transmission_delay  # Eq. (14)
-    ue_sms = xp.float(point.ue_sms)
-    ue_delay = ue_steps * ue.flops_per_step / flops_rate(ue_sms, ue)  # Eqs. (16)-(17)
-    ue_energy = ue_steps * energy_per_call(ue_sms, ue)  # Eq. (18)
-
-    es_delay_n = of_own_cluster(common_delay_m + personal_delay_m, point)  # sum_m gamma (T^C + T^P-E)
-    delay = es_delay_n + transmission_delay + ue_delay  # Eq. (19)
-    ue_side_energy = transmission_energy + ue_energy  # E_n, Eq. (20)
-    es_energy_m = common_energy_m + personal_energy_m  # E_m, Eq. (20)
+    es_delay_n = of_own_cluster(c.common_delay + c.personal_delay, point)  # sum_m gamma (T^C + T^P-E)
+    delay = es_delay_n + u.transmission_delay + u.compute_delay  # Eq. (19)
+    ue_side_energy = u.transmission_energy + u.compute_energy  # E_n, Eq. (20)
+    es_energy_m = c.common_energy + c.personal_energy  # E_m, Eq. (20)
 
     # Eq. (33): each UE carries its share of its cluster's ES energy, by common steps and ES calls
     common_total = of_own_cluster(cluster_sum(common_steps, point), point)
@@ -169,22 +218,23 @@ def evaluate(config: HISConfig, point: DecisionPoint, common_steps, es_personal_
     common_share = xp.where(common_total > 0, xp.float(common_steps) / xp.where(common_total > 0, common_total, 1.0), 0.0)
     personal_share = xp.where(personal_total > 0, personal_calls / xp.where(personal_total > 0, personal_total, 1.0),
                               0.0)
-    es_energy_share = common_share * of_own_cluster(common_energy_m, point) + personal_share * of_own_cluster(
-        personal_energy_m, point)
+    es_energy_share = common_share * of_own_cluster(c.common_energy, point) + personal_share * of_own_cluster(
+        c.personal_energy, point)
     energy_n = ue_side_energy + es_energy_share
     reward = w.quality_weight * quality - w.delay_weight * delay - w.energy_weight * energy_n
 
     total_quality = xp.sum(quality, -1)  # Eq. (21)
     total_delay = xp.sum(delay, -1)  # Eq. (21)
     total_energy = xp.sum(es_energy_m, -1) + xp.sum(ue_side_energy, -1)  # Eq. (22)
-    utility = w.quality_weight * total_quality - w.delay_weight * total_delay - w.energy_weight * total_energy  # (23)
+    utility = network_utility(config, total_quality, total_delay, total_energy)  # Eq. (23)
     return {
         "reward": reward, "quality": quality, "delay": delay, "energy": energy_n, "ue_energy": ue_side_energy,
         "es_energy_share": es_energy_share,
-        "transmission_delay": xp.broadcast_to(transmission_delay, delay.shape), "ue_compute_delay": ue_delay,
-        "es_delay": es_delay_n, "es_sms": es_sms, "es_energy": es_energy_m, "common_calls": common_calls,
+        "transmission_delay": xp.broadcast_to(u.transmission_delay, delay.shape), "ue_compute_delay": u.compute_delay,
+        "es_delay": es_delay_n, "es_sms": c.es_sms, "es_energy": es_energy_m, "common_calls": common_calls,
         "personal_calls": personal_calls, "approximated_steps": work.approximated_steps,
-        "common_delay": common_delay_m, "personal_delay": personal_delay_m,
+        "common_delay": c.common_delay, "personal_delay": c.personal_delay,
         "total_quality": total_quality, "total_delay": total_delay, "total_energy": total_energy,
         "utility": utility,
     }
+
