@@ -238,3 +238,56 @@ def evaluate(config: HISConfig, point: DecisionPoint, common_steps, es_personal_
         "utility": utility,
     }
 
+
+def counterfactual_utilities(config: HISConfig, point: DecisionPoint, common_steps, es_personal_steps, ue_steps,
+                             quality, default_common, default_personal, default_ue, default_quality,
+                             allocation_rule: str):
+    """U (Eq. 23) of the step decisions with UE n's (x, y, z) and Q_n replaced by a default's
+    (x_d, y_d, z_d, Q_d,n), for every n at once: (..., N).
+
+    Only UE n's own terms and its cluster m(n)'s ES work change: m(n)'s common run becomes
+    max(max of the other members' x, x_d) (from each cluster's largest x, how many members reach
+    it and its second largest), its personal calls sum y - y_n + y_d. Each UE's counterfactual
+    cluster work (..., N, M) goes through the same `cluster_costs` (allocation rule included) as
+    `evaluate`, and sum_n T_n = sum_m |N_m| (T^C_m + T^P-E_m) + sum_n (transmission + UE compute):
+    O(N M) per decision point instead of N + 1 calls of `evaluate`.
+
+    EC-Diff off only (a call is a step): with EC-Diff on, the common-run schedule and the
+    approximation loss of every member depend on the others' x, so the counterfactuals are N + 1
+    joint actions through `es_work` and `evaluate` instead.
+    """
+    if config.ecdiff.enabled:
+        raise ValueError("counterfactual_utilities models EC-Diff off (config key 'ecdiff.enabled' is True); "
+                         "with EC-Diff on, evaluate the N + 1 joint actions with es_work and evaluate")
+    xp = point.xp
+    common, personal = xp.int(common_steps), xp.float(es_personal_steps)
+
+    # cluster m(n)'s common run without UE n: x_m^max unless n is its only member reaching it
+    top = cluster_max(common, point)  # x_m^max (..., M)
+    own_top = of_own_cluster(top, point)
+    at_top = common == own_top
+    unique_top = at_top & (of_own_cluster(cluster_sum(at_top, point), point) == 1)
+    second = of_own_cluster(cluster_max(xp.where(at_top, 0, common), point), point)
+    others_top = xp.where(unique_top, second, own_top)
+    own_common = xp.float(xp.maximum(others_top, xp.int(default_common)))  # (..., N)
+    personal_m = cluster_sum(personal, point)
+    own_personal = of_own_cluster(personal_m, point) - personal + xp.float(default_personal)
+
+    # each UE's counterfactual cluster work (..., N, M): its own cluster's column replaced
+    own_cluster = xp.arange(point.max_clusters) == point.cluster[..., None]
+    common_calls = xp.where(own_cluster, own_common[..., None], xp.float(top)[..., None, :])
+    personal_calls = xp.where(own_cluster, own_personal[..., None], personal_m[..., None, :])
+    sizes = point.cluster_sizes[..., None, :]
+    c = cluster_costs(config, sizes, point.cluster_valid[..., None, :], xp.int(point.es_sm_budget)[..., None],
+                      common_calls, personal_calls, allocation_rule)
+    es_delay = xp.sum(sizes * (c.common_delay + c.personal_delay), -1)  # sum_n of T^C + T^P-E, Eq. (19)
+    es_energy = xp.sum(c.common_energy + c.personal_energy, -1)  # sum_m E_m, Eq. (22)
+
+    u, d = ue_costs(config, point, xp.float(ue_steps)), ue_costs(config, point, xp.float(default_ue))
+    ue_delay = u.transmission_delay + u.compute_delay
+    ue_energy = u.transmission_energy + u.compute_energy  # E_n, Eq. (20)
+    quality = xp.float(quality)
+    total_quality = xp.sum(quality, -1)[..., None] - quality + xp.float(default_quality)  # Eq. (21)
+    total_delay = es_delay + xp.sum(ue_delay, -1)[..., None] - u.compute_delay + d.compute_delay  # Eq. (21)
+    total_energy = es_energy + xp.sum(ue_energy, -1)[..., None] - u.compute_energy + d.compute_energy  # Eq. (22)
+    return network_utility(config, total_quality, total_delay, total_energy)

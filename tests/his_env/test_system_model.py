@@ -119,3 +119,62 @@ def test_channel_rate_and_path_loss_by_hand():
     assert d.min() >= 50 and d.max() <= 300
     # uniform over the annulus: P(d < r) = (r^2 - 50^2) / (300^2 - 50^2)
     assert np.mean(d < 200) == pytest.approx((200**2 - 50**2) / (300**2 - 50**2), abs=0.005)
+
+
+def test_counterfactual_utilities_by_hand():
+    """U with each UE's decision replaced by the default (x, y, z) = (0, 0, 10): UE 0 leaves cluster 0's
+    common run at UE 1's 4 steps, UE 1 was its unique max (the run drops to UE 0's 2), UE 2 is alone
+    in cluster 1 (its run drops to 0). cluster_equal keeps 15 SMs per cluster."""
+    q_default = np.array([0.10, 0.12, 0.15])
+    no_ecdiff = CONFIG.with_overrides({"ecdiff.enabled": False})
+    got = system_model.counterfactual_utilities(no_ecdiff, POINT, X, Y, Z, Q, 0, 0, 10, q_default, "cluster_equal")
+
+    call_delay = 1e12 / (15 * 1e9 * 1000 * 0.5)  # Eqs. (8)-(9), (12) per ES call
+    call_energy = 1e-27 * 1e12 * 1e9**2 / (1000 * 0.5) * (2 + 100 / 15)  # Eqs. (10)-(11), (13)
+    ue_sms, rate = np.array([10, 20, 40]), np.array([1e3, 1e3, 2e3])
+    t_tx = 4 * 4 * 4 * 8 / 2 / rate  # Eq. (14)
+
+    def t_ue(z):
+        return z * 2e12 / (ue_sms * 2e9 * 500 * 0.5)  # Eqs. (16)-(17)
+
+    def e_ue(z):
+        return z * 1e-27 * 2e12 * 2e9**2 / (500 * 0.5) * (3 + 50 / ue_sms)  # Eq. (18)
+
+    expected = []
+    # per counterfactual: (x_m^max, sum y) of clusters 0 and 1, and the UEs' z and Q
+    for calls, z, q in ((((4, 0), (3, 2)), [10, 6, 5], [0.10, 0.25, 0.28]),
+                        (((2, 1), (3, 2)), [7, 10, 5], [0.30, 0.12, 0.28]),
+                        (((4, 1), (0, 0)), [7, 6, 10], [0.30, 0.25, 0.15])):
+        (c0, p0), (c1, p1) = calls
+        z = np.array(z, dtype=float)
+        es_delay = np.array([c0 + p0, c0 + p0, c1 + p1]) * call_delay
+        total_delay = (es_delay + t_tx + t_ue(z)).sum()  # Eqs. (19), (21)
+        total_energy = (c0 + p0 + c1 + p1) * call_energy + (1.0 * t_tx + e_ue(z)).sum()  # Eqs. (20), (22)
+        expected.append(2.0 * sum(q) - 0.5 * total_delay - 0.01 * total_energy)  # Eq. (23)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("rule", sorted(allocation.ALLOCATION_RULES.names))
+def test_counterfactual_utilities_equal_evaluating_each_joint_action(rule):
+    """numpy: against N joint actions through es_work and evaluate, at a point with a unique
+    cluster max, a tied one, a singleton cluster and an absent cluster (num_clusters 3 of 4)."""
+    cfg = CONFIG.with_overrides({"num_ues": 7, "ecdiff.enabled": False})
+    point = system_model.DecisionPoint(np.array([0, 0, 0, 1, 1, 2, 1]), 3, 30, np.array([10, 20, 40, 15, 25, 30, 12]),
+                                       np.array([1e3, 2e3, 3e3, 1e3, 5e2, 2e3, 4e3]), max_clusters=4)
+    x, y = np.array([5, 2, 1, 3, 3, 2, 0]), np.array([1, 4, 0, 2, 1, 3, 2])  # cluster 0: unique max, 1: tie
+    z = cfg.steps.total - x - y
+    q, q_default = np.linspace(0.2, 0.3, 7), np.linspace(0.05, 0.11, 7)
+    default = (1, 2, cfg.steps.total - 3)
+    got = system_model.counterfactual_utilities(cfg, point, x, y, z, q, *default, q_default, rule)
+    for n in range(7):
+        xn, yn, zn, qn = x.copy(), y.copy(), z.copy(), q.copy()
+        xn[n], yn[n], zn[n], qn[n] = *default, q_default[n]
+        work = system_model.es_work(cfg, point, xn, yn, ecdiff_enabled=False)
+        want = system_model.evaluate(cfg, point, xn, yn, zn, work, qn, rule)["utility"]
+        assert got[n] == pytest.approx(want, rel=1e-12)
+
+
+def test_counterfactual_utilities_refuse_ecdiff():
+    with pytest.raises(ValueError, match="ecdiff.enabled"):
+        system_model.counterfactual_utilities(CONFIG.with_overrides({"ecdiff.enabled": True}), POINT, X, Y, Z, Q,
+                                              0, 0, 10, Q, "kkt")
