@@ -3,9 +3,11 @@
 Nothing here restates a formula: actions go through `system_model.apply_action_rules` (IIS rule,
 projection), `system_model.es_work` (EC-Diff call counts), `hiqm.eq7_quality` (Eq. 7, with
 EC-Diff's approximation loss) and `system_model.evaluate` (Theorem 1 with its integer rounding or
-an equal split, Eqs. 8-23, 33): the same functions the PettingZoo env runs on numpy arrays, here
-on tensors with leading batch dimensions. Contexts come from a `DecisionBank`; resources and the
-channel are drawn here with the distributions of the PettingZoo env (`his_env.channel`).
+an equal split, Eqs. 8-23, 33; the difference reward's counterfactuals through
+`system_model.counterfactual_utilities` with EC-Diff off): the same functions the PettingZoo env
+runs on numpy arrays, here on tensors with leading batch dimensions. Contexts come from a
+`DecisionBank`; resources and the channel are drawn here with the distributions of the PettingZoo
+env (`his_env.channel`).
 """
 from __future__ import annotations
 
@@ -126,23 +128,53 @@ class VectorCore:
         return ((self.raw_observation(ctx) - self._obs_offset) / self._obs_scale).to(torch.float32)
 
     # ------------------------------------------------------------------ evaluation
+    def _point(self, ctx: Contexts, candidates: bool) -> system_model.DecisionPoint:
+        """The decision points, with a candidate axis (B, 1, ...) for candidates (B, K, N, 2)."""
+        lift = (lambda t: t[:, None]) if candidates else (lambda t: t)
+        return system_model.DecisionPoint(lift(ctx.cluster), lift(ctx.num_clusters), lift(ctx.es_sm_budget),
+                                          lift(ctx.ue_sms), lift(ctx.downlink_rate), self.max_clusters)
+
+    def _decisions(self, ctx: Contexts, actions: torch.Tensor):
+        """(x, y, z) of actions (B, N, 2) or (B, K, N, 2) and their Eq. (7) Q (without EC-Diff's loss)."""
+        similarity = ctx.similarity[:, None] if actions.dim() == 4 else ctx.similarity
+        common, personal, ue, _ = system_model.apply_action_rules(actions, self.config.steps, self.scheme.common_phase)
+        quality = eq7_quality(common, similarity, self._knots, self._coefficients, self._step_range)
+        return common, personal, ue, quality
+
     def evaluate(self, ctx: Contexts, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Costs, rewards and utility of integer actions (B, N, 2) or candidates (B, K, N, 2)."""
-        candidates = actions.dim() == 4
-        lift = (lambda t: t[:, None]) if candidates else (lambda t: t)
-        point = system_model.DecisionPoint(lift(ctx.cluster), lift(ctx.num_clusters), lift(ctx.es_sm_budget),
-                                           lift(ctx.ue_sms), lift(ctx.downlink_rate), self.max_clusters)
-        common, personal, ue, _ = system_model.apply_action_rules(actions, self.config.steps, self.scheme.common_phase)
+        point = self._point(ctx, actions.dim() == 4)
+        common, personal, ue, quality = self._decisions(ctx, actions)
         work = system_model.es_work(self.config, point, common, personal, self.config.ecdiff.enabled)
-        quality = eq7_quality(common, lift(ctx.similarity), self._knots, self._coefficients, self._step_range)
         if self._approximation_loss:
             quality = with_approximation_loss(quality, work.approximated_steps.to(self.dtype), self._approximation_loss)
         return system_model.evaluate(self.config, point, common, personal, ue, work, quality, self.scheme.allocation)
 
     def evaluate_with_counterfactuals(self, ctx: Contexts, actions: torch.Tensor, default_action):
-        """The batched evaluation of N + 1 joint actions per env: the actions (B, N, 2) themselves
-        (candidate 0) and, for each UE n, the actions with n's replaced by `default_action`
-        (candidate n + 1). Returns (the actions' results, U of the N counterfactuals (B, N)).
+        """The results of the actions (B, N, 2) and U of the N counterfactuals (B, N): for each UE n,
+        the actions with n's replaced by `default_action`.
+
+        With EC-Diff off, `system_model.counterfactual_utilities` gives all N in O(N M) per env;
+        with EC-Diff on (members' call schedules and approximation losses are coupled), the N + 1
+        joint actions go through `evaluate` (`counterfactuals_by_candidates`).
+        """
+        if self.config.ecdiff.enabled:
+            return self.counterfactuals_by_candidates(ctx, actions, default_action)
+        point = self._point(ctx, False)
+        common, personal, ue, quality = self._decisions(ctx, actions)
+        work = system_model.es_work(self.config, point, common, personal, False)
+        actual = system_model.evaluate(self.config, point, common, personal, ue, work, quality, self.scheme.allocation)
+        default = torch.as_tensor(default_action, dtype=actions.dtype, device=self.device).expand_as(actions)
+        default_common, default_personal, default_ue, default_quality = self._decisions(ctx, default)
+        without = system_model.counterfactual_utilities(
+            self.config, point, common, personal, ue, quality, default_common, default_personal, default_ue,
+            default_quality, self.scheme.allocation)
+        return actual, without
+
+    def counterfactuals_by_candidates(self, ctx: Contexts, actions: torch.Tensor, default_action):
+        """`evaluate_with_counterfactuals` by the batched evaluation of N + 1 joint actions per env:
+        the actions themselves (candidate 0) and, for each UE n, the actions with n's replaced by
+        `default_action` (candidate n + 1); O(N^2) per env, any EC-Diff setting.
 
         Candidates are evaluated in groups of at most `COUNTERFACTUAL_ELEMENTS` UE decisions, so
         memory stays bounded at large B x N^2.

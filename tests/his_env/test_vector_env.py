@@ -6,6 +6,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torchrl")
 
 import his_env  # noqa: E402
+from his_env.allocation import ALLOCATION_RULES  # noqa: E402
 from his_env.vector import DecisionBank, HISVecEnv, decision_context  # noqa: E402
 
 torch.set_num_threads(1)
@@ -68,9 +69,10 @@ def test_step_equals_pettingzoo(scheme, allocation, ecdiff):
             assert out["info", key][b].item() == pytest.approx(p["network"][key], rel=1e-6)
 
 
+@pytest.mark.parametrize("ecdiff", [False, True])
 @pytest.mark.parametrize("scheme", ["his", "iis"])
-def test_difference_and_team_rewards_equal_pettingzoo(scheme):
-    overrides = {**SMALL, "scheme.name": scheme, "ecdiff.enabled": True}
+def test_difference_and_team_rewards_equal_pettingzoo(scheme, ecdiff):
+    overrides = {**SMALL, "scheme.name": scheme, "ecdiff.enabled": ecdiff}
     _, points = pettingzoo_points(overrides, action_seed=4)
     kwargs = {k.replace(".", "__"): v for k, v in overrides.items()}
     for mode in ("difference", "team"):
@@ -169,3 +171,64 @@ def test_points_with_fewer_clusters_than_the_batch_axis(allocation):
     np.testing.assert_allclose(out["agents", "info", "individual_reward"][1].numpy(), expected["reward"], rtol=1e-9)
     assert out["info", "utility"][1].item() == pytest.approx(float(expected["utility"]), rel=1e-9)
     np.testing.assert_allclose(out["agents", "info", "individual_reward"][0].numpy(), points[0]["rewards"], rtol=1e-6)
+
+
+def crafted_contexts(rng, num_envs=6, n=10):
+    """Decision points with 3 clusters (a unique and a tied max come from the actions), singleton
+    clusters, a point where cluster 2 is absent, one with a single cluster, and random ones."""
+    cluster = rng.integers(0, 3, (num_envs, n))
+    cluster[0] = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+    cluster[1] = [1, 1, 0, 1, 1, 2, 1, 1, 1, 1]  # clusters 0 and 2 are singletons
+    cluster[2] = [0, 1, 0, 1, 1, 0, 0, 1, 0, 1]
+    cluster[3] = 0
+    num_clusters = np.array([3, 3, 2, 1] + [3] * (num_envs - 4))
+    cluster[4:, :3] = [0, 1, 2]  # every cluster has a member
+    return {"prompt_index": np.zeros((num_envs, n), dtype=np.int64), "cluster": cluster, "num_clusters": num_clusters,
+            "similarity": rng.uniform(0.2, 0.95, (num_envs, n)), "es_sm_budget": rng.integers(20, 90, num_envs),
+            "ue_sms": rng.integers(4, 60, (num_envs, n)), "distance_m": rng.uniform(10, 250, (num_envs, n)),
+            "downlink_rate_bps": rng.uniform(2e6, 8e7, (num_envs, n))}
+
+
+@pytest.mark.parametrize("allocation", sorted(ALLOCATION_RULES.names))
+@pytest.mark.parametrize("scheme", ["his", "ppgfis", "cfis", "iis"])
+def test_counterfactual_utilities_equal_evaluating_n_plus_one_joint_actions(scheme, allocation):
+    """EC-Diff off: the O(N M) difference-reward counterfactuals equal U of the N + 1 joint actions
+    through `evaluate` (float64), with unique and tied cluster maxima, singleton and absent clusters,
+    projected actions and a default that is not (0, 0)."""
+    from his_env import system_model
+
+    rng = np.random.default_rng(11)
+    context = crafted_contexts(rng)
+    overrides = {**SMALL, "scheme.name": scheme, "scheme.allocation": allocation, "ecdiff.enabled": False}
+    vec = HISVecEnv(num_envs=6, bank=DecisionBank(context["prompt_index"], context["cluster"], context["num_clusters"],
+                                                  context["similarity"]),
+                    **{k.replace(".", "__"): v for k, v in overrides.items()})
+    assert vec.core.max_clusters == 3 and vec.core.dtype == torch.float64
+    vec.load_decision_context(context)
+    ctx, steps = vec.core.contexts_from(context), vec.config.steps
+    nx, ny = vec.core.action_nvec
+    seen = {"unique max": False, "tied max": False, "projected": False}
+    for draw in range(12):
+        high = (nx, ny) if draw % 3 == 0 else (4, ny)  # few common-step values: ties are frequent
+        actions = torch.as_tensor(rng.integers(0, high, (6, 10, 2)))
+        if draw == 0:
+            actions[0, :4, 0] = torch.tensor([16, 3, 5, 2])  # cluster 0 of point 0: UE 0 its unique max
+            actions[0, 4:7, 0] = torch.tensor([7, 7, 2])  # cluster 1: a tied max
+            actions[0, 0, 1] = 11  # 16 + 11 > 24 - 1: projected
+        for default in ((0, 0), (3, 2)):
+            fast_actual, fast = vec.core.evaluate_with_counterfactuals(ctx, actions, default)
+            actual, reference = vec.core.counterfactuals_by_candidates(ctx, actions, default)
+            torch.testing.assert_close(fast, reference, rtol=1e-9, atol=0.0)
+            for key, value in actual.items():
+                torch.testing.assert_close(fast_actual[key], value, rtol=1e-12, atol=0.0)
+        x, _, _, projected = system_model.apply_action_rules(actions, steps, vec.core.scheme.common_phase)
+        seen["projected"] |= bool(projected.any())
+        for b in range(6):
+            for m in range(int(context["num_clusters"][b])):
+                members = x[b][torch.as_tensor(context["cluster"][b]) == m]
+                if len(members) > 1:
+                    at_max = int((members == members.max()).sum())
+                    seen["unique max"] |= at_max == 1 and int(members.max()) > 0
+                    seen["tied max"] |= at_max > 1 and int(members.max()) > 0
+    if vec.core.scheme.common_phase:  # IIS: x = 0, so no maximum and no projection to speak of
+        assert seen == {"unique max": True, "tied max": True, "projected": True}
