@@ -146,6 +146,7 @@ class RunSpec:
     device: str = "cpu"                   # sampling and training device
     wandb_mode: str = "disabled"
     wandb_project: str = "his-marl"
+    learner_switches: Dict[str, Any] = field(default_factory=dict)  # agents.benchmarl_normalization.LearnerSwitches
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -188,6 +189,27 @@ def validate_spec(spec: RunSpec) -> None:
         raise BenchmarlSettingsError("no evaluation seeds; allowed: one or more")
     model_config(spec.hidden, spec.activation)
     algorithm_config(spec.algorithm, spec.algorithm_settings)
+    check_learner_switches(spec)
+
+
+def check_learner_switches(spec: RunSpec) -> None:
+    """`spec.learner_switches`: known keys, values in range, the PPO-only ones on a PPO algorithm."""
+    import inspect
+
+    from agents.benchmarl_normalization import PPO_LOSS_ALGORITHMS, LearnerSwitches
+
+    allowed = [k for k in inspect.signature(LearnerSwitches).parameters if k not in ("group", "eps")]
+    switches = dict(spec.learner_switches)
+    for key, value in switches.items():
+        if key not in allowed:
+            raise BenchmarlSettingsError(f"learner switch {key!r}; allowed: {', '.join(allowed)}")
+        if key in ("reward_norm_clip", "value_clip") and value is not None and not (
+                isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise BenchmarlSettingsError(f"learner switch {key} = {value!r}; allowed: a number > 0 or none")
+    ppo_only = [k for k in ("advantage_normalization", "value_clip") if switches.get(k) not in (None, False)]
+    if ppo_only and spec.algorithm not in PPO_LOSS_ALGORITHMS:
+        raise BenchmarlSettingsError(f"{' and '.join(ppo_only)} for {spec.algorithm}: BenchMARL's {spec.algorithm} "
+                                     f"has no PPO loss; allowed with {', '.join(PPO_LOSS_ALGORITHMS)}")
 
 
 # ---------------------------------------------------------------------- greedy policy on the PettingZoo env
@@ -282,8 +304,9 @@ class HISExperiment(Experiment):
     """BenchMARL's Experiment that stops on a time budget, can live in a given folder, saves atomically.
 
     `folder` (optional) is the run folder itself: BenchMARL's `config.pkl`, `checkpoints/` and its
-    loggers' folders go there instead of into a subfolder BenchMARL names. Callbacks are not
-    pickled into `config.pkl` (they may hold open environments).
+    loggers' folders go there instead of into a subfolder BenchMARL names. Only callbacks marked
+    `part_of_run` (agents.benchmarl_normalization.LearnerSwitches) are pickled into `config.pkl`,
+    so that a reloaded run keeps them; the others may hold open environments.
     """
 
     def __init__(self, *args, folder: Optional[str | Path] = None, **kwargs) -> None:
@@ -308,8 +331,9 @@ class HISExperiment(Experiment):
             self.folder_name = save_folder / self.name
         self.folder_name.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
+        run_parts = [cb for cb in self.callbacks if getattr(cb, "part_of_run", False)]
         for obj in (self.task, self.task.config or {}, self.algorithm_config, self.model_config, self.seed,
-                    self.config, self.critic_model_config, []):
+                    self.config, self.critic_model_config, run_parts):
             pickle.dump(obj, buf)
         atomic_write_bytes(self.folder_name / "config.pkl", buf.getvalue())
 
@@ -414,6 +438,10 @@ def build_experiment(spec: RunSpec, folder: str | Path, callbacks: Sequence[Any]
     cfg = experiment_config(overrides)
     task = task_by_name(spec.scheme).get_task(dict(spec.task))
     model = model_config(spec.hidden, spec.activation)
+    if any(v not in (None, False) for v in spec.learner_switches.values()):
+        from agents.benchmarl_normalization import LearnerSwitches
+
+        callbacks = [LearnerSwitches(**spec.learner_switches), *callbacks]
     return HISExperiment(task=task, algorithm_config=algorithm_config(spec.algorithm, spec.algorithm_settings),
                          model_config=model,
                             critic_model_config=model_config(spec.hidden, spec.activation), seed=int(spec.seed),

@@ -6,22 +6,22 @@
 
 `env_config` is an `HISConfig` (or a dict or YAML path), `algorithm` and `experiment` the
 `algorithm:` and `experiment:` settings of a run config as plain dicts (agents.config's field
-names; missing keys take the values below). What they become in BenchMARL:
+names; missing keys take train.py's defaults). What they become in BenchMARL:
 
 | run setting | BenchMARL |
 |---|---|
-| algorithm.algo | `ippo` or `mappo` (both with one network per UE: `share_policy_params: false`, critics not shared) |
+| algorithm.algo | `ippo` or `mappo` (one network per UE: `share_policy_params: false`, critics not shared), or `ppo-shared` (`ippo` with one actor and one critic for all UEs) |
 | algorithm.lr, hidden, activation, gamma | experiment lr, MLP `num_cells` and activation of actor and critic, gamma |
 | algorithm.lambda_, clip, entropy, vf_loss_coeff | the algorithm's lmbda, clip_epsilon, entropy_coef, critic_coef |
 | algorithm.grad_clip | clip_grad_val (global norm; none: no clipping) |
-| algorithm.num_epochs, minibatch_size | on_policy_n_minibatch_iters, on_policy_minibatch_size (frames of all N UEs, so each UE's network sees `minibatch_size` samples per step, as with RLlib) |
+| algorithm.num_epochs, minibatch_size | on_policy_n_minibatch_iters, on_policy_minibatch_size in frames of all N UEs: each UE's network sees `minibatch_size` samples per step, as with RLlib (`ppo-shared`: `minibatch_size / N` frames, rounded up) |
 | algorithm.episodes_per_iteration | B, the vector env's batch: one iteration is B episodes |
 | algorithm.reward_mode | the task's reward mode |
-| experiment.seed, evaluation_episodes | the BenchMARL seed (env, networks); episodes of the final greedy evaluation |
+| experiment.seed, evaluation_episodes, torch_threads | the BenchMARL seed (env, networks); episodes of the final greedy evaluation; torch threads of the run (unlike RLlib's learners, BenchMARL's gain from a second core) |
+| algorithm.reward_normalization, reward_norm_clip, advantage_normalization, value_clip | the RLlib learner's switches, added to BenchMARL's PPO by agents.benchmarl_normalization |
 
-Settings of the RLlib learners that BenchMARL's PPO does not have (the value clip, the switches
-for reward and advantage normalisation and the policy clip) are listed in `config.yaml` under
-`backend_unused`, so a reader sees they were not applied.
+`algorithm.policy_clip: false` (the unclipped surrogate) has no BenchMARL counterpart: BenchMARL's
+PPO always clips; `config.yaml` lists it under `backend_unused`, so a reader sees it was not applied.
 
 Run folder (as train.py's): `config.yaml`; `metrics.jsonl` and `metrics.csv`, one row per
 iteration (`his/utility`, `his/quality`, `his/delay`, `his/energy` of the collected decision
@@ -48,13 +48,17 @@ from agents.benchmarl_experiment import (BenchmarlSettingsError, RunSpec, WANDB_
 from agents.training.final_evaluation import plot_learning_curve
 from his_common.storage import atomic_write_text
 
-BACKEND_ALGOS = ("ippo", "mappo")
+BACKEND_ALGOS = {"ippo": "ippo", "ppo-shared": "ippo", "mappo": "mappo"}  # train.py learner -> BenchMARL algorithm
 EVAL_SEED_BASE = 10_000  # train.py's final-evaluation seeds: EVAL_SEED_BASE + 1000 * seed + i
-DEFAULT_ALGORITHM = {"algo": "ippo", "lr": 0.005, "hidden": [256, 256, 256], "activation": "tanh", "gamma": 0.5,
-                     "lambda_": 0.95, "clip": 0.2, "entropy": 0.002, "vf_loss_coeff": 1.0, "grad_clip": None,
-                     "minibatch_size": 128, "num_epochs": 4, "episodes_per_iteration": 8,
-                     "reward_mode": "difference"}
-UNUSED_KEYS = ("value_clip", "reward_normalization", "advantage_normalization", "policy_clip", "reward_norm_clip")
+SWITCH_KEYS = ("reward_normalization", "reward_norm_clip", "advantage_normalization", "value_clip")
+UNUSED_KEYS = ("policy_clip",)  # BenchMARL's PPO always clips the policy ratio (Eq. (34))
+
+
+def default_algorithm() -> Dict[str, Any]:
+    """train.py's algorithm settings (agents.config.AlgorithmConfig's defaults) with BenchMARL's ippo."""
+    from agents.config import AlgorithmConfig
+
+    return {**AlgorithmConfig().to_dict(), "algo": "ippo"}
 
 
 def run_spec_from_settings(env_config, algorithm: Mapping[str, Any], experiment: Mapping[str, Any],
@@ -62,7 +66,8 @@ def run_spec_from_settings(env_config, algorithm: Mapping[str, Any], experiment:
     """The BenchMARL run that the run settings describe (see the module docstring's table)."""
     from his_env.environment import load_config
 
-    algo = {**DEFAULT_ALGORITHM, **{k: v for k, v in dict(algorithm).items() if v is not None or k == "grad_clip"}}
+    nullable = ("grad_clip", "value_clip", "reward_norm_clip")
+    algo = {**default_algorithm(), **{k: v for k, v in dict(algorithm).items() if v is not None or k in nullable}}
     if algo["algo"] not in BACKEND_ALGOS:
         raise BenchmarlSettingsError(f"algorithm.algo has value {algo['algo']!r} for the BenchMARL backend; allowed: "
                                      f"{', '.join(BACKEND_ALGOS)}")
@@ -73,19 +78,24 @@ def run_spec_from_settings(env_config, algorithm: Mapping[str, Any], experiment:
     env_rest["scheme"] = {k: v for k, v in env_dict["scheme"].items() if k != "name"}
     envs = int(algo["episodes_per_iteration"])
     frames = envs * int(cfg.episode_length)
-    exp = {"share_policy_params": False, "prefer_continuous_actions": False, "lr": float(algo["lr"]),
+    shared = algo["algo"] == "ppo-shared"
+    # minibatch_size counts one module's samples per gradient step; a frame holds one sample of each UE's
+    # network, or N samples of the one shared network
+    minibatch_frames = -(-int(algo["minibatch_size"]) // cfg.num_ues) if shared else int(algo["minibatch_size"])
+    exp = {"share_policy_params": shared, "prefer_continuous_actions": False, "lr": float(algo["lr"]),
            "gamma": float(algo["gamma"]), "clip_grad_norm": True,
            "clip_grad_val": None if algo["grad_clip"] is None else float(algo["grad_clip"]),
            "on_policy_collected_frames_per_batch": frames, "on_policy_n_envs_per_worker": envs,
            "on_policy_n_minibatch_iters": int(algo["num_epochs"]),
-           "on_policy_minibatch_size": min(int(algo["minibatch_size"]), frames),
+           "on_policy_minibatch_size": min(minibatch_frames, frames),
            "evaluation": False, "evaluation_interval": frames, "loggers": [], "create_json": False}
-    settings = {"share_param_critic": False, "lmbda": float(algo["lambda_"]), "clip_epsilon": float(algo["clip"]),
+    settings = {"share_param_critic": shared, "lmbda": float(algo["lambda_"]), "clip_epsilon": float(algo["clip"]),
                 "entropy_coef": float(algo["entropy"]), "critic_coef": float(algo["vf_loss_coeff"])}
-    return RunSpec(algorithm=algo["algo"], scheme=scheme, seed=int(experiment.get("seed", 0) or 0),
+    return RunSpec(algorithm=BACKEND_ALGOS[algo["algo"]], scheme=scheme, seed=int(experiment.get("seed", 0) or 0),
                    task={"num_ues": cfg.num_ues, "reward_mode": algo["reward_mode"], "env": env_rest},
                    experiment=exp, algorithm_settings=settings, hidden=list(algo["hidden"]),
                    activation=algo["activation"], device=device, wandb_mode="disabled",
+                   learner_switches={k: algo[k] for k in SWITCH_KEYS},
                    eval_seeds=[EVAL_SEED_BASE + 1000 * int(experiment.get("seed", 0) or 0) + i
                                for i in range(max(1, int(experiment.get("evaluation_episodes", 4) or 4)))])
 
@@ -118,6 +128,9 @@ class MetricsRows(Callback):
                                  **self._collected}
         for key, value in training_td.items():
             row[f"learner/{key}"] = float(value.float().mean())
+        for callback in self.experiment.callbacks:  # the reward statistics of LearnerSwitches, as RLlib's rows have
+            if callable(getattr(callback, "summary", None)):
+                row.update({f"learner/{k}": v for k, v in callback.summary().items()})
         total = float(self.experiment.total_frames)
         row.update({"perf/env_steps_total": total, "perf/agent_steps_total": total * self.n_agents,
                     "perf/agent_steps_this_iter": frames * self.n_agents, "perf/iteration_s": iter_s,
@@ -213,11 +226,12 @@ def train_benchmarl(env_config, algorithm: Mapping[str, Any], experiment: Mappin
     out.mkdir(parents=True, exist_ok=True)
     his_config = task_by_name(spec.scheme).get_task(dict(spec.task)).his_config()
     resolved = {**his_config.to_dict(), "backend": "benchmarl",
-                "algorithm": {**DEFAULT_ALGORITHM, **dict(algorithm)}, "experiment": dict(experiment),
+                "algorithm": {**default_algorithm(), **dict(algorithm)}, "experiment": dict(experiment),
                 "benchmarl": {"algorithm": spec.algorithm, "algorithm_settings": spec.algorithm_settings,
-                              "experiment": spec.experiment, "frame_budget": spec.frame_budget,
+                              "experiment": spec.experiment, "learner_switches": spec.learner_switches,
+                              "frame_budget": spec.frame_budget,
                               "time_budget_s": spec.time_budget_s},
-                "backend_unused": {k: dict(algorithm)[k] for k in UNUSED_KEYS if k in dict(algorithm)}}
+                "backend_unused": {k: dict(algorithm)[k] for k in UNUSED_KEYS if dict(algorithm).get(k) is False}}
     atomic_write_text(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
 
     wb = None
@@ -242,6 +256,9 @@ def train_benchmarl(env_config, algorithm: Mapping[str, Any], experiment: Mappin
             f"T {row.get('his/delay', math.nan):.2f} s  E {row.get('his/energy', math.nan):,.0f} J | "
             f"{row['perf/agent_steps_per_s']:,.0f} agent-steps/s | elapsed {row['elapsed_s']:.0f} s")
 
+    import torch
+
+    torch.set_num_threads(int(experiment.get("torch_threads", 1) or 1))  # experiment.torch_threads, as train.py's
     reset_peak_memory()
     metrics = MetricsRows(metrics_path, his_config.num_ues, write)
     from agents.benchmarl_experiment import CurveTracker

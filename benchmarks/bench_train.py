@@ -53,6 +53,12 @@ def main(argv=None) -> int:
     p.add_argument("--benchmarl-set", action="append", default=[], metavar="algorithm.KEY=VALUE",
                    help="a setting for the BenchMARL side only, e.g. algorithm.episodes_per_iteration=64")
     p.add_argument("--device", default="cpu", help="torch device of the BenchMARL side (cpu, cuda)")
+    p.add_argument("--benchmarl-algo", default=None, choices=("ippo", "ppo-shared", "mappo"),
+                   help="the BenchMARL side's learner (default: --algo's); ppo-shared is BenchMARL's ippo with one "
+                        "network for all UEs, BenchMARL's own default")
+    p.add_argument("--benchmarl-threads", type=int, default=os.cpu_count() or 1,
+                   help="torch threads of the BenchMARL side (default: every core; the RLlib side keeps one, as "
+                        "two made its updates far slower here)")
     args = p.parse_args(argv)
     if args.backend != "rllib":
         return compare_backends(args, argv)
@@ -157,8 +163,9 @@ def benchmarl_side(args, log) -> dict:
 
     from his_cli.args import parse_overrides
 
-    env_cfg, algorithm, experiment = _run_settings(args)
-    algorithm = {**algorithm, "algo": "ippo"}
+    env_cfg, algorithm, experiment = _run_settings(args)  # --algo ippo | ppo-shared | mappo, as the RLlib side
+    if args.benchmarl_algo:
+        algorithm["algo"] = args.benchmarl_algo
     for key, value in parse_overrides(args.benchmarl_set, "--benchmarl-set algorithm.minibatch_size=640").items():
         section, _, name = key.partition(".")
         target = {"algorithm": algorithm, "experiment": experiment}.get(section)
@@ -177,7 +184,7 @@ def benchmarl_side(args, log) -> dict:
     reached = {}
 
     def on_point(point):
-        log(f"benchmarl ippo | train {point['train_s']:7.1f} s | {int(point['frames']):,} env steps | "
+        log(f"benchmarl {algorithm['algo']} | train {point['train_s']:7.1f} s | {int(point['frames']):,} env steps | "
             f"greedy U {point['utility']:.4f} score {point['score']:.3f}")
         if point["score"] >= args.target and not reached:
             reached.update(point)
@@ -189,7 +196,7 @@ def benchmarl_side(args, log) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_train_benchmarl_") as folder:
         result = run_benchmarl(spec, folder, references=refs, on_point=on_point)
     s = result["summary"]
-    return {"agent_steps_per_s": s["agent_steps_per_s"], "reached_s": reached.get("train_s"),
+    return {"algo": algorithm["algo"], "agent_steps_per_s": s["agent_steps_per_s"], "reached_s": reached.get("train_s"),
             "train_s": s["train_s"], "score": s["score"], "peak_rss_mb": s["peak_rss_mb"], "refs": refs}
 
 
@@ -204,15 +211,17 @@ def compare_backends(args, argv) -> int:
     if args.backend == "both":
         given = list(argv if argv is not None else sys.argv[1:])
         child, skip = [], 0
-        for a in given:  # the RLlib side gets every flag but --backend and --benchmarl-set
+        own = ("--backend", "--benchmarl-set", "--device", "--benchmarl-algo", "--benchmarl-threads")
+        for a in given:  # the RLlib side gets every flag but the BenchMARL side's
             if skip:
                 skip -= 1
-            elif a in ("--backend", "--benchmarl-set", "--device"):
+            elif a in own:
                 skip = 1
-            elif not a.startswith(("--backend=", "--benchmarl-set=", "--device=")):
+            elif not a.startswith(tuple(f"{flag}=" for flag in own)):
                 child.append(a)
         proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--backend", "rllib", *child],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
         line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("bench_train:")), "")
         log("\n".join(ln for ln in proc.stdout.splitlines() if ln != line))
         steps = re.search(r"\| ([\d,]+) agent-steps/s", line)
@@ -223,12 +232,14 @@ def compare_backends(args, argv) -> int:
         rllib = {"agent_steps_per_s": float(steps.group(1).replace(",", "")),
                  "reached_s": float(after.group(1)) if after else None, "line": line}
         print(line, flush=True)
+    os.environ["OMP_NUM_THREADS"] = str(args.benchmarl_threads)  # run_benchmarl sets torch's threads from it
     bm = benchmarl_side(args, log)
 
     def reach(side):
         return f"{side['reached_s']:.0f} s" if side.get("reached_s") is not None else "not reached"
 
-    line = (f"bench_train: benchmarl ippo | {bm['agent_steps_per_s']:,.0f} agent-steps/s | score {args.target} after "
+    line = (f"bench_train: benchmarl {bm['algo']} ({args.benchmarl_threads} threads) | "
+            f"{bm['agent_steps_per_s']:,.0f} agent-steps/s | score {args.target} after "
             f"{reach(bm)} of training | final score {bm['score']:.3f} | peak RSS {bm['peak_rss_mb']:,.0f} MB")
     if rllib is not None:
         ratio = bm["agent_steps_per_s"] / rllib["agent_steps_per_s"]

@@ -24,8 +24,20 @@ def test_run_settings_map_onto_benchmarl():
     assert e["share_policy_params"] is False and spec.algorithm_settings["share_param_critic"] is False
     assert spec.algorithm_settings["clip_epsilon"] == 0.3
     assert spec.eval_seeds == [12_000, 12_001, 12_002]  # train.py's seeds: 10000 + 1000 * seed + i
-    with pytest.raises(BenchmarlSettingsError, match="allowed: ippo, mappo"):
-        run_spec_from_settings({"num_ues": 4}, {"algo": "ppo-shared"}, {})
+    assert spec.learner_switches == {"reward_normalization": True, "reward_norm_clip": None,
+                                     "advantage_normalization": True, "value_clip": 0.2}  # train.py's defaults
+    with pytest.raises(Exception, match="allowed: ippo, ppo-shared, mappo"):
+        run_spec_from_settings({"num_ues": 4}, {"algo": "iql"}, {})
+
+
+def test_ppo_shared_is_benchmarls_ippo_with_one_network_and_minibatches_in_samples():
+    spec = run_spec_from_settings({"num_ues": 6, "episode_length": 5},
+                                  {"algo": "ppo-shared", "minibatch_size": 13, "episodes_per_iteration": 4,
+                                   "value_clip": None, "reward_normalization": False}, {})
+    assert spec.algorithm == "ippo"
+    assert spec.experiment["share_policy_params"] is True and spec.algorithm_settings["share_param_critic"] is True
+    assert spec.experiment["on_policy_minibatch_size"] == 3  # 13 samples of one network = 13 / 6 frames, rounded up
+    assert spec.learner_switches["value_clip"] is None and spec.learner_switches["reward_normalization"] is False
 
 
 def test_run_folder_metrics_checkpoints_and_evaluation(tmp_path):
@@ -50,10 +62,19 @@ def test_run_folder_metrics_checkpoints_and_evaluation(tmp_path):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_20.pt", "checkpoint_30.pt"]
     restored = Experiment.reload_from_file(str(out / "checkpoints" / "checkpoint_30.pt"))
     assert restored.total_frames == 3 * frames and restored.n_iters_performed == 3
+    # the learner switches are part of the reloaded run, with the reward statistics of the checkpoint
+    switches = [cb for cb in restored.callbacks if type(cb).__name__ == "LearnerSwitches"]
+    assert len(switches) == 1 and [s.count for s in switches[0].stats] == [frames * 3] * 4
+    loss = restored.losses["agents"]
+    assert loss.normalize_advantage and loss.normalize_advantage_exclude_dims == (-2,)
+    assert float(loss.clip_value) == pytest.approx(0.2)
     restored.close()
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["backend"] == "benchmarl" and config["num_ues"] == 4
-    assert config["backend_unused"] == {"value_clip": 0.2}
+    assert config["backend_unused"] == {}  # the value clip is applied (agents.benchmarl_normalization)
+    assert config["benchmarl"]["learner_switches"] == {"reward_normalization": True, "reward_norm_clip": None,
+                                                       "advantage_normalization": True, "value_clip": 0.2}
+    assert "learner/reward_norm_std" in rows[-1] and rows[-1]["learner/reward_norm_count"] == 3 * frames
     eval_md = (out / "eval.md").read_text()
     assert "| trained (ippo, BenchMARL, greedy) | difference |" in eval_md and "| random | none |" in eval_md
     assert list((out / "wandb").glob("offline-run-*"))
