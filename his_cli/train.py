@@ -39,8 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(algorithm.reward_mode=individual), experiment.<key> (experiment.num_env_runners=2)")
     p.add_argument("--algo", choices=ALGOS, help="learner (default: algorithm.algo, ippo)")
     p.add_argument("--backend", choices=("rllib", "benchmarl"), default="rllib",
-                   help="rllib (default): the PettingZoo env through RLlib; benchmarl: IPPO/MAPPO of BenchMARL on the "
-                        "vectorised env (HISVecEnv), same run-folder files, no --resume or --ray-address")
+                   help="rllib (default): the PettingZoo env through RLlib; benchmarl: BenchMARL's IPPO/MAPPO on the "
+                        "vectorised env (HISVecEnv; ppo-shared = its IPPO with one network for all UEs), with the "
+                        "same learner switches, same run-folder files, no --resume or --ray-address")
     p.add_argument("--device", default="cpu", help="torch device of the benchmarl backend (cpu, cuda, cuda:1); "
                    "the rllib backend takes only cpu")
     p.add_argument("--seed", type=nonneg_int("--seed"), help="seed of env runners, modules and evaluation "
