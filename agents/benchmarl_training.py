@@ -61,6 +61,11 @@ def default_algorithm() -> Dict[str, Any]:
     return {**AlgorithmConfig().to_dict(), "algo": "ippo"}
 
 
+def learner_label(spec: RunSpec) -> str:
+    """BenchMARL's algorithm name, marked "shared" when all UEs share one network (train.py's ppo-shared)."""
+    return f"{spec.algorithm} shared" if spec.experiment.get("share_policy_params") else spec.algorithm
+
+
 def run_spec_from_settings(env_config, algorithm: Mapping[str, Any], experiment: Mapping[str, Any],
                            device: str = "cpu") -> RunSpec:
     """The BenchMARL run that the run settings describe (see the module docstring's table)."""
@@ -160,7 +165,7 @@ def final_evaluation(experiment, spec: RunSpec, his_config, baselines: Sequence[
     from agents.evaluation import evaluate_policy, mean_metric, normalized_score
 
     env_dict = his_config.to_dict()
-    rows = [{"policy": f"trained ({spec.algorithm}, BenchMARL, greedy)", "reward_mode": spec.task["reward_mode"],
+    rows = [{"policy": f"trained ({learner_label(spec)}, BenchMARL, greedy)", "reward_mode": spec.task["reward_mode"],
              **greedy_evaluator(spec, his_config)(experiment)}]
     y_min = int(env_dict["steps"]["min_es_personal"])
     for name in baselines:
@@ -267,7 +272,7 @@ def train_benchmarl(env_config, algorithm: Mapping[str, Any], experiment: Mappin
     tracker = CurveTracker(lambda exp: {}, frames_per_point=1 << 62, time_budget_s=spec.time_budget_s)
     t0 = time.perf_counter()
     exp = build_experiment(spec, out, [metrics, tracker], fixed_folder=True)
-    log(f"BenchMARL {spec.algorithm} on {his_config.num_ues} UEs, scheme {spec.scheme}, seed {spec.seed}: "
+    log(f"BenchMARL {learner_label(spec)} on {his_config.num_ues} UEs, scheme {spec.scheme}, seed {spec.seed}: "
         f"{spec.experiment['on_policy_n_envs_per_worker']} envs x {his_config.episode_length} decision points per "
         f"iteration; built in {time.perf_counter() - t0:.1f} s; output {out}")
     tracker.start_clock()
@@ -283,10 +288,10 @@ def train_benchmarl(env_config, algorithm: Mapping[str, Any], experiment: Mappin
         stop = "interrupted"  # the checkpoints taken every `checkpoint_every` iterations are kept
     table = final_evaluation(exp, spec, his_config, eval_baselines, out)
     plot = plot_learning_curve(metrics.rows, out / "plots" / "learning_curve.png",
-                               f"BenchMARL {spec.algorithm}, N={his_config.num_ues}")
+                               f"BenchMARL {learner_label(spec)}, N={his_config.num_ues}")
     rows = metrics.rows
     train_s = sum(r["perf/iteration_s"] for r in rows)
-    summary = {"backend": "benchmarl", "algo": spec.algorithm, "iterations": len(rows),
+    summary = {"backend": "benchmarl", "algo": learner_label(spec), "iterations": len(rows),
                "env_steps": float(exp.total_frames), "agent_steps": float(exp.total_frames) * his_config.num_ues,
                "train_s": train_s, "agent_steps_per_s": (float(exp.total_frames) * his_config.num_ues / train_s
                                                          if train_s else math.nan),

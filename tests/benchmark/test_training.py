@@ -8,7 +8,7 @@ pytest.importorskip("torchrl")
 pytest.importorskip("benchmarl")
 
 from agents.benchmarl_experiment import BenchmarlSettingsError  # noqa: E402
-from agents.benchmarl_training import run_spec_from_settings, train_benchmarl  # noqa: E402
+from agents.benchmarl_training import learner_label, run_spec_from_settings, train_benchmarl  # noqa: E402
 
 
 def test_run_settings_map_onto_benchmarl():
@@ -34,7 +34,7 @@ def test_ppo_shared_is_benchmarls_ippo_with_one_network_and_minibatches_in_sampl
     spec = run_spec_from_settings({"num_ues": 6, "episode_length": 5},
                                   {"algo": "ppo-shared", "minibatch_size": 13, "episodes_per_iteration": 4,
                                    "value_clip": None, "reward_normalization": False}, {})
-    assert spec.algorithm == "ippo"
+    assert spec.algorithm == "ippo" and learner_label(spec) == "ippo shared"
     assert spec.experiment["share_policy_params"] is True and spec.algorithm_settings["share_param_critic"] is True
     assert spec.experiment["on_policy_minibatch_size"] == 3  # 13 samples of one network = 13 / 6 frames, rounded up
     assert spec.learner_switches["value_clip"] is None and spec.learner_switches["reward_normalization"] is False
