@@ -80,9 +80,26 @@ def tiny_sd3_pipeline(seed: int = 0, transformer_seed: int | None = None):
     return pipe
 
 
+def _tiny_sd_vae():
+    """The tiny 4-channel-latent VAE of the SD 1.x and SDXL test pipelines (32x32 images)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(block_out_channels=(4,), in_channels=3, out_channels=3, latent_channels=4,
+                         down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
+                         norm_num_groups=1, layers_per_block=1, sample_size=32)
+
+
+def _sd_ddim_scheduler(**extra):
+    """The DDIM scheduler of the SD 1.x and SDXL pipelines (their scaled-linear betas)."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                         set_alpha_to_one=False, steps_offset=1, **extra)
+
+
 def tiny_sd_pipeline(seed: int = 0):
     """A tiny StableDiffusionPipeline (SD 1.x layout) with a DDIM scheduler: 32x32 latents."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     torch.manual_seed(seed)
@@ -91,12 +108,9 @@ def tiny_sd_pipeline(seed: int = 0):
                                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
                                 cross_attention_dim=32, attention_head_dim=4)
-    vae = AutoencoderKL(block_out_channels=(4,), in_channels=3, out_channels=3, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
-                        norm_num_groups=1, layers_per_block=1, sample_size=32)
+    vae = _tiny_sd_vae()
     text_encoder = CLIPTextModel(_clip_text_config())
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    scheduler = _sd_ddim_scheduler()
     pipe = StableDiffusionPipeline(vae=vae.eval(), text_encoder=text_encoder.eval(),
                                    tokenizer=clip_tokenizer(), unet=unet.eval(), scheduler=scheduler,
                                    safety_checker=None, feature_extractor=None,
@@ -107,7 +121,7 @@ def tiny_sd_pipeline(seed: int = 0):
 
 def tiny_sdxl_pipeline(seed: int = 0):
     """A tiny StableDiffusionXLPipeline (two text encoders, text_time conditioning), DDIM."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
@@ -120,14 +134,10 @@ def tiny_sdxl_pipeline(seed: int = 0):
                                 transformer_layers_per_block=(1, 1),
                                 projection_class_embeddings_input_dim=4 * 6 + 32,
                                 cross_attention_dim=64)
-    vae = AutoencoderKL(block_out_channels=(4,), in_channels=3, out_channels=3, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
-                        norm_num_groups=1, layers_per_block=1, sample_size=32)
+    vae = _tiny_sd_vae()
     text_encoder = CLIPTextModel(_clip_text_config())
     text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config())
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False, steps_offset=1,
-                              timestep_spacing="leading")
+    scheduler = _sd_ddim_scheduler(timestep_spacing="leading")
     pipe = StableDiffusionXLPipeline(vae=vae.eval(), text_encoder=text_encoder.eval(),
                                      text_encoder_2=text_encoder_2.eval(), tokenizer=clip_tokenizer(),
                                      tokenizer_2=clip_tokenizer(), unet=unet.eval(),
