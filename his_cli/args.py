@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any, Callable, Dict, Sequence
 
 from his_common.config import parse_assignment
@@ -32,7 +33,8 @@ def nonneg_int(name: str):
 
 
 def positive_seconds(name: str):
-    return _number_flag(name, float, lambda v: v > 0, "a positive number of seconds")
+    """A finite number of seconds > 0 (inf and nan are refused: a budget must end)."""
+    return _number_flag(name, float, lambda v: math.isfinite(v) and v > 0, "a finite positive number of seconds")
 
 
 def parse_overrides(pairs: Sequence[str], example: str = "--set num_ues=10") -> Dict[str, Any]:

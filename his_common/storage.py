@@ -9,14 +9,22 @@ disk copy, with a warning.
 Writes go to a temporary file in the target's folder and are moved into place with `os.replace`,
 which is atomic on POSIX: a reader sees the old file or the new one, never a partial one, even
 with several writers.
+
+Cache and state files that fail their checks on load are never deleted: `move_aside` renames
+them to ``<name>.unusable-<UTC time>`` (kept for inspection) so that they can be rebuilt, and
+`write_cache_file` writes a cache file or, where the folder cannot be written (read-only disk,
+no permission, disk full), warns once per folder and lets the caller go on with its value in
+memory.
 """
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import time
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional, Set
 
 CACHE_ENV = "HIS_MARL_CACHE"
 
@@ -66,3 +74,47 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True))
+
+
+def move_aside(path: str | Path, reason: str, warn: Optional[Callable[[str], None]] = None) -> Optional[Path]:
+    """Rename the unusable file `path` to ``<name>.unusable-<UTC time>`` (kept, never deleted) and
+    warn once, naming both paths and `reason`. Returns the new path, or None when the file is gone
+    (another process moved it) or cannot be renamed (then the warning says so and the caller
+    simply does not use it)."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.unusable-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.unusable-{stamp}-{n}")
+    say = warn or (lambda message: warnings.warn(message, RuntimeWarning, stacklevel=3))
+    try:
+        os.rename(path, target)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        say(f"{str(path)!r} is unusable ({reason}) and cannot be moved aside ({exc}); it is ignored")
+        return None
+    say(f"{str(path)!r} is unusable ({reason}); moved to {str(target)!r} (kept) and rebuilt")
+    return target
+
+
+_UNWRITABLE: Set[str] = set()  # cache folders already reported as unwritable in this process
+
+
+def write_cache_file(path: str | Path, data: bytes | str, what: str = "cache file") -> bool:
+    """Atomically write a cache file; where its folder cannot be written, warn once per folder and
+    return False (the caller keeps the value in memory). A cache is an optimisation: no run stops
+    because its disk copy cannot be kept."""
+    path = Path(path)
+    try:
+        atomic_write_bytes(path, data.encode("utf-8") if isinstance(data, str) else data)
+        return True
+    except OSError as exc:
+        folder = str(path.parent)
+        if folder not in _UNWRITABLE:
+            _UNWRITABLE.add(folder)
+            warnings.warn(f"cannot write the {what} {str(path)!r} ({type(exc).__name__}: {exc}); the cache stays in "
+                          f"memory for this process (is {folder!r} read-only?)", RuntimeWarning, stacklevel=2)
+        return False

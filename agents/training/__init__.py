@@ -4,7 +4,7 @@ resumes and evaluates; train.py is a thin command line over it.
 Modules: `trainer` (the run and its loop), `stop_rules`, `run_folder` (layout and what resuming
 means), `metrics_files` (metrics.jsonl/csv and the progress line), `wandb_logger` (W&B),
 `preflight` (checks before anything starts), `final_evaluation` (the greedy evaluation table),
-`ray_session` (Ray start-up, quiet logs, SIGINT/SIGTERM).
+`ray_session` (Ray start-up, quiet logs), `signals` (SIGINT/SIGTERM as a clean stop, workers that exit with their parent).
 """
 from agents.training.preflight import PreflightError
 from agents.training.run_folder import RunFolderError

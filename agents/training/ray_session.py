@@ -1,12 +1,10 @@
-"""Starting Ray for a training run, quieting the libraries, and turning SIGTERM into the same
-orderly stop as Ctrl-C (final checkpoint, evaluation, W&B finished)."""
+"""Starting Ray for a training run and quieting the libraries (the stop signals are
+`agents.training.signals`, shared with the BenchMARL backend and the benchmark grid)."""
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
-import threading
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -16,21 +14,6 @@ REPO = Path(__file__).resolve().parents[2]
 # them in sets), and with it which random draws each module gets: a fixed hash seed in every
 # process makes runs with the same seed repeat exactly on one machine.
 HASH_SEED = "0"
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """A second SIGINT or SIGTERM while the run is already stopping."""
-
-
-def restart_with_fixed_hash_seed() -> None:
-    """Re-run this program once with PYTHONHASHSEED fixed (RLlib's agent order, and so the run,
-    depends on it). For a command line only: it replaces the running process."""
-    import sys
-
-    if sys.flags.hash_randomization and not os.environ.get("PYTHONHASHSEED"):
-        os.environ["PYTHONHASHSEED"] = HASH_SEED
-        sys.stdout.flush()
-        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 def quiet_libraries(verbose: bool) -> None:
@@ -74,36 +57,6 @@ def init_ray(address: Optional[str], torch_threads: int, num_env_runners: int, v
         env_vars["PYTHONPATH"] = pythonpath
         # address="local": always a fresh local instance, never a cluster another program left running.
         ray.init(address="local", num_cpus=max(os.cpu_count() or 1, num_env_runners + 1), **kwargs)
-
-
-class StopSignals:
-    """SIGINT (Ctrl-C) and SIGTERM (what schedulers and `timeout` send) ask the run to stop: the
-    iteration in progress finishes, then the run saves its final checkpoint, evaluates and closes
-    W&B as after any other stop rule. A second signal stops at once (TrainingInterrupted), with the
-    checkpoints already on disk left as they are. Installed in the main thread only."""
-
-    def __init__(self, log=print) -> None:
-        self.requested: Optional[str] = None
-        self._log = log
-        self._previous: Dict[int, Any] = {}
-
-    def _handle(self, signum, frame) -> None:
-        name = signal.Signals(signum).name
-        if self.requested is not None:
-            raise TrainingInterrupted(name)
-        self.requested = name
-        self._log(f"{name}: stopping after this iteration (send it again to stop at once)")
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
 
 
 def restart_with_fixed_hash_seed() -> None:

@@ -218,7 +218,8 @@ def run_training(req: TrainingRequest, log: Callable[[str], None] = print) -> Tr
     """Run (or continue) one training run; see the module docstring. Raises TrainingError,
     CheckpointError, RunFolderError, PreflightError or WandbSetupError with a message when it
     cannot start."""
-    from agents.training.ray_session import StopSignals, hash_seed_fixed, init_ray, quiet_libraries
+    from agents.training.ray_session import hash_seed_fixed, init_ray, quiet_libraries
+    from agents.training.signals import StopSignals
 
     quiet_libraries(req.verbose)
     prep = _prepare(req)

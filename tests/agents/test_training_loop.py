@@ -179,7 +179,7 @@ def test_an_absurd_learning_rate_stops_on_the_nonfinite_state_it_produces(tmp_pa
 
 
 def test_sigterm_and_sigint_ask_for_a_stop_after_the_iteration():
-    from agents.training.ray_session import StopSignals, TrainingInterrupted
+    from agents.training.signals import StopSignals, TrainingInterrupted
 
     lines = []
     before = signal.getsignal(signal.SIGTERM)

@@ -19,6 +19,8 @@ def test_set_pairs_are_parsed_in_order_with_the_config_parser():
     (positive_int, "3", 3), (positive_int, "0", None), (positive_int, "x", None),
     (nonneg_int, "0", 0), (nonneg_int, "-1", None),
     (positive_seconds, "2.5", 2.5), (positive_seconds, "0", None),
+    (positive_seconds, "inf", None), (positive_seconds, "-inf", None), (positive_seconds, "nan", None),
+    (positive_seconds, "1e400", None),
 ])
 def test_number_flags(make, text, ok):
     parse = make("--flag")

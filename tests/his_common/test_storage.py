@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from his_common import storage
 from his_common.storage import (CacheLocationError, atomic_write_bytes, atomic_write_json, atomic_write_text,
-                                cache_root)
+                                cache_root, move_aside, write_cache_file)
 
 
 def test_atomic_write_replaces_whole_file_and_leaves_no_temporary(tmp_path):
@@ -62,3 +63,34 @@ def test_cache_root_at_or_under_a_file_names_the_variable_and_the_path(tmp_path,
     assert str(regular) in str(err.value) and "not a folder" in str(err.value)
     assert isinstance(err.value, OSError)
 
+
+
+def test_move_aside_keeps_the_file_under_a_new_name_and_says_where(tmp_path):
+    path = tmp_path / "bank.npz"
+    path.write_bytes(b"\x00broken")
+    with pytest.warns(RuntimeWarning, match="bank.npz.*unusable \\(truncated\\).*moved to .*bank.npz.unusable-"):
+        first = move_aside(path, "truncated")
+    assert not path.exists() and first.read_bytes() == b"\x00broken"
+    assert re.fullmatch(r"bank\.npz\.unusable-\d{8}T\d{6}Z", first.name)
+    path.write_bytes(b"again")  # a second unusable file in the same second gets its own name
+    with pytest.warns(RuntimeWarning):
+        second = move_aside(path, "truncated")
+    assert second != first and first.read_bytes() == b"\x00broken" and second.read_bytes() == b"again"
+
+
+def test_move_aside_of_a_file_already_gone_is_none(tmp_path):
+    assert move_aside(tmp_path / "absent.json", "x", warn=lambda m: pytest.fail(m)) is None
+
+
+def test_write_cache_file_degrades_to_memory_with_one_warning_per_folder(tmp_path, monkeypatch):
+    assert write_cache_file(tmp_path / "a" / "x.json", "{}") and (tmp_path / "a" / "x.json").read_text() == "{}"
+
+    def refuse(path, data):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(storage, "atomic_write_bytes", refuse)
+    monkeypatch.setattr(storage, "_UNWRITABLE", set())
+    with pytest.warns(RuntimeWarning, match="cannot write the references .*PermissionError.*stays in memory") as seen:
+        assert write_cache_file(tmp_path / "ro" / "r1.json", b"1", "references") is False
+        assert write_cache_file(tmp_path / "ro" / "r2.json", b"2", "references") is False
+    assert len(seen) == 1 and not (tmp_path / "ro").exists()

@@ -1,0 +1,54 @@
+"""Workers started with `exit_with_parent` die with their parent, even when it is killed with kill -9."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from agents.training.signals import exit_with_parent
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("use_prctl", [True, False])
+def test_a_worker_does_not_outlive_a_killed_parent(tmp_path, use_prctl):
+    pid_file = tmp_path / "worker.pid"
+    # the parent starts a worker that calls exit_with_parent and would otherwise sleep for a minute
+    worker = textwrap.dedent(f"""
+        import os, sys, time
+        sys.path.insert(0, {os.getcwd()!r})
+        from agents.training import signals
+        if not {use_prctl}:
+            signals.sys.platform = "other"  # the portable watchdog instead of prctl
+        signals.exit_with_parent(poll_s=0.1)
+        open({str(pid_file)!r}, "w").write(str(os.getpid()))
+        time.sleep(60)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys, time\n"
+                               f"subprocess.Popen([sys.executable, '-c', {worker!r}])\ntime.sleep(60)"])
+    try:
+        deadline = time.time() + 30
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.time() < deadline, "the worker did not start"
+            time.sleep(0.05)
+        worker_pid = int(pid_file.read_text())
+        assert _alive(worker_pid)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.time() + 5
+        while _alive(worker_pid) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker_pid), f"worker {worker_pid} outlived its killed parent"
+    finally:
+        parent.kill()
+
