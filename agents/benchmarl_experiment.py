@@ -176,8 +176,8 @@ def validate_spec(spec: RunSpec) -> None:
         raise BenchmarlSettingsError(
             f"frame budget {spec.frame_budget:,} is smaller than one iteration ({per_iter:,} frames for "
             f"{spec.algorithm}), after which the first evaluation runs; allowed: at least {per_iter:,}")
-    if spec.time_budget_s is not None and not spec.time_budget_s > 0:
-        raise BenchmarlSettingsError(f"time budget {spec.time_budget_s!r}; allowed: seconds > 0")
+    if spec.time_budget_s is not None and not (math.isfinite(spec.time_budget_s) and spec.time_budget_s > 0):
+        raise BenchmarlSettingsError(f"time budget {spec.time_budget_s!r}; allowed: a finite number of seconds > 0")
     if spec.time_budget_s is not None and spec.frame_budget is None and cfg.exploration_anneal_frames is None:
         raise BenchmarlSettingsError("a time budget needs experiment.exploration_anneal_frames (the frames over which "
                                      "exploration is annealed; BenchMARL's default, a third of max_n_frames, needs a "
@@ -297,7 +297,8 @@ def peak_memory() -> Dict[str, float]:
 
 # ---------------------------------------------------------------------- the run
 class StopTraining(Exception):
-    """Raised by a callback (or the time budget) after an iteration: the run ends as if its budget were spent."""
+    """Raised by a callback's `on_train_end` (the time budget, a stop signal): the run ends after this iteration
+    as if its budget were spent. Its message is the reason (`HISExperiment.stop_reason`)."""
 
 
 class HISExperiment(Experiment):
@@ -307,10 +308,15 @@ class HISExperiment(Experiment):
     loggers' folders go there instead of into a subfolder BenchMARL names. Only callbacks marked
     `part_of_run` (agents.benchmarl_normalization.LearnerSwitches) are pickled into `config.pkl`,
     so that a reloaded run keeps them; the others may hold open environments.
+
+    A callback's `StopTraining` ends the run as BenchMARL's frame limit does: the iteration counts,
+    the end-of-run checkpoint (`checkpoint_at_end`) is written at its frame count, and
+    `stop_reason` holds the exception's message (None when the frame limit ended the run).
     """
 
     def __init__(self, *args, folder: Optional[str | Path] = None, **kwargs) -> None:
         self.fixed_folder = Path(folder).resolve() if folder is not None else None
+        self.stop_reason: Optional[str] = None
         super().__init__(*args, **kwargs)
 
     def _setup_name(self) -> None:
@@ -342,37 +348,46 @@ class HISExperiment(Experiment):
 
         if self._checkpointed_files and self._checkpointed_files[-1].name == f"checkpoint_{self.total_frames}.pt":
             return  # the end of a run that has just been checkpointed
-        if self.config.keep_checkpoints_num is not None:
-            while len(self._checkpointed_files) >= self.config.keep_checkpoints_num:
-                self._checkpointed_files.popleft().unlink(missing_ok=True)
         path = self.folder_name / "checkpoints" / f"checkpoint_{self.total_frames}.pt"
         buf = io.BytesIO()
         torch.save(self.state_dict(), buf)
         atomic_write_bytes(path, buf.getvalue())
         self._checkpointed_files.append(path)
+        # old ones go only once the new one is on disk: a save cut short leaves the last `keep` in place
+        if self.config.keep_checkpoints_num is not None:
+            while len(self._checkpointed_files) > self.config.keep_checkpoints_num:
+                self._checkpointed_files.popleft().unlink(missing_ok=True)
 
     def run(self) -> None:
         seed_everything(self.seed)
         try:
             self._collection_loop()
-        except StopTraining:
-            if self.config.checkpoint_at_end:
-                self._save_experiment()
-            self.close()
+        except StopTraining as stop:
+            self.stop_reason = str(stop)
+            # raised in on_train_end of the last group, where BenchMARL's loop would count the iteration next
+            self.n_iters_performed += 1
+            try:
+                if self.config.checkpoint_at_end:
+                    self._save_experiment()
+            finally:
+                self.close()
         except BaseException:
             self.close()
             raise
 
 
 class CurveTracker(Callback):
-    """Greedy evaluations on the PettingZoo env along the run, and the time budget."""
+    """Greedy evaluations on the PettingZoo env along the run, and the stop rules checked after every
+    iteration: a stop signal (`signals`, an agents.training.signals.StopSignals), then the time budget."""
 
-    def __init__(self, evaluate, frames_per_point: int, time_budget_s: Optional[float], on_point=None) -> None:
+    def __init__(self, evaluate, frames_per_point: int, time_budget_s: Optional[float], on_point=None,
+                 signals=None) -> None:
         super().__init__()
         self.evaluate = evaluate
         self.frames_per_point = int(frames_per_point)
         self.time_budget_s = time_budget_s
         self.on_point = on_point
+        self.signals = signals
         self.points: List[Dict[str, float]] = []
         self.eval_s = 0.0
         self.t0: Optional[float] = None
@@ -402,12 +417,16 @@ class CurveTracker(Callback):
             self.on_point(point)
 
     def on_train_end(self, training_td, group: str) -> None:
+        if group != list(self.experiment.train_group_map)[-1]:
+            return  # the iteration ends with its last group's training
         self.iterations += 1
         frames = int(self.experiment.total_frames)
         if self.iterations == 1 or frames % self.frames_per_point == 0:
             self.add_point()
+        if self.signals is not None and self.signals.requested:
+            raise StopTraining(f"interrupted ({self.signals.requested})")
         if self.time_budget_s is not None and self.train_seconds() >= self.time_budget_s:
-            raise StopTraining()
+            raise StopTraining(f"time limit {self.time_budget_s:.0f} s")
 
 
 def build_experiment(spec: RunSpec, folder: str | Path, callbacks: Sequence[Any] = (), fixed_folder: bool = False):

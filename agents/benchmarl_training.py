@@ -26,10 +26,16 @@ PPO always clips; `config.yaml` lists it under `backend_unused`, so a reader see
 Run folder (as train.py's): `config.yaml`; `metrics.jsonl` and `metrics.csv`, one row per
 iteration (`his/utility`, `his/quality`, `his/delay`, `his/energy` of the collected decision
 points, `learner/*` BenchMARL's loss terms, `perf/*` frames, agent-steps and throughput);
-`checkpoints/checkpoint_<frames>.pt` (BenchMARL's checkpoints, written atomically; continue one
-with `benchmarl.experiment.Experiment.reload_from_file`); `eval.csv` and `eval.md` (the greedy
-policy beside the baselines on fixed seeds of the PettingZoo env, with the normalised score
-when both random and search are given); `plots/learning_curve.png`; `wandb/` (offline by default).
+`checkpoints/checkpoint_<frames>.pt` (BenchMARL's checkpoints, written atomically, the last one at
+the run's last iteration; continue one with `benchmarl.experiment.Experiment.reload_from_file`);
+`eval.csv` and `eval.md` (the greedy policy beside the baselines on fixed seeds of the PettingZoo
+env, with the normalised score when both random and search are given); `plots/learning_curve.png`;
+`wandb/` (offline by default).
+
+SIGINT and SIGTERM stop the run as train.py's RLlib path does (agents.training.signals.StopSignals):
+the iteration in progress finishes, then the final checkpoint, the evaluation and W&B follow as after
+any other stop rule (`stopped: interrupted (SIGTERM)`); a second signal raises `TrainingInterrupted`
+at once, with the checkpoints on disk left as they are.
 """
 from __future__ import annotations
 
@@ -43,9 +49,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import yaml
 from benchmarl.experiment.callback import Callback
 
-from agents.benchmarl_experiment import (BenchmarlSettingsError, RunSpec, WANDB_MODES, build_experiment,
-                                         greedy_evaluator, peak_memory, reset_peak_memory, validate_spec)
+from agents.benchmarl_experiment import (BenchmarlSettingsError, CurveTracker, RunSpec, WANDB_MODES,
+                                         build_experiment, greedy_evaluator, peak_memory, reset_peak_memory,
+                                         validate_spec)
 from agents.training.final_evaluation import plot_learning_curve
+from agents.training.preflight import check_cache_folder
+from agents.training.signals import StopSignals
 from his_common.storage import atomic_write_text
 
 BACKEND_ALGOS = {"ippo": "ippo", "ppo-shared": "ippo", "mappo": "mappo"}  # train.py learner -> BenchMARL algorithm
@@ -198,6 +207,24 @@ def check_new_run_folder(out: Path) -> None:
                                      f"use another --output-dir (nothing was written)")
 
 
+def check_run_limits(iterations: Any, timesteps: Any, time_limit_s: Any, checkpoint_every: Any,
+                     keep_checkpoints: Any) -> None:
+    """train_benchmarl's stop rules and checkpoint settings, each refused by name when it cannot work."""
+    def integer(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    for name, value, least in (("iterations", iterations, 1), ("timesteps", timesteps, 1)):
+        if value is not None and not (integer(value) and value >= least):
+            raise BenchmarlSettingsError(f"{name} = {value!r}; allowed: an integer >= {least} or None")
+    if time_limit_s is not None and not (isinstance(time_limit_s, (int, float)) and not isinstance(time_limit_s, bool)
+                                         and math.isfinite(time_limit_s) and time_limit_s > 0):
+        raise BenchmarlSettingsError(f"time_limit_s = {time_limit_s!r}; allowed: a finite number of seconds > 0 "
+                                     f"or None")
+    for name, value, least in (("checkpoint_every", checkpoint_every, 0), ("keep_checkpoints", keep_checkpoints, 1)):
+        if not (integer(value) and value >= least):
+            raise BenchmarlSettingsError(f"{name} = {value!r}; allowed: an integer >= {least}")
+
+
 def train_benchmarl(env_config, algorithm: Mapping[str, Any], experiment: Mapping[str, Any], out_dir: str | Path, *,
                     iterations: Optional[int] = None, timesteps: Optional[int] = None,
                     time_limit_s: Optional[float] = None, checkpoint_every: int = 10, keep_checkpoints: int = 2,
@@ -207,18 +234,23 @@ def train_benchmarl(env_config, algorithm: Mapping[str, Any], experiment: Mappin
     """Train BenchMARL IPPO/MAPPO on the vector env into `out_dir` (see the module docstring).
 
     Stop rules as train.py's: `iterations` (in total), `timesteps` (env steps = frames in total),
-    `time_limit_s` (seconds of training); with none given, 300 s. A checkpoint every
-    `checkpoint_every` iterations (0: only at the end) and always at the end. Returns the summary.
+    `time_limit_s` (seconds of training), SIGINT/SIGTERM (see the module docstring); with no budget
+    given, 300 s. A checkpoint every `checkpoint_every` iterations (0: only at the end) and always at
+    the end. Returns the summary. Bad settings raise BenchmarlSettingsError, an unusable cache folder
+    PreflightError, both before anything is built or written; a second stop signal raises
+    TrainingInterrupted.
     """
     from his_env.vector.benchmarl_task import task_by_name
 
+    check_run_limits(iterations, timesteps, time_limit_s, checkpoint_every, keep_checkpoints)
+    check_cache_folder()
     if wandb_mode not in WANDB_MODES:
         raise BenchmarlSettingsError(f"wandb mode {wandb_mode!r}; allowed: {', '.join(WANDB_MODES)}")
     spec = run_spec_from_settings(env_config, algorithm, experiment, device)
     frames_per_iter = int(spec.experiment["on_policy_collected_frames_per_batch"])
     if iterations is None and timesteps is None and time_limit_s is None:
         time_limit_s = 300.0
-    budgets = [b for b in (iterations and iterations * frames_per_iter, timesteps) if b]
+    budgets = [b for b in (iterations and iterations * frames_per_iter, timesteps) if b is not None]
     if budgets:
         spec.frame_budget = max(frames_per_iter, -(-min(budgets) // frames_per_iter) * frames_per_iter)
     spec.time_budget_s = time_limit_s
@@ -266,30 +298,36 @@ def train_benchmarl(env_config, algorithm: Mapping[str, Any], experiment: Mappin
     torch.set_num_threads(int(experiment.get("torch_threads", 1) or 1))  # experiment.torch_threads, as train.py's
     reset_peak_memory()
     metrics = MetricsRows(metrics_path, his_config.num_ues, write)
-    from agents.benchmarl_experiment import CurveTracker
-
-    # The tracker enforces the time budget; its curve is the final evaluation only (no points along the run).
-    tracker = CurveTracker(lambda exp: {}, frames_per_point=1 << 62, time_budget_s=spec.time_budget_s)
+    signals = StopSignals(log)
+    # The tracker enforces the time budget and the stop signals, after the metrics row of the iteration is
+    # written; its curve is the final evaluation only (no points along the run).
+    tracker = CurveTracker(lambda exp: {}, frames_per_point=1 << 62, time_budget_s=spec.time_budget_s,
+                           signals=signals)
     t0 = time.perf_counter()
-    exp = build_experiment(spec, out, [metrics, tracker], fixed_folder=True)
-    log(f"BenchMARL {learner_label(spec)} on {his_config.num_ues} UEs, scheme {spec.scheme}, seed {spec.seed}: "
-        f"{spec.experiment['on_policy_n_envs_per_worker']} envs x {his_config.episode_length} decision points per "
-        f"iteration; built in {time.perf_counter() - t0:.1f} s; output {out}")
-    tracker.start_clock()
-    metrics.t0 = metrics._t_iter = time.perf_counter()
-    stop = "done"
     try:
-        exp.run()
-        if spec.time_budget_s is not None and tracker.train_seconds() >= spec.time_budget_s:
-            stop = f"time limit {spec.time_budget_s:.0f} s"
-        else:
-            stop = f"reached {int(exp.total_frames):,} env steps"
-    except KeyboardInterrupt:
-        stop = "interrupted"  # the checkpoints taken every `checkpoint_every` iterations are kept
+        exp = build_experiment(spec, out, [metrics, tracker], fixed_folder=True)
+        log(f"BenchMARL {learner_label(spec)} on {his_config.num_ues} UEs, scheme {spec.scheme}, seed {spec.seed}: "
+            f"{spec.experiment['on_policy_n_envs_per_worker']} envs x {his_config.episode_length} decision points "
+            f"per iteration; built in {time.perf_counter() - t0:.1f} s; output {out}")
+        # as on the RLlib path, from the first iteration on; a first signal during the final evaluation lets it finish
+        with signals:
+            tracker.start_clock()
+            metrics.t0 = metrics._t_iter = time.perf_counter()
+            exp.run()  # after a stop signal or the time limit: ends with the iteration, checkpointed at its frames
+            return _finish(exp, spec, his_config, metrics.rows, eval_baselines, out, wb, log)
+    except BaseException:
+        if wb is not None:
+            wb.finish()
+        raise
+
+
+def _finish(exp, spec: RunSpec, his_config, rows: List[Dict[str, float]], eval_baselines: Sequence[str], out: Path,
+            wb, log: Callable[[str], None]) -> Dict[str, Any]:
+    """After training: the final evaluation, the plot, the summary (logged and to W&B), W&B finished."""
+    stop = exp.stop_reason or f"reached {int(exp.total_frames):,} env steps"
     table = final_evaluation(exp, spec, his_config, eval_baselines, out)
-    plot = plot_learning_curve(metrics.rows, out / "plots" / "learning_curve.png",
+    plot = plot_learning_curve(rows, out / "plots" / "learning_curve.png",
                                f"BenchMARL {learner_label(spec)}, N={his_config.num_ues}")
-    rows = metrics.rows
     train_s = sum(r["perf/iteration_s"] for r in rows)
     summary = {"backend": "benchmarl", "algo": learner_label(spec), "iterations": len(rows),
                "env_steps": float(exp.total_frames), "agent_steps": float(exp.total_frames) * his_config.num_ues,

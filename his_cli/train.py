@@ -19,12 +19,13 @@ EPILOG = """examples:
   train.py --resume runs/my-run/checkpoints/iter_000020   continue it from iteration 20
   train.py --ray-address auto --num-env-runners 16    the same run on a Ray cluster
 
-Run folder (--output-dir): config.yaml, metrics.jsonl/.csv (a row per iteration), checkpoints/
-(iter_NNNNNN/ and latest), eval.csv/.md (greedy final policy beside baselines; each row names its
-reward mode), plots/, wandb/. Resuming from an older checkpoint moves the run's later history to
+Run folder (--output-dir): config.yaml, metrics.jsonl/.csv (a row per iteration), checkpoints/ (iter_NNNNNN/
+and latest; benchmarl: checkpoint_<env steps>.pt), eval.csv/.md (greedy final policy beside baselines; each row
+names its reward mode), plots/, wandb/. Resuming from an older checkpoint moves the run's later history to
 superseded/. Same --seed, same machine: the same run (train.py fixes PYTHONHASHSEED).
-exit status: 0 done (also after Ctrl-C/SIGTERM, which save a final checkpoint), 1 stopped on a
-non-finite loss (the last good checkpoint is kept), 2 bad flags, config or checkpoint."""
+exit status: 0 done (also after Ctrl-C/SIGTERM: the iteration in progress ends, then the final checkpoint,
+evaluation and W&B), 1 non-finite loss (the last good checkpoint is kept) or a failure while running, 2 bad flags,
+config, checkpoint or HIS_MARL_CACHE (nothing written), 130 a second Ctrl-C/SIGTERM (stops at once, files kept)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,13 +127,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.environ.setdefault(name, value)
     from agents.checkpoints import CheckpointError
     from agents.config import ConfigError
-    from agents.training import SETUP_ERRORS, run_training
+    from agents.training import SETUP_ERRORS, preflight, run_training
 
     log = lambda line: print(line, flush=True)  # noqa: E731
     try:
         if args.backend == "rllib" and args.device != "cpu":
             raise UsageError(f"--device {args.device} is for --backend benchmarl; the RLlib learners train on the CPU")
         if args.backend == "benchmarl":  # BenchMARL (and torchrl) are imported only for this backend
+            preflight.check_cache_folder()  # as train_benchmarl does, but before BenchMARL's imports (seconds)
             from agents.benchmarl_training import BenchmarlSettingsError, train_benchmarl_request
             try:
                 train_benchmarl_request(request_from_args(args), args.device, log=log)
@@ -146,6 +148,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("train.py: stopped at once; the checkpoints on disk are as they were", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a failure while running: its traceback, then one line
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+        print(f"train.py: error: the run failed ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 1
     return result.exit_code
 
 

@@ -44,7 +44,11 @@ class StopSignals:
         if self.requested is not None:
             raise TrainingInterrupted(name)
         self.requested = name
-        self._log(f"{name}: stopping after {self._unit} (send it again to stop at once)")
+        message = f"{name}: stopping after {self._unit} (send it again to stop at once)"
+        try:
+            self._log(message)
+        except RuntimeError:  # the signal landed while the main thread was writing to the same stream
+            os.write(2, (message + "\n").encode())
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():

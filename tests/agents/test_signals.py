@@ -52,3 +52,17 @@ def test_a_worker_does_not_outlive_a_killed_parent(tmp_path, use_prctl):
     finally:
         parent.kill()
 
+
+
+def test_a_signal_during_a_write_to_the_log_stream_is_still_announced(capfd):
+    """Python refuses a reentrant write to a buffered stream: the handler falls back to stderr."""
+    from agents.training.signals import StopSignals
+
+    def busy_log(line):
+        raise RuntimeError("reentrant call inside <_io.BufferedWriter name='<stdout>'>")
+
+    with StopSignals(busy_log) as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+    assert stop.requested == "SIGTERM"
+    assert "SIGTERM: stopping after this iteration" in capfd.readouterr().err

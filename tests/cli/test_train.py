@@ -67,7 +67,7 @@ def test_bad_values_give_clear_errors(argv, needle, capsys, tmp_path):
 @pytest.mark.parametrize("argv, needle", [
     (["--algo", "dqn"], "invalid choice: 'dqn'"),
     (["--iterations", "0"], "--iterations must be a positive integer"),
-    (["--time-limit", "soon"], "--time-limit must be a positive number"),
+    (["--time-limit", "soon"], "--time-limit must be a finite positive number"),
     (["--wandb-mode", "cloud"], "invalid choice: 'cloud'"),
 ])
 def test_bad_flags_give_clear_errors(argv, needle, capsys):
