@@ -2,17 +2,22 @@
 
 `run_benchmark(BenchmarkSpec(...))`
 
-1. refuses, before anything starts, unknown algorithm or scheme names, task settings the env
-   rejects, a budget too small for one iteration (after which the first evaluation runs), a
-   device that is not there, and an output folder that holds a benchmark with other settings;
+1. refuses, before anything starts (`BenchmarkError` / ConfigError naming the setting, the value and
+   what is allowed), unknown algorithm or scheme names, task settings the env rejects, a frame budget
+   that is not an integer >= one iteration (after which the first evaluation runs), a time budget
+   that is not a finite number of seconds > 0, a device that is not there, a cache location
+   (`$HIS_MARL_CACHE`) that names a file, an output folder that is a file, cannot be written or
+   holds a benchmark with other settings, and a Ray address that does not answer a TCP connect
+   within a few seconds ('auto' must find a running cluster);
 2. computes U_random and U_search (agents.baselines' random and search policies on the
    PettingZoo env, on the fixed evaluation seeds) once per scheme, cached on disk under
    `$HIS_MARL_CACHE/benchmark/` keyed by the env config, the seeds, the search's sweeps and a
-   digest of the code and data behind U;
+   digest of the code and data behind U; a read-only cache folder only costs a warning;
 3. runs every (algorithm, scheme, seed) cell that has no finished result yet in worker
    processes (peak memory is measured per cell: Linux's VmHWM, reset when the cell starts):
-   `jobs` at a time here, or as Ray tasks spread over a cluster (`ray_address`); a cell that fails is run once more, and if it fails again it
-   is reported as failed with both errors, not lost;
+   `jobs` at a time here, or as Ray tasks spread over a cluster (`ray_address`); a cell that fails,
+   or whose evaluation is not finite (a NaN score is never "ok"), is run once more, and if it fails
+   again it is reported as failed with both errors, not lost;
 4. writes one report (experiments.benchmark_report): per algorithm and scheme, the normalised
    score (U - U_random) / (U_search - U_random) of the greedy policy, mean and 95 % bootstrap
    confidence interval over seeds, learning curves against frames and training time, peak memory.
@@ -22,14 +27,32 @@ with `result.json` (summary, curve, status, attempts), BenchMARL's own run folde
 logs) and, in the report, `cells.csv`, `summary.csv`, `curves.csv`, `report.md`, `scores.png`,
 `curves.png`. A benchmark interrupted or extended (more algorithms, schemes or seeds) with the same
 settings resumes: finished cells are read back, not run again.
+
+Faults:
+- every file the grid reads back (the cached references, `benchmark.json`, each cell's
+  `result.json`) is checked on load; one that is unusable (not UTF-8 JSON, missing or non-finite
+  values, written for other seeds or sweeps) is moved aside to `<name>.unusable-<UTC time>` (kept)
+  with one warning, then recomputed, or its cell is treated as not run;
+- a cell started again whose folder holds files of an earlier unfinished attempt (killed, failed,
+  other settings) first moves them to `cells/<name>/superseded/attempt-<UTC time>/` (kept), so the
+  cell folder holds one attempt;
+- SIGINT and SIGTERM (agents.training.signals.StopSignals) stop the grid: nothing more is submitted,
+  the running cells' workers are terminated (they run again on resume), the finished cells are kept
+  and reported, and the result says `stopped`; a second signal stops at once (KeyboardInterrupt);
+- local workers die with the driver (PR_SET_PDEATHSIG), so a driver killed with kill -9 leaves none.
 """
 from __future__ import annotations
 
 import concurrent.futures as futures
+import contextlib
 import hashlib
 import json
+import math
 import multiprocessing
+import numbers
 import os
+import signal
+import socket
 import sys
 import time
 import traceback
@@ -37,7 +60,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from his_common.storage import atomic_write_json, cache_root
+from his_common.storage import CacheLocationError, atomic_write_json, cache_root, move_aside, write_cache_file
 
 EVAL_SEED_BASE = 90_000
 REPO = Path(__file__).resolve().parents[1]
@@ -47,10 +70,19 @@ RESULT_KEYS = ("task", "experiment", "frame_budget", "time_budget_s", "eval_epis
                "device", "search_sweeps")
 RAY_EXCLUDES = [".venv/", ".git/", "runs/", "results/", "benchmarks/results/", "wandb/", ".cache/", ".whl/",
                 ".device/", "**/__pycache__/"]
+RAY_CONNECT_TIMEOUT_S = 5.0
+RAY_ALLOWED = "allowed: 'auto' or host:port of a running Ray cluster (start one with `ray start --head`)"
+POLL_S = 0.5  # how often the driver looks at the stop signals while cells run
+SUPERSEDED = "superseded"
+STOP_UNIT = "ending the running cells (they run again on resume) and reporting the finished ones"
 
 
 class BenchmarkError(ValueError):
     """A benchmark that cannot start (names the setting, the value and what is allowed)."""
+
+
+class CellResultError(RuntimeError):
+    """A cell trained but its result is unusable (its evaluation is not finite)."""
 
 
 @dataclass
@@ -125,6 +157,16 @@ def validate(spec: BenchmarkSpec) -> List[Tuple[str, str, int]]:
         raise BenchmarkError(f"wandb mode {spec.wandb_mode!r}; allowed: {', '.join(WANDB_MODES)}")
     if not spec.cpus_per_cell > 0:
         raise BenchmarkError(f"cpus_per_cell {spec.cpus_per_cell!r}; allowed: a number > 0")
+    if spec.frame_budget is not None and not (_is_integer(spec.frame_budget) and spec.frame_budget >= 1):
+        raise BenchmarkError(f"frame_budget {spec.frame_budget!r}; allowed: an integer >= 1 (frames per run) or "
+                             f"none")
+    if spec.time_budget_s is not None and not (_is_number(spec.time_budget_s) and math.isfinite(spec.time_budget_s)
+                                               and spec.time_budget_s > 0):
+        raise BenchmarkError(f"time_budget_s {spec.time_budget_s!r}; allowed: a finite number of seconds > 0 or none")
+    try:
+        cache_root()
+    except CacheLocationError as exc:
+        raise BenchmarkError(str(exc)) from None
     cells = [(a, s, int(seed)) for a in dict.fromkeys(spec.algorithms) for s in dict.fromkeys(spec.schemes)
              for seed in dict.fromkeys(spec.seeds)]
     checked = set()
@@ -133,9 +175,9 @@ def validate(spec: BenchmarkSpec) -> List[Tuple[str, str, int]]:
             validate_spec(run_spec(spec, algorithm, scheme, spec.seeds[0]))
             checked.add((algorithm, scheme))
     out = Path(spec.output_dir)
-    saved = out / "benchmark.json"
-    if saved.is_file():
-        previous = json.loads(saved.read_text()).get("result_settings", {})
+    _check_output_folder(out)
+    previous = _read_saved_settings(out / "benchmark.json")
+    if previous is not None:
         current = json.loads(json.dumps(spec.result_settings()))
         differ = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
         if differ:
@@ -143,6 +185,52 @@ def validate(spec: BenchmarkSpec) -> List[Tuple[str, str, int]]:
                                  f"{', '.join(differ)}); resume it with the same settings or choose another "
                                  f"--output-dir")
     return cells
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> bool:
+    return _is_number(value) and math.isfinite(value)
+
+
+def _check_output_folder(out: Path) -> None:
+    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == out.absolute() else f"lies under {str(existing)!r}, which is a file"
+        raise BenchmarkError(f"output folder {str(out)!r} {where}; allowed: a folder (created if missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BenchmarkError(f"output folder {str(out)!r}: {str(existing)!r} cannot be written; allowed: a "
+                             f"writable folder (created if missing)")
+
+
+def _read_json(path: Path) -> Tuple[Any, Optional[str]]:
+    """(data, None), or (None, why the file is not JSON)."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8")), None
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        return None, f"not JSON: {exc}"
+
+
+def _read_saved_settings(path: Path) -> Optional[Dict[str, Any]]:
+    """The result settings in an output folder's `benchmark.json`, or None (absent, or unusable:
+    then moved aside, and the cells' own settings keys still decide what is finished)."""
+    if not path.is_file():
+        return None
+    data, problem = _read_json(path)
+    if problem is None and not (isinstance(data, dict) and isinstance(data.get("result_settings"), dict)):
+        problem = "no result_settings object"
+    if problem is not None:
+        move_aside(path, problem)
+        return None
+    return data["result_settings"]
 
 
 # ---------------------------------------------------------------------- references
@@ -160,22 +248,39 @@ def model_source_digest() -> str:
     return digest.hexdigest()[:16]
 
 
+def references_problem(data: Any, seeds: Sequence[int], search_sweeps: int) -> Optional[str]:
+    """Why `data` cannot serve as the references for `seeds` and `search_sweeps`, or None."""
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    for name in ("random", "search"):
+        if not _finite(data.get(name)):
+            return f"{name} = {data.get(name)!r}; allowed: a finite number"
+    if abs(data["search"] - data["random"]) < 1e-12:  # agents.evaluation.normalized_score's threshold
+        return f"search = random = {data['random']!r}, so the normalised score is undefined"
+    if data.get("seeds") != list(seeds):
+        return f"written for the seeds {data.get('seeds')!r}, not {list(seeds)!r}"
+    if data.get("search_sweeps") != search_sweeps:
+        return f"written for {data.get('search_sweeps')!r} search sweeps, not {search_sweeps!r}"
+    return None
+
+
 def references(his_config, seeds: Sequence[int], search_sweeps: int, log: Callable[[str], None] = print
                ) -> Dict[str, float]:
-    """U_random and U_search of the PettingZoo env on `seeds` (cached on disk)."""
+    """U_random and U_search of the PettingZoo env on `seeds` (cached on disk; an unusable cache file
+    is moved aside and recomputed). BenchmarkError when they give no usable normalisation."""
     from agents.baselines import RandomPolicy, SearchPolicy
     from agents.evaluation import evaluate_policy, mean_metric
-    from his_common.storage import atomic_write_json as write
 
     env_dict = his_config.to_dict()
     key = settings_key({"env": env_dict, "seeds": list(seeds), "search_sweeps": search_sweeps,
                         "code": model_source_digest()})
     path = cache_root() / "benchmark" / f"references-{key}.json"
     if path.is_file():
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
-            pass  # a damaged cache file is recomputed
+        data, problem = _read_json(path)
+        problem = problem or references_problem(data, seeds, search_sweeps)
+        if problem is None:
+            return data
+        move_aside(path, problem)
     t0 = time.perf_counter()
     u_random = mean_metric(evaluate_policy(RandomPolicy(0), env_dict, seeds))
     t1 = time.perf_counter()
@@ -183,9 +288,14 @@ def references(his_config, seeds: Sequence[int], search_sweeps: int, log: Callab
     t2 = time.perf_counter()
     out = {"random": u_random, "search": u_search, "random_s": t1 - t0, "search_s": t2 - t1,
            "seeds": list(seeds), "search_sweeps": search_sweeps}
-    write(path, out)
-    log(f"references ({env_dict['scheme']['name']}, N={env_dict['num_ues']}, seeds {seeds[0]}..{seeds[-1]}): "
-        f"U_random {u_random:.4f} ({t1 - t0:.1f} s), U_search {u_search:.4f} ({t2 - t1:.1f} s)")
+    where = f"{env_dict['scheme']['name']}, N={env_dict['num_ues']}, seeds {seeds[0]}..{seeds[-1]}"
+    problem = references_problem(out, seeds, search_sweeps)
+    if problem is not None:
+        raise BenchmarkError(f"references ({where}): {problem}; no cell could be scored: change the env settings, "
+                             f"the evaluation episodes or the search sweeps")
+    write_cache_file(path, json.dumps(out, indent=1, sort_keys=True), "benchmark references")
+    log(f"references ({where}): U_random {u_random:.4f} ({t1 - t0:.1f} s), U_search {u_search:.4f} "
+        f"({t2 - t1:.1f} s)")
     return out
 
 
@@ -200,8 +310,41 @@ def _quiet_worker() -> None:
         os.environ.setdefault(key, value)
 
 
+def _pool_worker() -> None:
+    """Start of a local pool worker: it dies with the driver (even one killed with kill -9), and
+    ignores Ctrl-C, which the terminal sends to the whole process group: the driver decides."""
+    from agents.training.signals import exit_with_parent
+
+    exit_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _quiet_worker()
+
+
+def set_aside_earlier_attempt(folder: str | Path) -> Optional[Path]:
+    """Move everything in a cell folder but `superseded/` (the files of an earlier attempt that did
+    not finish with a usable result) to `superseded/attempt-<UTC time>/`; returns that folder, or
+    None when there was nothing to move."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    leftovers = sorted(p for p in folder.iterdir() if p.name != SUPERSEDED)
+    if not leftovers:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = folder / SUPERSEDED / f"attempt-{stamp}"
+    n = 1
+    while target.exists():
+        n += 1
+        target = folder / SUPERSEDED / f"attempt-{stamp}-{n}"
+    target.mkdir(parents=True)
+    for path in leftovers:
+        os.rename(path, target / path.name)
+    return target
+
+
 def run_cell(spec_dict: Dict[str, Any], refs: Dict[str, float], folder: str) -> Dict[str, Any]:
-    """Train one cell and return its record (runs in a worker process or a Ray worker)."""
+    """Train one cell and return its record (runs in a worker process or a Ray worker, where the
+    cell folder is: an earlier attempt's files there go to superseded/ first)."""
     import logging
     import warnings
 
@@ -210,8 +353,19 @@ def run_cell(spec_dict: Dict[str, Any], refs: Dict[str, float], folder: str) -> 
     logging.getLogger("torchrl").setLevel(logging.WARNING)
     from agents.benchmarl_experiment import RunSpec, run_benchmarl
 
+    moved = set_aside_earlier_attempt(folder)
     result = run_benchmarl(RunSpec(**spec_dict), folder, references=refs)
-    return {"summary": result["summary"], "curve": result["curve"]}
+    return {"summary": result["summary"], "curve": result["curve"], "set_aside": str(moved) if moved else None}
+
+
+def check_result(result: Mapping[str, Any]) -> None:
+    """CellResultError unless the cell's final evaluation is finite (a NaN score is never "ok")."""
+    summary = result.get("summary") if isinstance(result, Mapping) else None
+    if not isinstance(summary, Mapping):
+        raise CellResultError("the cell returned no summary")
+    bad = [f"{key} {summary.get(key)!r}" for key in ("score", "utility") if not _finite(summary.get(key))]
+    if bad:
+        raise CellResultError(f"the final evaluation is not finite: {', '.join(bad)}")
 
 
 class _LocalRunner:
@@ -224,7 +378,7 @@ class _LocalRunner:
 
     def _new_pool(self):
         return futures.ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"),
-                                           initializer=_quiet_worker)
+                                           initializer=_pool_worker)
 
     def submit(self, spec_dict, refs, folder):
         try:
@@ -236,7 +390,7 @@ class _LocalRunner:
 
     @staticmethod
     def wait(pending):
-        done, _ = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
+        done, _ = futures.wait(pending, timeout=POLL_S, return_when=futures.FIRST_COMPLETED)
         return list(done)
 
     @staticmethod
@@ -244,7 +398,20 @@ class _LocalRunner:
         return handle.result()
 
     def close(self, interrupted: bool = False) -> None:
-        self.pool.shutdown(wait=not interrupted, cancel_futures=interrupted)  # a second call does nothing
+        """Wait for the workers to exit; interrupted: terminate them, running cells included
+        (ProcessPoolExecutor.shutdown only cancels the cells not yet started). A second call does nothing."""
+        if not interrupted:
+            self.pool.shutdown(wait=True)
+            return
+        processes = list((getattr(self.pool, "_processes", None) or {}).values())  # no public API for them
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(5.0)
+            if process.is_alive():
+                process.kill()
+                process.join(5.0)
 
 
 class _RayRunner:
@@ -264,20 +431,57 @@ class _RayRunner:
                  runtime_env={"working_dir": str(REPO), "excludes": RAY_EXCLUDES, "env_vars": env_vars})
         self.ray = ray
         self.remote = ray.remote(num_cpus=cpus_per_cell, max_retries=0)(run_cell)
+        self.submitted: List[Any] = []
 
     def submit(self, spec_dict, refs, folder):
-        return self.remote.remote(spec_dict, refs, folder)
+        ref = self.remote.remote(spec_dict, refs, folder)
+        self.submitted.append(ref)
+        return ref
 
     def wait(self, pending):
-        done, _ = self.ray.wait(list(pending), num_returns=1)
+        done, _ = self.ray.wait(list(pending), num_returns=1, timeout=POLL_S)
         return done
 
     def result(self, handle):
         return self.ray.get(handle)
 
     def close(self, interrupted: bool = False) -> None:
-        if self.ray.is_initialized():
-            self.ray.shutdown()
+        if not self.ray.is_initialized():
+            return
+        if interrupted and self.submitted:
+            _, running = self.ray.wait(self.submitted, num_returns=len(self.submitted), timeout=0)
+            for ref in running:
+                self.ray.cancel(ref, force=True)
+        self.ray.shutdown()
+
+
+def ray_bootstrap_address(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> str:
+    """The cluster address to give ray.init, once something answers a TCP connect there within
+    `timeout_s` (ray.init itself retries a dead address silently for a minute or more); 'auto' is
+    resolved as Ray does (RAY_ADDRESS, then the cluster `ray start` recorded on this machine)."""
+    target = address
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            target = canonicalize_bootstrap_address("auto")
+        except (ConnectionError, ValueError) as exc:
+            raise BenchmarkError(f"ray address 'auto': no running Ray cluster found ({exc}); {RAY_ALLOWED}") from None
+        if not target:
+            raise BenchmarkError(f"ray address 'auto': no running Ray cluster found; {RAY_ALLOWED}")
+    host, _, port = target.split("://", 1)[-1].rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BenchmarkError(f"ray address {address!r}" + (f" (found {target!r})" if target != address else "")
+                             + f" is not host:port; {RAY_ALLOWED}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
+        raise BenchmarkError(f"ray address {address!r}: nothing answers at {host}:{port} within {timeout_s:g} s "
+                             f"({reason}); {RAY_ALLOWED}") from None
+    return target
 
 
 def _error_text(exc: BaseException) -> str:
@@ -285,15 +489,54 @@ def _error_text(exc: BaseException) -> str:
     return text[-2000:]
 
 
+SUMMARY_NUMBERS = ("score", "utility", "quality", "delay", "energy", "frames", "agent_steps", "iterations", "train_s",
+                   "wall_s", "agent_steps_per_s", "peak_rss_mb")
+
+
+def record_problem(record: Any, name: str) -> Optional[str]:
+    """Why `record` is not a usable result.json of the cell `name`, or None."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    if record.get("status") not in ("ok", "failed"):
+        return f"status {record.get('status')!r}; allowed: 'ok' or 'failed'"
+    cell = record.get("cell")
+    try:
+        written_for = cell_name(cell["algorithm"], cell["scheme"], cell["seed"])
+    except (KeyError, TypeError):
+        written_for = None
+    if written_for is None or not _is_integer(cell["seed"]):
+        return f"cell {cell!r} is not {{algorithm, scheme, seed}}"
+    if written_for != name:
+        return f"written for the cell {written_for!r}"
+    if not isinstance(record.get("settings_key"), str):
+        return f"settings_key {record.get('settings_key')!r}; allowed: a string"
+    if record["status"] == "ok":
+        summary = record.get("summary")
+        if not isinstance(summary, dict):
+            return "status 'ok' without a summary"
+        for key in ("score", "utility"):
+            if not _finite(summary.get(key)):
+                return f"status 'ok' with {key} {summary.get(key)!r}; allowed: a finite number"
+        wrong = [k for k in SUMMARY_NUMBERS if k in summary and not _is_number(summary[k])]
+        if wrong:
+            return f"summary {wrong[0]} {summary[wrong[0]]!r} is not a number"
+        if not isinstance(record.get("curve"), list):
+            return "status 'ok' without a curve list"
+    return None
+
+
 def read_finished(folder: Path, key: str) -> Optional[Dict[str, Any]]:
-    path = folder / RESULT_FILE
+    """The cell's finished ("ok") record for the settings `key`, or None (absent, failed, other
+    settings, or unusable: then moved aside with a warning, and the cell runs again)."""
+    path = Path(folder) / RESULT_FILE
     if not path.is_file():
         return None
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError:
+    record, problem = _read_json(path)
+    problem = problem or record_problem(record, Path(folder).name)
+    if problem is not None:
+        move_aside(path, problem)
         return None
-    return record if record.get("status") == "ok" and record.get("settings_key") == key else None
+    return record if record["status"] == "ok" and record["settings_key"] == key else None
 
 
 def node_label(summary: Mapping[str, Any]) -> str:
@@ -316,50 +559,77 @@ def progress_line(i: int, total: int, record: Mapping[str, Any]) -> str:
 
 
 def run_benchmark(spec: BenchmarkSpec, log: Callable[[str], None] = print, jobs: int = 1,
-                  show_bar: bool = True) -> Dict[str, Any]:
-    """Run the grid (see the module docstring); returns {"records": [...], "report": {paths}}."""
+                  show_bar: bool = True, signals=None) -> Dict[str, Any]:
+    """Run the grid (see the module docstring). Returns {"records": [...] (finished cells, in grid
+    order), "references", "report" (None when stopped before the references were complete),
+    "missing": [cells not finished], "stopped": None or the stop signal's name, "output_dir"}.
+
+    `signals`: an agents.training.signals.StopSignals the caller has already entered (the command
+    line does, at its start); without one the grid installs its own for its duration."""
+    from agents.training.signals import StopSignals
+
     cells = validate(spec)
-    runner = _start_runner(spec, jobs)  # a Ray address that does not answer fails here, before any work
-    try:
-        return _run(spec, cells, runner, log, show_bar)
-    finally:
-        runner.close()
+    with StopSignals(log, unit=STOP_UNIT) if signals is None else contextlib.nullcontext(signals) as stop:
+        runner = _start_runner(spec, jobs)  # a Ray address that does not answer fails here, before any work
+        try:
+            return _run(spec, cells, runner, log, show_bar, stop)
+        except BaseException:
+            runner.close(interrupted=True)
+            raise
+        finally:
+            runner.close()
 
 
 def _start_runner(spec: BenchmarkSpec, jobs: int):
     if not spec.ray_address:
         return _LocalRunner(jobs)
     try:
-        return _RayRunner(spec.ray_address, spec.cpus_per_cell)
+        import ray  # noqa: F401
+    except ImportError:
+        raise BenchmarkError(f"ray address {spec.ray_address!r}: Ray is not installed here (pip install "
+                             f"'ray[default]'); allowed without Ray: no ray address, the cells run here") from None
+    address = ray_bootstrap_address(spec.ray_address)
+    try:
+        return _RayRunner(address, spec.cpus_per_cell)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise BenchmarkError(f"ray address {spec.ray_address!r}: cannot connect ({type(exc).__name__}: {exc}); "
-                             f"allowed: 'auto' or host:port of a running cluster (ray start --head)") from exc
+                             f"{RAY_ALLOWED}") from exc
 
 
-def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool) -> Dict[str, Any]:
+def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool, stop) -> Dict[str, Any]:
     from experiments.benchmark_report import write_report
     from his_env.vector.benchmarl_task import task_by_name
 
     out = Path(spec.output_dir).resolve()
+    names = [cell_name(a, s, seed) for a, s, seed in cells]
+    records: Dict[str, Dict[str, Any]] = {}
+
+    def outcome(refs, report) -> Dict[str, Any]:
+        missing = [name for name in names if name not in records]
+        return {"records": [records[name] for name in names if name in records], "references": refs,
+                "report": report, "missing": missing, "stopped": stop.requested if missing else None,
+                "output_dir": str(out)}
+
+    if stop.requested:
+        return outcome({}, None)
     out.mkdir(parents=True, exist_ok=True)
     key = settings_key(spec.result_settings())
     atomic_write_json(out / "benchmark.json", {"spec": asdict(spec), "result_settings": spec.result_settings(),
                                                "settings_key": key})
-    refs: Dict[str, Dict[str, float]] = {}
-    for scheme in dict.fromkeys(spec.schemes):
-        his_config = task_by_name(scheme).get_task(dict(spec.task)).his_config()
-        refs[scheme] = references(his_config, spec.eval_seeds, spec.search_sweeps, log)
-    atomic_write_json(out / "references.json", refs)
-
-    records: Dict[str, Dict[str, Any]] = {}
     todo = []
-    for algorithm, scheme, seed in cells:
-        name = cell_name(algorithm, scheme, seed)
+    for (algorithm, scheme, seed), name in zip(cells, names):
         finished = read_finished(out / "cells" / name, key)
         if finished is not None:
             records[name] = finished
         else:
             todo.append((algorithm, scheme, seed))
+    refs: Dict[str, Dict[str, float]] = {}
+    for scheme in dict.fromkeys(spec.schemes):
+        if stop.requested:
+            return outcome(refs, None)
+        his_config = task_by_name(scheme).get_task(dict(spec.task)).his_config()
+        refs[scheme] = references(his_config, spec.eval_seeds, spec.search_sweeps, log)
+    atomic_write_json(out / "references.json", refs)
     log(f"benchmark: {len(cells)} cells ({len(spec.algorithms)} algorithms x {len(spec.schemes)} schemes x "
         f"{len(spec.seeds)} seeds), {len(records)} already finished, {len(todo)} to run"
         + (f" on the Ray cluster at {spec.ray_address}" if spec.ray_address else "") + f"; output {out}")
@@ -376,7 +646,7 @@ def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool) -> Dict[str, A
     queue: List[Tuple[str, str, int, int, List[str]]] = [(a, s, seed, 1, []) for a, s, seed in todo]
 
     def submit_next() -> None:
-        while queue and len(pending) < runner.capacity:
+        while queue and len(pending) < runner.capacity and not stop.requested:
             algorithm, scheme, seed, attempt, errors = queue.pop(0)
             folder = out / "cells" / cell_name(algorithm, scheme, seed)
             rs = run_spec(spec, algorithm, scheme, seed)
@@ -386,14 +656,17 @@ def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool) -> Dict[str, A
     try:
         done_count = len(records)
         submit_next()
-        while pending:
+        while pending and not stop.requested:
             for handle in runner.wait(list(pending)):
                 algorithm, scheme, seed, attempt, errors = pending.pop(handle)
                 name = cell_name(algorithm, scheme, seed)
                 cell = {"algorithm": algorithm, "scheme": scheme, "seed": seed}
                 try:
                     result = runner.result(handle)
+                    check_result(result)
                 except Exception as exc:  # noqa: BLE001 - any failure of the cell is recorded
+                    if stop.requested:  # ended by the stop (or by the same signal): not run, runs again on resume
+                        continue
                     errors = errors + [_error_text(exc)]
                     if attempt < 2:
                         emit(f"{name}: failed ({errors[-1].splitlines()[-1]}); running it once more")
@@ -402,6 +675,8 @@ def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool) -> Dict[str, A
                     record = {"status": "failed", "cell": cell, "attempts": attempt, "errors": errors,
                               "settings_key": key}
                 else:
+                    if result.get("set_aside"):
+                        emit(f"{name}: the files of an earlier unfinished attempt were moved to {result['set_aside']}")
                     record = {"status": "ok", "cell": cell, "attempts": attempt, "errors": errors,
                               "settings_key": key, "summary": result["summary"], "curve": result["curve"]}
                 atomic_write_json(out / "cells" / name / RESULT_FILE, record)
@@ -411,16 +686,15 @@ def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool) -> Dict[str, A
                 if bar is not None:
                     bar.update(1)
             submit_next()
-    except KeyboardInterrupt:
-        runner.close(interrupted=True)
-        raise
     finally:
         if bar is not None:
             bar.close()
-
-    ordered = [records[cell_name(a, s, seed)] for a, s, seed in cells if cell_name(a, s, seed) in records]
-    report = write_report(ordered, refs, spec, out, log=log)
-    return {"records": ordered, "references": refs, "report": report}
+    if pending:  # stopped: the running cells are ended before the report, so that none outlives it
+        runner.close(interrupted=True)
+    missing = [name for name in names if name not in records]
+    ordered = [records[name] for name in names if name in records]
+    report = write_report(ordered, refs, spec, out, log=log, missing=missing)
+    return outcome(refs, report)
 
 
 def failed_cells(records: Sequence[Mapping[str, Any]]) -> List[str]:

@@ -7,7 +7,8 @@
 - `summary.csv` and `report.md`: per scheme and algorithm, ranked by mean score: the mean over
   seeds of score = (U - U_random) / (U_search - U_random) with a 95 % percentile-bootstrap
   confidence interval (10,000 resamples of the seeds), mean U, training time, throughput and the
-  largest peak memory; failed cells are listed with their last error;
+  largest peak memory; failed cells are listed with their last error; `report.md` also lists every
+  cell with its status, and the cells of the grid not finished yet (a stopped benchmark);
 - `curves.csv`, `curves.png` (score against frames and against training time, one line per seed)
   and `scores.png` (mean score with its interval per algorithm and scheme);
 - with W&B (offline by default), one run holding the summary table and both plots.
@@ -106,7 +107,8 @@ def _fmt(x: Any, spec: str = "{:.3f}") -> str:
 
 
 def markdown(summary: Sequence[Mapping[str, Any]], references: Mapping[str, Mapping[str, float]], spec,
-             failed: Sequence[Mapping[str, Any]]) -> str:
+             failed: Sequence[Mapping[str, Any]], cells: Sequence[Mapping[str, Any]] = (),
+             missing: Sequence[str] = (), cell_table: bool = True) -> str:
     budget = (f"{spec.frame_budget:,} frames" if spec.frame_budget else "") + (
         " / " if spec.frame_budget and spec.time_budget_s else "") + (
         f"{spec.time_budget_s:g} s of training" if spec.time_budget_s else "")
@@ -133,6 +135,16 @@ def markdown(summary: Sequence[Mapping[str, Any]], references: Mapping[str, Mapp
     if failed:
         lines += ["Failed cells (each run twice):", ""]
         lines += [f"- {r['algorithm']} {r['scheme']} seed {r['seed']}: {r['error']}" for r in failed]
+        lines.append("")
+    if missing:
+        lines += [f"Not finished ({len(missing)} of {len(cells) + len(missing)} cells; the benchmark was stopped, run "
+                  f"it again with the same settings to resume): {', '.join(missing)}", ""]
+    if cells and cell_table:
+        lines += ["Cells:", "", "| algorithm | scheme | seed | status | attempts | score | U | frames | train s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['algorithm']} | {r['scheme']} | {r['seed']} | {r['status']} | {r['attempts']} | "
+                  f"{_fmt(r['score'])} | {_fmt(r['utility'])} | {_fmt(r['frames'], '{:,.0f}')} | "
+                  f"{_fmt(r['train_s'], '{:.0f}')} |" for r in cells]
         lines.append("")
     return "\n".join(lines)
 
@@ -242,7 +254,9 @@ def log_wandb(spec, folder: Path, summary: Sequence[Mapping[str, Any]], plots: S
 
 
 def write_report(records: Sequence[Mapping[str, Any]], references: Mapping[str, Mapping[str, float]], spec,
-                 folder: str | Path, log: Callable[[str], None] = print) -> Dict[str, Any]:
+                 folder: str | Path, log: Callable[[str], None] = print, missing: Sequence[str] = ()
+                 ) -> Dict[str, Any]:
+    """The report of the finished cells `records`; `missing` names the grid's cells not finished."""
     folder = Path(folder)
     rows = cell_rows(records)
     summary = summarise(rows)
@@ -251,13 +265,14 @@ def write_report(records: Sequence[Mapping[str, Any]], references: Mapping[str, 
     atomic_write_text(folder / "cells.csv", _csv_text(rows, CELL_COLUMNS))
     atomic_write_text(folder / "summary.csv", _csv_text(summary))
     atomic_write_text(folder / "curves.csv", _csv_text(curves))
-    md = markdown(summary, references, spec, failed)
+    md = markdown(summary, references, spec, failed, rows, missing)
     atomic_write_text(folder / "report.md", md)
     plots = [p for p in (plot_scores(summary, folder / "scores.png"),
                          plot_curves(curves, list(dict.fromkeys(spec.schemes)), folder / "curves.png")) if p]
     wandb_id = log_wandb(spec, folder, summary, plots)
-    log(md)
-    log(f"report: {folder / 'report.md'} (cells.csv, summary.csv, curves.csv, {', '.join(p.name for p in plots)})"
+    log(markdown(summary, references, spec, failed, rows, missing, cell_table=False))
+    files = ["cells.csv", "summary.csv", "curves.csv"] + [p.name for p in plots]
+    log(f"report: {folder / 'report.md'} ({', '.join(files)})"
         + (f"; W&B {spec.wandb_mode} run {wandb_id}" if wandb_id else ""))
     return {"summary": summary, "cells": rows, "markdown": md, "plots": [str(p) for p in plots],
             "wandb_run": wandb_id}

@@ -10,12 +10,19 @@ from typing import Any, Dict, Optional, Sequence
 from his_cli.args import UsageError, nonneg_int, parse_overrides, positive_int, positive_seconds
 
 DEFAULT_ALGORITHMS = ("ippo", "mappo")
+EPILOG = """Ctrl-C or SIGTERM stops the grid: the running cells are ended (they run again on resume), the
+finished ones are kept and reported; a second signal stops at once. Killed with kill -9, it leaves no
+worker behind, and the cell that was running moves its files to cells/<cell>/superseded/ when resumed.
+exit status: 0 every cell finished ok, 1 some cells failed (each is run twice) or the run failed,
+2 bad input (flags, settings, cache or output folder, Ray address; nothing was started),
+130 stopped by SIGINT/SIGTERM (finished cells are kept: run the same command again to resume)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="benchmark.py", description="Benchmark BenchMARL's MARL algorithms on the HIS "
-                                "env: algorithms x schemes x seeds, each trained for a frame or time budget, then "
-                                "one report of normalised scores (95 % bootstrap CIs), learning curves and peak memory.")
+                                "env: algorithms x schemes x seeds, each trained for\na frame or time budget, then "
+                                "one report of normalised scores (95 % bootstrap CIs), learning curves\nand peak "
+                                "memory.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--algorithms", nargs="+", default=list(DEFAULT_ALGORITHMS), metavar="ALGO",
                    help="BenchMARL algorithms (ippo mappo iql qmix vdn isac masac; iddpg maddpg with continuous "
                         "actions); default: ippo mappo")
@@ -42,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="results/benchmark", help="report and cell folder (default "
                    "results/benchmark); running again with the same settings resumes it")
     p.add_argument("--ray-address", default=None, help="run the cells as Ray tasks on this cluster ('auto' or "
-                   "host:port)")
+                   "host:port of a running cluster, checked before anything starts)")
     p.add_argument("--cpus-per-cell", type=float, default=1.0, help="CPUs a Ray cell asks for (default 1)")
     p.add_argument("--jobs", type=positive_int("--jobs"), default=1, help="cells at once without Ray (default 1)")
     p.add_argument("--wandb-mode", choices=("online", "offline", "disabled"), default=None,
@@ -89,21 +96,42 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
     args = build_parser().parse_args(argv)
+    from agents.training.signals import StopSignals
+    from experiments.benchmark import STOP_UNIT
+
+    # Installed before the slow imports, so that a stop signal at any point ends with a message.
+    with StopSignals(lambda line: print(line, flush=True), unit=STOP_UNIT) as signals:
+        return _main(args, signals)
+
+
+def _main(args, signals) -> int:
     from his_env.config import ConfigError
 
     from agents.benchmarl_experiment import BenchmarlSettingsError
     from experiments.benchmark import BenchmarkError, failed_cells, run_benchmark
+    from his_common.storage import CacheLocationError
 
+    out = Path(args.output_dir).resolve()
     try:
         spec = spec_from_args(args)
         result = run_benchmark(spec, log=lambda line: print(line, flush=True), jobs=args.jobs,
-                               show_bar=not args.no_progress_bar)
-    except (UsageError, ConfigError, BenchmarkError, BenchmarlSettingsError) as exc:
+                               show_bar=not args.no_progress_bar, signals=signals)
+    except (UsageError, ConfigError, BenchmarkError, BenchmarlSettingsError, CacheLocationError) as exc:
         print(f"benchmark.py: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("benchmark.py: interrupted; finished cells are kept, run the same command again to resume",
-              file=sys.stderr)
+        print(f"benchmark.py: stopped at once by a second signal; the finished cells in {out} are kept, run the "
+              f"same command again to resume", file=sys.stderr)
+        return 130
+    except OSError as exc:  # the output folder stopped being writable (disk full, removed) while running
+        print(f"benchmark.py: failed: {exc}; the finished cells in {out} are kept, run the same command again to "
+              f"resume", file=sys.stderr)
+        return 1
+    if result["stopped"]:
+        finished, missing = len(result["records"]), len(result["missing"])
+        report = " (report.md covers them)" if result["report"] is not None else ""
+        print(f"benchmark.py: stopped by {result['stopped']}: {finished} of {finished + missing} cells finished and "
+              f"kept in {out}{report}; run the same command again to run the other {missing}", file=sys.stderr)
         return 130
     return 1 if failed_cells(result["records"]) else 0
 
