@@ -1,0 +1,173 @@
+"""Requests and queues: per-UE arrivals, deadlines and a bounded FIFO queue in fixed-size arrays.
+
+Each slot a UE receives a random number of image requests: Bernoulli(p) (at most one) or
+Poisson(lambda), declared in `ARRIVAL_PROCESSES` (config key `requests.arrivals`); both are drawn
+by inversion from one uniform per UE, so the count is a pure function of the draw. Requests wait
+in a FIFO queue of at most Q_max per UE, stored as a ring buffer: `age` (..., N, Q_max) in slots,
+with `head` and `length` (..., N). One slot of `queue_step` does, in order:
+
+1. age every waiting request by one slot;
+2. drop the requests that have waited `deadline_slots` slots or more (they can no longer start
+   in time); with one deadline per UE the queue is ordered by age, so these are a prefix;
+3. append this slot's arrivals (age 0); those beyond Q_max are dropped as overflow;
+4. if the UE is free, start serving its head-of-line request (its wait, in slots, is its age).
+
+A request that arrives in slot t can thus be served in slot t (wait 0) up to slot
+t + deadline_slots - 1. The per-UE books are cumulative in the state, and
+
+    arrived = served + dropped_deadline + dropped_overflow + waiting
+
+holds after every slot (`waiting` is the queue length). Functions return a new state; nothing
+is modified in place.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from his_common.arrays import is_tensor, namespace
+from his_common.registry import Registry
+
+from his_env.dynamics import draws
+from his_env.dynamics._ops import remainder
+
+MAX_POISSON_RATE = 100.0  # per slot: above it the inversion table grows long (and queues overflow anyway)
+
+
+# ---------------------------------------------------------------------- arrivals
+@functools.lru_cache(maxsize=32)
+def poisson_cdf_table(rate: float) -> tuple[float, ...]:
+    """F(k) = P(X <= k) of Poisson(rate) for k = 0, 1, ... until 1 - F(k) < 1e-17."""
+    rate = float(rate)
+    if not 0.0 <= rate <= MAX_POISSON_RATE:
+        raise ValueError(f"Poisson arrival rate {rate} per slot; allowed: [0, {MAX_POISSON_RATE:g}]")
+    pmf, cdf, k = math.exp(-rate), [], 0
+    total = 0.0
+    while True:
+        total += pmf
+        cdf.append(min(total, 1.0))
+        k += 1
+        pmf *= rate / k
+        if k > rate and (1.0 - total < 1e-17 or pmf < 1e-300):
+            return tuple(cdf)
+
+
+def poisson_arrivals(uniform, rate: float):
+    """Poisson(rate) counts by inversion: X = #{k : F(k) <= u} (int, shape of `uniform`)."""
+    xp = namespace(uniform)
+    table = xp.float(list(poisson_cdf_table(rate)))
+    return xp.sum(xp.int(uniform[..., None] >= table), -1)
+
+
+def bernoulli_arrivals(uniform, rate: float):
+    """Bernoulli(rate) counts: 1 if u < p (int, shape of `uniform`)."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"Bernoulli arrival probability {rate} per slot; allowed: [0, 1]")
+    return namespace(uniform).int(uniform < rate)
+
+
+ARRIVAL_PROCESSES: Registry[Callable[[Any, float], Any]] = Registry("arrival process")
+ARRIVAL_PROCESSES.register("bernoulli", bernoulli_arrivals)
+ARRIVAL_PROCESSES.register("poisson", poisson_arrivals)
+
+
+def draw_arrivals(generator, num_ues_shape: tuple[int, ...], dtype=None):
+    """The uniforms (..., N) one slot of arrivals consumes."""
+    return draws.uniform(generator, tuple(num_ues_shape), dtype)
+
+
+# ---------------------------------------------------------------------- queues
+@dataclass
+class QueueState:
+    """Bounded FIFO queues of N UEs (ring buffers) and their cumulative books, int64 arrays."""
+
+    age: Any  # (..., N, Q_max): slots waited by the request in each cell (0 in empty cells)
+    head: Any  # (..., N): cell of the head-of-line request
+    length: Any  # (..., N): requests waiting
+    arrived: Any  # (..., N): cumulative counts from here on
+    served: Any
+    dropped_deadline: Any
+    dropped_overflow: Any
+
+    @property
+    def capacity(self) -> int:
+        return int(self.age.shape[-1])
+
+    @property
+    def waiting(self):
+        return self.length
+
+
+@dataclass
+class QueueEvents:
+    """What one slot did, per UE (..., N)."""
+
+    arrived: Any  # requests that arrived
+    dropped_deadline: Any  # requests dropped at their deadline
+    dropped_overflow: Any  # arrivals that found the queue full
+    served: Any  # bool: a request started service
+    served_wait_slots: Any  # its wait in slots (-1 where none started)
+    waiting: Any  # queue length after the slot
+
+
+def empty_queues(num_ues_shape: tuple[int, ...], capacity: int, like=None) -> QueueState:
+    """Empty queues of `capacity` cells, numpy or on `like`'s torch device."""
+    if int(capacity) < 1:
+        raise ValueError(f"queue capacity {capacity}; allowed: an integer >= 1")
+    xp = namespace(like) if like is not None else namespace()
+    shape = tuple(num_ues_shape)
+    zeros = [xp.zeros(shape, "int") for _ in range(6)]
+    return QueueState(xp.zeros(shape + (int(capacity),), "int"), *zeros)
+
+
+def _logical_position(head, capacity: int, xp):
+    """Position of each cell in FIFO order, 0 at the head (..., N, Q_max)."""
+    return remainder(xp.arange(capacity) - head[..., None], capacity)
+
+
+def queue_step(state: QueueState, arrivals, free, deadline_slots) -> tuple[QueueState, QueueEvents]:
+    """One slot of the queues (see the module docstring). `arrivals` int (..., N); `free` bool
+    (..., N): the UE can start a request now; `deadline_slots`: int >= 1, one for all or (..., N),
+    fixed over an episode."""
+    xp = namespace(state.age, arrivals)
+    capacity = state.capacity
+    arrivals = xp.int(arrivals)
+    if not is_tensor(deadline_slots) and (np.asarray(deadline_slots) < 1).any():
+        raise ValueError(f"deadline_slots {deadline_slots}; allowed: integers >= 1")
+    deadline = xp.int(deadline_slots)
+    if deadline.ndim:
+        deadline = deadline[..., None]
+
+    # 1-2: age, then drop what has waited deadline_slots or more (a prefix of the FIFO)
+    age = state.age + 1
+    position = _logical_position(state.head, capacity, xp)
+    waiting_cell = position < state.length[..., None]
+    dropped_deadline = xp.sum(xp.int(waiting_cell & (age >= deadline)), -1)
+    head = remainder(state.head + dropped_deadline, capacity)
+    length = state.length - dropped_deadline
+
+    # 3: arrivals into the free cells after the tail; the rest overflow
+    accepted = xp.minimum(arrivals, capacity - length)
+    dropped_overflow = arrivals - accepted
+    position = _logical_position(head, capacity, xp)
+    new_cell = (position >= length[..., None]) & (position < (length + accepted)[..., None])
+    age = xp.where(new_cell, 0, age)
+    length = length + accepted
+
+    # 4: a free UE starts its head-of-line request
+    served = free & (length > 0)
+    head_age = xp.take_along_axis(age, head[..., None], -1)[..., 0]
+    served_wait = xp.where(served, head_age, -1)
+    served_count = xp.int(served)
+    head = remainder(head + served_count, capacity)
+    length = length - served_count
+
+    position = _logical_position(head, capacity, xp)
+    age = xp.where(position < length[..., None], age, 0)  # empty cells hold 0
+    new_state = QueueState(age, head, length, state.arrived + arrivals, state.served + served_count,
+                           state.dropped_deadline + dropped_deadline, state.dropped_overflow + dropped_overflow)
+    return new_state, QueueEvents(arrivals, dropped_deadline, dropped_overflow, served, served_wait, length)

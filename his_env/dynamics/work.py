@@ -1,0 +1,116 @@
+"""Work that outlasts a slot: each UE's busy clock, and the ES SMs held by running ES phases.
+
+A request's service takes T_n (Eq. 19: the cluster's common and personalised ES phases, the
+downlink, the UE's own steps), often several slots. Time is kept in slots as real numbers, never
+rounded: a UE that starts a request of T_n = 2.3 slots is busy at the next two slot boundaries and
+free at the third (the first boundary at or after its end).
+
+UE clock: `busy_slots` float (..., N), the service time left. Per slot: `is_free` -> the queue
+serves the free UEs -> `start_work` with the served requests' T_n -> `advance_work` at the end.
+
+ES SMs: the SMs v_m of cluster m are held from the slot its phases start until T^C_m + T^P-E_m
+(Eqs. 8, 12) has elapsed. `sms_held_at` states the rule for any list of jobs; `EsJobs` keeps the
+running ones in a fixed-size table (..., J), filled by `record_es_jobs` and aged by
+`advance_es_jobs`. The next slot's ES budget is `es_sm_budget(available, held_es_sms(jobs))`: the
+SMs the ES has minus those still held, never negative, so new phases are never given SMs that
+running ones hold.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from his_common.arrays import namespace
+
+FREE_TOLERANCE_SLOTS = 1e-9  # a job ending within this of a boundary counts as ended there (float error)
+
+
+# ---------------------------------------------------------------------- UE busy clock
+def is_free(busy_slots):
+    """UEs that can start a request at this slot boundary (bool (..., N))."""
+    return busy_slots <= FREE_TOLERANCE_SLOTS
+
+
+def start_work(busy_slots, started, delay_s, slot_s: float):
+    """The clock after the UEs in `started` (bool (..., N)) begin requests taking `delay_s` (T_n, Eq. 19) seconds."""
+    xp = namespace(busy_slots, delay_s)
+    return xp.where(started, xp.maximum(busy_slots, 0.0) + xp.float(delay_s) / slot_s, busy_slots)
+
+
+def advance_work(busy_slots):
+    """The clock one slot later: max(busy - 1, 0)."""
+    return namespace(busy_slots).maximum(busy_slots - 1.0, 0.0)
+
+
+# ---------------------------------------------------------------------- ES SMs held
+def sms_held_at(job_start_slot, job_duration_slots, job_sms, at_slot):
+    """SMs held at slot boundary `at_slot` by jobs (..., J) holding `job_sms` over
+    [start, start + duration): sum of the SMs of the jobs with start <= at < start + duration."""
+    xp = namespace(job_start_slot, job_duration_slots, job_sms)
+    running = (job_start_slot <= at_slot) & (at_slot < job_start_slot + job_duration_slots - FREE_TOLERANCE_SLOTS)
+    return xp.sum(xp.where(running, xp.int(job_sms), 0), -1)
+
+
+@dataclass
+class EsJobs:
+    """Running ES phases of each env: a table of J rows (a row with no time left is free)."""
+
+    remaining_slots: Any  # float (..., J): time the job still holds its SMs
+    sms: Any  # int (..., J)
+
+    @property
+    def max_jobs(self) -> int:
+        return int(self.sms.shape[-1])
+
+
+def no_es_jobs(env_shape: tuple[int, ...], max_jobs: int, like=None) -> EsJobs:
+    """An empty job table of `max_jobs` rows, numpy or on `like`'s torch device (and float dtype)."""
+    if int(max_jobs) < 1:
+        raise ValueError(f"ES job table of {max_jobs} rows; allowed: an integer >= 1")
+    xp = namespace(like) if like is not None else namespace()
+    shape = tuple(env_shape) + (int(max_jobs),)
+    return EsJobs(xp.zeros(shape, "float"), xp.zeros(shape, "int"))
+
+
+def _running(jobs: EsJobs):
+    return (jobs.remaining_slots > FREE_TOLERANCE_SLOTS) & (jobs.sms > 0)
+
+
+def held_es_sms(jobs: EsJobs):
+    """SMs the running jobs hold now (int (...))."""
+    xp = namespace(jobs.remaining_slots, jobs.sms)
+    return xp.sum(xp.where(_running(jobs), jobs.sms, 0), -1)
+
+
+def es_sm_budget(available_sms, held_sms):
+    """SMs free for new phases this slot: max(available - held, 0) (int)."""
+    xp = namespace(available_sms, held_sms)
+    return xp.maximum(xp.int(available_sms) - xp.int(held_sms), 0)
+
+
+def record_es_jobs(jobs: EsJobs, duration_slots, sms) -> EsJobs:
+    """The table with new jobs starting this slot: one per cluster (..., M) holding `sms` for
+    `duration_slots` (T^C_m + T^P-E_m in slots). Jobs with no SMs or no time are skipped; a
+    ValueError names the shortfall when the table has too few free rows."""
+    xp = namespace(jobs.remaining_slots, duration_slots, sms)
+    duration_slots, sms = xp.float(duration_slots), xp.int(sms)
+    new = (sms > 0) & (duration_slots > FREE_TOLERANCE_SLOTS)  # (..., M)
+    free_row = ~_running(jobs)  # (..., J)
+    free_rank = xp.cumsum(xp.int(free_row), -1) - 1  # k-th free row, from 0
+    new_rank = xp.cumsum(xp.int(new), -1) - 1  # k-th new job, from 0
+    needed, room = xp.sum(xp.int(new), -1), xp.sum(xp.int(free_row), -1)
+    if xp.any(needed > room):
+        raise ValueError(f"{int((needed - room).max())} ES jobs more than the free rows of the job table "
+                         f"({jobs.max_jobs} rows); allowed: at most the free rows (raise work.max_es_jobs)")
+    # row j takes the new job whose rank is row j's free rank: a (..., J, M) match
+    match = free_row[..., :, None] & new[..., None, :] & (free_rank[..., :, None] == new_rank[..., None, :])
+    taken = xp.sum(xp.int(match), -1) > 0
+    remaining = xp.where(taken, xp.sum(xp.where(match, duration_slots[..., None, :], 0.0), -1),
+                         jobs.remaining_slots)
+    held = xp.where(taken, xp.sum(xp.where(match, sms[..., None, :], 0), -1), xp.where(free_row, 0, jobs.sms))
+    return EsJobs(remaining, held)
+
+
+def advance_es_jobs(jobs: EsJobs) -> EsJobs:
+    """The table one slot later: every job's time left shrinks by a slot."""
+    return EsJobs(namespace(jobs.remaining_slots).maximum(jobs.remaining_slots - 1.0, 0.0), jobs.sms)
