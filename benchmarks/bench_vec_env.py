@@ -1,16 +1,22 @@
 """Throughput of the vectorised HIS environment (`his_env.vector.HISVecEnv`) stepping alone.
 
     python benchmarks/bench_vec_env.py [--device cpu|cuda] [--seconds 3] [--batch-sizes 64 256 1024]
+                                       [--no-validate-actions | --compare-validation]
 
 Random actions are drawn on the device, the env steps (and resets at truncation, as a collector
-would) with no learner attached; one torch thread on the CPU. Prints, one line each:
+would) with no learner attached; one torch thread on the CPU. Actions are validated as by default
+(`HISVecEnv(validate_actions=True)`); `--no-validate-actions` times the env without the value
+checks, and `--compare-validation` times every setting both ways: two envs step in turns of
+about 20 ms (1 to 5 steps) for twice `--seconds`, so that a shared machine's load falls on both
+alike, and the validation overhead printed is the median, over adjacent pairs of turns, of the
+extra time per step. Prints, one line each:
 
 * the decision-point bank of the default config (N = 50): its size and build time (or load time
   when cached), and a check that it does not change results: U and the mean phi under a random
   policy from the bank against fresh PettingZoo decision points (z of the mean difference, KS p);
 * agent-steps/s (B x N per step) at N = 50 for each batch size B and reward mode;
 * the same at N = 1,000, M = 30 (its own, smaller bank);
-* a final summary line.
+* a final summary line (with `--compare-validation`: the largest and the median overhead).
 """
 from __future__ import annotations
 
@@ -24,8 +30,8 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 
-def steps_per_second(env, seconds: float, device) -> float:
-    """Env steps per second: random actions on the device, reset at truncation."""
+def stepper(env):
+    """A function taking one env step with random actions on the device (reset at truncation), warmed up."""
     import torch
 
     shape = env.full_action_spec["agents", "action"].shape
@@ -46,18 +52,48 @@ def steps_per_second(env, seconds: float, device) -> float:
 
     for _ in range(3):  # warm-up
         one()
+    return one
+
+
+def timed_turn(step, device, steps: int = 5) -> float:
+    """Seconds that `steps` calls of `step` take (the GPU's queue drained)."""
+    import torch
+
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    steps, start = 0, time.perf_counter()
-    while True:
-        for _ in range(5):
-            one()
+    return time.perf_counter() - start
+
+
+def steps_per_second(env, seconds: float, device) -> float:
+    """Env steps per second: random actions on the device, reset at truncation."""
+    step = stepper(env)
+    timed_turn(step, device, 0)  # drains the GPU's queue after the warm-up
+    steps, elapsed = 0, 0.0
+    while elapsed < seconds:
+        elapsed += timed_turn(step, device)
         steps += 5
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return steps / elapsed
+    return steps / elapsed
+
+
+def paired_steps_per_second(first, second, seconds: float, device) -> tuple[float, float, float]:
+    """Steps per second of two envs stepped in turns (of 1 to 5 steps, about 20 ms) for `seconds` in
+    all, and the median over adjacent pairs of turns of first's time / second's (the order within a
+    pair alternates)."""
+    steps = [stepper(first), stepper(second)]
+    timed_turn(steps[0], device, 0)  # drains the GPU's queue after the warm-ups
+    per_turn = max(1, min(5, int(0.02 / timed_turn(steps[0], device, 1))))  # many pairs even for slow steps
+    totals, ratios, turns = [0.0, 0.0], [], 0
+    while sum(totals) < seconds:
+        pair = [0.0, 0.0]
+        for i in ((0, 1) if turns % 2 == 0 else (1, 0)):
+            pair[i] = timed_turn(steps[i], device, per_turn)
+            totals[i] += pair[i]
+        ratios.append(pair[0] / pair[1])
+        turns += 1
+    return per_turn * turns / totals[0], per_turn * turns / totals[1], float(np.median(ratios))
 
 
 def bank_check(bank, samples: int, seed: int = 0) -> str:
@@ -112,6 +148,12 @@ def main() -> None:
     parser.add_argument("--check-samples", type=int, default=4000,
                         help="fresh PettingZoo decision points in the bank check (0: skip it)")
     parser.add_argument("--skip-large", action="store_true", help="skip N = 1,000")
+    validation = parser.add_mutually_exclusive_group()
+    validation.add_argument("--no-validate-actions", action="store_true",
+                            help="time HISVecEnv(validate_actions=False): no per-step action value checks")
+    validation.add_argument("--compare-validation", action="store_true",
+                            help="time each setting with and without action validation, in turns, and print the "
+                                 "overhead")
     args = parser.parse_args()
 
     import torch
@@ -142,26 +184,41 @@ def main() -> None:
     if args.check_samples:
         print(f"bank check (N=50, random policy): {bank_check(bank, args.check_samples)}", flush=True)
 
-    best = {}
+    best, overheads = {}, []
+
+    def measure(label: str, n: str, mode: str, b: int, make) -> None:
+        """Time `make(validate_actions)`'s env; print and record its agent-steps/s (and the overhead)."""
+        if not args.compare_validation:
+            env = make(not args.no_validate_actions)
+            rate = steps_per_second(env, args.seconds, device) * b * env.num_ues
+            note = " (actions not validated)" if args.no_validate_actions else ""
+        else:
+            checked = make(True)
+            rate, unchecked, ratio = paired_steps_per_second(checked, make(False), 2 * args.seconds, device)
+            rate, unchecked = rate * b * checked.num_ues, unchecked * b * checked.num_ues
+            overheads.append(100.0 * (ratio - 1.0))
+            note = (f" validated, {unchecked:,.0f} not (in turns); validation overhead {overheads[-1]:+.1f} % "
+                    f"time per step")
+        print(f"{label}: {rate:,.0f} agent-steps/s{note}", flush=True)
+        best[(n, mode)] = max(best.get((n, mode), (0, 0)), (rate, b))
+
     for mode in args.reward_modes:
         for b in sizes:
-            env = HISVecEnv(num_envs=b, device=device, reward_mode=mode, dtype=dtype, bank=bank)
-            rate = steps_per_second(env, args.seconds, device) * b * env.num_ues
-            print(f"N=50 B={b} reward={mode}: {rate:,.0f} agent-steps/s", flush=True)
-            best[("50", mode)] = max(best.get(("50", mode), (0, 0)), (rate, b))
-            del env
+            measure(f"N=50 B={b} reward={mode}", "50", mode, b, lambda flag: HISVecEnv(
+                num_envs=b, device=device, reward_mode=mode, dtype=dtype, bank=bank, validate_actions=flag))
     if not args.skip_large:
         large = default.with_overrides({"num_ues": 1000, "num_clusters": 30})
         large_bank = bank_for(large, args.large_bank_size)
         for mode in args.reward_modes:
             for b in large_sizes:
-                env = HISVecEnv(large, num_envs=b, device=device, reward_mode=mode, dtype=dtype, bank=large_bank)
-                rate = steps_per_second(env, args.seconds, device) * b * env.num_ues
-                print(f"N=1000 M=30 B={b} reward={mode}: {rate:,.0f} agent-steps/s", flush=True)
-                best[("1000", mode)] = max(best.get(("1000", mode), (0, 0)), (rate, b))
-                del env
+                measure(f"N=1000 M=30 B={b} reward={mode}", "1000", mode, b, lambda flag: HISVecEnv(
+                    large, num_envs=b, device=device, reward_mode=mode, dtype=dtype, bank=large_bank,
+                    validate_actions=flag))
     summary = ", ".join(f"N={n} {mode} {rate:,.0f} (B={b})" for (n, mode), (rate, b) in best.items())
-    print(f"SUMMARY bench_vec_env ({args.device}, {args.dtype}): best agent-steps/s: {summary}")
+    validation = ("actions not validated" if args.no_validate_actions else "actions validated" if not overheads else
+                  f"action validation overhead max {max(overheads):+.1f} %, median {np.median(overheads):+.1f} % "
+                  f"over {len(overheads)} settings")
+    print(f"SUMMARY bench_vec_env ({args.device}, {args.dtype}): best agent-steps/s: {summary}; {validation}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@ vectorised env samples contexts from the bank. Resources (ES and UE SMs) and the
 Banks are cached on disk (`$HIS_MARL_CACHE/vec_bank/<key>.npz`, written atomically), keyed by
 everything the contexts depend on: the configuration sections that reach the text pipeline, the
 prompt pool, the embedding model, the source of the simulator's modules, the size and the seed.
+A cached file is checked on load (`DecisionBank.problem`: its stored key, D rows of N UEs,
+dtypes, phi finite in [-1, 1], cluster labels below the point's cluster count, prompt indices in
+the pool); one that cannot be read or fails a check is moved aside (`<name>.unusable-<UTC time>`,
+kept, one warning) and rebuilt. Where the cache folder cannot be written, the bank stays in
+memory (one warning per folder).
 """
 from __future__ import annotations
 
@@ -24,13 +29,14 @@ from typing import Any
 
 import numpy as np
 
-from his_common.storage import atomic_write_bytes, cache_root
+from his_common.storage import cache_root, move_aside, write_cache_file
 from his_env import schemes
 from his_env.config import HISConfig
 
-BANK_FORMAT = 1  # bump when the stored layout changes
+BANK_FORMAT = 2  # bump when the stored layout changes (2: the key is stored with the contexts)
 DEFAULT_BANK_SIZE = 4096
 _FIELDS = ("prompt_index", "cluster", "num_clusters", "similarity")
+_PHI_ROUNDING = 1e-6  # phi of float32 unit embeddings can exceed 1 by a few ulps (1 + 2.4e-7 seen)
 
 
 def decision_context(env) -> dict[str, Any]:
@@ -84,6 +90,46 @@ class DecisionBank:
     def max_clusters(self) -> int:
         return int(self.num_clusters.max())
 
+    def problem(self, num_ues: int, size: int | None = None, pool_size: int | None = None) -> str | None:
+        """Why this bank cannot serve a configuration of `num_ues` UEs (with `size` rows and prompt
+        indices into a pool of `pool_size`, where given), or None when it can."""
+        arrays = {f: getattr(self, f) for f in _FIELDS}
+        for field, array in arrays.items():
+            if not isinstance(array, np.ndarray) or array.dtype.kind not in ("f" if field == "similarity" else "iu"):
+                kind = "floating-point" if field == "similarity" else "integer"
+                dtype = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+                return f"{field} has dtype {dtype}; allowed: {kind}"
+        rows = len(self.num_clusters) if self.num_clusters.ndim == 1 else None
+        if rows is None or rows < 1:
+            return f"num_clusters has shape {self.num_clusters.shape}; allowed: (D,) with D >= 1"
+        for field in ("prompt_index", "cluster", "similarity"):
+            if arrays[field].shape != (rows, num_ues):
+                return (f"{field} has shape {arrays[field].shape}; allowed: ({rows}, {num_ues}) "
+                        f"(D = {rows} contexts of num_ues = {num_ues} UEs)")
+        if size is not None and rows != size:
+            return f"it holds {rows} contexts; {size} were asked for"
+        phi = self.similarity
+        bad = ~(np.abs(phi) <= 1.0 + _PHI_ROUNDING)  # NaN fails too
+        if bad.any():
+            row, ue = (int(i[0]) for i in np.nonzero(bad))
+            return f"similarity of context {row}, ue_{ue} is {float(phi[row, ue])}; allowed: finite, in [-1, 1]"
+        counts = self.num_clusters
+        if not ((counts >= 1) & (counts <= num_ues)).all():
+            row = int(np.argmax(~((counts >= 1) & (counts <= num_ues))))
+            return f"num_clusters of context {row} is {int(counts[row])}; allowed: 1..{num_ues}"
+        bad = (self.cluster < 0) | (self.cluster >= counts[:, None])
+        if bad.any():
+            row, ue = (int(i[0]) for i in np.nonzero(bad))
+            return (f"cluster of context {row}, ue_{ue} is {int(self.cluster[row, ue])}; allowed: "
+                    f"0..{int(counts[row]) - 1} (the context's {int(counts[row])} clusters)")
+        if pool_size is not None:
+            bad = (self.prompt_index < 0) | (self.prompt_index >= pool_size)
+            if bad.any():
+                row, ue = (int(i[0]) for i in np.nonzero(bad))
+                return (f"prompt_index of context {row}, ue_{ue} is {int(self.prompt_index[row, ue])}; allowed: "
+                        f"0..{pool_size - 1} (the prompt pool)")
+        return None
+
     @classmethod
     def build(cls, config: HISConfig, size: int = DEFAULT_BANK_SIZE, seed: int = 0, env=None,
               cache: bool = True) -> "DecisionBank":
@@ -100,21 +146,44 @@ class DecisionBank:
         key = bank_key(config, list(env.pool.texts), int(size), int(seed))
         path = cache_root() / "vec_bank" / f"{key}.npz"
         if cache:
-            try:
-                with np.load(path) as stored:
-                    return cls(*(np.asarray(stored[f]) for f in _FIELDS), key=key)
-            except (OSError, KeyError, ValueError):
-                pass  # absent or unreadable: build it
+            stored, reason = cls._load(path, key, config.num_ues, int(size), len(env.pool.texts))
+            if stored is not None:
+                return stored
+            if reason is not None:
+                move_aside(path, reason)
         bank = cls._compute(env, int(size), int(seed))
         bank.key = key
         if cache:
             buffer = io.BytesIO()
-            np.savez(buffer, **{f: getattr(bank, f) for f in _FIELDS})
-            try:
-                atomic_write_bytes(path, buffer.getvalue())
-            except OSError:
-                pass  # a read-only cache is no reason to fail: the bank is in memory
+            np.savez(buffer, key=np.array(key), **{f: getattr(bank, f) for f in _FIELDS})
+            write_cache_file(path, buffer.getvalue(), "decision-bank cache")
         return bank
+
+    @classmethod
+    def _load(cls, path: Path, key: str, num_ues: int, size: int,
+              pool_size: int) -> tuple["DecisionBank | None", str | None]:
+        """(the bank stored at `path`, None) when it passes every check; (None, None) when there is
+        no file; (None, why) when the file is unusable."""
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                missing = [f for f in ("key", *_FIELDS) if f not in stored.files]
+                if missing:
+                    return None, f"no {', '.join(missing)} stored (fields: {', '.join(stored.files) or 'none'})"
+                stored_key = stored["key"]
+                bank = cls(*(np.asarray(stored[f]) for f in _FIELDS), key=key)
+        except FileNotFoundError:
+            return None, None
+        except Exception as exc:  # noqa: BLE001 - zip, zlib, npy-header and OS errors alike: the file is unusable
+            return None, f"cannot be read: {type(exc).__name__}: {exc}"
+        if stored_key.shape != () or stored_key.dtype.kind != "U" or str(stored_key) != key:
+            return None, f"it is stored under key {stored_key.tolist()!r}, not {key!r}"
+        problem = bank.problem(num_ues, size, pool_size)
+        if problem is not None:
+            return None, problem
+        for field in _FIELDS:
+            setattr(bank, field, getattr(bank, field).astype(np.float64 if field == "similarity" else np.int64,
+                                                             copy=False))
+        return bank, None
 
     @classmethod
     def _compute(cls, env, size: int, seed: int) -> "DecisionBank":

@@ -23,12 +23,27 @@ One agent group, "agents", of the N UEs; every step is one decision point of eve
 | ("agents", "info", ...) | (B, N) float | `individual_reward` (Eq. 33), `quality` Q_n, `delay` T_n, `ue_energy` E_n (Eq. 20), `es_energy_share` (the UE's share of its cluster's ES energy, Eq. 33): the PettingZoo env's info names |
 | ("info", ...) | (B,) float | `utility` U, `quality`, `delay`, `energy` (Eqs. 21-23) |
 
+Actions are checked before anything is computed, as the PettingZoo env checks them: a
+`ValueError` names the first offending env and agent (`env 3, ue_2`), the value and what is
+allowed. The dtype (integers for `multi_categorical` and `categorical`, floating point for
+`continuous`, booleans never) and the exact shape are always checked (they cost no pass over the
+values); the values (in range; for `continuous`, finite and in [0, 1], never clipped) are checked
+unless `validate_actions=False` (attribute `validate_actions`), which saves one min/max pass and
+one host sync per step: turn it off only for trusted learners that sample from the action spec,
+as out-of-range values then give meaningless results.
+
 Actions go through the PettingZoo env's rules (IIS, projection of z >= z_min) and the same
 formula code (`his_env.vector.core`). Decision-point contexts (prompts, clusters, phi) come from
 a `DecisionBank` of `bank_size` contexts built by the PettingZoo env's own pipeline and cached on
-disk; SMs, distances and fading are drawn afresh in torch at every step. `set_seed(s)` (or
-`seed=`) makes a run reproducible on one device. Floats are computed in `dtype` (float64 by
-default, as the PettingZoo env); observations and rewards are float32.
+disk; SMs, distances and fading are drawn afresh in torch at every step. Floats are computed in
+`dtype` (float64 by default, as the PettingZoo env); observations and rewards are float32.
+
+Seeding: `set_seed(s)` (or `seed=` at construction) seeds the env's own torch generator, and
+`reset(seed=s)` reseeds it before resetting, as PettingZoo's `reset(seed=s)` does; after either,
+the same actions give the same rollout on one device. Seeds are None (a random one) or integers
+in 0..2**64 - 1 (negative ones are refused, as TorchRL's seed chain refuses them); anything else
+is a `ValueError`. `step()` before the first `reset()` (or `load_decision_context()`) is a
+`RuntimeError`.
 """
 from __future__ import annotations
 
@@ -74,7 +89,7 @@ class HISVecEnv(EnvBase):
     def __init__(self, config: HISConfig | dict | str | Path | None = None, num_envs: int = 1, device="cpu",
                  seed: int | None = 0, reward_mode: str = "difference", action_mode: str = "multi_categorical",
                  bank_size: int | None = None, dtype: torch.dtype = torch.float64,
-                 bank: DecisionBank | None = None, **config_overrides: Any):
+                 bank: DecisionBank | None = None, validate_actions: bool = True, **config_overrides: Any):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs={num_envs!r}; allowed: an integer >= 1")
         if reward_mode not in REWARD_MODES:
@@ -86,14 +101,22 @@ class HISVecEnv(EnvBase):
         if bank_size is not None and (isinstance(bank_size, bool) or not isinstance(bank_size, (int, np.integer))
                                       or bank_size < 1):
             raise ValueError(f"bank_size={bank_size!r}; allowed: None (default {DEFAULT_BANK_SIZE}) or an integer >= 1")
+        if not isinstance(validate_actions, bool):
+            raise ValueError(f"validate_actions={validate_actions!r}; allowed: True or False")
         dev = _device(device)
         cfg = load_config(config, **config_overrides)
         if cfg.oracle.kind != "fitted":
             raise ValueError(f"config key 'oracle.kind' has value {cfg.oracle.kind!r}; the vectorised env allows: "
                              f"fitted (live diffusion cannot run inside a tensor step)")
+        if bank is not None:
+            problem = bank.problem(cfg.num_ues) if isinstance(bank, DecisionBank) else f"a {type(bank).__name__}"
+            if problem is not None:
+                raise ValueError(f"bank= does not fit this configuration (num_ues = {cfg.num_ues}): {problem}. "
+                                 f"Pass None or a DecisionBank built for it, e.g. DecisionBank.build(config)")
         super().__init__(device=dev, batch_size=torch.Size([int(num_envs)]))
         self.config = cfg
         self.reward_mode, self.action_mode = reward_mode, action_mode
+        self.validate_actions = validate_actions
         self.bank = bank if bank is not None else DecisionBank.build(cfg, bank_size or DEFAULT_BANK_SIZE)
         self.core = VectorCore(cfg, self.bank, int(num_envs), dev, dtype)
         self.num_envs, self.num_ues = int(num_envs), cfg.num_ues
@@ -128,10 +151,15 @@ class HISVecEnv(EnvBase):
             shape=(b,), device=dev)
         if self.action_mode == "multi_categorical":
             action = MultiCategorical(nvec=torch.tensor([nx, ny]), shape=(b, n, 2), dtype=torch.int64, device=dev)
+            top = (nx - 1, ny - 1) if nx != ny else nx - 1
         elif self.action_mode == "categorical":
             action = Categorical(n=nx * ny, shape=(b, n), dtype=torch.int64, device=dev)
+            top = nx * ny - 1
         else:
             action = Bounded(0.0, 1.0, shape=(b, n, 2), dtype=torch.float32, device=dev)
+            top = 1.0
+        # the largest valid value: one number for every component, or a tuple of one per component
+        self._action_shape, self._action_top = tuple(action.shape), top
         self.action_spec = Composite(agents=Composite(action=action, shape=(b, n), device=dev), shape=(b,), device=dev)
         self.reward_spec = Composite(
             agents=Composite(reward=Unbounded(shape=(b, n, 1), dtype=torch.float32, device=dev), shape=(b, n),
@@ -147,9 +175,17 @@ class HISVecEnv(EnvBase):
     def _set_seed(self, seed: int | None) -> None:
         if seed is None:
             seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 64:
+            # negative seeds are refused as TorchRL's seed chain (numpy's default_rng in set_seed) refuses them
+            raise ValueError(f"seed={seed!r} ({type(seed).__name__}); allowed: None (a random seed) or an integer "
+                             f"in 0..2**64 - 1")
         self._generator.manual_seed(int(seed))
 
-    def _reset(self, tensordict: TensorDict | None = None, **kwargs) -> TensorDict:
+    def _reset(self, tensordict: TensorDict | None = None, seed: int | None = None, **kwargs) -> TensorDict:
+        if kwargs:
+            raise TypeError(f"reset() got unexpected keyword arguments {sorted(kwargs)}; allowed: tensordict, seed")
+        if seed is not None:  # EnvBase.reset passes its keyword arguments on to _reset
+            self._set_seed(seed)
         mask = None
         if tensordict is not None:
             for key in ("_reset", ("agents", "_reset")):
@@ -167,7 +203,12 @@ class HISVecEnv(EnvBase):
         return self._output(None, None, torch.zeros(self.num_envs, dtype=torch.bool, device=self.device))
 
     def _step(self, tensordict: TensorDict) -> TensorDict:
-        actions = self.decode_actions(tensordict.get(("agents", "action")))
+        if self._contexts is None:
+            raise RuntimeError("there is no decision point to step from: call reset() (or "
+                               "load_decision_context()) before step()")
+        action = tensordict.get(("agents", "action"))
+        self._check_actions(action)
+        actions = self.decode_actions(action)
         ctx = self._contexts
         if self.reward_mode == "difference":
             result, without = self.core.evaluate_with_counterfactuals(ctx, actions, (0, 0))
@@ -203,6 +244,62 @@ class HISVecEnv(EnvBase):
             "info": TensorDict(network_info, batch_size=(b,), device=dev),
             "done": trunc, "terminated": false, "truncated": trunc,
         }, batch_size=(b,), device=dev)
+
+    # ------------------------------------------------------------------ action checks
+    def _allowed_actions(self) -> str:
+        nx, ny = self.core.action_nvec
+        if self.action_mode == "categorical":
+            return f"an index in 0..{nx * ny - 1} over the (x, y - y_min) pairs, x major ({nx} x {ny})"
+        if self.action_mode == "continuous":
+            return (f"a[0], a[1] finite and in [0, 1] (scaled to 0..{nx - 1} common steps, "
+                    f"0..{ny - 1} ES personalised steps - y_min)")
+        return f"a[0] (common steps) in 0..{nx - 1}, a[1] (ES personalised steps - y_min) in 0..{ny - 1}"
+
+    def _check_actions(self, action: Any) -> None:
+        """Refuse actions of the wrong type, dtype or shape and, with `validate_actions`, values out of range.
+
+        The happy path costs one min/max reduction and one host sync; the offender is looked up
+        only on failure."""
+        shape, continuous = self._action_shape, self.action_mode == "continuous"
+        if not isinstance(action, torch.Tensor):
+            raise ValueError(f"actions ('agents', 'action') are a {type(action).__name__}; allowed: a tensor of "
+                             f"shape {shape}, {self._allowed_actions()}")
+        if tuple(action.shape[:2]) != shape[:2]:
+            raise ValueError(f"actions ('agents', 'action') have shape {tuple(action.shape)}; allowed: shape {shape} "
+                             f"(num_envs = {shape[0]} x num_ues = {shape[1]}), {self._allowed_actions()}")
+        if tuple(action.shape) != shape:
+            raise ValueError(f"action of {self._agent(0)} is {action[0, 0].tolist()} of shape "
+                             f"{tuple(action.shape[2:])} (actions of shape {tuple(action.shape)}); allowed: shape "
+                             f"{shape[2:]} per agent, {self._allowed_actions()}")
+        dtype = action.dtype
+        if dtype == torch.bool:
+            raise ValueError(f"action of {self._agent(0)} is {action[0, 0].tolist()!r}, which holds booleans; "
+                             f"allowed: {'floating point' if continuous else 'integers (not booleans)'}, "
+                             f"{self._allowed_actions()}")
+        if dtype.is_complex or dtype.is_floating_point != continuous:
+            raise ValueError(f"action of {self._agent(0)} is {action[0, 0].tolist()!r} with dtype {dtype}; allowed: "
+                             f"{'floating point' if continuous else 'integers'}, {self._allowed_actions()}")
+        if not self.validate_actions:
+            return
+        top = self._action_top
+        flat = action.reshape(shape[0] * shape[1], -1)  # a row per agent
+        if dtype in (torch.uint16, torch.uint32, torch.uint64):  # no min/max kernels for these
+            flat = flat.to(torch.int64)
+        # one global min/max where every component has the same bound (several times faster than per column)
+        tops = top if isinstance(top, tuple) else (top,)
+        low, high = torch.aminmax(flat, dim=0) if isinstance(top, tuple) else torch.aminmax(flat)
+        lows, highs = torch.stack((low, high)).reshape(2, -1).tolist()
+        if not all(lo >= 0 and hi <= t for lo, hi, t in zip(lows, highs, tops)):  # written so that NaN fails
+            top = torch.tensor(tops, device=flat.device)
+            bad = ~((flat >= 0) & (flat <= top)).all(dim=-1)
+            first = int(bad.nonzero()[0, 0])
+            value = action.reshape(-1, *shape[2:])[first].tolist()
+            raise ValueError(f"action of {self._agent(first)} is {value}; allowed: {self._allowed_actions()}")
+
+    def _agent(self, flat_index: int) -> str:
+        """'env b, ue_n' of the agent at `flat_index` of the (B x N) agents, env major."""
+        env, ue = divmod(flat_index, self.num_ues)
+        return f"env {env}, ue_{ue}"
 
     # ------------------------------------------------------------------ helpers
     def decode_actions(self, action: torch.Tensor) -> torch.Tensor:
