@@ -14,7 +14,9 @@ to the section that has that field). Everything is checked by the one mechanism 
 `his_common.config`; every error is a `ConfigError` naming the dotted key.
 
 The named choices are registries whose keys are the allowed values: `LEARNERS`
-(`algorithm.algo`) and `REWARD_MODES` (`algorithm.reward_mode`).
+(`algorithm.algo`) and `REWARD_MODES` (`algorithm.reward_mode`; the env side's
+`his_env.reward_modes.REWARD_MODES`, re-exported here, which the RLlib adapter and the vector
+env read too).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from his_common.config import (Config, ConfigError, check, deep_merge, load_yaml
                                setting)
 from his_common.registry import Registry
 from his_env.config import HISConfig
+from his_env.reward_modes import DEFAULT_REWARD_MODE, REWARD_MODES
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,6 @@ LEARNERS: Registry[Learner] = Registry("learner")
 LEARNERS.register("ippo", Learner("one actor-critic per UE (the paper's MIRA tier 1)", False, False))
 LEARNERS.register("ppo-shared", Learner("one actor-critic shared by all UEs", True, False))
 LEARNERS.register("mappo", Learner("one actor per UE, critics that see all UEs' observations", False, True))
-
-REWARD_MODES: Registry[str] = Registry("reward mode")
-REWARD_MODES.register("difference", "D_n = U(a) - U(a_-n, (0, 0)): the network utility the UE adds")
-REWARD_MODES.register("team", "U / N to every UE: the network utility shared")
-REWARD_MODES.register("individual", "r_n of Eq. (33), as the env returns it")
 
 ACTIVATIONS = ("tanh", "relu")
 
@@ -77,7 +75,7 @@ class AlgorithmConfig(Config):
     minibatch_size: int = setting(128, ge=1)  # per module per gradient step (Table II: D = 128)
     num_epochs: int = setting(4, ge=1)  # passes over each iteration's batch
     episodes_per_iteration: int = setting(8, ge=1)  # episodes sampled per training iteration
-    reward_mode: str = setting("difference", choices=lambda: REWARD_MODES.names)  # difference | team | individual
+    reward_mode: str = setting(DEFAULT_REWARD_MODE, choices=lambda: REWARD_MODES.names)  # his_env.reward_modes
     reward_normalization: bool = True  # running per-agent reward mean/std (Sec. VI-B)
     advantage_normalization: bool = True  # per-batch advantage standardisation [40]
     policy_clip: bool = True  # Eq. (34) clipping; false = unclipped surrogate ("vanilla")

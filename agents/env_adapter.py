@@ -4,12 +4,14 @@
 
 - it passes observations, rewards, terminations and truncations through (adding RLlib's
   `"__all__"` flags); every step is one decision point and episodes end by truncation;
-- with `reward_mode="team"` every UE receives U / N (the sum of the env's per-UE rewards,
-  Eq. 33, divided by N) instead of its own reward; with `"difference"` UE n receives its
-  marginal contribution D_n = U(a) - U(a_{-n}, a_n = (0, 0)) (Wolpert & Tumer's difference
-  reward, computed with `env.unwrapped.evaluate_joint_actions` before stepping): for UE n's
-  own choice it ranks actions exactly as U does, without the other UEs' exploration noise;
-  `"individual"` passes Eq. (33) through;
+- it rewards the UEs by `reward_mode`, a name of `his_env.reward_modes.REWARD_MODES` (default
+  `DEFAULT_REWARD_MODE` there, `difference`; train.py passes `algorithm.reward_mode`), from the
+  env's per-UE rewards r_n (Eq. 33) and U = sum_n r_n (Eq. 23). For modes that need the
+  counterfactual utilities (`difference`: D_n = U(a) - U(a with UE n at (0, 0)), which for UE
+  n's own choice ranks actions exactly as U does, without the other UEs' exploration noise)
+  the adapter evaluates the N joint actions with one UE at the counterfactual action through
+  `env.unwrapped.evaluate_joint_actions` before stepping (the PettingZoo env offers no O(N M)
+  counterfactuals of its own; the vector env has them);
 - with `global_obs=True` (MAPPO) it appends the observations of all UEs (in agent order) to
   each UE's own observation, for the centralised critic; the actor reads only the first 3;
 - it keeps RLlib's episodes light: per-step infos are not forwarded (a 50-UE info dict per
@@ -32,8 +34,8 @@ import numpy as np
 
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
-from agents.config import REWARD_MODES
 from agents.env_access import make_parallel_env, step_metrics
+from his_env.reward_modes import COUNTERFACTUAL_ACTION, DEFAULT_REWARD_MODE, REWARD_MODES
 
 EPISODE_SUMMARY_KEY = "his_episode_summary"
 
@@ -65,7 +67,7 @@ class HISMultiAgentEnv(MultiAgentEnv):
         super().__init__()
         config = dict(config or {})
         self.global_obs = bool(config.get("global_obs", False))
-        self.reward_mode = config.get("reward_mode", "individual")
+        self.reward_mode = config.get("reward_mode", DEFAULT_REWARD_MODE)
         if self.reward_mode not in REWARD_MODES:
             raise ValueError(f"reward_mode {self.reward_mode!r}; allowed: {', '.join(REWARD_MODES.names)}")
         self.par_env = make_parallel_env(config.get("env", {}), config.get("env_factory"))
@@ -82,8 +84,6 @@ class HISMultiAgentEnv(MultiAgentEnv):
         else:
             self.observation_spaces = local_spaces
         self.action_spaces = {a: self.par_env.action_space(a) for a in self.possible_agents}
-        first_space = self.action_spaces[self.possible_agents[0]]
-        self._default_action = np.asarray(getattr(first_space, "start", np.zeros(2)), dtype=np.int64)
         self._sums: Dict[str, float] = {}
         self._steps = 0
 
@@ -103,32 +103,32 @@ class HISMultiAgentEnv(MultiAgentEnv):
         self._sums, self._steps = {}, 0
         return self._obs(obs), {}
 
-    def difference_rewards(self, action_dict) -> Dict[str, float]:
-        """D_n = U(a) - U(a with UE n's action replaced by the default (0, 0)), at the current
-        decision point, from the env's own reward model (`evaluate_joint_actions`)."""
-        agents = [a for a in self.possible_agents if a in action_dict]
-        joint = np.stack([np.asarray(action_dict[a], dtype=np.int64) for a in agents])
-        n = len(agents)
-        batch = np.repeat(joint[None], n + 1, axis=0)
-        idx = np.arange(n)
-        batch[idx + 1, idx, :] = self._default_action
+    def counterfactual_utilities(self, action_dict) -> np.ndarray:
+        """U of the joint action with UE n's action replaced by `COUNTERFACTUAL_ACTION`, for each
+        UE n in agent order (N,), at the current decision point, from the env's own reward model
+        (`evaluate_joint_actions`)."""
+        joint = np.stack([np.asarray(action_dict[a], dtype=np.int64) for a in self.possible_agents])
+        n = len(joint)
+        batch = np.repeat(joint[None], n, axis=0)
+        batch[np.arange(n), np.arange(n), :] = COUNTERFACTUAL_ACTION
         try:
             result = self.par_env.unwrapped.evaluate_joint_actions(batch)
         except (AttributeError, RuntimeError) as exc:
-            raise RuntimeError(f"reward_mode 'difference' needs env.unwrapped.evaluate_joint_actions ({exc}); "
-                               f"use algorithm.reward_mode=team or individual with this env/oracle") from exc
-        utility = np.asarray(result["utility"], dtype=np.float64)
-        return {a: float(utility[0] - utility[i + 1]) for i, a in enumerate(agents)}
+            others = [m for m in REWARD_MODES if not REWARD_MODES[m].needs_counterfactuals]
+            raise RuntimeError(f"reward_mode {self.reward_mode!r} needs env.unwrapped.evaluate_joint_actions "
+                               f"({exc}); with this env/oracle use algorithm.reward_mode "
+                               f"{' or '.join(others)}") from exc
+        return np.asarray(result["utility"], dtype=np.float64)
 
     def step(self, action_dict):
-        diff = self.difference_rewards(action_dict) if self.reward_mode == "difference" else None
+        mode = REWARD_MODES[self.reward_mode]
+        counterfactual = self.counterfactual_utilities(action_dict) if mode.needs_counterfactuals else None
         obs, rewards, terms, truncs, infos = self.par_env.step(action_dict)
-        if diff is not None:
-            rewards = {a: diff.get(a, 0.0) for a in rewards}
-        elif self.reward_mode == "team" and rewards:
-            # Every UE gets U / N: the network utility shared (see agents.config.REWARD_MODES).
-            shared = float(sum(rewards.values())) / len(rewards)
-            rewards = {a: shared for a in rewards}
+        if rewards:  # every UE acts at every step, so the rewards are in agent order as the counterfactuals
+            agents = [a for a in self.possible_agents if a in rewards]
+            individual = np.array([rewards[a] for a in agents], dtype=np.float64)
+            shaped = mode.rewards(individual, individual.sum(), counterfactual)  # U = sum r_n, Eq. (23)
+            rewards = dict(zip(agents, shaped.tolist()))
         summary_of = getattr(self.par_env.unwrapped, "network_summary", None)
         for k, v in step_metrics(infos, self.possible_agents, summary_of() if summary_of else None).items():
             self._sums[k] = self._sums.get(k, 0.0) + v

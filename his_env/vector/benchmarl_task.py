@@ -1,4 +1,5 @@
-"""HIS as a BenchMARL task: `his/his`, `his/ppgfis`, `his/cfis`, `his/iis` (one task per scheme).
+"""HIS as a BenchMARL task: `his/<scheme>` for every scheme of `his_env.schemes.SCHEMES` (`his/his`,
+`his/ppgfis`, `his/cfis`, `his/iis`).
 
     import his_env.vector.benchmarl_task as his_task    # registers the tasks with BenchMARL
     from benchmarl.algorithms import MappoConfig
@@ -33,16 +34,25 @@ comment each, and Hydra overrides them as `task.<key>=...`):
 | key | meaning |
 |---|---|
 | `num_ues` | N |
-| `reward_mode` | `difference` (D_n, the default), `team` (U / N) or `individual` (r_n, Eq. 33) |
+| `reward_mode` | a name of `his_env.reward_modes.REWARD_MODES` (default `DEFAULT_REWARD_MODE` there, `difference`) |
 | `bank_size` | decision-point contexts in the env's pre-computed bank (null: the env's default) |
 | `config` | an HIS YAML file overlaid on the defaults (null: `configs/default.yaml`'s values) |
 | `env` | further HIS config keys, dotted (`{"es.sm_range": [800, 1200], "scheme.allocation": "user_equal"}`) |
 
 The scheme is the task's name; `env` may not set `scheme.name` or `num_ues`.
+
+`HISTask` (BenchMARL's task enum) has one member per registered scheme, named in upper case
+(`HISTask.CFIS`), built from the registry when this module is imported; `register()` rebuilds it
+if schemes were registered since, and `task_by_name` does so on its own. Hydra's `task=his/<scheme>`
+reads `configs/benchmark/task/his/<scheme>.yaml` (Hydra needs a config of that name; a YAML per
+scheme is the overlay with the settings' comments), while the Python API (`get_task`,
+`get_from_yaml` without a file) falls back to `TaskConfig`'s defaults. Network infos are logged as
+float64 means (`log_info`).
 """
 from __future__ import annotations
 
 import copy
+import functools
 import sys
 import types
 from dataclasses import asdict, dataclass, field, fields
@@ -57,11 +67,11 @@ from torchrl.envs import EnvBase
 from his_common.config import shipped_configs_dir
 from his_env.config import ConfigError, HISConfig
 from his_env.environment import load_config
+from his_env.reward_modes import DEFAULT_REWARD_MODE, REWARD_MODES
+from his_env.schemes import SCHEMES
 
 ENV_NAME = "his"
 GROUP = "agents"
-SCHEMES = ("his", "ppgfis", "cfis", "iis")
-REWARD_MODES = ("individual", "team", "difference")
 # configs/benchmark (in a checkout, or shipped with the package): task/his/*.yaml, experiment/his.yaml, reward/*.yaml.
 CONFIG_DIR = (shipped_configs_dir() or Path(__file__).resolve().parents[2] / "configs") / "benchmark"
 
@@ -71,7 +81,7 @@ class TaskConfig:
     """The settings of one HIS task (see the module docstring)."""
 
     num_ues: int = 50
-    reward_mode: str = "difference"
+    reward_mode: str = DEFAULT_REWARD_MODE
     bank_size: Optional[int] = None
     config: Optional[str] = None
     env: Dict[str, Any] = field(default_factory=dict)
@@ -87,8 +97,7 @@ def task_config(values: Optional[Dict[str, Any]] = None) -> TaskConfig:
     cfg = TaskConfig(**values)
     if isinstance(cfg.num_ues, bool) or not isinstance(cfg.num_ues, int) or cfg.num_ues < 1:
         raise ConfigError(f"task.num_ues has value {cfg.num_ues!r}; allowed: an integer >= 1")
-    if cfg.reward_mode not in REWARD_MODES:
-        raise ConfigError(f"task.reward_mode has value {cfg.reward_mode!r}; allowed: {', '.join(REWARD_MODES)}")
+    REWARD_MODES.check(cfg.reward_mode, "task.reward_mode", ConfigError)
     if cfg.bank_size is not None and (isinstance(cfg.bank_size, bool) or not isinstance(cfg.bank_size, int)
                                       or cfg.bank_size < 1):
         raise ConfigError(f"task.bank_size has value {cfg.bank_size!r}; allowed: null or an integer >= 1")
@@ -100,7 +109,7 @@ def task_config(values: Optional[Dict[str, Any]] = None) -> TaskConfig:
     for key in ("num_ues", "scheme.name"):
         if key in cfg.env or (key == "scheme.name" and isinstance(nested_scheme, dict) and "name" in nested_scheme):
             raise ConfigError(f"task.env.{key} cannot be set: the number of UEs is task.num_ues and the scheme "
-                              f"is the task's name ({', '.join(ENV_NAME + '/' + s for s in SCHEMES)})")
+                              f"is the task's name ({_task_names()})")
     return cfg
 
 
@@ -176,7 +185,7 @@ class HISTaskClass(TaskClass):
         info = batch.get(("next", "info"), None)
         if info is None:
             return {}
-        return {f"collection/his/{key}": float(value.float().mean()) for key, value in info.items()}
+        return {f"collection/his/{key}": float(value.double().mean()) for key, value in info.items()}
 
 
 def make_vec_env(his_config: HISConfig, **kwargs: Any) -> EnvBase:
@@ -186,13 +195,8 @@ def make_vec_env(his_config: HISConfig, **kwargs: Any) -> EnvBase:
     return HISVecEnv(config=his_config, **kwargs)
 
 
-class HISTask(Task):
-    """The HIS tasks, one per scheme (Sec. VII-B)."""
-
-    HIS = None
-    PPGFIS = None
-    CFIS = None
-    IIS = None
+class _HISTasks(Task):
+    """The HIS tasks, one per scheme (Sec. VII-B); `HISTask` has the members."""
 
     @staticmethod
     def associated_class():
@@ -213,31 +217,63 @@ class HISTask(Task):
         return self.get_task(values)
 
 
-def task_by_name(name: str) -> HISTask:
+def _task_names() -> str:
+    return ", ".join(f"{ENV_NAME}/{scheme}" for scheme in SCHEMES)
+
+
+@functools.lru_cache(maxsize=None)
+def _task_enum(schemes: tuple[str, ...]) -> type[_HISTasks]:
+    """BenchMARL's task enum with a member per scheme, one enum per set of schemes (BenchMARL
+    lower-cases a member's name to find its YAML and settings module: scheme names must be lower case)."""
+    for scheme in schemes:
+        if scheme != scheme.lower():
+            raise ConfigError(f"scheme {scheme!r} cannot be a BenchMARL task: BenchMARL lower-cases task names; "
+                              f"allowed: lower-case scheme names")
+    enum = _HISTasks("HISTask", {scheme.upper(): None for scheme in schemes}, module=__name__, qualname="HISTask")
+    enum.__doc__ = "The HIS tasks, one per scheme of `his_env.schemes.SCHEMES` (Sec. VII-B)."
+    return enum
+
+
+HISTask = _task_enum(SCHEMES.names)
+
+
+def task_by_name(name: str) -> _HISTasks:
     """`his/cfis` (or `cfis`) -> HISTask.CFIS; unknown names are refused with the allowed ones."""
     scheme = name.split("/", 1)[1] if name.startswith(ENV_NAME + "/") else name
     if scheme not in SCHEMES:
-        raise ConfigError(f"unknown HIS task {name!r}; allowed: {', '.join(ENV_NAME + '/' + s for s in SCHEMES)}")
+        raise ConfigError(f"unknown HIS task {name!r}; allowed: {_task_names()}")
+    if scheme.upper() not in HISTask.__members__:  # registered after this module was imported
+        register()
     return HISTask[scheme.upper()]
 
 
 def register() -> None:
-    """Make the tasks known to BenchMARL as its built-in ones are (idempotent).
+    """Make the tasks known to BenchMARL as its built-in ones are (idempotent); first rebuild
+    `HISTask` if the schemes registered differ from its members.
 
     BenchMARL looks tasks up in `benchmarl.environments.task_config_registry` ("his/his" -> enum
     member), type-checks their settings with the `TaskConfig` of module
     `benchmarl.environments.<env>.<task>`, and Hydra validates them against the schema stored as
-    `<env>_<task>_config`. All three are filled here without touching BenchMARL's files.
+    `<env>_<task>_config`. All three are filled here without touching BenchMARL's files; entries
+    of schemes no longer registered are removed.
     """
     import benchmarl.environments as environments
 
-    if HISTask not in environments.tasks:
-        environments.tasks.append(HISTask)
+    global HISTask
+    HISTask = _task_enum(SCHEMES.names)
+    environments.tasks[:] = [t for t in environments.tasks if not issubclass(t, _HISTasks)] + [HISTask]
     package = sys.modules.get(f"benchmarl.environments.{ENV_NAME}")
     if package is None:
         package = types.ModuleType(f"benchmarl.environments.{ENV_NAME}")
         package.__path__ = []  # a package with no files: its task modules are the ones below
         sys.modules[package.__name__] = package
+    for key in [k for k in environments.task_config_registry if k.startswith(ENV_NAME + "/")]:
+        scheme = key.split("/", 1)[1]
+        if scheme not in SCHEMES:
+            del environments.task_config_registry[key]
+            environments._task_class_registry.pop(f"{ENV_NAME}_{scheme}", None)
+            sys.modules.pop(f"{package.__name__}.{scheme}", None)
+            package.__dict__.pop(scheme, None)
     for task in HISTask:
         scheme = task.name.lower()
         environments.task_config_registry[f"{ENV_NAME}/{scheme}"] = task

@@ -17,11 +17,11 @@ One agent group, "agents", of the N UEs; every step is one decision point of eve
 | ("agents", "action") | (B, N, 2) int64 | `multi_categorical` (default): (x, y - y_min) in {0..x_max} x {0..y_max - y_min} |
 | | (B, N) int64 | `categorical`: one index over the (x_max + 1)(y_max - y_min + 1) pairs, x major |
 | | (B, N, 2) float32 | `continuous`: two values in [0, 1], rounded to the nearest step |
-| ("agents", "reward") | (B, N, 1) float32 | `individual`: Eq. (33) r_n; `team`: U / N; `difference` (default): U(a) - U(a with UE n at (0, 0)) |
+| ("agents", "reward") | (B, N, 1) float32 | the per-UE reward of `reward_mode`, a name of `his_env.reward_modes.REWARD_MODES` (default `DEFAULT_REWARD_MODE` there) |
 | "done", "terminated", "truncated" | (B, 1) bool | episodes end by truncation after `episode_length` decision points |
 | ("agents", "done"/"terminated"/"truncated") | (B, N, 1) bool | the same per agent |
-| ("agents", "info", ...) | (B, N) float | `individual_reward` (Eq. 33), `quality` Q_n, `delay` T_n, `ue_energy` E_n (Eq. 20), `es_energy_share` (the UE's share of its cluster's ES energy, Eq. 33): the PettingZoo env's info names |
-| ("info", ...) | (B,) float | `utility` U, `quality`, `delay`, `energy` (Eqs. 21-23) |
+| ("agents", "info", ...) | (B, N) `dtype` | `individual_reward` r_n (Eq. 33, whatever the reward mode), `quality` Q_n, `delay` T_n (s), `ue_energy` E_n (J, Eq. 20), `es_energy_share` (J, the UE's share of its cluster's ES energy, Eq. 33): the PettingZoo env's info names and units |
+| ("info", ...) | (B,) `dtype` | `utility` U, `quality`, `delay`, `energy` (Eqs. 21-23), as in the PettingZoo env's `network_summary()` |
 
 Actions are checked before anything is computed, as the PettingZoo env checks them: a
 `ValueError` names the first offending env and agent (`env 3, ue_2`), the value and what is
@@ -36,7 +36,10 @@ Actions go through the PettingZoo env's rules (IIS, projection of z >= z_min) an
 formula code (`his_env.vector.core`). Decision-point contexts (prompts, clusters, phi) come from
 a `DecisionBank` of `bank_size` contexts built by the PettingZoo env's own pipeline and cached on
 disk; SMs, distances and fading are drawn afresh in torch at every step. Floats are computed in
-`dtype` (float64 by default, as the PettingZoo env); observations and rewards are float32.
+`dtype` (float64 by default, as the PettingZoo env); observations and rewards are float32, infos
+keep `dtype` (so do their specs and the BenchMARL task's info spec). Reward modes that need
+counterfactual utilities (`difference`) get them from `VectorCore.evaluate_with_counterfactuals`:
+O(N M) per env with EC-Diff off, N + 1 joint actions with it on.
 
 Seeding: `set_seed(s)` (or `seed=` at construction) seeds the env's own torch generator, and
 `reset(seed=s)` reseeds it before resetting, as PettingZoo's `reset(seed=s)` does; after either,
@@ -58,10 +61,10 @@ from torchrl.envs import EnvBase
 
 from his_env.config import HISConfig
 from his_env.environment import load_config
+from his_env.reward_modes import COUNTERFACTUAL_ACTION, DEFAULT_REWARD_MODE, REWARD_MODES
 from his_env.vector.bank import DEFAULT_BANK_SIZE, DecisionBank
 from his_env.vector.core import Contexts, VectorCore
 
-REWARD_MODES = ("individual", "team", "difference")
 ACTION_MODES = ("multi_categorical", "categorical", "continuous")
 _AGENT_INFO = ("individual_reward", "quality", "delay", "ue_energy", "es_energy_share")
 _NETWORK_INFO = {"utility": "utility", "quality": "total_quality", "delay": "total_delay", "energy": "total_energy"}
@@ -87,13 +90,13 @@ class HISVecEnv(EnvBase):
     batch_locked = True
 
     def __init__(self, config: HISConfig | dict | str | Path | None = None, num_envs: int = 1, device="cpu",
-                 seed: int | None = 0, reward_mode: str = "difference", action_mode: str = "multi_categorical",
+                 seed: int | None = 0, reward_mode: str = DEFAULT_REWARD_MODE, action_mode: str = "multi_categorical",
                  bank_size: int | None = None, dtype: torch.dtype = torch.float64,
                  bank: DecisionBank | None = None, validate_actions: bool = True, **config_overrides: Any):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs={num_envs!r}; allowed: an integer >= 1")
         if reward_mode not in REWARD_MODES:
-            raise ValueError(f"reward_mode={reward_mode!r}; allowed: {', '.join(REWARD_MODES)}")
+            raise ValueError(f"reward_mode={reward_mode!r}; allowed: {', '.join(REWARD_MODES.names)}")
         if action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode={action_mode!r}; allowed: {', '.join(ACTION_MODES)}")
         if dtype not in (torch.float32, torch.float64):
@@ -210,13 +213,12 @@ class HISVecEnv(EnvBase):
         self._check_actions(action)
         actions = self.decode_actions(action)
         ctx = self._contexts
-        if self.reward_mode == "difference":
-            result, without = self.core.evaluate_with_counterfactuals(ctx, actions, (0, 0))
-            reward = result["utility"][:, None] - without
+        mode = REWARD_MODES[self.reward_mode]
+        if mode.needs_counterfactuals:
+            result, without = self.core.evaluate_with_counterfactuals(ctx, actions, COUNTERFACTUAL_ACTION)
         else:
-            result = self.core.evaluate(ctx, actions)
-            reward = result["reward"] if self.reward_mode == "individual" else (
-                result["utility"] / self.num_ues)[:, None].expand(-1, self.num_ues)
+            result, without = self.core.evaluate(ctx, actions), None
+        reward = mode.rewards(result["reward"], result["utility"], without)
         self._steps += 1
         truncated = self._steps >= self.config.episode_length
         self._contexts = self.core.sample(self._generator)  # the next decision point, observed at truncation too

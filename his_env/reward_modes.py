@@ -1,0 +1,101 @@
+"""Reward modes: what each UE learns from, declared once for every path.
+
+A reward mode turns what the env computes at a decision point into one reward per UE. Every path
+reads this registry: the PettingZoo adapter for RLlib (`agents.env_adapter`, numpy, shape (N,)),
+the vectorised env (`his_env.vector.HISVecEnv`, torch, shape (B, N)), the run configuration
+(`algorithm.reward_mode`), the BenchMARL task (`task.reward_mode`), and the CLIs' help
+(`help_text()`) and the docs (`markdown_table()`). The built-in modes are declared at the end of
+this file: `individual` (r_n of Eq. 33), `team` (U / N) and `difference` (the default: D_n, the
+utility UE n adds, Wolpert & Tumer's difference reward).
+
+A mode is one `@reward_mode(...)` declaration here: a name, a one-line description, whether it
+needs the counterfactual utilities, and one function of the per-UE Eq. (33) rewards r_n (..., N),
+the network utility U (...), the counterfactual utilities (..., N) (U with UE n's action replaced
+by `COUNTERFACTUAL_ACTION`; None unless the mode asks for them) and N. It receives float arrays of
+one library, numpy or torch, and uses operators or `his_common.arrays.namespace(...)` for anything
+else, so the same code serves both envs.
+The envs compute the counterfactuals only for modes that need them (the vectorised env in O(N M)
+with EC-Diff off, by N + 1 joint actions with it on; the adapter by N joint actions).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from his_common.arrays import namespace
+from his_common.registry import Registry
+
+# The action a UE is replaced by in the counterfactuals, as action indices: x = 0 common steps,
+# y = y_min ES personalised steps (the UE leaves the shared phases to the others).
+COUNTERFACTUAL_ACTION = (0, 0)
+
+
+@dataclass(frozen=True)
+class RewardMode:
+    """One way of rewarding the UEs (see the module docstring)."""
+
+    name: str
+    description: str  # one line, for CLI help and the docs' tables
+    needs_counterfactuals: bool
+    function: Callable[..., Any]  # (individual, utility, counterfactual, num_ues) -> (..., N)
+
+    def rewards(self, individual, utility, counterfactual=None):
+        """Per-UE rewards (..., N) from the Eq. (33) rewards `individual` (..., N), the utility U
+        (...) and, for modes that need them, the counterfactual utilities (..., N)."""
+        if self.needs_counterfactuals and counterfactual is None:
+            raise ValueError(f"reward mode {self.name!r} needs the counterfactual utilities "
+                             f"(U with UE n at {COUNTERFACTUAL_ACTION}); none were given")
+        xp = namespace(individual, utility, counterfactual)
+        individual = xp.float(individual)
+        out = self.function(individual=individual, utility=xp.float(utility),
+                            counterfactual=None if counterfactual is None else xp.float(counterfactual),
+                            num_ues=individual.shape[-1])
+        return xp.broadcast_to(xp.float(out), individual.shape)
+
+
+REWARD_MODES: Registry[RewardMode] = Registry("reward mode")
+DEFAULT_REWARD_MODE = "difference"
+
+
+def reward_mode(name: str, description: str, needs_counterfactuals: bool = False):
+    """Decorator: register the function as reward mode `name`."""
+    def decorator(function: Callable[..., Any]) -> Callable[..., Any]:
+        REWARD_MODES.register(name, RewardMode(name, description, needs_counterfactuals, function))
+        return function
+    return decorator
+
+
+@reward_mode("individual", "r_n of Eq. (33), as the env returns it")
+def individual_reward(individual, utility, counterfactual, num_ues):
+    return individual
+
+
+@reward_mode("team", "U / N to every UE: the network utility shared")
+def team_reward(individual, utility, counterfactual, num_ues):
+    return utility[..., None] / num_ues  # U = sum_n r_n, Eq. (23)
+
+
+@reward_mode("difference", "D_n = U(a) - U(a with UE n at (0, 0)): the network utility the UE adds",
+             needs_counterfactuals=True)
+def difference_reward(individual, utility, counterfactual, num_ues):
+    return utility[..., None] - counterfactual
+
+
+def _label(name: str) -> str:
+    return f"{name} (default)" if name.strip("`") == DEFAULT_REWARD_MODE else name
+
+
+def help_text() -> str:
+    """The modes as `name: description` items, the default marked (for CLI help)."""
+    return "; ".join(f"{_label(name)}: {REWARD_MODES[name].description}" for name in REWARD_MODES)
+
+
+def markdown_table() -> str:
+    """The modes as a Markdown table (for the docs)."""
+    rows = [f"| {_label(f'`{name}`')} | {REWARD_MODES[name].description} | "
+            f"{'yes' if REWARD_MODES[name].needs_counterfactuals else 'no'} |" for name in REWARD_MODES]
+    return "\n".join(["| reward mode | reward of UE n | needs counterfactuals |", "|---|---|---|", *rows])
+
+
+__all__ = ["COUNTERFACTUAL_ACTION", "DEFAULT_REWARD_MODE", "REWARD_MODES", "RewardMode", "help_text",
+           "markdown_table", "reward_mode"]
