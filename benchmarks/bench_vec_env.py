@@ -29,6 +29,8 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from his_env.reward_modes import REWARD_MODES  # noqa: E402
+
 
 def stepper(env):
     """A function taking one env step with random actions on the device (reset at truncation), warmed up."""
@@ -140,8 +142,7 @@ def main() -> None:
                         help="B at N = 50 (default: 64 256 1024 on the CPU, 256 1024 4096 16384 on a GPU)")
     parser.add_argument("--large-batch-sizes", type=int, nargs="+", default=None,
                         help="B at N = 1,000 (default: 16 on the CPU, 64 256 on a GPU)")
-    parser.add_argument("--reward-modes", nargs="+", default=["individual", "team", "difference"],
-                        choices=["individual", "team", "difference"])
+    parser.add_argument("--reward-modes", nargs="+", default=list(REWARD_MODES.names), choices=REWARD_MODES.names)
     parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     parser.add_argument("--bank-size", type=int, default=None, help="bank at N = 50 (default: the env's)")
     parser.add_argument("--large-bank-size", type=int, default=256, help="bank at N = 1,000, M = 30")

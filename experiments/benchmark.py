@@ -135,7 +135,7 @@ def settings_key(settings: Mapping[str, Any]) -> str:
 def validate(spec: BenchmarkSpec) -> List[Tuple[str, str, int]]:
     """The grid's cells, or a BenchmarkError / ConfigError naming what is wrong and what is allowed."""
     from agents.benchmarl_experiment import WANDB_MODES, algorithm_registry, validate_spec
-    from his_env.vector.benchmarl_task import SCHEMES
+    from his_env.schemes import SCHEMES
 
     registry = algorithm_registry()
     if not spec.algorithms:

@@ -36,6 +36,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from experiments import field_metrics as fm
+from his_env.reward_modes import DEFAULT_REWARD_MODE
 from experiments.marl_eval_export import FILE_NAME as MARL_EVAL_FILE
 from experiments.marl_eval_export import final_evaluation, run_curve, write_marl_eval
 from his_common.storage import atomic_write_bytes, atomic_write_text
@@ -128,7 +129,7 @@ def markdown(summary: Sequence[Mapping[str, Any]], references: Mapping[str, Mapp
         f"{spec.time_budget_s:g} s of training" if spec.time_budget_s else "")
     task = spec.task
     lines = [f"Benchmark: {len(spec.algorithms)} algorithms x {len(spec.schemes)} schemes x {len(spec.seeds)} seeds; "
-             f"N = {task.get('num_ues', 50)}, reward {task.get('reward_mode', 'difference')}, budget "
+             f"N = {task.get('num_ues', 50)}, reward {task.get('reward_mode', DEFAULT_REWARD_MODE)}, budget "
              f"{budget or 'the experiment config'} per run, networks {list(spec.hidden)}; greedy policy on "
              f"evaluation seeds {spec.eval_seeds[0]}..{spec.eval_seeds[-1]} of the PettingZoo env.", "",
              "Score = (U - U_random) / (U_search - U_random): 0 is random play, 1 the model-based search "

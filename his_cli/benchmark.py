@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
+from his_env.reward_modes import REWARD_MODES, help_text
 from his_cli.args import UsageError, nonneg_int, parse_overrides, positive_int, positive_seconds
 
+REWARD_MODES_HELP = help_text()
 DEFAULT_ALGORITHMS = ("ippo", "mappo")
 EPILOG = """Ctrl-C or SIGTERM stops the grid: the running cells are ended (they run again on resume), the
 finished ones are kept and reported; a second signal stops at once. Killed with kill -9, it leaves no
@@ -34,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames (env steps summed over the vector env's batch) per run")
     p.add_argument("--time-budget", type=positive_seconds("--time-budget"), help="seconds of training per run")
     p.add_argument("--num-ues", type=positive_int("--num-ues"), default=None, help="N (default 50)")
-    p.add_argument("--reward-mode", default=None, help="difference (default) | team | individual")
+    p.add_argument("--reward-mode", default=None, choices=REWARD_MODES.names,
+                   help="the UEs' training reward: " + REWARD_MODES_HELP)
     p.add_argument("--config", default=None, metavar="YAML", help="HIS env YAML overlaid on the defaults")
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                    help="HIS env keys dotted (es.sm_range=[800,1200]), BenchMARL experiment settings as "

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Mapping, Optional, Sequence
 
 from agents.checkpoints import ModuleShapes, space_shape
+from his_env.reward_modes import REWARD_MODES
 
 
 class PreflightError(RuntimeError):
@@ -71,9 +72,12 @@ def probe_env(env_config: Mapping[str, Any], global_obs: bool, reward_mode: str,
         raise PreflightError(f"the environment cannot be built from this configuration: "
                              f"{type(exc).__name__}: {exc}") from exc
     try:
-        if reward_mode == "difference" and not hasattr(env.par_env.unwrapped, "evaluate_joint_actions"):
-            raise PreflightError("algorithm.reward_mode 'difference' needs env.unwrapped.evaluate_joint_actions, "
-                                 "which this env lacks: use reward_mode team or individual")
+        if REWARD_MODES[reward_mode].needs_counterfactuals and not hasattr(env.par_env.unwrapped,
+                                                                            "evaluate_joint_actions"):
+            plain = [name for name in REWARD_MODES.names if not REWARD_MODES[name].needs_counterfactuals]
+            raise PreflightError(f"algorithm.reward_mode {reward_mode!r} needs env.unwrapped.evaluate_joint_actions "
+                                 f"(counterfactual utilities), which this env lacks; allowed with it: "
+                                 f"{', '.join(plain)}")
         agents = list(env.possible_agents)
         first = agents[0]
         shapes = {mid: (space_shape(env.observation_spaces[mid if mid in agents else first]),
