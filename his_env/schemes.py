@@ -19,12 +19,22 @@ Hydra's `task=his/<name>` also needs the task's settings file
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Optional, Protocol
 
 from his_common.registry import Registry
 
-if TYPE_CHECKING:
-    from his_env.config import SchemeConfig
+
+
+class SchemeSettings(Protocol):
+    """What `resolve` reads of a `scheme:` config section (his_env.config.SchemeConfig): the
+    registry knows no config module, the config module reads the registry for its allowed names."""
+
+    name: str
+    clustering: Optional[str]
+    public_prompt: Optional[str]
+    sim_npi: Optional[bool]
+    common_phase: Optional[bool]
+    allocation: str
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,7 @@ for _preset in (Scheme("his", "semantic", "generated", True, True, "kkt"),
     SCHEMES.register(_preset.name, _preset)
 
 
-def resolve(config: SchemeConfig) -> Scheme:
+def resolve(config: SchemeSettings) -> Scheme:
     """The preset named in the config with the config's non-null overrides applied."""
     scheme = SCHEMES[config.name]
     overrides = {key: getattr(config, key) for key in ("clustering", "public_prompt", "sim_npi", "common_phase")

@@ -16,14 +16,12 @@ step of a UE on its own prompt, so its public-personal similarity is 1 (see the 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from his_common.registry import Registry
 
-if TYPE_CHECKING:
-    from his_env.config import PromptsConfig
 
 
 class PublicPromptSource(ABC):
@@ -34,8 +32,9 @@ class PublicPromptSource(ABC):
 
     @classmethod
     @abstractmethod
-    def from_config(cls, pool, config: "PromptsConfig | None" = None) -> "PublicPromptSource":
-        """The source for a `PromptPool` (anything with `.texts`), with the `prompts:` settings."""
+    def from_config(cls, pool, config=None) -> "PublicPromptSource":
+        """The source for a `PromptPool` (anything with `.texts`), with the `prompts:` settings
+        (his_env.config.PromptsConfig, or None for its defaults)."""
 
     @abstractmethod
     def cluster_prompts(self, clusters: Sequence[np.ndarray], rng: np.random.Generator) -> list[str]:
