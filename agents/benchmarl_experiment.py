@@ -301,6 +301,23 @@ class StopTraining(Exception):
     as if its budget were spent. Its message is the reason (`HISExperiment.stop_reason`)."""
 
 
+class NoProgressBar:
+    """What BenchMARL's loop uses of tqdm, doing nothing: no output and, unlike a disabled tqdm, no
+    multiprocessing lock (a named semaphore under TorchRL's spawn start method)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def set_description(self, *args, **kwargs) -> None:
+        pass
+
+    def update(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class HISExperiment(Experiment):
     """BenchMARL's Experiment that stops on a time budget, can live in a given folder, saves atomically.
 
@@ -312,12 +329,25 @@ class HISExperiment(Experiment):
     A callback's `StopTraining` ends the run as BenchMARL's frame limit does: the iteration counts,
     the end-of-run checkpoint (`checkpoint_at_end`) is written at its frame count, and
     `stop_reason` holds the exception's message (None when the frame limit ended the run).
+    BenchMARL's progress bar (tqdm) is drawn only with `progress_bar=True`.
     """
 
-    def __init__(self, *args, folder: Optional[str | Path] = None, **kwargs) -> None:
+    def __init__(self, *args, folder: Optional[str | Path] = None, progress_bar: bool = False, **kwargs) -> None:
         self.fixed_folder = Path(folder).resolve() if folder is not None else None
         self.stop_reason: Optional[str] = None
+        self.progress_bar = progress_bar
         super().__init__(*args, **kwargs)
+
+    def _collection_loop(self) -> None:
+        import benchmarl.experiment.experiment as module
+
+        bar = module.tqdm
+        if not self.progress_bar:  # BenchMARL's loop draws its bar with the module's tqdm
+            module.tqdm = NoProgressBar
+        try:
+            super()._collection_loop()
+        finally:
+            module.tqdm = bar
 
     def _setup_name(self) -> None:
         from torchrl.record.loggers import generate_exp_name
@@ -429,8 +459,10 @@ class CurveTracker(Callback):
             raise StopTraining(f"time limit {self.time_budget_s:.0f} s")
 
 
-def build_experiment(spec: RunSpec, folder: str | Path, callbacks: Sequence[Any] = (), fixed_folder: bool = False):
-    """BenchMARL's Experiment for `spec`; its files go to `folder` (or a subfolder BenchMARL names)."""
+def build_experiment(spec: RunSpec, folder: str | Path, callbacks: Sequence[Any] = (), fixed_folder: bool = False,
+                     restore_file: Optional[str | Path] = None, progress_bar: bool = False):
+    """BenchMARL's Experiment for `spec`; its files go to `folder` (or a subfolder BenchMARL names). With
+    `restore_file` (one of its checkpoints) it continues from that checkpoint's state, loaded onto `spec.device`."""
     from his_env.vector.benchmarl_task import task_by_name
 
     folder = Path(folder).resolve()
@@ -454,6 +486,8 @@ def build_experiment(spec: RunSpec, folder: str | Path, callbacks: Sequence[Any]
     overrides["loggers"] = loggers
     if not fixed_folder:
         overrides["save_folder"] = str(folder)
+    if restore_file is not None:
+        overrides.update(restore_file=str(restore_file), restore_map_location=spec.device)
     cfg = experiment_config(overrides)
     task = task_by_name(spec.scheme).get_task(dict(spec.task))
     model = model_config(spec.hidden, spec.activation)
@@ -462,9 +496,15 @@ def build_experiment(spec: RunSpec, folder: str | Path, callbacks: Sequence[Any]
 
         callbacks = [LearnerSwitches(**spec.learner_switches), *callbacks]
     return HISExperiment(task=task, algorithm_config=algorithm_config(spec.algorithm, spec.algorithm_settings),
-                         model_config=model,
-                            critic_model_config=model_config(spec.hidden, spec.activation), seed=int(spec.seed),
-                            config=cfg, callbacks=list(callbacks), folder=folder if fixed_folder else None)
+                         model_config=model, critic_model_config=model_config(spec.hidden, spec.activation),
+                         seed=int(spec.seed), config=cfg, callbacks=list(callbacks),
+                         folder=folder if fixed_folder else None, progress_bar=progress_bar)
+
+
+def greedy_policy(experiment) -> "BenchmarlGreedyPolicy":
+    """The deterministic policy of a BenchMARL experiment, acting on the PettingZoo env."""
+    action_mode = "continuous" if experiment.continuous_actions else "categorical"
+    return BenchmarlGreedyPolicy(experiment.policy, "agents", action_mode, experiment.config.sampling_device)
 
 
 def greedy_evaluator(spec: RunSpec, task_his_config, references: Optional[Mapping[str, float]] = None):
@@ -476,9 +516,7 @@ def greedy_evaluator(spec: RunSpec, task_his_config, references: Optional[Mappin
     env_dict = task_his_config.to_dict()
 
     def evaluate(experiment) -> Dict[str, float]:
-        action_mode = "continuous" if experiment.continuous_actions else "categorical"
-        policy = BenchmarlGreedyPolicy(experiment.policy, "agents", action_mode, experiment.config.sampling_device)
-        rows = evaluate_policy(policy, env_dict, spec.eval_seeds, env=env)
+        rows = evaluate_policy(greedy_policy(experiment), env_dict, spec.eval_seeds, env=env)
         out = {key: mean_metric(rows, key) for key in ("utility", "quality", "delay", "energy")}
         if references:
             out["score"] = normalized_score(out["utility"], references["random"], references["search"])

@@ -1,12 +1,16 @@
 """Training on the vectorised env with BenchMARL's IPPO or MAPPO, in train.py's run-folder layout.
 
-    from agents.benchmarl_training import train_benchmarl
+    from agents.benchmarl_training import resume_benchmarl, train_benchmarl
     summary = train_benchmarl(env_config, {"algo": "mappo", "lr": 0.005}, {"seed": 3}, "runs/my-run",
                               time_limit_s=300)
+    summary = resume_benchmarl("runs/my-run", iterations=200)   # continue it, up to 200 iterations in all
 
 `env_config` is an `HISConfig` (or a dict or YAML path), `algorithm` and `experiment` the
 `algorithm:` and `experiment:` settings of a run config as plain dicts (agents.config's field
-names; missing keys take train.py's defaults). What they become in BenchMARL:
+names; missing keys take train.py's defaults, those of its RLlib backend). train.py --backend
+benchmarl lays a preset under its --config and --set first (configs/presets/benchmarl_fast.yaml
+by default: ppo-shared, 2 epochs, 8 episodes per iteration, minibatches of 6,400 samples;
+`--preset like-for-like`: RLlib's settings). What the settings become in BenchMARL:
 
 | run setting | BenchMARL |
 |---|---|
@@ -17,32 +21,46 @@ names; missing keys take train.py's defaults). What they become in BenchMARL:
 | algorithm.num_epochs, minibatch_size | on_policy_n_minibatch_iters, on_policy_minibatch_size in frames of all N UEs: each UE's network sees `minibatch_size` samples per step, as with RLlib (`ppo-shared`: `minibatch_size / N` frames, rounded up) |
 | algorithm.episodes_per_iteration | B, the vector env's batch: one iteration is B episodes |
 | algorithm.reward_mode | the task's reward mode |
-| experiment.seed, evaluation_episodes, torch_threads | the BenchMARL seed (env, networks); episodes of the final greedy evaluation; torch threads of the run (unlike RLlib's learners, BenchMARL's gain from a second core) |
+| experiment.seed, evaluation_episodes, torch_threads | the BenchMARL seed (env, networks); episodes of the final greedy evaluation (0: none), on train.py's seeds; torch threads of the run (unlike RLlib's learners, BenchMARL's gain from a second core) |
 | algorithm.reward_normalization, reward_norm_clip, advantage_normalization, value_clip | the RLlib learner's switches, added to BenchMARL's PPO by agents.benchmarl_normalization |
 
 `algorithm.policy_clip: false` (the unclipped surrogate) has no BenchMARL counterpart: BenchMARL's
 PPO always clips; `config.yaml` lists it under `backend_unused`, so a reader sees it was not applied.
 
-Run folder (as train.py's): `config.yaml`; `metrics.jsonl` and `metrics.csv`, one row per
-iteration (`his/utility`, `his/quality`, `his/delay`, `his/energy` of the collected decision
-points, `learner/*` BenchMARL's loss terms, `perf/*` frames, agent-steps and throughput);
-`checkpoints/checkpoint_<frames>.pt` (BenchMARL's checkpoints, written atomically, the last one at
-the run's last iteration; continue one with `benchmarl.experiment.Experiment.reload_from_file`);
-`eval.csv` and `eval.md` (the greedy policy beside the baselines on fixed seeds of the PettingZoo
-env, with the normalised score when both random and search are given); `plots/learning_curve.png`;
-`wandb/` (offline by default).
+Run folder (as train.py's): `config.yaml` (with `backend: benchmarl`, which `train.py --resume` and
+`evaluate.py --checkpoint` read); `metrics.jsonl` and `metrics.csv`, one row per iteration
+(`his/utility`, `his/quality`, `his/delay`, `his/energy` of the collected decision points,
+`learner/*` BenchMARL's loss terms, `perf/*` frames, agent-steps and throughput; printed one line
+per iteration); `checkpoints/checkpoint_<env steps>.pt` (BenchMARL's checkpoints, written
+atomically, the last one at the run's last iteration, each with the run record `his_run`:
+BenchMARL's own `Experiment.reload_from_file` reads them too); `eval.csv` and `eval.md` (the
+greedy policy beside the baselines, agents.training.final_evaluation's table as on the RLlib path);
+`plots/learning_curve.png`; `wandb/` (offline by default); `superseded/` (see below).
+
+`resume_benchmarl` continues a run as train.py --resume continues an RLlib run, with the same
+run-folder rules (agents.training.run_folder): the run's saved settings, `iterations` and
+`timesteps` counted over the whole run and `time_limit_s` over this invocation, rows and
+checkpoints that continue the run's, history after the restored checkpoint moved to
+`superseded/after_iter_N-<time>/`, temporary files of an interrupted save removed, W&B continued
+(agents.training.wandb_logger.open_wandb_run).
 
 SIGINT and SIGTERM stop the run as train.py's RLlib path does (agents.training.signals.StopSignals):
 the iteration in progress finishes, then the final checkpoint, the evaluation and W&B follow as after
 any other stop rule (`stopped: interrupted (SIGTERM)`); a second signal raises `TrainingInterrupted`
 at once, with the checkpoints on disk left as they are.
+
+Quiet unless `verbose`: TorchRL's deprecation warnings and log lines and BenchMARL's progress bar
+are not shown (agents.training.ray_session.quiet_libraries; the bar, with `verbose`, only on a
+terminal).
 """
 from __future__ import annotations
 
-import json
 import math
-import os
+import sys
 import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -50,15 +68,23 @@ import yaml
 from benchmarl.experiment.callback import Callback
 
 from agents.benchmarl_experiment import (BenchmarlSettingsError, CurveTracker, RunSpec, WANDB_MODES,
-                                         build_experiment, greedy_evaluator, peak_memory, reset_peak_memory,
+                                         build_experiment, greedy_policy, peak_memory, reset_peak_memory,
                                          validate_spec)
-from agents.training.final_evaluation import plot_learning_curve
+from agents.checkpoints import (BENCHMARL, BENCHMARL_RECORD_KEY, CHECKPOINTS_DIR, CONFIG_FILE, CheckpointError,
+                                clean_interrupted_saves, read_run_config_file)
+from agents.training.final_evaluation import (evaluate_final_policy, evaluation_seeds, plot_learning_curve,
+                                              write_tables)
+from agents.training.metrics_files import MetricsFiles, progress_line
 from agents.training.preflight import check_cache_folder
+from agents.training.ray_session import quiet_libraries
+from agents.training.run_folder import (ResumePlan, continue_history, plan_resume, restore_metrics_rows,
+                                        resume_backend)
 from agents.training.signals import StopSignals
+from agents.training.stop_rules import StopRules
+from agents.training.wandb_logger import open_wandb_run
 from his_common.storage import atomic_write_text
 
 BACKEND_ALGOS = {"ippo": "ippo", "ppo-shared": "ippo", "mappo": "mappo"}  # train.py learner -> BenchMARL algorithm
-EVAL_SEED_BASE = 10_000  # train.py's final-evaluation seeds: EVAL_SEED_BASE + 1000 * seed + i
 SWITCH_KEYS = ("reward_normalization", "reward_norm_clip", "advantage_normalization", "value_clip")
 UNUSED_KEYS = ("policy_clip",)  # BenchMARL's PPO always clips the policy ratio (Eq. (34))
 
@@ -110,22 +136,32 @@ def run_spec_from_settings(env_config, algorithm: Mapping[str, Any], experiment:
                    experiment=exp, algorithm_settings=settings, hidden=list(algo["hidden"]),
                    activation=algo["activation"], device=device, wandb_mode="disabled",
                    learner_switches={k: algo[k] for k in SWITCH_KEYS},
-                   eval_seeds=[EVAL_SEED_BASE + 1000 * int(experiment.get("seed", 0) or 0) + i
-                               for i in range(max(1, int(experiment.get("evaluation_episodes", 4) or 4)))])
+                   eval_seeds=evaluation_seeds(int(experiment.get("seed", 0) or 0),
+                                               max(1, int(experiment.get("evaluation_episodes", 4) or 4))))
 
 
 class MetricsRows(Callback):
-    """One metrics row per iteration: the collected decision points' U, Q, T, E, the losses, throughput."""
+    """One metrics row per iteration (the collected decision points' U, Q, T, E, the losses, throughput),
+    numbered by the experiment's iteration counter, so that a resumed run's rows continue its history; and
+    the run record (`his_run`: W&B run, checkpoint cadence, the checkpoint's metrics row) in every checkpoint."""
 
-    def __init__(self, metrics_path: Path, n_agents: int, write: Callable[[Dict[str, float]], None]) -> None:
+    def __init__(self, files: MetricsFiles, n_agents: int, write: Callable[[Dict[str, Any]], None],
+                 elapsed_before: float = 0.0) -> None:
         super().__init__()
-        self.metrics_path = metrics_path
+        self.files = files
         self.n_agents = n_agents
         self.write = write
-        self.rows: List[Dict[str, float]] = []
+        self.elapsed_before = elapsed_before  # training seconds of the run's earlier invocations
+        self.record: Dict[str, Any] = {}
         self._collected: Dict[str, float] = {}
-        self._t_iter = time.perf_counter()
-        self.t0 = time.perf_counter()
+        self.t0 = self._t_iter = time.perf_counter()
+
+    @property
+    def rows(self) -> List[Dict[str, Any]]:
+        return self.files.rows
+
+    def start_clock(self) -> None:
+        self.t0 = self._t_iter = time.perf_counter()
 
     def on_batch_collected(self, batch) -> None:
         info = batch.get(("next", "info"), None)
@@ -138,8 +174,8 @@ class MetricsRows(Callback):
         iter_s = now - self._t_iter
         self._t_iter = now
         frames = self._collected.get("perf/frames_this_iter", 0.0)
-        row: Dict[str, float] = {"iteration": len(self.rows) + 1, "elapsed_s": now - self.t0,
-                                 **self._collected}
+        row: Dict[str, Any] = {"iteration": int(self.experiment.n_iters_performed) + 1,
+                               "elapsed_s": self.elapsed_before + now - self.t0, **self._collected}
         for key, value in training_td.items():
             row[f"learner/{key}"] = float(value.float().mean())
         for callback in self.experiment.callbacks:  # the reward statistics of LearnerSwitches, as RLlib's rows have
@@ -149,67 +185,31 @@ class MetricsRows(Callback):
         row.update({"perf/env_steps_total": total, "perf/agent_steps_total": total * self.n_agents,
                     "perf/agent_steps_this_iter": frames * self.n_agents, "perf/iteration_s": iter_s,
                     "perf/agent_steps_per_s": frames * self.n_agents / iter_s if iter_s > 0 else math.nan})
-        self.rows.append(row)
+        self.files.append(row)
         self.write(row)
 
-
-def _write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
-    import csv
-    import io
-
-    keys: List[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
-def final_evaluation(experiment, spec: RunSpec, his_config, baselines: Sequence[str], out_dir: Path
-                     ) -> List[Dict[str, Any]]:
-    """The greedy policy and `baselines` on the run's evaluation seeds; eval.csv and eval.md."""
-    from agents.baselines import make_baseline
-    from agents.evaluation import evaluate_policy, mean_metric, normalized_score
-
-    env_dict = his_config.to_dict()
-    rows = [{"policy": f"trained ({learner_label(spec)}, BenchMARL, greedy)", "reward_mode": spec.task["reward_mode"],
-             **greedy_evaluator(spec, his_config)(experiment)}]
-    y_min = int(env_dict["steps"]["min_es_personal"])
-    for name in baselines:
-        result = evaluate_policy(make_baseline(name, seed=spec.seed, es_personal_min=y_min), env_dict, spec.eval_seeds)
-        rows.append({"policy": name, "reward_mode": "none",
-                     **{k: mean_metric(result, k) for k in ("utility", "quality", "delay", "energy")}})
-    by = {r["policy"]: r["utility"] for r in rows}
-    if "random" in by and "search" in by:
-        for r in rows:
-            r["score"] = normalized_score(r["utility"], by["random"], by["search"])
-    scored = "score" in rows[0]
-    lines = ["| policy | reward mode | U | Q | T | E |" + (" score |" if scored else ""),
-             "|---|---|---|---|---|---|" + ("---|" if scored else "")]
-    for r in rows:
-        lines.append(f"| {r['policy']} | {r['reward_mode']} | {r['utility']:.4f} | {r['quality']:.4f} | "
-                     f"{r['delay']:.4f} | {r['energy']:.4f} |" + (f" {r['score']:.3f} |" if "score" in r else ""))
-    seeds = spec.eval_seeds
-    atomic_write_text(out_dir / "eval.md", f"Greedy evaluation on {len(seeds)} episodes, seeds {seeds[0]}..{seeds[-1]} "
-                      f"(per-decision-point network utility U, quality Q, delay T, energy E; reward mode: the signal the "
-                      f"policy was trained on, none for baselines).\n\n" + "\n".join(lines) + "\n")
-    _write_csv(rows, out_dir / "eval.csv")
-    return rows
+    def on_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        iteration = int(self.experiment.n_iters_performed)
+        last = self.rows[-1] if self.rows and self.rows[-1]["iteration"] == iteration else None
+        state_dict[BENCHMARL_RECORD_KEY] = {
+            **self.record, "iteration": iteration, "metrics_row": last,
+            "elapsed_s": last["elapsed_s"] if last else self.elapsed_before,
+            "saved_at": datetime.now().isoformat()}
 
 
 def check_new_run_folder(out: Path) -> None:
     """A new run writes into a folder holding no other run (its files would be overwritten)."""
     held = [name for name in ("config.yaml", "metrics.jsonl", "checkpoints") if (out / name).exists()]
     if held:
-        raise BenchmarlSettingsError(f"output folder {str(out)!r} already holds a run ({', '.join(held)}); "
-                                     f"use another --output-dir (nothing was written)")
+        raise BenchmarlSettingsError(f"output folder {str(out)!r} already holds a run ({', '.join(held)}); use "
+                                     f"--resume {str(out)!r} to continue it, or another --output-dir (nothing was "
+                                     f"written)")
 
 
 def check_run_limits(iterations: Any, timesteps: Any, time_limit_s: Any, checkpoint_every: Any,
-                     keep_checkpoints: Any) -> None:
-    """train_benchmarl's stop rules and checkpoint settings, each refused by name when it cannot work."""
+                     keep_checkpoints: Any, resumed: bool = False) -> None:
+    """train_benchmarl's stop rules and checkpoint settings, each refused by name when it cannot work
+    (when `resumed`, checkpoint_every and keep_checkpoints may be None: the resumed run's)."""
     def integer(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
@@ -221,8 +221,55 @@ def check_run_limits(iterations: Any, timesteps: Any, time_limit_s: Any, checkpo
         raise BenchmarlSettingsError(f"time_limit_s = {time_limit_s!r}; allowed: a finite number of seconds > 0 "
                                      f"or None")
     for name, value, least in (("checkpoint_every", checkpoint_every, 0), ("keep_checkpoints", keep_checkpoints, 1)):
-        if not (integer(value) and value >= least):
-            raise BenchmarlSettingsError(f"{name} = {value!r}; allowed: an integer >= {least}")
+        if not (value is None and resumed) and not (integer(value) and value >= least):
+            also = " or None (the resumed run's)" if resumed else ""
+            raise BenchmarlSettingsError(f"{name} = {value!r}; allowed: an integer >= {least}{also}")
+
+
+def check_settings(iterations, timesteps, time_limit_s, checkpoint_every, keep_checkpoints, wandb_mode: str,
+                   resumed: bool = False) -> None:
+    """What train_benchmarl and resume_benchmarl check first: limits, the cache folder, the W&B mode."""
+    check_run_limits(iterations, timesteps, time_limit_s, checkpoint_every, keep_checkpoints, resumed)
+    check_cache_folder()
+    if wandb_mode not in WANDB_MODES:
+        raise BenchmarlSettingsError(f"wandb mode {wandb_mode!r}; allowed: {', '.join(WANDB_MODES)}")
+
+
+@dataclass
+class _Run:
+    """A new or resumed run, checked and ready to train: its spec, settings and folder."""
+
+    spec: RunSpec
+    stop: StopRules
+    env_config: Dict[str, Any]
+    algorithm: Dict[str, Any]
+    experiment: Dict[str, Any]
+    out: Path
+    checkpoint_every: int
+    keep_checkpoints: int
+    plan: Optional[ResumePlan] = None
+
+
+def _prepare(env_config, algorithm: Mapping[str, Any], experiment: Mapping[str, Any], out: Path, stop: StopRules,
+             checkpoint_every: int, keep_checkpoints: int, device: str, plan: Optional[ResumePlan] = None) -> _Run:
+    """The run's spec: the settings' BenchMARL run, its frame and time budgets (`stop`; iterations and env
+    steps count the whole run, the time this invocation), the checkpoint cadence; checked (validate_spec)."""
+    from his_env.vector.benchmarl_task import task_by_name
+
+    algorithm = {**default_algorithm(), **dict(algorithm)}
+    spec = run_spec_from_settings(env_config, algorithm, experiment, device)
+    per_iter = int(spec.experiment["on_policy_collected_frames_per_batch"])
+    stop = stop.with_default()
+    budgets = [b for b in (stop.iterations and stop.iterations * per_iter, stop.timesteps) if b is not None]
+    if budgets:
+        spec.frame_budget = max(per_iter, -(-min(budgets) // per_iter) * per_iter)
+    spec.time_budget_s = stop.time_limit_s
+    spec.experiment.update({"checkpoint_interval": checkpoint_every * per_iter if checkpoint_every else 0,
+                            "checkpoint_at_end": True, "keep_checkpoints_num": keep_checkpoints,
+                            "exploration_anneal_frames": per_iter})
+    validate_spec(spec)
+    env = task_by_name(spec.scheme).get_task(dict(spec.task)).his_config().to_dict()
+    return _Run(spec, stop, env, algorithm, dict(experiment), out, checkpoint_every, keep_checkpoints, plan)
 
 
 def train_benchmarl(env_config, algorithm: Mapping[str, Any], experiment: Mapping[str, Any], out_dir: str | Path, *,
@@ -230,142 +277,240 @@ def train_benchmarl(env_config, algorithm: Mapping[str, Any], experiment: Mappin
                     time_limit_s: Optional[float] = None, checkpoint_every: int = 10, keep_checkpoints: int = 2,
                     eval_baselines: Sequence[str] = ("random", "iis-fixed"), device: str = "cpu",
                     wandb_mode: str = "offline", wandb_project: str = "his-marl", wandb_name: Optional[str] = None,
-                    log: Callable[[str], None] = print) -> Dict[str, Any]:
-    """Train BenchMARL IPPO/MAPPO on the vector env into `out_dir` (see the module docstring).
+                    verbose: bool = False, log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Train BenchMARL IPPO/MAPPO on the vector env into the new run folder `out_dir` (see the module docstring).
 
     Stop rules as train.py's: `iterations` (in total), `timesteps` (env steps = frames in total),
     `time_limit_s` (seconds of training), SIGINT/SIGTERM (see the module docstring); with no budget
     given, 300 s. A checkpoint every `checkpoint_every` iterations (0: only at the end) and always at
     the end. Returns the summary. Bad settings raise BenchmarlSettingsError, an unusable cache folder
     PreflightError, both before anything is built or written; a second stop signal raises
-    TrainingInterrupted.
+    TrainingInterrupted. `verbose` lets the libraries' warnings, logs and progress bars through.
     """
-    from his_env.vector.benchmarl_task import task_by_name
-
-    check_run_limits(iterations, timesteps, time_limit_s, checkpoint_every, keep_checkpoints)
-    check_cache_folder()
-    if wandb_mode not in WANDB_MODES:
-        raise BenchmarlSettingsError(f"wandb mode {wandb_mode!r}; allowed: {', '.join(WANDB_MODES)}")
-    spec = run_spec_from_settings(env_config, algorithm, experiment, device)
-    frames_per_iter = int(spec.experiment["on_policy_collected_frames_per_batch"])
-    if iterations is None and timesteps is None and time_limit_s is None:
-        time_limit_s = 300.0
-    budgets = [b for b in (iterations and iterations * frames_per_iter, timesteps) if b is not None]
-    if budgets:
-        spec.frame_budget = max(frames_per_iter, -(-min(budgets) // frames_per_iter) * frames_per_iter)
-    spec.time_budget_s = time_limit_s
-    spec.experiment.update({"checkpoint_interval": checkpoint_every * frames_per_iter if checkpoint_every else 0,
-                            "checkpoint_at_end": True, "keep_checkpoints_num": keep_checkpoints,
-                            "exploration_anneal_frames": frames_per_iter})
-    validate_spec(spec)
+    check_settings(iterations, timesteps, time_limit_s, checkpoint_every, keep_checkpoints, wandb_mode)
     out = Path(out_dir).resolve()
+    run = _prepare(env_config, algorithm, experiment, out, StopRules(iterations, timesteps, time_limit_s),
+                   checkpoint_every, keep_checkpoints, device)
     check_new_run_folder(out)
     out.mkdir(parents=True, exist_ok=True)
-    his_config = task_by_name(spec.scheme).get_task(dict(spec.task)).his_config()
-    resolved = {**his_config.to_dict(), "backend": "benchmarl",
-                "algorithm": {**default_algorithm(), **dict(algorithm)}, "experiment": dict(experiment),
+    MetricsFiles(out).rewrite([])
+    _write_config(run)
+    return _train(run, eval_baselines, wandb_mode, wandb_project, wandb_name, verbose, log)
+
+
+def resume_benchmarl(path: str | Path, *, output_dir: Optional[str | Path] = None,
+                     experiment_overrides: Optional[Mapping[str, Any]] = None, iterations: Optional[int] = None,
+                     timesteps: Optional[int] = None, time_limit_s: Optional[float] = None,
+                     checkpoint_every: Optional[int] = None, keep_checkpoints: Optional[int] = None,
+                     eval_baselines: Sequence[str] = ("random", "iis-fixed"), device: str = "cpu",
+                     wandb_mode: str = "offline", wandb_project: str = "his-marl", wandb_name: Optional[str] = None,
+                     verbose: bool = False, log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Continue the BenchMARL run that `path` names (its folder: from its newest checkpoint; one of its
+    checkpoints: from there) with the settings in its config.yaml, as train.py --resume continues an RLlib run
+    (agents.training.run_folder): `iterations` and `timesteps` count the whole run, `time_limit_s` this
+    invocation; `experiment_overrides` may change only agents.training.RUNTIME_KEYS; `checkpoint_every` and
+    `keep_checkpoints` of None keep the run's. Metrics rows and checkpoints continue the run's; history after
+    the restored checkpoint goes to superseded/; temporary files of an interrupted save are removed; W&B
+    continues as on the RLlib path. Errors (CheckpointError, RunFolderError, BenchmarlSettingsError,
+    ConfigError) come before the run's config.yaml, metrics or checkpoints change."""
+    from agents.config import RunConfig
+    from agents.training import RUNTIME_KEYS
+
+    check_settings(iterations, timesteps, time_limit_s, checkpoint_every, keep_checkpoints, wandb_mode, resumed=True)
+    bad = sorted(set(experiment_overrides or {}) - set(RUNTIME_KEYS))
+    if bad:
+        raise BenchmarlSettingsError(f"experiment.{bad[0]} cannot change when resuming; allowed: "
+                                     f"{', '.join('experiment.' + k for k in RUNTIME_KEYS)}")
+    resume_backend(path, "benchmarl")
+    plan = plan_resume(path, output_dir, BENCHMARL)
+    info = plan.info
+    run_config = RunConfig.from_dict({"env": info["env_config"], "algorithm": info["algorithm_config"],
+                                      "experiment": info["experiment_config"]})
+    if experiment_overrides:
+        run_config = run_config.with_overrides({f"experiment.{k}": v for k, v in experiment_overrides.items()})
+    recorded = read_run_config_file(plan.run_dir)["benchmarl"]["experiment"]
+    per_iter = int(recorded["on_policy_collected_frames_per_batch"])
+    every = checkpoint_every if checkpoint_every is not None else int(info.get(
+        "checkpoint_every", recorded.get("checkpoint_interval", 0) // per_iter))
+    keep = keep_checkpoints if keep_checkpoints is not None else int(info.get(
+        "keep_checkpoints", recorded.get("keep_checkpoints_num") or 2))
+    run = _prepare(run_config.env, run_config.algorithm.to_dict(), run_config.experiment.to_dict(), plan.run_dir,
+                   StopRules(iterations, timesteps, time_limit_s), every, keep, device, plan)
+    if run.spec.experiment["on_policy_collected_frames_per_batch"] != per_iter:
+        raise CheckpointError(f"the run in {str(plan.run_dir)!r} collected {per_iter} env steps per iteration, and "
+                              f"its settings now give {run.spec.experiment['on_policy_collected_frames_per_batch']}: "
+                              f"it was trained with another version of this code; start a new run")
+    removed = clean_interrupted_saves(plan.run_dir / CHECKPOINTS_DIR)
+    if removed:
+        log(f"removed {len(removed)} unfinished checkpoint save(s) left by an interrupted run: "
+            f"{', '.join(p.name for p in removed)}")
+    return _train(run, eval_baselines, wandb_mode, wandb_project, wandb_name or info.get("wandb_name"), verbose, log)
+
+
+def _write_config(run: _Run) -> None:
+    """config.yaml: the env, train.py's settings, BenchMARL's settings of this invocation, `backend: benchmarl`."""
+    spec = run.spec
+    resolved = {**run.env_config, "backend": "benchmarl", "algorithm": run.algorithm, "experiment": run.experiment,
                 "benchmarl": {"algorithm": spec.algorithm, "algorithm_settings": spec.algorithm_settings,
                               "experiment": spec.experiment, "learner_switches": spec.learner_switches,
-                              "frame_budget": spec.frame_budget,
-                              "time_budget_s": spec.time_budget_s},
-                "backend_unused": {k: dict(algorithm)[k] for k in UNUSED_KEYS if dict(algorithm).get(k) is False}}
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+                              "frame_budget": spec.frame_budget, "time_budget_s": spec.time_budget_s},
+                "backend_unused": {k: run.algorithm[k] for k in UNUSED_KEYS if run.algorithm.get(k) is False}}
+    atomic_write_text(run.out / CONFIG_FILE, yaml.safe_dump(resolved, sort_keys=False))
 
-    wb = None
-    if wandb_mode != "disabled":
-        os.environ.setdefault("WANDB_SILENT", "true")
-        import wandb
 
-        wb = wandb.init(project=wandb_project, name=wandb_name or out.name, mode=wandb_mode, dir=str(out),
-                        config=resolved, group=f"{spec.algorithm}-{spec.scheme}", job_type="train-benchmarl",
-                        settings=wandb.Settings(silent=True, console="off"))
-    metrics_path = out / "metrics.jsonl"
-    atomic_write_text(metrics_path, "")
+def _restore(run: _Run, callbacks: Sequence[Any], progress_bar: bool):
+    """The run's experiment, restored from the plan's checkpoint (CheckpointError if that fails)."""
+    try:
+        exp = build_experiment(run.spec, run.out, callbacks, fixed_folder=True, restore_file=run.plan.checkpoint,
+                               progress_bar=progress_bar)
+    except Exception as exc:  # noqa: BLE001 - any failure to load the state into the experiment
+        raise CheckpointError(f"cannot restore checkpoint {str(run.plan.checkpoint)!r}: {type(exc).__name__}: "
+                              f"{exc}") from exc
+    if (exp.n_iters_performed, exp.total_frames) != (run.plan.iteration, run.plan.info["env_steps"]):
+        raise CheckpointError(f"checkpoint {str(run.plan.checkpoint)!r} restored iteration {exp.n_iters_performed}, "
+                              f"but {run.plan.iteration} was recorded")
+    # checkpoints of the run so far count towards keep_checkpoints (its later ones are set aside by now)
+    exp._checkpointed_files = deque(p for p in BENCHMARL.list(run.out / CHECKPOINTS_DIR)
+                                    if BENCHMARL.position(p) <= BENCHMARL.position(run.plan.checkpoint))
+    return exp
 
-    def write(row: Dict[str, float]) -> None:
-        with metrics_path.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        _write_csv(metrics.rows, out / "metrics.csv")
-        if wb is not None:
-            wb.log(row, step=int(row["iteration"]))
-        log(f"[iter {int(row['iteration']):4d}] env-steps {int(row['perf/env_steps_total']):>9,} | "
-            f"U {row.get('his/utility', math.nan):.3f}  Q {row.get('his/quality', math.nan):.3f}  "
-            f"T {row.get('his/delay', math.nan):.2f} s  E {row.get('his/energy', math.nan):,.0f} J | "
-            f"{row['perf/agent_steps_per_s']:,.0f} agent-steps/s | elapsed {row['elapsed_s']:.0f} s")
 
+def _train(run: _Run, eval_baselines: Sequence[str], wandb_mode: str, wandb_project: str,
+           wandb_name: Optional[str], verbose: bool, log: Callable[[str], None]) -> Dict[str, Any]:
+    """Build (or restore) the experiment, train until a stop rule, checkpoint, evaluate, log."""
     import torch
 
-    torch.set_num_threads(int(experiment.get("torch_threads", 1) or 1))  # experiment.torch_threads, as train.py's
+    from his_env.vector.benchmarl_task import task_by_name
+
+    quiet_libraries(verbose, ("torchrl",))
+    spec, out, plan = run.spec, run.out, run.plan
+    his_config = task_by_name(spec.scheme).get_task(dict(spec.task)).his_config()
+    metrics_files = MetricsFiles(out)
+    metrics_files.rows = [] if plan is None else restore_metrics_rows(plan)
+    wb = None
+
+    def write(row: Dict[str, Any]) -> None:
+        if wb is not None:
+            wb.log(row, step=int(row["iteration"]))
+        log(progress_line(row))
+
+    torch.set_num_threads(int(run.experiment.get("torch_threads", 1) or 1))  # experiment.torch_threads, as train.py's
     reset_peak_memory()
-    metrics = MetricsRows(metrics_path, his_config.num_ues, write)
+    rows = metrics_files.rows
+    metrics = MetricsRows(metrics_files, his_config.num_ues, write, float(rows[-1]["elapsed_s"]) if rows else 0.0)
     signals = StopSignals(log)
     # The tracker enforces the time budget and the stop signals, after the metrics row of the iteration is
     # written; its curve is the final evaluation only (no points along the run).
     tracker = CurveTracker(lambda exp: {}, frames_per_point=1 << 62, time_budget_s=spec.time_budget_s,
                            signals=signals)
+    progress_bar = verbose and sys.stderr.isatty()
     t0 = time.perf_counter()
+    if plan is None:
+        exp = build_experiment(spec, out, [metrics, tracker], fixed_folder=True, progress_bar=progress_bar)
+    else:
+        exp = _restore(run, [metrics, tracker], progress_bar)
+        continue_history(plan, metrics_files, log)
+        _write_config(run)
+        log(f"resumed {plan.checkpoint.relative_to(out)} at iteration {plan.iteration}, "
+            f"{int(exp.total_frames):,} env steps")
+    log(f"BenchMARL {learner_label(spec)} on {his_config.num_ues} UEs, scheme {spec.scheme}, seed {spec.seed}: "
+        f"{spec.experiment['on_policy_n_envs_per_worker']} envs x {his_config.episode_length} decision points "
+        f"per iteration; built in {time.perf_counter() - t0:.1f} s; output {out}")
     try:
-        exp = build_experiment(spec, out, [metrics, tracker], fixed_folder=True)
-        log(f"BenchMARL {learner_label(spec)} on {his_config.num_ues} UEs, scheme {spec.scheme}, seed {spec.seed}: "
-            f"{spec.experiment['on_policy_n_envs_per_worker']} envs x {his_config.episode_length} decision points "
-            f"per iteration; built in {time.perf_counter() - t0:.1f} s; output {out}")
+        group = f"benchmarl-{run.algorithm['algo']}-{spec.scheme}"
+        tags = ["benchmarl", run.algorithm["algo"], spec.scheme, f"N{his_config.num_ues}",
+                f"reward-{spec.task['reward_mode']}"]
+        name = wandb_name or out.name
+        wb = open_wandb_run(wandb_mode, wandb_project, name, yaml.safe_load((out / CONFIG_FILE).read_text()), out,
+                            group, tags, plan, metrics_files.rows, log)
+        metrics.record = {"wandb_run_id": wb.run_id, "wandb_project": wandb_project, "wandb_name": name,
+                          "checkpoint_every": run.checkpoint_every, "keep_checkpoints": run.keep_checkpoints}
         # as on the RLlib path, from the first iteration on; a first signal during the final evaluation lets it finish
         with signals:
             tracker.start_clock()
-            metrics.t0 = metrics._t_iter = time.perf_counter()
+            metrics.start_clock()
             exp.run()  # after a stop signal or the time limit: ends with the iteration, checkpointed at its frames
-            return _finish(exp, spec, his_config, metrics.rows, eval_baselines, out, wb, log)
+            return _finish(exp, run, his_config, metrics, tracker, eval_baselines, wb, log)
     except BaseException:
         if wb is not None:
             wb.finish()
         raise
 
 
-def _finish(exp, spec: RunSpec, his_config, rows: List[Dict[str, float]], eval_baselines: Sequence[str], out: Path,
+def _finish(exp, run: _Run, his_config, metrics: MetricsRows, tracker: CurveTracker, eval_baselines: Sequence[str],
             wb, log: Callable[[str], None]) -> Dict[str, Any]:
     """After training: the final evaluation, the plot, the summary (logged and to W&B), W&B finished."""
-    stop = exp.stop_reason or f"reached {int(exp.total_frames):,} env steps"
-    table = final_evaluation(exp, spec, his_config, eval_baselines, out)
+    spec, out, rows = run.spec, run.out, metrics.rows
+    stop = exp.stop_reason or run.stop.reason(int(exp.n_iters_performed), float(exp.total_frames),
+                                              tracker.train_seconds()) or "done"
+    table = evaluate_final_policy(greedy_policy(exp), f"trained ({learner_label(spec)}, BenchMARL, greedy)",
+                                  spec.task["reward_mode"], his_config.to_dict(), eval_baselines, spec.seed,
+                                  int(run.experiment.get("evaluation_episodes", 4)))
+    write_tables(table, out)
     plot = plot_learning_curve(rows, out / "plots" / "learning_curve.png",
                                f"BenchMARL {learner_label(spec)}, N={his_config.num_ues}")
-    train_s = sum(r["perf/iteration_s"] for r in rows)
-    summary = {"backend": "benchmarl", "algo": learner_label(spec), "iterations": len(rows),
+    session = [r for r in rows if run.plan is None or r["iteration"] > run.plan.iteration]
+    train_s = sum(r["perf/iteration_s"] for r in session)
+    session_steps = sum(r["perf/agent_steps_this_iter"] for r in session)
+    checkpoints = BENCHMARL.list(out / CHECKPOINTS_DIR)
+    summary = {"backend": "benchmarl", "algo": learner_label(spec), "iterations": int(exp.n_iters_performed),
                "env_steps": float(exp.total_frames), "agent_steps": float(exp.total_frames) * his_config.num_ues,
-               "train_s": train_s, "agent_steps_per_s": (float(exp.total_frames) * his_config.num_ues / train_s
-                                                         if train_s else math.nan),
-               "stopped": stop, "checkpoint": str(exp._checkpointed_files[-1]) if exp._checkpointed_files else None,
+               "train_s": train_s, "agent_steps_per_s": session_steps / train_s if train_s else math.nan,
+               "stopped": stop, "checkpoint": str(checkpoints[-1]) if checkpoints else None,
                **peak_memory(), **{f"eval/{r['policy']}/utility": r["utility"] for r in table}}
-    if wb is not None:
-        import wandb
-
-        wb.log({"eval/table": wandb.Table(columns=list(table[0]), data=[list(r.values()) for r in table])},
-               step=max(len(rows), 1))
-        if plot is not None:
-            wb.log({"plots/learning_curve": wandb.Image(str(plot))}, step=max(len(rows), 1))
-        for key, value in summary.items():
-            wb.summary[key] = value
-        wb.finish()
-    log(f"stopped: {stop} | iterations {len(rows)} | env steps {int(exp.total_frames):,} | "
+    wb.log_final(table, [plot] if plot is not None else [], summary, step=max(int(exp.n_iters_performed), 1))
+    wb.finish()
+    log(f"stopped: {stop} | iterations {summary['iterations']} | env steps {int(exp.total_frames):,} | "
         f"{summary['agent_steps_per_s']:,.0f} agent-steps/s | peak memory {summary['peak_rss_mb']:,.0f} MB")
-    log((out / "eval.md").read_text().rstrip())
+    if (out / "eval.md").is_file():
+        log((out / "eval.md").read_text().rstrip())
     return summary
+
+
+def restore_greedy_policy(checkpoint: str | Path, device: str = "cpu"):
+    """The greedy policy (agents.benchmarl_experiment.BenchmarlGreedyPolicy) of a BenchMARL checkpoint of a
+    train.py run: the run's experiment rebuilt from its config.yaml in a temporary folder (the run folder is
+    only read) and restored from `checkpoint` onto `device`. A checkpoint that does not load raises
+    CheckpointError."""
+    import tempfile
+    import warnings
+
+    checkpoint = Path(checkpoint)
+    info = BENCHMARL.read(checkpoint)
+    spec = run_spec_from_settings(info["env_config"], info["algorithm_config"], info["experiment_config"], device)
+    with tempfile.TemporaryDirectory(prefix="his-benchmarl-policy-") as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchRL's, for the collector this builds
+        try:
+            exp = build_experiment(spec, folder, fixed_folder=True, restore_file=checkpoint)
+        except Exception as exc:  # noqa: BLE001 - any failure to load the state into the experiment
+            raise CheckpointError(f"cannot restore checkpoint {str(checkpoint)!r}: {type(exc).__name__}: "
+                                  f"{exc}") from exc
+        exp.close()
+    return greedy_policy(exp)
 
 
 def train_benchmarl_request(request, device: str = "cpu", log: Callable[[str], None] = print) -> Dict[str, Any]:
     """An `agents.training.TrainingRequest` (what train.py's flags describe) trained with BenchMARL
     IPPO/MAPPO on the vector env: the same stop rules, checkpoint cadence, baselines and W&B settings,
-    into `request.output_dir` (default runs/benchmarl-<algo>-<scheme>-N<N>-seed<S>-<time>)."""
+    into `request.output_dir` (default runs/benchmarl-<algo>-<scheme>-N<N>-seed<S>-<time>), or, with
+    `request.resume`, continuing that run (resume_benchmarl)."""
     from datetime import datetime
 
-    if request.resume is not None or request.ray_address or request.run_config is None:
-        raise BenchmarlSettingsError("the benchmarl backend trains a new run on this machine: it takes neither "
-                                     "--resume nor --ray-address (benchmark.py runs its cells on Ray)")
-    run, stop = request.run_config, request.stop
+    if request.ray_address:
+        raise BenchmarlSettingsError("the benchmarl backend trains on this machine: it takes no --ray-address "
+                                     "(benchmark.py runs its cells on Ray)")
+    stop = request.stop
+    common = dict(iterations=stop.iterations, timesteps=stop.timesteps, time_limit_s=stop.time_limit_s,
+                  eval_baselines=request.eval_baselines, device=device, wandb_mode=request.wandb_mode,
+                  wandb_project=request.wandb_project, wandb_name=request.wandb_name, verbose=request.verbose, log=log)
+    if request.resume is not None:
+        return resume_benchmarl(request.resume, output_dir=request.output_dir,
+                                experiment_overrides=request.resume_overrides,
+                                checkpoint_every=request.checkpoint_every, keep_checkpoints=request.keep_checkpoints,
+                                **common)
+    run = request.run_config
     output_dir = request.output_dir or (f"runs/benchmarl-{run.algorithm.algo}-{run.env.scheme.name}-N{run.env.num_ues}"
                                         f"-seed{run.experiment.seed}-{datetime.now():%Y%m%d-%H%M%S}")
     return train_benchmarl(run.env, run.algorithm.to_dict(), run.experiment.to_dict(), output_dir,
-                           iterations=stop.iterations, timesteps=stop.timesteps, time_limit_s=stop.time_limit_s,
                            checkpoint_every=10 if request.checkpoint_every is None else request.checkpoint_every,
-                           keep_checkpoints=request.keep_checkpoints or 2, eval_baselines=request.eval_baselines,
-                           device=device, wandb_mode=request.wandb_mode, wandb_project=request.wandb_project,
-                           wandb_name=request.wandb_name, log=log)
+                           keep_checkpoints=request.keep_checkpoints or 2, **common)

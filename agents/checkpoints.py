@@ -12,6 +12,16 @@ renamed into place, so a crash never leaves a half-written checkpoint under the 
 (leftover temporary folders are removed by `clean_interrupted_saves`); `checkpoints/latest`
 (a one-line text file, replaced atomically) names the newest one. Pruning only removes
 checkpoints older than the one just written.
+
+Runs of `train.py --backend benchmarl` keep BenchMARL's checkpoints instead, one file per
+checkpoint, `<run>/checkpoints/checkpoint_<env steps>.pt` (written atomically by
+agents.benchmarl_experiment.HISExperiment; an interrupted save leaves a temporary
+`.checkpoint_<env steps>.pt.<random>.tmp`, removed by `clean_interrupted_saves` as well); their run
+record is the run folder's `config.yaml` plus the `his_run` entry of each checkpoint's state. The
+backend of a run folder is the `backend:` of its `config.yaml` (`run_backend`; RLlib runs write
+none). `RLLIB` and `BENCHMARL` (`CHECKPOINT_KINDS`) say how each backend's checkpoints are
+named, listed, found and read, so that resuming (agents.training.run_folder) and evaluating
+(`find_checkpoint`) are one implementation for both.
 """
 from __future__ import annotations
 
@@ -22,7 +32,7 @@ import pickle
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from agents.config import ConfigError, RunConfig, split_train_section
 from his_common.storage import atomic_write_text
@@ -40,6 +50,10 @@ os.umask(_UMASK)
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete, unreadable, or does not match its run record."""
+
+
+class LooseCheckpointError(CheckpointError):
+    """A checkpoint outside a run folder, where its run folder is needed."""
 
 
 def checkpoint_name(iteration: int) -> str:
@@ -64,12 +78,7 @@ def read_run_info(checkpoint: str | Path) -> Dict[str, Any]:
     info_file = path / RUN_INFO_FILE
     if not info_file.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} has no {RUN_INFO_FILE}: not a complete train.py checkpoint")
-    try:
-        info = json.loads(info_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r}: {RUN_INFO_FILE} is corrupt ({exc})") from exc
-    if not isinstance(info, dict):
-        raise CheckpointError(f"checkpoint {str(path)!r}: {RUN_INFO_FILE} is corrupt (not a JSON object)")
+    info = read_mapping(info_file, json.loads, json.JSONDecodeError, f"checkpoint {str(path)!r}: {RUN_INFO_FILE}")
     if "train_config" in info and "algorithm_config" not in info:  # a record written before the split
         try:
             parts = split_train_section(info.pop("train_config") or {})
@@ -147,11 +156,17 @@ def save_checkpoint(algo, checkpoint_root: str | Path, run_info: Mapping[str, An
 
 def list_checkpoints(root: str | Path) -> List[Path]:
     """Complete-looking checkpoint folders under `root`, oldest iteration first."""
+    return _numbered_entries(root, checkpoint_iteration, Path.is_dir)
+
+
+def _numbered_entries(root: str | Path, number: Callable[[Path], Optional[int]], kind: Callable[[Path], bool]
+                      ) -> List[Path]:
+    """The entries of folder `root` of `kind` (Path.is_dir, Path.is_file) whose name has a `number`, by number."""
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [(checkpoint_iteration(p), p) for p in root.iterdir() if p.is_dir()]
-    return [p for it, p in sorted((it, p) for it, p in found if it is not None)]
+    found = [(number(p), p) for p in root.iterdir() if kind(p)]
+    return [p for n, p in sorted((n, p) for n, p in found if n is not None)]
 
 
 def prune_checkpoints(root: str | Path, keep: int, newest: str | Path) -> List[Path]:
@@ -168,14 +183,16 @@ def prune_checkpoints(root: str | Path, keep: int, newest: str | Path) -> List[P
 
 
 def clean_interrupted_saves(root: str | Path) -> List[Path]:
-    """Remove the temporary folders (`.iter_*.tmp`, `.iter_*.old`) that a save interrupted by a
-    crash or kill leaves behind; they never hold a complete checkpoint under its final name."""
+    """Remove what a save interrupted by a crash or kill leaves behind: RLlib's temporary folders
+    (`.iter_*.tmp`, `.iter_*.old`) and BenchMARL's temporary files (`.checkpoint_*.pt.*.tmp`); they
+    never hold a complete checkpoint under its final name."""
     root = Path(root)
     if not root.is_dir():
         return []
     removed = []
+    prefixes = (f".{CHECKPOINT_PREFIX}", f".{BENCHMARL_PREFIX}")
     for p in root.iterdir():
-        if p.name.startswith(f".{CHECKPOINT_PREFIX}") and (p.name.endswith(".tmp") or p.name.endswith(".old")):
+        if p.name.startswith(prefixes) and (p.name.endswith(".tmp") or p.name.endswith(".old")):
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
             else:
@@ -202,33 +219,38 @@ def latest_checkpoint_name(root: str | Path) -> Optional[str]:
 
 
 def benchmarl_run_note(run_dir: str | Path) -> str:
-    """A sentence to add to an error about `run_dir` when it holds BenchMARL checkpoints (a run of
-    train.py --backend benchmarl, whose checkpoints RLlib cannot restore), else ''."""
-    root = Path(run_dir) / CHECKPOINTS_DIR
-    if not (root.is_dir() and any(root.glob("checkpoint_*.pt"))):
+    """A sentence to add to an error of the RLlib side about `run_dir` when it holds BenchMARL
+    checkpoints (a run of train.py --backend benchmarl, which RLlib cannot restore), else ''."""
+    if not list_benchmarl_checkpoints(Path(run_dir) / CHECKPOINTS_DIR):
         return ""
-    return (" (it holds BenchMARL checkpoints, checkpoints/checkpoint_<frames>.pt, of train.py --backend benchmarl: "
-            "train.py --resume and evaluate.py restore RLlib runs only; continue a BenchMARL run with "
-            "benchmarl.experiment.Experiment.reload_from_file, its greedy evaluation is in its eval.md)")
+    return (" (it holds BenchMARL checkpoints, checkpoints/checkpoint_<env steps>.pt, of train.py --backend benchmarl, "
+            "which RLlib cannot restore: train.py --resume and evaluate.py --checkpoint take the backend from the "
+            "run folder; in Python, agents.benchmarl_training.resume_benchmarl continues it)")
+
+
+def newest_complete_checkpoint(root: str | Path) -> Optional[Path]:
+    """The checkpoint folder `root/latest` names if it is complete, else the complete one of the
+    highest iteration, else None."""
+    root = Path(root)
+    name = latest_checkpoint_name(root)
+    if name is not None and (root / name / RUN_INFO_FILE).is_file():
+        return root / name
+    found = [p for p in list_checkpoints(root) if (p / RUN_INFO_FILE).is_file()]
+    return found[-1] if found else None
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """The absolute checkpoint folder from a checkpoint path, a `checkpoints/` folder or a run's
-    output dir (RLlib's loaders need absolute paths)."""
+    """The absolute RLlib checkpoint folder from a checkpoint path, a `checkpoints/` folder or a
+    run's output dir (RLlib's loaders need absolute paths). `find_checkpoint` takes either backend."""
     if not Path(path).expanduser().exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     path = Path(path).expanduser().resolve()
     if (path / RUN_INFO_FILE).is_file():
         return path
     for root in (path, path / CHECKPOINTS_DIR):
-        name = latest_checkpoint_name(root)
-        if name is not None:
-            candidate = root / name
-            if (candidate / RUN_INFO_FILE).is_file():
-                return candidate
-        found = [p for p in list_checkpoints(root) if (p / RUN_INFO_FILE).is_file()]
-        if found:
-            return found[-1]
+        found = newest_complete_checkpoint(root)
+        if found is not None:
+            return found
     raise CheckpointError(f"{str(path)!r} is neither a train.py checkpoint (no {RUN_INFO_FILE}) nor a run "
                           f"folder with checkpoints/{benchmarl_run_note(path)}")
 
@@ -247,6 +269,199 @@ def validate_checkpoint(path: str | Path) -> Dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"checkpoint {str(path)!r}: rllib_checkpoint.json is corrupt ({exc})") from exc
     return info
+
+
+# ---------------------------------------------------------------------- BenchMARL checkpoints, both kinds
+BENCHMARL_PREFIX = "checkpoint_"
+BENCHMARL_SUFFIX = ".pt"
+BENCHMARL_RECORD_KEY = "his_run"  # the run record in the state of a BenchMARL checkpoint
+CONFIG_FILE = "config.yaml"
+# Top-level keys of a BenchMARL run's config.yaml that are not env keys.
+BENCHMARL_CONFIG_KEYS = ("backend", "algorithm", "experiment", "benchmarl", "backend_unused")
+BACKENDS = ("rllib", "benchmarl")
+
+
+def benchmarl_checkpoint_frames(path: str | Path) -> Optional[int]:
+    """The env steps in a BenchMARL checkpoint file's name (`checkpoint_120.pt` -> 120), or None."""
+    name = Path(path).name
+    digits = name[len(BENCHMARL_PREFIX):-len(BENCHMARL_SUFFIX)]
+    ok = name.startswith(BENCHMARL_PREFIX) and name.endswith(BENCHMARL_SUFFIX) and digits.isdigit()
+    return int(digits) if ok else None
+
+
+def list_benchmarl_checkpoints(root: str | Path) -> List[Path]:
+    """BenchMARL checkpoint files under `root`, fewest env steps first."""
+    return _numbered_entries(root, benchmarl_checkpoint_frames, Path.is_file)
+
+
+def read_mapping(path: Path, parse: Callable[[str], Any], parse_error: type, what: str) -> Dict[str, Any]:
+    """The mapping that text file `path` holds, read by `parse`; CheckpointError naming `what` when the
+    file cannot be read or parsed (`parse_error`) or holds no mapping."""
+    try:
+        data = parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, parse_error) as exc:
+        raise CheckpointError(f"{what} is corrupt ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{what} is corrupt (not a mapping)")
+    return data
+
+
+def read_run_config_file(run_dir: str | Path) -> Dict[str, Any]:
+    """A run folder's config.yaml as a mapping ({} when there is none); a damaged one raises."""
+    import yaml
+
+    path = Path(run_dir) / CONFIG_FILE
+    return read_mapping(path, yaml.safe_load, yaml.YAMLError, repr(str(path))) if path.is_file() else {}
+
+
+def run_backend(run_dir: str | Path) -> str:
+    """The backend that trained the run in `run_dir`: its config.yaml's `backend:`; without one (or without
+    a readable config.yaml), benchmarl when it holds BenchMARL checkpoints, else rllib (RLlib runs write no
+    `backend:`, and their checkpoints hold their whole run record)."""
+    try:
+        backend = read_run_config_file(run_dir).get("backend")
+    except CheckpointError:
+        backend = None
+    if backend is None:
+        return "benchmarl" if list_benchmarl_checkpoints(Path(run_dir) / CHECKPOINTS_DIR) else "rllib"
+    if backend not in BACKENDS:
+        raise CheckpointError(f"{str(Path(run_dir) / CONFIG_FILE)!r} has backend {backend!r}; allowed: "
+                              f"{', '.join(BACKENDS)}")
+    return str(backend)
+
+
+def benchmarl_run_info(checkpoint: str | Path) -> Dict[str, Any]:
+    """The run record of a BenchMARL checkpoint, in the keys of an RLlib run record: backend, algo,
+    env_config, algorithm_config, experiment_config (from the run folder's config.yaml), iteration,
+    env_steps, and what the checkpoint's `his_run` entry holds (elapsed_s, metrics_row, W&B run,
+    checkpoint cadence). A file that is not a complete checkpoint raises CheckpointError."""
+    path = Path(checkpoint)
+    frames = benchmarl_checkpoint_frames(path)
+    if frames is None or not path.is_file():
+        raise CheckpointError(f"{str(path)!r} is not a BenchMARL checkpoint (expected a file "
+                              f"RUN/{CHECKPOINTS_DIR}/{BENCHMARL_PREFIX}<env steps>{BENCHMARL_SUFFIX})")
+    run_dir = path.parent.parent
+    config = read_run_config_file(run_dir)
+    try:
+        per_iteration = int(config["benchmarl"]["experiment"]["on_policy_collected_frames_per_batch"])
+        algorithm, experiment = dict(config["algorithm"]), dict(config.get("experiment") or {})
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"checkpoint {str(path)!r}: {str(run_dir / CONFIG_FILE)!r} is not the config.yaml of a "
+                              f"train.py --backend benchmarl run (it needs algorithm: and "
+                              f"benchmarl.experiment.on_policy_collected_frames_per_batch)") from None
+    if per_iteration < 1 or frames % per_iteration:
+        raise CheckpointError(f"checkpoint {str(path)!r}: {frames} env steps is not a whole number of iterations of "
+                              f"{per_iteration} env steps (the run's config.yaml)")
+    try:
+        import torch
+
+        state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        record = dict(state.get(BENCHMARL_RECORD_KEY) or {})
+        counters = state["state"]
+    except Exception as exc:  # noqa: BLE001 - any failure to read a damaged file
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a complete BenchMARL checkpoint "
+                              f"({type(exc).__name__}: {exc})") from exc
+    if int(counters["total_frames"]) != frames:
+        raise CheckpointError(f"checkpoint {str(path)!r} holds {int(counters['total_frames'])} env steps, not the "
+                              f"{frames} in its name")
+    env = {k: v for k, v in config.items() if k not in BENCHMARL_CONFIG_KEYS}
+    return {**record, "backend": "benchmarl", "algo": str(algorithm.get("algo")), "env_config": env,
+            "algorithm_config": algorithm, "experiment_config": experiment,
+            "iteration": int(counters["n_iters_performed"]), "env_steps": frames}
+
+
+class RLlibCheckpoints:
+    """train.py's RLlib checkpoints: folders `iter_NNNNNN/` with a run record, and `latest`."""
+
+    backend = "rllib"
+    example = f"RUN/{CHECKPOINTS_DIR}/{CHECKPOINT_PREFIX}NNNNNN"
+
+    def is_checkpoint(self, path: Path) -> bool:
+        return (path / RUN_INFO_FILE).is_file()
+
+    def position(self, path: Path) -> Optional[int]:
+        """Where a checkpoint stands in the run (grows with the iteration): its iteration."""
+        return checkpoint_iteration(path)
+
+    def list(self, root: Path) -> List[Path]:
+        return list_checkpoints(root)
+
+    def newest(self, root: Path) -> Optional[Path]:
+        return newest_complete_checkpoint(root)
+
+    def read(self, path: Path) -> Dict[str, Any]:
+        """The checked run record (a CheckpointError when the checkpoint is incomplete, or named for another
+        iteration; a folder of another name, such as a copy, is read by its record)."""
+        info = validate_checkpoint(path)
+        if checkpoint_iteration(path) not in (None, int(info["iteration"])):
+            raise CheckpointError(f"checkpoint {str(path)!r} records iteration {info['iteration']}, not the one in "
+                                  f"its name")
+        return {**info, "backend": self.backend}
+
+
+class BenchmarlCheckpoints:
+    """train.py --backend benchmarl's checkpoints: files `checkpoint_<env steps>.pt` (atomic writes: every
+    one under its final name is complete)."""
+
+    backend = "benchmarl"
+    example = f"RUN/{CHECKPOINTS_DIR}/{BENCHMARL_PREFIX}<env steps>{BENCHMARL_SUFFIX}"
+
+    def is_checkpoint(self, path: Path) -> bool:
+        return path.is_file() and benchmarl_checkpoint_frames(path) is not None
+
+    def position(self, path: Path) -> Optional[int]:
+        """Where a checkpoint stands in the run (grows with the iteration): its env steps."""
+        return benchmarl_checkpoint_frames(path)
+
+    def list(self, root: Path) -> List[Path]:
+        return list_benchmarl_checkpoints(root)
+
+    def newest(self, root: Path) -> Optional[Path]:
+        found = list_benchmarl_checkpoints(root)
+        return found[-1] if found else None
+
+    def read(self, path: Path) -> Dict[str, Any]:
+        return benchmarl_run_info(path)
+
+
+RLLIB = RLlibCheckpoints()
+BENCHMARL = BenchmarlCheckpoints()
+CHECKPOINT_KINDS = {kind.backend: kind for kind in (RLLIB, BENCHMARL)}
+CheckpointKind = RLlibCheckpoints | BenchmarlCheckpoints
+
+
+def locate_run(path: str | Path, kinds: Sequence[CheckpointKind] = (RLLIB, BENCHMARL)) -> Tuple[Path, Optional[Path]]:
+    """(run folder, checkpoint) that a --resume or --checkpoint `path` names: a checkpoint of one of
+    `kinds` (its run folder is the one its `checkpoints/` lies in), a `checkpoints/` folder or a run
+    folder (checkpoint None). A checkpoint outside a run folder, or a path that does not exist, raises."""
+    given = Path(path).expanduser()
+    if not given.exists():
+        raise CheckpointError(f"{str(path)!r} does not exist")
+    given = given.resolve()
+    kind = next((k for k in kinds if k.is_checkpoint(given)), None)
+    if kind is None:
+        return (given.parent if given.name == CHECKPOINTS_DIR else given), None
+    if given.parent.name != CHECKPOINTS_DIR:
+        raise LooseCheckpointError(f"{str(path)!r} is a checkpoint outside a run folder (expected {kind.example}); "
+                              f"give the run folder it came from, or copy the whole run folder")
+    return given.parent.parent, given
+
+
+def find_checkpoint(path: str | Path) -> Tuple[CheckpointKind, Path]:
+    """The kind (backend) and the absolute checkpoint of a checkpoint path, a `checkpoints/` folder or
+    a run folder (its newest complete checkpoint), for either backend. An RLlib checkpoint folder may lie
+    anywhere (its run record is inside it); a BenchMARL one needs its run folder's config.yaml."""
+    given = Path(path).expanduser()
+    if given.exists() and RLLIB.is_checkpoint(given.resolve()):
+        return RLLIB, given.resolve()
+    run_dir, checkpoint = locate_run(path, (BENCHMARL,))
+    kind = CHECKPOINT_KINDS[run_backend(run_dir)]
+    if checkpoint is None:
+        checkpoint = kind.newest(run_dir / CHECKPOINTS_DIR)
+    if checkpoint is None or not kind.is_checkpoint(checkpoint):
+        raise CheckpointError(f"{str(path)!r} is neither a train.py checkpoint nor a run folder with one in "
+                              f"{CHECKPOINTS_DIR}/ (a run of --backend {kind.backend} keeps {kind.example})")
+    return kind, checkpoint
 
 
 # ---------------------------------------------------------------------- the modules a checkpoint holds

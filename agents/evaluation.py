@@ -7,7 +7,11 @@ plus `return` = sum over decision points of U.
 
 `CheckpointPolicy` loads the RLModules of a `train.py` checkpoint and acts greedily (argmax
 of each action component), batching all UEs that share a module into one forward pass; its
-`reward_mode` is the one the checkpoint was trained with.
+`reward_mode` is the one the checkpoint was trained with. `BenchmarlCheckpointPolicy` does the
+same for a checkpoint of `train.py --backend benchmarl`, acting through the code that the BenchMARL
+runs' own greedy evaluations use (agents.benchmarl_experiment.BenchmarlGreedyPolicy).
+`CHECKPOINT_POLICIES` maps a run's backend to its class (agents.checkpoints.find_checkpoint tells
+a run's backend).
 
 The evaluation table (policies x metrics, CSV + Markdown) is written by one function,
 `write_evaluation_table`, for `evaluate.py` and for the end of a training run alike:
@@ -26,7 +30,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 
 from agents.baselines import Policy
-from agents.checkpoints import CheckpointError, read_run_info, resolve_checkpoint
+from agents.checkpoints import BENCHMARL, CheckpointError, find_checkpoint, read_run_info, resolve_checkpoint
 from agents.env_access import make_parallel_env, resolve_factory, step_metrics
 from his_common.storage import atomic_write_text
 
@@ -132,6 +136,31 @@ class CheckpointPolicy(ModulePolicy):
         super().__init__(modules, self.info["algo"])
         self.reward_mode = checkpoint_reward_mode(self.info)
         self.name = f"checkpoint:{self.algo}"
+
+
+class BenchmarlCheckpointPolicy(Policy):
+    """Greedy policy of a train.py --backend benchmarl checkpoint (or a run folder's newest one): the run's
+    experiment restored from it (agents.benchmarl_training.restore_greedy_policy), acting through
+    agents.benchmarl_experiment.BenchmarlGreedyPolicy, all UEs in one forward pass."""
+
+    def __init__(self, checkpoint: str | Path, device: str = "cpu") -> None:
+        from agents.benchmarl_training import restore_greedy_policy
+
+        kind, self.path = find_checkpoint(checkpoint)
+        if kind is not BENCHMARL:
+            raise CheckpointError(f"{str(checkpoint)!r} is a checkpoint of --backend {kind.backend}, not benchmarl "
+                                  f"(CheckpointPolicy reads it)")
+        self.info = kind.read(self.path)
+        self.algo = str(self.info["algo"])
+        self.greedy = restore_greedy_policy(self.path, device)
+        self.reward_mode = checkpoint_reward_mode(self.info)
+        self.name = f"checkpoint:benchmarl-{self.algo}"
+
+    def act(self, observations, env):
+        return self.greedy.act(observations, env)
+
+
+CHECKPOINT_POLICIES = {"rllib": CheckpointPolicy, "benchmarl": BenchmarlCheckpointPolicy}
 
 
 def evaluate_policy(policy: Policy, env_config: Mapping[str, Any], seeds: Sequence[int],

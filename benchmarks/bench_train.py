@@ -15,6 +15,18 @@ Prints, for the default configuration (or the one given by --config/--set, as in
     python benchmarks/bench_train.py                       # up to 30 minutes
     python benchmarks/bench_train.py --time-limit 300 --set algorithm.lr=0.001
 
+`--backend benchmarl` measures the same for BenchMARL on the vectorised env (agents.benchmarl_training's
+mapping of the run settings), `--backend both` runs the RLlib side (in a child process) and then
+BenchMARL's on the same config, evaluation seeds and target. The BenchMARL side starts from a preset,
+as `train.py --backend benchmarl` does: by default `fast` (configs/presets/benchmarl_fast.yaml: shared-
+parameter IPPO, 2 epochs, 8 episodes per iteration, minibatches of 6,400 samples, the settings
+measured fastest to 0.9 on the 2-core CPU), `--preset like-for-like` for RLlib's own settings; --config,
+--set, --algo and --benchmarl-set / --benchmarl-algo go over it. With `--backend both` the summary
+line ends with the throughput ratio and the ratio of the training times to `--target`, BenchMARL/RLlib.
+
+    python benchmarks/bench_train.py --backend both --seed 0
+    python benchmarks/bench_train.py --backend both --preset like-for-like
+
 The last line is the one-line summary.
 """
 from __future__ import annotations
@@ -33,6 +45,8 @@ sys.path.insert(0, str(REPO))
 
 EVAL_SEED_BASE = 90_000
 
+from his_cli.train import DEFAULT_PRESET, preset_config, preset_names  # noqa: E402 - after the path is set
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -49,13 +63,17 @@ def main(argv=None) -> int:
     p.add_argument("--quiet", action="store_true", help="only the final summary line")
     p.add_argument("--keep-going", action="store_true", help="train until --time-limit even after the target")
     p.add_argument("--backend", choices=("rllib", "benchmarl", "both"), default="rllib",
-                   help="RLlib IPPO (default), BenchMARL IPPO on the vector env, or both and their ratio")
+                   help="RLlib IPPO (default), BenchMARL on the vector env (the preset's learner), or both and the "
+                        "ratios of their throughputs and of their training times to --target")
     p.add_argument("--benchmarl-set", action="append", default=[], metavar="algorithm.KEY=VALUE",
                    help="a setting for the BenchMARL side only, e.g. algorithm.episodes_per_iteration=64")
     p.add_argument("--device", default="cpu", help="torch device of the BenchMARL side (cpu, cuda)")
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=preset_names(),
+                   help=f"the BenchMARL side's preset, configs/presets/benchmarl_<PRESET>.yaml, under --config and "
+                        f"--set (default {DEFAULT_PRESET}: the fastest to 0.9 here; like-for-like: RLlib's settings)")
     p.add_argument("--benchmarl-algo", default=None, choices=("ippo", "ppo-shared", "mappo"),
-                   help="the BenchMARL side's learner (default: --algo's); ppo-shared is BenchMARL's ippo with one "
-                        "network for all UEs, BenchMARL's own default")
+                   help="the BenchMARL side's learner (default: --algo's, else the preset's); ppo-shared is "
+                        "BenchMARL's ippo with one network for all UEs, BenchMARL's own default")
     p.add_argument("--benchmarl-threads", type=int, default=os.cpu_count() or 1,
                    help="torch threads of the BenchMARL side (default: every core; the RLlib side keeps one, as "
                         "two made its updates far slower here)")
@@ -134,7 +152,7 @@ def main(argv=None) -> int:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
     wall = time.perf_counter() - t_start
-    reached = (f"score {args.target} reached after {reached_at:.0f} s of training (iteration {reached_iter}; "
+    reached = (f"score {args.target} reached after {reached_at:.1f} s of training (iteration {reached_iter}; "
                f"{wall:.0f} s wall incl. references, startup, evaluation)"
                if reached_at is not None else
                f"score {args.target} NOT reached in {train_s:.0f} s (best {best:.3f})")
@@ -146,10 +164,12 @@ def main(argv=None) -> int:
 
 # ---------------------------------------------------------------------- --backend benchmarl | both
 def _run_settings(args):
-    """(env config, algorithm settings, experiment settings) as train.py resolves them."""
+    """(env config, algorithm settings, experiment settings) of the BenchMARL side, as train.py --backend benchmarl
+    resolves them: the preset, then --config, --set and --algo, --seed."""
     from agents.config import load_run_config
 
-    run = load_run_config(args.config or [], args.overrides, algo=args.algo, seed=args.seed)
+    run = load_run_config([preset_config(args.preset), *(args.config or [])], args.overrides, algo=args.algo,
+                          seed=args.seed)
     return run.env, run.algorithm.to_dict(), run.experiment.to_dict()
 
 
@@ -158,12 +178,14 @@ def benchmarl_side(args, log) -> dict:
     agent-steps/s of training and the training time until the greedy policy's score reaches --target."""
     from agents.benchmarl_experiment import StopTraining, run_benchmarl
     from agents.benchmarl_training import run_spec_from_settings
+    from agents.training.ray_session import quiet_libraries
     from experiments.benchmark import references
     from his_env.vector.benchmarl_task import task_by_name
 
     from his_cli.args import parse_overrides
 
-    env_cfg, algorithm, experiment = _run_settings(args)  # --algo ippo | ppo-shared | mappo, as the RLlib side
+    quiet_libraries(verbose=False, libraries=("torchrl",))
+    env_cfg, algorithm, experiment = _run_settings(args)  # the preset, then --algo etc. as on the RLlib side
     if args.benchmarl_algo:
         algorithm["algo"] = args.benchmarl_algo
     for key, value in parse_overrides(args.benchmarl_set, "--benchmarl-set algorithm.minibatch_size=640").items():
@@ -211,7 +233,7 @@ def compare_backends(args, argv) -> int:
     if args.backend == "both":
         given = list(argv if argv is not None else sys.argv[1:])
         child, skip = [], 0
-        own = ("--backend", "--benchmarl-set", "--device", "--benchmarl-algo", "--benchmarl-threads")
+        own = ("--backend", "--benchmarl-set", "--device", "--benchmarl-algo", "--benchmarl-threads", "--preset")
         for a in given:  # the RLlib side gets every flag but the BenchMARL side's
             if skip:
                 skip -= 1
@@ -225,7 +247,7 @@ def compare_backends(args, argv) -> int:
         line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("bench_train:")), "")
         log("\n".join(ln for ln in proc.stdout.splitlines() if ln != line))
         steps = re.search(r"\| ([\d,]+) agent-steps/s", line)
-        after = re.search(r"reached after (\d+) s of training", line)
+        after = re.search(r"reached after ([\d.]+) s of training", line)
         if steps is None:
             print(f"bench_train: the RLlib side failed (exit {proc.returncode}): {proc.stderr[-2000:]}", flush=True)
             return 2
@@ -236,17 +258,18 @@ def compare_backends(args, argv) -> int:
     bm = benchmarl_side(args, log)
 
     def reach(side):
-        return f"{side['reached_s']:.0f} s" if side.get("reached_s") is not None else "not reached"
+        return f"{side['reached_s']:.1f} s" if side.get("reached_s") is not None else "not reached"
 
-    line = (f"bench_train: benchmarl {bm['algo']} ({args.benchmarl_threads} threads) | "
+    line = (f"bench_train: benchmarl {bm['algo']} (preset {args.preset}, {args.benchmarl_threads} threads) | "
             f"{bm['agent_steps_per_s']:,.0f} agent-steps/s | score {args.target} after "
             f"{reach(bm)} of training | final score {bm['score']:.3f} | peak RSS {bm['peak_rss_mb']:,.0f} MB")
     if rllib is not None:
         ratio = bm["agent_steps_per_s"] / rllib["agent_steps_per_s"]
+        both = bm.get("reached_s") is not None and rllib.get("reached_s") is not None
+        time_ratio = (f"{bm['reached_s'] / rllib['reached_s']:.3f}" if both else
+                      f"n/a ({'RLlib' if rllib.get('reached_s') is None else 'BenchMARL'} did not reach it)")
         line += f" || RLlib {rllib['agent_steps_per_s']:,.0f} agent-steps/s, score {args.target} after {reach(rllib)}"
-        line += f" || throughput BenchMARL/RLlib {ratio:.2f}x"
-        if bm.get("reached_s") and rllib.get("reached_s"):
-            line += f", time to {args.target} BenchMARL/RLlib {bm['reached_s'] / rllib['reached_s']:.2f}"
+        line += f" || throughput BenchMARL/RLlib {ratio:.2f}x, time to {args.target} BenchMARL/RLlib {time_ratio}"
     print(line, flush=True)
     return 0 if bm.get("reached_s") is not None else 1
 

@@ -17,8 +17,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from agents.baselines import Policy, StepRanges, make_baseline
-from agents.checkpoints import resolve_checkpoint, validate_checkpoint
-from agents.evaluation import (BASELINE_REWARD_MODE, CheckpointPolicy, check_env_factory, checkpoint_reward_mode,
+from agents.checkpoints import find_checkpoint
+from agents.evaluation import (BASELINE_REWARD_MODE, CHECKPOINT_POLICIES, check_env_factory, checkpoint_reward_mode,
                                evaluate_policy)
 from experiments.figures import Variant
 from his_env.config import HISConfig
@@ -62,31 +62,36 @@ def _run_factory(info: Mapping[str, Any]) -> Optional[str]:
 
 
 def checkpoint_policies(items: Sequence[str]) -> List[PolicySpec]:
-    """`[VARIANT=]PATH` items (train.py checkpoints or run folders) as greedy policies.
+    """`[VARIANT=]PATH` items (train.py checkpoints or run folders, of either backend) as greedy policies.
 
-    Checkpoints of one algorithm given per variant form one policy across the figure's variants;
-    a second checkpoint acting on a variant already taken gets its own label (`#2`, ...)."""
+    Checkpoints of one algorithm and backend given per variant form one policy across the figure's
+    variants; a second checkpoint acting on a variant already taken gets its own label (`#2`, ...).
+    A BenchMARL run's policy is labelled `trained:benchmarl-<algo>` and named `BenchMARL <algo>`."""
     specs: List[PolicySpec] = []
     for item in items:
         variant, sep, path = item.partition("=")
         if not sep:
             variant, path = None, item
-        ckpt = resolve_checkpoint(path)
-        info = validate_checkpoint(ckpt)
+        kind, ckpt = find_checkpoint(path)
+        info = kind.read(ckpt)
         mode = checkpoint_reward_mode(info)
         algo = str(info["algo"])
+        benchmarl = kind.backend == "benchmarl"
 
         def clashes(name: str) -> bool:
             return any(s.label == name and (s.variant is None or variant is None or s.variant == variant)
                        for s in specs)
 
-        label, k = f"trained:{algo}", 2
+        base = f"trained:benchmarl-{algo}" if benchmarl else f"trained:{algo}"
+        label, k = base, 2
         while clashes(label):
-            label, k = f"trained:{algo}#{k}", k + 1
+            label, k = f"{base}#{k}", k + 1
         suffix = label.partition("#")[2]
-        name = f"{ALGO_NAMES.get(algo, algo)}{' #' + suffix if suffix else ''} ({mode} reward)"
-        factory = _run_factory(info)
-        specs.append(PolicySpec(label, name, lambda c=ckpt: CheckpointPolicy(c), variant=variant,
+        name = (f"{'BenchMARL ' if benchmarl else ''}{ALGO_NAMES.get(algo, algo)}{' #' + suffix if suffix else ''} "
+                f"({mode} reward)")
+        factory = None if benchmarl else _run_factory(info)  # BenchMARL trains on the vector env, never a factory's
+        policy_class = CHECKPOINT_POLICIES[kind.backend]
+        specs.append(PolicySpec(label, name, lambda c=ckpt, cls=policy_class: cls(c), variant=variant,
                                 env_config=dict(info["env_config"]), env_factory=factory, reward_mode=mode,
                                 checkpoint=ckpt))
     return specs

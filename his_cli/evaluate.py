@@ -10,6 +10,7 @@ from his_cli.args import UsageError, nonneg_int, parse_overrides, positive_int
 
 USAGE = """examples:
   evaluate.py --checkpoint runs/my-run                  one table: the policy on the run's env
+  evaluate.py --checkpoint runs/bm-run/checkpoints/checkpoint_16000.pt --policy random   a BenchMARL checkpoint
   evaluate.py --policy search --policy random           baselines on configs/default.yaml
   evaluate.py --figure 10 --policy search               HIS vs PPGFIS vs CFIS vs IIS
   evaluate.py --figure 10 --checkpoint his=runs/his --checkpoint iis=runs/iis --policy search
@@ -35,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", type=int, choices=[int(n) for n in FIGURES.names],
                    help="paper figure to reproduce (default: one table on the base config)")
     p.add_argument("--checkpoint", action="append", default=[], metavar="[VARIANT=]PATH",
-                   help="train.py checkpoint or run folder, acting greedily; with VARIANT= only on that variant of "
+                   help="train.py checkpoint or run folder of either backend (RLlib's checkpoints/iter_NNNNNN, "
+                        "BenchMARL's checkpoints/checkpoint_<env steps>.pt; a run folder: its newest), acting "
+                        "greedily on the PettingZoo env; with VARIANT= only on that variant of "
                         "the figure (e.g. cfis=runs/cfis in Fig. 10); repeatable")
     p.add_argument("--policy", action="append", default=[], metavar="NAME",
                    help="baseline, repeatable: random | iis-fixed (x = 0, middle y) | fixed:X,Y (X common steps in "

@@ -1,4 +1,5 @@
-"""Command line of train.py (console script his-train): flags -> agents.training.run_training."""
+"""Command line of train.py (console script his-train): flags -> agents.training.run_training (RLlib) or
+agents.benchmarl_training.train_benchmarl_request (--backend benchmarl, or --resume of a BenchMARL run)."""
 
 import argparse
 import os
@@ -8,6 +9,7 @@ from typing import Optional, Sequence
 from his_cli.args import UsageError, nonneg_int, parse_overrides, positive_int, positive_seconds
 
 ALGOS = ("ippo", "ppo-shared", "mappo")
+DEFAULT_PRESET = "fast"  # --backend benchmarl's default preset
 REWARD_NOTE = """Reward: by default each UE learns from the difference reward (algorithm.reward_mode=difference:
 its marginal contribution to the network utility U), NOT the paper's per-UE reward of Eq. (33).
 For Eq. (33) exactly use --config configs/train_paper_reward.yaml (algorithm.reward_mode=individual)."""
@@ -15,14 +17,17 @@ EPILOG = """examples:
   train.py                                            N = 50, HIS, IPPO, 5 minutes
   train.py --config configs/train_small.yaml --iterations 30 --seed 1
   train.py --iterations 50 --algo mappo --set num_ues=10 --set algorithm.lr=0.001
-  train.py --resume runs/my-run                       continue a run from its latest checkpoint
+  train.py --resume runs/my-run                       continue a run (either backend) from its latest checkpoint
   train.py --resume runs/my-run/checkpoints/iter_000020   continue it from iteration 20
   train.py --ray-address auto --num-env-runners 16    the same run on a Ray cluster
+  train.py --backend benchmarl                        the vector env, preset fast (configs/presets/benchmarl_fast.yaml)
+  train.py --backend benchmarl --preset like-for-like     per-UE IPPO with RLlib's settings
 
 Run folder (--output-dir): config.yaml, metrics.jsonl/.csv (a row per iteration), checkpoints/ (iter_NNNNNN/
 and latest; benchmarl: checkpoint_<env steps>.pt), eval.csv/.md (greedy final policy beside baselines; each row
 names its reward mode), plots/, wandb/. Resuming from an older checkpoint moves the run's later history to
-superseded/. Same --seed, same machine: the same run (train.py fixes PYTHONHASHSEED).
+superseded/. Same --seed, same machine: the same run (train.py fixes PYTHONHASHSEED). Quiet unless --verbose:
+one line per iteration, no library warnings or progress bars.
 exit status: 0 done (also after Ctrl-C/SIGTERM: the iteration in progress ends, then the final checkpoint,
 evaluation and W&B), 1 non-finite loss (the last good checkpoint is kept) or a failure while running, 2 bad flags,
 config, checkpoint or HIS_MARL_CACHE (nothing written), 130 a second Ctrl-C/SIGTERM (stops at once, files kept)."""
@@ -30,7 +35,8 @@ config, checkpoint or HIS_MARL_CACHE (nothing written), 130 a second Ctrl-C/SIGT
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train.py", description="Train IPPO (the paper's MIRA learner), shared-parameter "
-                                "PPO or MAPPO on the HIS env with Ray RLlib.\n\n" + REWARD_NOTE, epilog=EPILOG,
+                                "PPO or MAPPO on the HIS env with Ray RLlib, or with BenchMARL on the vectorised env "
+                                "(--backend benchmarl).\n\n" + REWARD_NOTE, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", action="append", default=None, metavar="YAML",
                    help="config file (a path or a shipped name such as train_small) overlaid on configs/default.yaml "
@@ -38,11 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override one key: env keys dotted (es.sm_range=[800,1200]), algorithm.<key> "
                         "(algorithm.reward_mode=individual), experiment.<key> (experiment.num_env_runners=2)")
-    p.add_argument("--algo", choices=ALGOS, help="learner (default: algorithm.algo, ippo)")
-    p.add_argument("--backend", choices=("rllib", "benchmarl"), default="rllib",
-                   help="rllib (default): the PettingZoo env through RLlib; benchmarl: BenchMARL's IPPO/MAPPO on the "
-                        "vectorised env (HISVecEnv; ppo-shared = its IPPO with one network for all UEs), with the "
-                        "same learner switches, same run-folder files, no --resume or --ray-address")
+    p.add_argument("--algo", choices=ALGOS, help="learner (default: algorithm.algo: ippo, or the benchmarl preset's)")
+    p.add_argument("--backend", choices=("rllib", "benchmarl"), default=None,
+                   help="rllib (default; with --resume: the run's): the PettingZoo env through RLlib; benchmarl: "
+                        "BenchMARL's IPPO/MAPPO on the vectorised env (HISVecEnv; ppo-shared = its IPPO with one "
+                        "network for all UEs), with the same learner switches and run-folder files, no --ray-address")
+    p.add_argument("--preset", choices=preset_names(), default=None,
+                   help=f"--backend benchmarl's settings under --config and --set: "
+                        f"configs/presets/benchmarl_<PRESET>.yaml (default {DEFAULT_PRESET}: the fastest to a score of "
+                        f"0.9 on a 2-core CPU; like-for-like: per-UE IPPO with RLlib's settings)")
     p.add_argument("--device", default="cpu", help="torch device of the benchmarl backend (cpu, cuda, cuda:1); "
                    "the rllib backend takes only cpu")
     p.add_argument("--seed", type=nonneg_int("--seed"), help="seed of env runners, modules and evaluation "
@@ -65,20 +75,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="W&B mode (default $WANDB_MODE, else offline: no key or network needed)")
     p.add_argument("--wandb-project", default="his-marl", help="W&B project (default his-marl)")
     p.add_argument("--wandb-name", default=None, help="W&B run name (default: the run folder's name)")
-    p.add_argument("--output-dir", help="run folder of a new run (default runs/<algo>-<scheme>-N<n>-seed<s>-<time>); "
+    p.add_argument("--output-dir", help="run folder of a new run (default runs/[benchmarl-]<algo>-<scheme>-N<n>-seed<s>-"
+                   "<time>); "
                    "with --resume only the resumed run's own folder is allowed")
     p.add_argument("--eval-baselines", default="random,iis-fixed",
                    help="baselines evaluated beside the final policy, comma-separated from random, iis-fixed, "
                         "fixed:X,Y, search, search:SWEEPS (default random,iis-fixed; 'none' for none)")
-    p.add_argument("--verbose", action="store_true", help="show Ray's and RLlib's own log output")
+    p.add_argument("--verbose", action="store_true", help="show the libraries' own warnings and log output (Ray, "
+                   "RLlib, TorchRL) and, on a terminal, BenchMARL's progress bar")
     return p
 
 
-def resolve_config(args):
-    """The run's agents.config.RunConfig from --config, --set and the named flags."""
+def preset_names() -> list:
+    """The presets of --backend benchmarl: the files configs/presets/benchmarl_<name>.yaml."""
+    from his_common.config import shipped_configs_dir
+
+    return sorted(p.stem[len("benchmarl_"):].replace("_", "-")
+                  for p in (shipped_configs_dir() / "presets").glob("benchmarl_*.yaml"))
+
+
+def preset_config(name: str) -> str:
+    """The shipped config name of preset `name` (configs/presets/benchmarl_<name>.yaml)."""
+    return f"presets/benchmarl_{name.replace('-', '_')}"
+
+
+def resolve_config(args, backend: str = "rllib"):
+    """The run's agents.config.RunConfig from the preset (benchmarl), --config, --set and the named flags."""
     from agents.config import load_run_config
 
-    return load_run_config(args.config or [], args.overrides, algo=args.algo, seed=args.seed,
+    if args.preset and backend != "benchmarl":
+        raise UsageError(f"--preset {args.preset} is for --backend benchmarl; the rllib backend's settings are "
+                         f"configs/default.yaml's")
+    presets = [preset_config(args.preset or DEFAULT_PRESET)] if backend == "benchmarl" else []
+    return load_run_config(presets + (args.config or []), args.overrides, algo=args.algo, seed=args.seed,
                            num_env_runners=args.num_env_runners)
 
 
@@ -87,9 +116,9 @@ def resume_overrides(args) -> dict:
     from agents.config import route_key
     from agents.training import RUNTIME_KEYS
 
-    if args.config or args.algo or args.seed is not None:
-        raise UsageError("--resume continues a run with its saved config; --config, --algo and --seed cannot "
-                         "change it (start a new run instead)")
+    if args.config or args.algo or args.seed is not None or args.preset:
+        raise UsageError("--resume continues a run with its saved config; --config, --algo, --seed and --preset "
+                         "cannot change it (start a new run instead)")
     over = {}
     for key, value in parse_overrides(args.overrides, "--set experiment.num_env_runners=4").items():
         part, name = route_key(key)
@@ -102,7 +131,7 @@ def resume_overrides(args) -> dict:
     return over
 
 
-def request_from_args(args):
+def request_from_args(args, backend: str = "rllib"):
     from agents.training import StopRules, TrainingRequest
     from agents.training.preflight import parse_baselines
 
@@ -114,7 +143,7 @@ def request_from_args(args):
                   verbose=args.verbose, output_dir=args.output_dir)
     if args.resume:
         return TrainingRequest(resume=args.resume, resume_overrides=resume_overrides(args), **common)
-    return TrainingRequest(run_config=resolve_config(args), **common)
+    return TrainingRequest(run_config=resolve_config(args, backend), **common)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -128,16 +157,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from agents.checkpoints import CheckpointError
     from agents.config import ConfigError
     from agents.training import SETUP_ERRORS, preflight, run_training
+    from agents.training.run_folder import resume_backend
 
     log = lambda line: print(line, flush=True)  # noqa: E731
     try:
-        if args.backend == "rllib" and args.device != "cpu":
+        backend = resume_backend(args.resume, args.backend) if args.resume else args.backend or "rllib"
+        if backend == "rllib" and args.device != "cpu":
             raise UsageError(f"--device {args.device} is for --backend benchmarl; the RLlib learners train on the CPU")
-        if args.backend == "benchmarl":  # BenchMARL (and torchrl) are imported only for this backend
+        if backend == "benchmarl":  # BenchMARL (and torchrl) are imported only for this backend
             preflight.check_cache_folder()  # as train_benchmarl does, but before BenchMARL's imports (seconds)
+            request = request_from_args(args, backend)
+            from agents.training.ray_session import quiet_libraries
+
+            quiet_libraries(args.verbose, ("torchrl",))  # before BenchMARL's imports, which warn
             from agents.benchmarl_training import BenchmarlSettingsError, train_benchmarl_request
             try:
-                train_benchmarl_request(request_from_args(args), args.device, log=log)
+                train_benchmarl_request(request, args.device, log=log)
             except BenchmarlSettingsError as exc:
                 raise UsageError(str(exc)) from None
             return 0

@@ -1,13 +1,14 @@
-"""Starting Ray for a training run and quieting the libraries (the stop signals are
+"""Starting Ray for a training run, and quieting the libraries of both backends (the stop signals are
 `agents.training.signals`, shared with the BenchMARL backend and the benchmark grid)."""
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[2]
 # Python's string hashing decides the order in which RLlib visits agents and modules (it keeps
@@ -16,15 +17,30 @@ REPO = Path(__file__).resolve().parents[2]
 HASH_SEED = "0"
 
 
-def quiet_libraries(verbose: bool) -> None:
+# Loggers that print warnings and notes a run's reader need not see, by the library that configures them.
+QUIET_LOGGERS = {"ray": ("ray", "ray.rllib", "ray.tune", "ray.data", "ray.train"), "torchrl": ("torchrl",)}
+
+
+def quiet_libraries(verbose: bool, libraries: Sequence[str] = ("ray",)) -> None:
+    """Unless `verbose`: no deprecation and known-harmless warnings, and the loggers of `libraries` (keys of
+    QUIET_LOGGERS: "ray" for the RLlib backend, "torchrl" for BenchMARL's) at ERROR. Each library is imported
+    first, since importing it sets its loggers' levels (ray sets ray.rllib's to WARNING, which let RLlib's
+    new-API-stack warning through)."""
     if verbose:
         return
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*Overriding environment.*")
-    warnings.filterwarnings("ignore", message=".*Casting input x to numpy array.*")
-    warnings.filterwarnings("ignore", message=".*new API stack.*")
-    for name in ("ray", "ray.rllib", "ray.tune", "ray.data", "ray.train"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+
+    def ignore_warnings() -> None:
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*Overriding environment.*")
+        warnings.filterwarnings("ignore", message=".*Casting input x to numpy array.*")
+        warnings.filterwarnings("ignore", message=".*new API stack.*")
+
+    ignore_warnings()  # the imports warn
+    for library in libraries:
+        importlib.import_module(library)
+        for name in QUIET_LOGGERS[library]:
+            logging.getLogger(name).setLevel(logging.ERROR)
+    ignore_warnings()  # again, in front of the filter torchrl's import puts first (its deprecations, once)
 
 
 def hash_seed_fixed() -> bool:

@@ -1,15 +1,17 @@
-"""The run folder of a training run and what resuming one means.
+"""The run folder of a training run and what resuming one means, for both backends of train.py.
 
-    <run>/config.yaml          the resolved configuration
+    <run>/config.yaml          the resolved configuration (`backend: benchmarl` for a BenchMARL run)
     <run>/metrics.jsonl, .csv  one row per iteration (agents.training.metrics_files)
-    <run>/checkpoints/         iter_NNNNNN/ checkpoints and `latest` (agents.checkpoints)
+    <run>/checkpoints/         iter_NNNNNN/ checkpoints and `latest`, or BenchMARL's
+                               checkpoint_<env steps>.pt (agents.checkpoints)
     <run>/eval.csv, eval.md    the final greedy evaluation
     <run>/plots/               the learning curve
     <run>/wandb/               the W&B run files (offline mode)
     <run>/superseded/          history set aside by a resume from an older checkpoint
 
 **The folder given to --resume is the run.** `--resume RUN` continues RUN from its latest
-checkpoint; `--resume RUN/checkpoints/iter_N` continues RUN from iteration N. Nothing is read
+checkpoint; `--resume RUN/checkpoints/iter_N` (BenchMARL: `RUN/checkpoints/checkpoint_<env
+steps>.pt`) continues RUN from that iteration, on the run's own backend (`resume_backend`). Nothing is read
 from, or written to, any other folder, whatever path the run recorded (a copied or moved run
 folder is a run of its own).
 
@@ -19,7 +21,8 @@ rows of iterations that were trained but not checkpointed before a crash) is his
 resumed run replaces: it is moved, not deleted, to `<run>/superseded/after_iter_N-<time>/`
 (its `checkpoints/` and `metrics.jsonl`), and a message says so. The run folder then always
 holds one linear history: metrics rows 1..N, checkpoints up to N, and from there on the
-resumed run.
+resumed run. `plan_resume` and `set_aside_later_history` do this for either backend, given its
+kind of checkpoint (agents.checkpoints.RLLIB, the default, or BENCHMARL).
 """
 from __future__ import annotations
 
@@ -29,11 +32,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from agents.checkpoints import (CHECKPOINTS_DIR, RUN_INFO_FILE, CheckpointError, benchmarl_run_note,
-                                checkpoint_iteration, latest_checkpoint_name, list_checkpoints, validate_checkpoint)
+from agents.checkpoints import (CHECKPOINTS_DIR, CONFIG_FILE, RLLIB, CheckpointError, CheckpointKind,
+                                LooseCheckpointError, benchmarl_run_note, list_checkpoints, locate_run, run_backend)
 from agents.training.metrics_files import METRICS_JSONL, MetricsFiles, read_jsonl
 
-CONFIG_FILE = "config.yaml"
 SUPERSEDED_DIR = "superseded"
 
 
@@ -50,6 +52,7 @@ class ResumePlan:
     info: Dict[str, Any]
     later_checkpoints: List[Path] = field(default_factory=list)
     later_rows: List[Dict[str, Any]] = field(default_factory=list)
+    last_iteration: int = 0  # the last iteration the run folder's history reaches
 
     @property
     def iteration(self) -> int:
@@ -60,47 +63,53 @@ class ResumePlan:
         return bool(self.later_checkpoints or self.later_rows)
 
 
-def plan_resume(path: str | Path, output_dir: Optional[str | Path] = None) -> ResumePlan:
-    """The run folder and checkpoint that `--resume path` means (see the module docstring)."""
-    given = Path(path).expanduser()
-    if not given.exists():
-        raise CheckpointError(f"--resume {str(path)!r}: does not exist")
-    given = given.resolve()
-    if (given / RUN_INFO_FILE).is_file():
-        if given.parent.name != CHECKPOINTS_DIR:
-            raise RunFolderError(f"--resume {str(path)!r} is a checkpoint outside a run folder (expected "
-                                 f"RUN/{CHECKPOINTS_DIR}/iter_NNNNNN); resume the run folder it came from, or "
-                                 f"copy the whole run folder")
-        run_dir, checkpoint = given.parent.parent, given
-    else:
-        run_dir = given.parent if given.name == CHECKPOINTS_DIR else given
+def plan_resume(path: str | Path, output_dir: Optional[str | Path] = None,
+                kind: CheckpointKind = RLLIB) -> ResumePlan:
+    """The run folder and checkpoint that `--resume path` means (see the module docstring), for a
+    run whose checkpoints are of `kind`."""
+    try:
+        run_dir, checkpoint = locate_run(path, (kind,))
+    except LooseCheckpointError as exc:
+        raise RunFolderError(f"--resume: {exc}") from None
+    except CheckpointError as exc:
+        raise CheckpointError(f"--resume: {exc}") from None
+    if checkpoint is None:
         root = run_dir / CHECKPOINTS_DIR
         if not root.is_dir():
-            raise CheckpointError(f"--resume {str(path)!r} is neither a train.py checkpoint (no {RUN_INFO_FILE}) "
+            raise CheckpointError(f"--resume {str(path)!r} is neither a train.py checkpoint ({kind.example}) "
                                   f"nor a run folder with {CHECKPOINTS_DIR}/")
-        checkpoint = _latest_complete(root, str(path))
+        checkpoint = kind.newest(root)
+        if checkpoint is None:
+            note = benchmarl_run_note(run_dir) if kind is RLLIB else ""
+            raise CheckpointError(f"--resume {str(path)!r}: the run folder holds no complete checkpoint in "
+                                  f"{str(root)!r}{note}")
     if output_dir is not None and Path(output_dir).expanduser().resolve() != run_dir:
         raise RunFolderError(f"--resume continues the run in {str(run_dir)!r}, and --output-dir "
                              f"{str(output_dir)!r} is another folder: a run's metrics, checkpoints and config "
                              f"stay in its own folder (copy the run folder first to continue a copy)")
-    info = validate_checkpoint(checkpoint)
-    k = int(info["iteration"])
-    if checkpoint_iteration(checkpoint) != k:
-        raise CheckpointError(f"checkpoint {str(checkpoint)!r} records iteration {k}, not the one in its name")
-    later_ckpts = [p for p in list_checkpoints(run_dir / CHECKPOINTS_DIR) if (checkpoint_iteration(p) or 0) > k]
+    info = kind.read(checkpoint)
+    k, here = int(info["iteration"]), kind.position(checkpoint)
+    if here is None:
+        raise CheckpointError(f"--resume {str(path)!r}: a checkpoint of a run is named as it was saved "
+                              f"({kind.example})")
+    later_ckpts = [p for p in kind.list(run_dir / CHECKPOINTS_DIR) if (kind.position(p) or 0) > here]
     later_rows = [r for r in read_jsonl(run_dir / METRICS_JSONL) if int(r["iteration"]) > k]
-    return ResumePlan(run_dir, checkpoint, info, later_ckpts, later_rows)
+    # a checkpoint's position grows in proportion to its iteration (RLlib: the iteration; BenchMARL: env steps,
+    # the same number in every iteration of a run)
+    last = max([k] + [int(r["iteration"]) for r in later_rows] + [kind.position(p) * k // here for p in later_ckpts])
+    return ResumePlan(run_dir, checkpoint, info, later_ckpts, later_rows, last)
 
 
-def _latest_complete(root: Path, given: str) -> Path:
-    name = latest_checkpoint_name(root)
-    if name is not None and (root / name / RUN_INFO_FILE).is_file():
-        return root / name
-    found = [p for p in list_checkpoints(root) if (p / RUN_INFO_FILE).is_file()]
-    if not found:
-        raise CheckpointError(f"--resume {given!r}: the run folder holds no complete checkpoint in "
-                              f"{str(root)!r}{benchmarl_run_note(root.parent)}")
-    return found[-1]
+def resume_backend(path: str | Path, asked: Optional[str] = None) -> str:
+    """The backend of the run that `--resume path` names (agents.checkpoints.run_backend); `asked`, a
+    --backend given with it, must be the same."""
+    run_dir, _ = locate_run(path)
+    backend = run_backend(run_dir)
+    if asked is not None and asked != backend:
+        raise RunFolderError(f"--backend {asked} with --resume {str(path)!r}, a run of --backend {backend} (as "
+                             f"its {CONFIG_FILE} and checkpoints say): a run continues on the backend it was trained "
+                             f"with; leave out --backend")
+    return backend
 
 
 def set_aside_later_history(plan: ResumePlan) -> Optional[Path]:
@@ -120,6 +129,18 @@ def set_aside_later_history(plan: ResumePlan) -> Optional[Path]:
         f"History of this run after iteration {plan.iteration}, set aside when the run was resumed from "
         f"{plan.checkpoint.name} on {datetime.now().isoformat(timespec='seconds')}.\n", encoding="utf-8")
     return dest
+
+
+def continue_history(plan: ResumePlan, metrics: MetricsFiles, log) -> None:
+    """After a successful restore: the history beyond the restored iteration to superseded/ (said in
+    `log`), and `metrics` rewritten to hold rows 1..N."""
+    moved = set_aside_later_history(plan)
+    if moved is not None:
+        log(f"resuming {plan.run_dir.name} from iteration {plan.iteration}, but its history reaches iteration "
+            f"{plan.last_iteration}: iterations {plan.iteration + 1}..{plan.last_iteration} ({len(plan.later_rows)} "
+            f"metrics rows, {len(plan.later_checkpoints)} checkpoints) are replaced by the resumed run and were moved "
+            f"to {moved.relative_to(plan.run_dir)}/")
+    metrics.rewrite(restore_metrics_rows(plan))
 
 
 def restore_metrics_rows(plan: ResumePlan) -> List[Dict[str, Any]]:

@@ -37,10 +37,10 @@ from agents.checkpoints import (CHECKPOINTS_DIR, CheckpointError, clean_interrup
 from agents.config import ConfigError, RunConfig
 from agents.training import preflight
 from agents.training.metrics_files import MetricsFiles, flat_metrics, fmt_duration, nonfinite_losses, progress_line
-from agents.training.run_folder import (CONFIG_FILE, ResumePlan, check_new_run_folder, default_run_name,
-                                        plan_resume, restore_metrics_rows, set_aside_later_history)
+from agents.training.run_folder import (CONFIG_FILE, ResumePlan, check_new_run_folder, continue_history,
+                                        default_run_name, plan_resume)
 from agents.training.stop_rules import StopRules
-from agents.training.wandb_logger import DEFAULT_PROJECT, WandbLogger, WandbRunInUse, check_wandb
+from agents.training.wandb_logger import DEFAULT_PROJECT, check_wandb, open_wandb_run
 from his_common.storage import atomic_write_text
 
 DEFAULT_CHECKPOINT_EVERY = 10
@@ -254,19 +254,6 @@ def run_training(req: TrainingRequest, log: Callable[[str], None] = print) -> Tr
         ray.shutdown()
 
 
-def _set_aside(plan: ResumePlan, metrics: MetricsFiles, log) -> None:
-    """After a successful restore: history beyond the restored iteration to superseded/, rows 1..N."""
-    moved = set_aside_later_history(plan)
-    if moved is not None:
-        last = max([int(r["iteration"]) for r in plan.later_rows] +
-                   [int(p.name.split("_")[-1]) for p in plan.later_checkpoints])
-        log(f"resuming {plan.run_dir.name} from iteration {plan.iteration}, but its history reaches iteration "
-            f"{last}: iterations {plan.iteration + 1}..{last} ({len(plan.later_rows)} metrics rows, "
-            f"{len(plan.later_checkpoints)} checkpoints) are replaced by the resumed run and were moved to "
-            f"{moved.relative_to(plan.run_dir)}/")
-    metrics.rewrite(restore_metrics_rows(plan))
-
-
 def _train(req, prep, metrics, resolved, num_agents, build_algo_config, log, StopSignals):
     run, run_dir, plan = prep.run_config, prep.run_dir, prep.plan
     algorithm, experiment, env_config = run.algorithm, run.experiment, run.env.to_dict()
@@ -276,39 +263,22 @@ def _train(req, prep, metrics, resolved, num_agents, build_algo_config, log, Sto
     t_build = time.perf_counter()
     algo = build_algo_config(run).build_algo()
     info: Mapping[str, Any] = {}
-    fork_wandb = False
     if plan is not None:
         try:
             _restore(algo, plan)
         except BaseException:
             algo.stop()
             raise
-        _set_aside(plan, metrics, log)
-        fork_wandb = bool(plan.later_rows)  # W&B may hold iterations after the restored one
+        continue_history(plan, metrics, log)
         info = plan.info
         log(f"resumed {plan.checkpoint.relative_to(run_dir)} at iteration {algo.iteration}, "
             f"{int(info.get('env_steps', 0)):,} env steps")
     log(f"built in {time.perf_counter() - t_build:.1f} s")
 
-    # W&B: the same W&B run unless its history went past the restored iteration (steps only grow).
     group, tags = wandb_group_and_tags(run)
     name = req.wandb_name or info.get("wandb_name") or run_dir.name
-    old_id = info.get("wandb_run_id")
-    try:
-        wb = WandbLogger(req.wandb_mode, req.wandb_project, name, None if fork_wandb else old_id, resolved,
-                         run_dir, group, tags)
-    except WandbRunInUse as exc:
-        log(f"W&B: {exc}; continuing in a new W&B run instead")
-        fork_wandb = True
-        wb = WandbLogger(req.wandb_mode, req.wandb_project, name, None, resolved, run_dir, group, tags)
-    if wb.run is not None and plan is not None and wb.next_step > plan.iteration + 1:
-        fork_wandb = True
-        wb.finish()
-        wb = WandbLogger(req.wandb_mode, req.wandb_project, name, None, resolved, run_dir, group, tags)
-    if fork_wandb and old_id and wb.run_id:
-        log(f"W&B: continuing in W&B run {wb.run_id} (same name and group; run {old_id} may hold iterations after "
-            f"{plan.iteration}, and W&B steps cannot be rewritten), which receives the history again")
-    wb.replay(metrics.rows)
+    wb = open_wandb_run(req.wandb_mode, req.wandb_project, name, resolved, run_dir, group, tags, plan, metrics.rows,
+                        log)
 
     def record(iteration: int, env_steps: float, elapsed: float, row: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
         return {"algo": algorithm.algo, **record_config(run), "iteration": iteration,

@@ -136,3 +136,32 @@ class WandbLogger:
         if self.run is not None:
             self.run.finish()
             self.run = None
+
+
+def open_wandb_run(mode: str, project: str, name: str, config: Mapping[str, Any], run_dir: Path,
+                   group: Optional[str], tags: Sequence[str], plan=None, rows: Sequence[Mapping[str, Any]] = (),
+                   log=print) -> WandbLogger:
+    """The W&B run of a training run of either backend, with `rows` (the run's metrics rows so far) replayed.
+
+    A new run (`plan` None) gets a new W&B run. A resumed one (`plan`, an agents.training.run_folder.ResumePlan
+    whose `info` may name the W&B run) continues in the same W&B run unless that run's history went past the
+    restored iteration, or may have (the run folder held later rows), or its id is still held by another
+    process: then a new W&B run, same name and group, gets the history again (see the module docstring)."""
+    info = plan.info if plan is not None else {}
+    old_id = info.get("wandb_run_id")
+    fork = plan is not None and bool(plan.later_rows)  # W&B may hold iterations after the restored one
+    try:
+        wb = WandbLogger(mode, project, name, None if fork else old_id, config, run_dir, group, tags)
+    except WandbRunInUse as exc:
+        log(f"W&B: {exc}; continuing in a new W&B run instead")
+        fork = True
+        wb = WandbLogger(mode, project, name, None, config, run_dir, group, tags)
+    if wb.run is not None and plan is not None and wb.next_step > plan.iteration + 1:
+        fork = True
+        wb.finish()
+        wb = WandbLogger(mode, project, name, None, config, run_dir, group, tags)
+    if fork and old_id and wb.run_id:
+        log(f"W&B: continuing in W&B run {wb.run_id} (same name and group; run {old_id} may hold iterations after "
+            f"{plan.iteration}, and W&B steps cannot be rewritten), which receives the history again")
+    wb.replay(rows)
+    return wb

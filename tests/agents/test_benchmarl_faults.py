@@ -81,7 +81,7 @@ def test_a_stop_signal_ends_the_run_with_a_final_checkpoint_and_evaluation(tmp_p
     assert (state["total_frames"], state["n_iters_performed"]) == (frames, n)
     for name_ in ("eval.csv", "eval.md", "plots/learning_curve.png"):
         assert (run / name_).is_file(), name_
-    assert "trained (ippo, BenchMARL, greedy)" in (run / "eval.csv").read_text()
+    assert "trained (ippo shared, BenchMARL, greedy)" in (run / "eval.csv").read_text()  # the default preset's
     wandb_file = newest_offline_run(run)
     assert sorted(history_by_step(wandb_file)) == list(range(1, n + 1))
     assert any(r.WhichOneof("record_type") == "exit" for r in read_records(wandb_file))  # W&B finished
