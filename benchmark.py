@@ -6,7 +6,7 @@
     python benchmark.py ... --ray-address 127.0.0.1:6379                      # the cells on a Ray cluster
 
 Each (algorithm, scheme, seed) cell trains a BenchMARL experiment on the task his/<scheme>
-(his_env.vector.benchmarl_task, the vectorised env) for the budget, then its greedy policy plays
+(agents.benchmarl.task, the vectorised env) for the budget, then its greedy policy plays
 the PettingZoo env on fixed evaluation seeds; the report gives the normalised score
 (U - U_random) / (U_search - U_random) per algorithm and scheme with a 95 % bootstrap interval
 over seeds, learning curves against frames and training time, throughput and peak memory, as

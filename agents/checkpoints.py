@@ -15,7 +15,7 @@ checkpoints older than the one just written.
 
 Runs of `train.py --backend benchmarl` keep BenchMARL's checkpoints instead, one file per
 checkpoint, `<run>/checkpoints/checkpoint_<env steps>.pt` (written atomically by
-agents.benchmarl_experiment.HISExperiment; an interrupted save leaves a temporary
+agents.benchmarl.experiment.HISExperiment; an interrupted save leaves a temporary
 `.checkpoint_<env steps>.pt.<random>.tmp`, removed by `clean_interrupted_saves` as well); their run
 record is the run folder's `config.yaml` plus the `his_run` entry of each checkpoint's state. The
 backend of a run folder is the `backend:` of its `config.yaml` (`run_backend`; RLlib runs write
@@ -46,6 +46,43 @@ CHECKPOINTS_DIR = "checkpoints"
 MODULES_DIR = Path("learner_group") / "learner" / "rl_module"
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+
+# RLlib pickles classes by import path into its checkpoints (`class_and_ctor_args.pkl` of the
+# algorithm, its learner and each RLModule: the RLModule, learner, env runner and callback classes).
+# The RLlib-only modules moved from `agents.<name>` to `agents.rllib.<name>`; a checkpoint written
+# before the move names the old paths, which `alias_moved_modules` makes resolve again.
+MOVED_RLLIB_MODULES = {f"agents.{name}": f"agents.rllib.{name}"
+                       for name in ("callbacks", "env_adapter", "env_runner", "ippo", "learner", "modules",
+                                    "normalization")}
+
+# BenchMARL's `config.pkl` of a run folder names the task class and the callbacks that are part of
+# the run by import path too. Our own resume and evaluation rebuild the experiment from the run's
+# config.yaml and do not read it; BenchMARL's `Experiment.reload_from_file` does, and reloads a run
+# folder written before the move after `alias_moved_modules(MOVED_BENCHMARL_MODULES)`.
+MOVED_BENCHMARL_MODULES = {"his_env.vector.benchmarl_task": "agents.benchmarl.task",
+                           **{f"agents.benchmarl_{name}": f"agents.benchmarl.{name}"
+                              for name in ("experiment", "normalization", "training")}}
+
+
+def alias_moved_modules(moved: Mapping[str, str] = MOVED_RLLIB_MODULES) -> None:
+    """Make the old import paths of moved modules name the moved modules (in `sys.modules`), so
+    that checkpoints pickled before the move unpickle. Imports the moved modules (Ray for RLlib's,
+    BenchMARL for MOVED_BENCHMARL_MODULES); call it just before the library reads a checkpoint."""
+    import importlib
+    import sys
+
+    for old, new in moved.items():
+        if old not in sys.modules:
+            sys.modules[old] = importlib.import_module(new)
+
+
+class _MovedModulesUnpickler(pickle.Unpickler):
+    """An unpickler that reads the old import paths of MOVED_RLLIB_MODULES as the new ones (and
+    imports nothing a pickle does not name: no Ray for pickles without RLlib classes)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        return super().find_class(MOVED_RLLIB_MODULES.get(module, module), name)
 
 
 class CheckpointError(RuntimeError):
@@ -225,7 +262,7 @@ def benchmarl_run_note(run_dir: str | Path) -> str:
         return ""
     return (" (it holds BenchMARL checkpoints, checkpoints/checkpoint_<env steps>.pt, of train.py --backend benchmarl, "
             "which RLlib cannot restore: train.py --resume and evaluate.py --checkpoint take the backend from the "
-            "run folder; in Python, agents.benchmarl_training.resume_benchmarl continues it)")
+            "run folder; in Python, agents.benchmarl.training.resume_benchmarl continues it)")
 
 
 def newest_complete_checkpoint(root: str | Path) -> Optional[Path]:
@@ -494,7 +531,7 @@ def checkpoint_module_shapes(checkpoint: str | Path) -> ModuleShapes:
         ctor = sub / "class_and_ctor_args.pkl"
         try:
             with open(ctor, "rb") as fh:
-                data = pickle.load(fh)
+                data = _MovedModulesUnpickler(fh).load()  # it names the RLModule class by import path
             kwargs = data["ctor_args_and_kwargs"][1]
             shapes[sub.name] = (space_shape(kwargs["observation_space"]), space_shape(kwargs["action_space"]))
         except Exception as exc:  # noqa: BLE001 - any unpickling failure of a damaged file

@@ -48,7 +48,7 @@ LEARNERS.register("mappo", Learner("one actor per UE, critics that see all UEs' 
 
 ACTIVATIONS = ("tanh", "relu")
 
-# The learner's switches (agents.learner.HISPPOTorchLearner reads them from learner_config_dict).
+# The learner's switches (agents.rllib.learner.HISPPOTorchLearner reads them from learner_config_dict).
 LEARNER_SWITCHES = ("reward_normalization", "advantage_normalization", "policy_clip", "value_clip",
                     "reward_norm_clip")
 
@@ -89,7 +89,7 @@ class AlgorithmConfig(Config):
         return LEARNERS[self.algo]
 
     def learner_switches(self) -> Dict[str, Any]:
-        """The switches `agents.learner.HISPPOTorchLearner` reads from `learner_config_dict`."""
+        """The switches `agents.rllib.learner.HISPPOTorchLearner` reads from `learner_config_dict`."""
         return {name: getattr(self, name) for name in LEARNER_SWITCHES}
 
 

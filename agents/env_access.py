@@ -1,6 +1,6 @@
 """The PettingZoo env as the learners and evaluators build and read it, without any learning
 library: the env factory ("module:function", default `his_env:parallel_env`) and the metrics of
-one decision point from its step infos. The RLlib adapter (agents.env_adapter), the evaluation and
+one decision point from its step infos. The RLlib adapter (agents.rllib.env_adapter), the evaluation and
 the BenchMARL runs share these, and none of them needs Ray to import it."""
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ plus `return` = sum over decision points of U.
 of each action component), batching all UEs that share a module into one forward pass; its
 `reward_mode` is the one the checkpoint was trained with. `BenchmarlCheckpointPolicy` does the
 same for a checkpoint of `train.py --backend benchmarl`, acting through the code that the BenchMARL
-runs' own greedy evaluations use (agents.benchmarl_experiment.BenchmarlGreedyPolicy).
+runs' own greedy evaluations use (agents.benchmarl.experiment.BenchmarlGreedyPolicy).
 `CHECKPOINT_POLICIES` maps a run's backend to its class (agents.checkpoints.find_checkpoint tells
 a run's backend).
 
@@ -30,7 +30,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 
 from agents.baselines import Policy
-from agents.checkpoints import BENCHMARL, CheckpointError, find_checkpoint, read_run_info, resolve_checkpoint
+from agents.checkpoints import (BENCHMARL, CheckpointError, alias_moved_modules, find_checkpoint, read_run_info,
+                                resolve_checkpoint)
 from agents.env_access import make_parallel_env, resolve_factory, step_metrics
 from his_common.storage import atomic_write_text
 
@@ -81,7 +82,7 @@ class ModulePolicy(Policy):
     def __init__(self, modules: Mapping[str, Any], algo: str = "ippo") -> None:
         import torch
 
-        from agents.ippo import SHARED_MODULE_ID
+        from agents.rllib.ippo import SHARED_MODULE_ID
 
         self.modules = dict(modules)
         self.algo = algo
@@ -116,6 +117,7 @@ class CheckpointPolicy(ModulePolicy):
     def __init__(self, checkpoint: str | Path) -> None:
         from ray.rllib.core.rl_module.rl_module import RLModule
 
+        alias_moved_modules()  # checkpoints written before agents/rllib/ name agents.modules
         self.path = resolve_checkpoint(checkpoint)  # a run folder works too; absolute, as RLlib needs
         self.info = read_run_info(self.path)
         module_dir = self.path / "learner_group" / "learner" / "rl_module"
@@ -140,11 +142,11 @@ class CheckpointPolicy(ModulePolicy):
 
 class BenchmarlCheckpointPolicy(Policy):
     """Greedy policy of a train.py --backend benchmarl checkpoint (or a run folder's newest one): the run's
-    experiment restored from it (agents.benchmarl_training.restore_greedy_policy), acting through
-    agents.benchmarl_experiment.BenchmarlGreedyPolicy, all UEs in one forward pass."""
+    experiment restored from it (agents.benchmarl.training.restore_greedy_policy), acting through
+    agents.benchmarl.experiment.BenchmarlGreedyPolicy, all UEs in one forward pass."""
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu") -> None:
-        from agents.benchmarl_training import restore_greedy_policy
+        from agents.benchmarl.training import restore_greedy_policy
 
         kind, self.path = find_checkpoint(checkpoint)
         if kind is not BENCHMARL:

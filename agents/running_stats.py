@@ -1,6 +1,6 @@
 """Exact running mean and variance of a scalar stream (no Ray, no torch): the reward statistics of
-Sec. VI-B, shared by the RLlib learner (agents.normalization) and the BenchMARL backend
-(agents.benchmarl_normalization).
+Sec. VI-B, shared by the RLlib learner (agents.rllib.normalization) and the BenchMARL backend
+(agents.benchmarl.normalization).
 
 Batches are merged with the parallel update of count, mean and sum of squared deviations (Chan,
 Golub & LeVeque). The first batch gives the batch's own moments: no start from a single sample,

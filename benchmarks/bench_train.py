@@ -15,7 +15,7 @@ Prints, for the default configuration (or the one given by --config/--set, as in
     python benchmarks/bench_train.py                       # up to 30 minutes
     python benchmarks/bench_train.py --time-limit 300 --set algorithm.lr=0.001
 
-`--backend benchmarl` measures the same for BenchMARL on the vectorised env (agents.benchmarl_training's
+`--backend benchmarl` measures the same for BenchMARL on the vectorised env (agents.benchmarl.training's
 mapping of the run settings), `--backend both` runs the RLlib side (in a child process) and then
 BenchMARL's on the same config, evaluation seeds and target. The BenchMARL side starts from a preset,
 as `train.py --backend benchmarl` does: by default `fast` (configs/presets/benchmarl_fast.yaml: shared-
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
 
     from agents.baselines import RandomPolicy, SearchPolicy
     from agents.evaluation import ModulePolicy, evaluate_policy, mean_metric, normalized_score
-    from agents.ippo import build_algo_config, set_torch_threads
+    from agents.rllib.ippo import build_algo_config, set_torch_threads
 
     from agents.config import load_run_config
     from agents.training.ray_session import init_ray, quiet_libraries
@@ -174,13 +174,13 @@ def _run_settings(args):
 
 
 def benchmarl_side(args, log) -> dict:
-    """BenchMARL IPPO with the run's settings (agents.benchmarl_training's mapping) on the vector env:
+    """BenchMARL IPPO with the run's settings (agents.benchmarl.training's mapping) on the vector env:
     agent-steps/s of training and the training time until the greedy policy's score reaches --target."""
-    from agents.benchmarl_experiment import StopTraining, run_benchmarl
-    from agents.benchmarl_training import run_spec_from_settings
+    from agents.benchmarl.experiment import StopTraining, run_benchmarl
+    from agents.benchmarl.training import run_spec_from_settings
     from agents.training.ray_session import quiet_libraries
     from experiments.benchmark import references
-    from his_env.vector.benchmarl_task import task_by_name
+    from agents.benchmarl.task import task_by_name
 
     from his_cli.args import parse_overrides
 

@@ -119,7 +119,7 @@ def cell_name(algorithm: str, scheme: str, seed: int) -> str:
 
 
 def run_spec(spec: BenchmarkSpec, algorithm: str, scheme: str, seed: int):
-    from agents.benchmarl_experiment import RunSpec
+    from agents.benchmarl.experiment import RunSpec
 
     return RunSpec(algorithm=algorithm, scheme=scheme, seed=int(seed), task=dict(spec.task),
                    experiment=dict(spec.experiment), frame_budget=spec.frame_budget,
@@ -134,7 +134,7 @@ def settings_key(settings: Mapping[str, Any]) -> str:
 
 def validate(spec: BenchmarkSpec) -> List[Tuple[str, str, int]]:
     """The grid's cells, or a BenchmarkError / ConfigError naming what is wrong and what is allowed."""
-    from agents.benchmarl_experiment import WANDB_MODES, algorithm_registry, validate_spec
+    from agents.benchmarl.experiment import WANDB_MODES, algorithm_registry, validate_spec
     from his_env.schemes import SCHEMES
 
     registry = algorithm_registry()
@@ -351,7 +351,7 @@ def run_cell(spec_dict: Dict[str, Any], refs: Dict[str, float], folder: str) -> 
     _quiet_worker()
     warnings.filterwarnings("ignore")
     logging.getLogger("torchrl").setLevel(logging.WARNING)
-    from agents.benchmarl_experiment import RunSpec, run_benchmarl
+    from agents.benchmarl.experiment import RunSpec, run_benchmarl
 
     moved = set_aside_earlier_attempt(folder)
     result = run_benchmarl(RunSpec(**spec_dict), folder, references=refs)
@@ -598,7 +598,7 @@ def _start_runner(spec: BenchmarkSpec, jobs: int):
 
 def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool, stop) -> Dict[str, Any]:
     from experiments.benchmark_report import write_report
-    from his_env.vector.benchmarl_task import task_by_name
+    from agents.benchmarl.task import task_by_name
 
     out = Path(spec.output_dir).resolve()
     names = [cell_name(a, s, seed) for a, s, seed in cells]

@@ -110,7 +110,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _main(args, signals) -> int:
     from his_env.config import ConfigError
 
-    from agents.benchmarl_experiment import BenchmarlSettingsError
+    from agents.benchmarl.experiment import BenchmarlSettingsError
     from experiments.benchmark import BenchmarkError, failed_cells, run_benchmark
     from his_common.storage import CacheLocationError
 

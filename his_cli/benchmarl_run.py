@@ -6,7 +6,7 @@
 
 Everything after the module name is BenchMARL's (Hydra's) command line: `algorithm=`, `task=`,
 `experiment=`, `model=`, `seed=`, and `section.key=value` overrides. The HIS tasks are `his/his`,
-`his/ppgfis`, `his/cfis` and `his/iis` (settings: his_env.vector.benchmarl_task); `experiment=his`
+`his/ppgfis`, `his/cfis` and `his/iis` (settings: agents.benchmarl.task); `experiment=his`
 selects the CPU-sized settings in configs/benchmark/experiment/his.yaml, `+reward=team` (or
 `individual`, `difference`) the reward mode.
 """
@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from his_env.vector import benchmarl_task
+    from agents.benchmarl import task as benchmarl_task
 
     from benchmarl.run import hydra_experiment
 

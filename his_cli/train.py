@@ -1,5 +1,5 @@
 """Command line of train.py (console script his-train): flags -> agents.training.run_training (RLlib) or
-agents.benchmarl_training.train_benchmarl_request (--backend benchmarl, or --resume of a BenchMARL run)."""
+agents.benchmarl.training.train_benchmarl_request (--backend benchmarl, or --resume of a BenchMARL run)."""
 
 import argparse
 import os
@@ -170,7 +170,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from agents.training.ray_session import quiet_libraries
 
             quiet_libraries(args.verbose, ("torchrl",))  # before BenchMARL's imports, which warn
-            from agents.benchmarl_training import BenchmarlSettingsError, train_benchmarl_request
+            from agents.benchmarl.training import BenchmarlSettingsError, train_benchmarl_request
             try:
                 train_benchmarl_request(request, args.device, log=log)
             except BenchmarlSettingsError as exc:

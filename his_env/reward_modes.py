@@ -1,7 +1,7 @@
 """Reward modes: what each UE learns from, declared once for every path.
 
 A reward mode turns what the env computes at a decision point into one reward per UE. Every path
-reads this registry: the PettingZoo adapter for RLlib (`agents.env_adapter`, numpy, shape (N,)),
+reads this registry: the PettingZoo adapter for RLlib (`agents.rllib.env_adapter`, numpy, shape (N,)),
 the vectorised env (`his_env.vector.HISVecEnv`, torch, shape (B, N)), the run configuration
 (`algorithm.reward_mode`), the BenchMARL task (`task.reward_mode`), and the CLIs' help
 (`help_text()`) and the docs (`markdown_table()`). The built-in modes are declared at the end of

@@ -12,7 +12,7 @@ Any field can be overridden in the config (`scheme.clustering`, `scheme.public_p
 or "HIS with random clustering" (Fig. 14).
 
 A new scheme is one `Scheme(...)` entry in `SCHEMES` below: the config (`scheme.name`), both envs
-and the BenchMARL task (`his/<name>`, `his_env.vector.benchmarl_task.HISTask`) read the registry.
+and the BenchMARL task (`his/<name>`, `agents.benchmarl.task.HISTask`) read the registry.
 Hydra's `task=his/<name>` also needs the task's settings file
 `configs/benchmark/task/his/<name>.yaml` (a copy of `his.yaml` with the name changed).
 """

@@ -3,7 +3,7 @@ folder as `metrics.jsonl` (appended, one JSON object a line) and `metrics.csv` (
 atomically), and the one-line progress report printed per iteration.
 
 Row keys: `iteration`, `elapsed_s` (training seconds of the whole run), `his/<name>` (the env's
-episode means from agents.callbacks: network U, Q, T, E, similarities, per-UE means),
+episode means from agents.rllib.callbacks: network U, Q, T, E, similarities, per-UE means),
 `learner/<name>` (PPO statistics averaged over the modules, plus the HIS learner's own) and
 `perf/<name>` (env and agent steps, iteration seconds, throughput).
 """

@@ -61,7 +61,7 @@ def probe_env(env_config: Mapping[str, Any], global_obs: bool, reward_mode: str,
               seed: int, module_ids_for: Callable[[List[str]], List[str]]) -> EnvProbe:
     """Build the env the learners will see (RLlib adapter included) and reset it once;
     `module_ids_for(agents)` gives the learner's module ids."""
-    from agents.env_adapter import HISMultiAgentEnv
+    from agents.rllib.env_adapter import HISMultiAgentEnv
 
     adapter_config = {"env": dict(env_config), "global_obs": global_obs, "env_factory": env_factory,
                       "reward_mode": reward_mode}
@@ -125,7 +125,7 @@ def check_resumed_modules(expected: ModuleShapes, checkpoint: Path, agents: Sequ
     except Exception as exc:  # noqa: BLE001 - a damaged learner state
         raise CheckpointError(f"checkpoint {str(checkpoint)!r}: cannot read the learner state "
                               f"({type(exc).__name__}: {exc})") from exc
-    from agents.learner import REWARD_NORMALIZER_STATE_KEY
+    from agents.rllib.learner import REWARD_NORMALIZER_STATE_KEY
 
     stats = (state.get(REWARD_NORMALIZER_STATE_KEY) or {}).get("stats") if isinstance(state, dict) else None
     if stats and set(stats) != set(agents):

@@ -105,7 +105,7 @@ class _Prepared:
 
 def _prepare(req: TrainingRequest) -> _Prepared:
     """Step 1: resolve what the run is and check everything that can be checked without writing."""
-    from agents.ippo import module_ids
+    from agents.rllib.ippo import module_ids
 
     plan = None
     if req.resume is not None:
@@ -158,6 +158,9 @@ def _prepare(req: TrainingRequest) -> _Prepared:
 
 def _restore(algo, plan: ResumePlan) -> None:
     """Restore `plan.checkpoint` into `algo` and check that the learner now holds its weights."""
+    from agents.checkpoints import alias_moved_modules
+
+    alias_moved_modules()  # checkpoints written before agents/rllib/ name agents.learner etc.
     try:
         algo.restore_from_path(str(plan.checkpoint))
     except Exception as exc:  # noqa: BLE001 - any unpickling failure
@@ -242,7 +245,7 @@ def run_training(req: TrainingRequest, log: Callable[[str], None] = print) -> Tr
             "are not repeatable (train.py sets it)")
 
     # 3. Ray and the algorithm
-    from agents.ippo import build_algo_config, set_torch_threads
+    from agents.rllib.ippo import build_algo_config, set_torch_threads
 
     set_torch_threads(run.experiment.torch_threads)
     init_ray(req.ray_address, run.experiment.torch_threads, run.experiment.num_env_runners, req.verbose)

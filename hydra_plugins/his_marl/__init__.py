@@ -14,7 +14,7 @@ from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 try:
-    from his_env.vector import benchmarl_task as _his_task
+    from agents.benchmarl import task as _his_task
 except ImportError:  # BenchMARL/TorchRL absent: nothing to register
     _his_task = None
 

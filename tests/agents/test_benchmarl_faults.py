@@ -125,8 +125,8 @@ def test_a_time_limit_that_cannot_end_is_refused_naming_the_flag(tmp_path, value
 @pytest.mark.parametrize("setting, value", [("time_limit_s", float("inf")), ("time_limit_s", float("nan")),
                                             ("time_limit_s", 0.0), ("iterations", 0), ("timesteps", -40)])
 def test_the_library_refuses_a_budget_that_cannot_end_before_anything_is_built(tmp_path, monkeypatch, setting, value):
-    from agents import benchmarl_training
-    from agents.benchmarl_experiment import BenchmarlSettingsError
+    from agents.benchmarl import training as benchmarl_training
+    from agents.benchmarl.experiment import BenchmarlSettingsError
 
     def never(*args, **kwargs):
         raise AssertionError("the experiment was built")
@@ -140,7 +140,7 @@ def test_the_library_refuses_a_budget_that_cannot_end_before_anything_is_built(t
 
 
 def test_the_library_refuses_a_cache_folder_that_is_a_file_before_anything_is_written(tmp_path, monkeypatch):
-    from agents.benchmarl_training import train_benchmarl
+    from agents.benchmarl.training import train_benchmarl
     from agents.training import PreflightError
 
     cache = tmp_path / "cache-file"
@@ -154,7 +154,7 @@ def test_the_library_refuses_a_cache_folder_that_is_a_file_before_anything_is_wr
 
 
 def test_a_failure_while_running_exits_1_with_a_message(tmp_path, monkeypatch, capsys):
-    from agents import benchmarl_training
+    from agents.benchmarl import training as benchmarl_training
     from his_cli import train
 
     def fail(*args, **kwargs):

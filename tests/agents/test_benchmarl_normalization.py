@@ -1,4 +1,4 @@
-"""agents.benchmarl_normalization: the RLlib learner's switches on BenchMARL, against numpy by hand."""
+"""agents.benchmarl.normalization: the RLlib learner's switches on BenchMARL, against numpy by hand."""
 import pickle
 
 import numpy as np
@@ -9,8 +9,8 @@ pytest.importorskip("benchmarl")
 import torch  # noqa: E402
 from tensordict import TensorDict  # noqa: E402
 
-from agents.benchmarl_experiment import BenchmarlSettingsError, RunSpec, build_experiment, validate_spec  # noqa: E402
-from agents.benchmarl_normalization import LearnerSwitches  # noqa: E402
+from agents.benchmarl.experiment import BenchmarlSettingsError, RunSpec, build_experiment, validate_spec  # noqa: E402
+from agents.benchmarl.normalization import LearnerSwitches  # noqa: E402
 
 
 def batch_of(rewards: np.ndarray) -> TensorDict:

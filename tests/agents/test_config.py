@@ -153,7 +153,7 @@ def test_shipped_configs_say_what_they_change():
 
 
 def test_learner_defaults_are_the_algorithm_defaults():
-    from agents.learner import DEFAULT_SWITCHES
+    from agents.rllib.learner import DEFAULT_SWITCHES
 
     assert DEFAULT_SWITCHES == {"reward_normalization": True, "advantage_normalization": True, "policy_clip": True,
                                 "value_clip": 0.2, "reward_norm_clip": None}

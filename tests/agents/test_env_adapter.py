@@ -13,7 +13,7 @@ def env_config():
 
 
 def adapter(**extra):
-    from agents.env_adapter import HISMultiAgentEnv
+    from agents.rllib.env_adapter import HISMultiAgentEnv
 
     return HISMultiAgentEnv({"env": env_config(), **extra})
 
@@ -72,7 +72,7 @@ def test_team_reward_is_the_utility_shared_and_individual_is_eq33():
         assert r_ind == r_ref
         assert all(v == pytest.approx(utility / len(agents), rel=1e-12) for v in r_team.values())
     # RLlib sees a time-limit truncation, and the episode's mean network metrics come with it
-    from agents.env_adapter import EPISODE_SUMMARY_KEY
+    from agents.rllib.env_adapter import EPISODE_SUMMARY_KEY
 
     assert truncs["__all__"] is True
     summary = out_infos[agents[0]][EPISODE_SUMMARY_KEY]
@@ -109,7 +109,7 @@ def test_other_learners_build_and_train_one_iteration(algo, modules, critic_in):
     import torch
 
     from agents.config import RunConfig
-    from agents.ippo import build_algo_config
+    from agents.rllib.ippo import build_algo_config
 
     torch.set_num_threads(1)
     ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)

@@ -26,7 +26,7 @@ def episodes_and_config():
     from ray.rllib.env.multi_agent_env_runner import MultiAgentEnvRunner
 
     from agents.config import RunConfig
-    from agents.ippo import build_algo_config
+    from agents.rllib.ippo import build_algo_config
 
     torch.set_num_threads(1)
     env_cfg = tiny_env_config()
@@ -40,7 +40,7 @@ def episodes_and_config():
 
 def test_time_limit_is_truncation_not_termination(episodes_and_config):
     """The env ends episodes by truncation; RLlib must see truncated (bootstrap with V(s_T)),
-    not terminated, for every UE (see agents.env_adapter.rllib_done_flags)."""
+    not terminated, for every UE (see agents.rllib.env_adapter.rllib_done_flags)."""
     episodes, _, _ = episodes_and_config
     for episode in episodes:
         assert episode.is_truncated and not episode.is_terminated
@@ -49,7 +49,7 @@ def test_time_limit_is_truncation_not_termination(episodes_and_config):
 
 
 def test_rllib_done_flags():
-    from agents.env_adapter import rllib_done_flags
+    from agents.rllib.env_adapter import rllib_done_flags
 
     terms, truncs = rllib_done_flags({"a": False, "b": False}, {"a": True, "b": True})
     assert truncs == {"__all__": True} and terms == {"a": False, "b": False, "__all__": False}
@@ -62,7 +62,7 @@ def test_rllib_done_flags():
 
 
 def build_learner(env_cfg, train, **switches):
-    from agents.ippo import build_algo_config
+    from agents.rllib.ippo import build_algo_config
 
     train = train.with_overrides({f"algorithm.{key}": value for key, value in switches.items()})
     torch.manual_seed(123)  # identical initial weights for every learner built here
@@ -197,7 +197,7 @@ def test_learner_value_clip_and_policy_clip_switches(episodes_and_config):
 def test_greedy_actions_are_argmax_per_component():
     import gymnasium as gym
 
-    from agents.modules import HISActorCriticModule
+    from agents.rllib.modules import HISActorCriticModule
 
     torch.manual_seed(0)
     module = HISActorCriticModule(observation_space=gym.spaces.Box(0, 1, (3,), np.float32),

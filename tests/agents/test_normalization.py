@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from agents.normalization import RewardNormalizer, RunningMeanStd
+from agents.rllib.normalization import RewardNormalizer, RunningMeanStd
 
 
 def test_running_mean_std_by_hand():

@@ -1,7 +1,7 @@
 """Checkpoint files without Ray: saving never deletes what it just wrote, a failed save leaves the
 previous checkpoint intact and says so, interrupted saves are cleaned up, folders get the usual
 permissions, a damaged `latest` gives a message, and the modules a checkpoint holds are read
-from its files."""
+from its files (also from checkpoints written before the RLlib modules moved to agents/rllib/)."""
 import errno
 import json
 import os
@@ -122,3 +122,49 @@ def test_module_shapes_are_read_from_the_checkpoint_and_compared(tmp_path):
     wider = {f"ue_{i}": ((12,), (17, 12)) for i in range(3)}
     assert "observation size 3" in describe_module_mismatch(wider, found)
     json.dumps(found)  # plain values
+
+
+def test_checkpoints_written_before_the_rllib_modules_moved_still_read(tmp_path):
+    """RLlib pickles the RLModule class by import path; checkpoints from before agents/rllib/ name
+    `agents.modules`, which reading a checkpoint maps to `agents.rllib.modules`."""
+    import importlib
+    import sys
+
+    pytest.importorskip("ray")
+    from agents.checkpoints import MODULES_DIR, MOVED_RLLIB_MODULES, alias_moved_modules
+    from agents.rllib.modules import HISActorCriticModule
+
+    stored = {"class": HISActorCriticModule,
+              "ctor_args_and_kwargs": ((), {"observation_space": gym.spaces.Box(0, 1, (3,), np.float32),
+                                            "action_space": gym.spaces.MultiDiscrete([4, 5])})}
+    new, old = b"cagents.rllib.modules\nHISActorCriticModule\n", b"cagents.modules\nHISActorCriticModule\n"
+    body = pickle.dumps(stored, protocol=0)  # protocol 0 names a class on one text line
+    assert new in body
+    sub = tmp_path / MODULES_DIR / "ue_0"
+    sub.mkdir(parents=True)
+    (sub / "class_and_ctor_args.pkl").write_bytes(body.replace(new, old))
+    assert checkpoint_module_shapes(tmp_path) == {"ue_0": ((3,), (4, 5))}
+    alias_moved_modules()  # what RLlib's own loaders (RLModule.from_checkpoint, restore_from_path) need
+    assert pickle.loads(body.replace(new, old))["class"] is HISActorCriticModule
+    assert all(sys.modules[o] is importlib.import_module(n) for o, n in MOVED_RLLIB_MODULES.items())
+
+
+def test_benchmarl_run_folders_from_before_the_move_reload_with_the_aliases():
+    """BenchMARL's config.pkl names `his_env.vector.benchmarl_task.HISTask` in run folders written
+    before the task moved to agents/benchmarl/task.py."""
+    import importlib
+    import sys
+
+    pytest.importorskip("benchmarl")
+    from agents.checkpoints import MOVED_BENCHMARL_MODULES, alias_moved_modules
+
+    try:
+        alias_moved_modules(MOVED_BENCHMARL_MODULES)
+        from agents.benchmarl.task import HISTask
+
+        assert pickle.loads(b"chis_env.vector.benchmarl_task\nHISTask\n.") is HISTask
+        assert all(sys.modules[o] is importlib.import_module(n) for o, n in MOVED_BENCHMARL_MODULES.items())
+    finally:  # the simulator's namespace holds no BenchMARL name for the other tests
+        for old in MOVED_BENCHMARL_MODULES:
+            sys.modules.pop(old, None)
+

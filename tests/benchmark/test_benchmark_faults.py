@@ -47,7 +47,7 @@ def fake_evaluation(tmp_path, monkeypatch):
     """U of the random policy 1.0, of the search 3.0, counted; the cache in tmp_path."""
     import agents.evaluation
     from agents.baselines import SearchPolicy
-    from his_env.vector.benchmarl_task import task_by_name
+    from agents.benchmarl.task import task_by_name
 
     calls = []
 

@@ -14,7 +14,7 @@ from benchmarl.environments import task_config_registry  # noqa: E402
 from torchrl.data import Bounded, Categorical  # noqa: E402
 
 from his_env.config import ConfigError  # noqa: E402
-from his_env.vector import benchmarl_task as bt  # noqa: E402
+from agents.benchmarl import task as bt  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 # N = 4 and a small decision-point bank keep the whole file fast; 20 decision points per episode (the default).
@@ -87,7 +87,7 @@ def test_specs_seen_by_benchmarl(continuous):
 
 
 def small_spec(algorithm, **kw):
-    from agents.benchmarl_experiment import RunSpec
+    from agents.benchmarl.experiment import RunSpec
 
     return RunSpec(algorithm=algorithm, scheme=kw.pop("scheme", "his"), seed=kw.pop("seed", 0), task=dict(SMALL_TASK),
                    experiment=dict(SMALL_EXPERIMENT), frame_budget=kw.pop("frame_budget", 3 * FRAMES_PER_BATCH),
@@ -96,7 +96,7 @@ def small_spec(algorithm, **kw):
 
 @pytest.mark.parametrize("algorithm", DISCRETE + CONTINUOUS)
 def test_every_algorithm_trains_a_few_iterations(algorithm, tmp_path):
-    from agents.benchmarl_experiment import run_benchmarl
+    from agents.benchmarl.experiment import run_benchmarl
 
     out = run_benchmarl(small_spec(algorithm), tmp_path, references={"random": 0.0, "search": 1.0})
     s = out["summary"]
@@ -109,7 +109,7 @@ def test_every_algorithm_trains_a_few_iterations(algorithm, tmp_path):
 
 
 def test_time_budget_stops_after_the_iteration_that_spends_it(tmp_path):
-    from agents.benchmarl_experiment import run_benchmarl
+    from agents.benchmarl.experiment import run_benchmarl
 
     spec = small_spec("ippo", frame_budget=None, time_budget_s=1e-6)
     out = run_benchmarl(spec, tmp_path)

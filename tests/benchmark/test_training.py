@@ -1,4 +1,4 @@
-"""agents.benchmarl_training: the BenchMARL backend of train.py writes train.py's run folder."""
+"""agents.benchmarl.training: the BenchMARL backend of train.py writes train.py's run folder."""
 import json
 
 import pytest
@@ -7,8 +7,8 @@ import yaml
 pytest.importorskip("torchrl")
 pytest.importorskip("benchmarl")
 
-from agents.benchmarl_experiment import BenchmarlSettingsError  # noqa: E402
-from agents.benchmarl_training import learner_label, run_spec_from_settings, train_benchmarl  # noqa: E402
+from agents.benchmarl.experiment import BenchmarlSettingsError  # noqa: E402
+from agents.benchmarl.training import learner_label, run_spec_from_settings, train_benchmarl  # noqa: E402
 
 
 def test_run_settings_map_onto_benchmarl():
@@ -71,7 +71,7 @@ def test_run_folder_metrics_checkpoints_and_evaluation(tmp_path):
     restored.close()
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["backend"] == "benchmarl" and config["num_ues"] == 4
-    assert config["backend_unused"] == {}  # the value clip is applied (agents.benchmarl_normalization)
+    assert config["backend_unused"] == {}  # the value clip is applied (agents.benchmarl.normalization)
     assert config["benchmarl"]["learner_switches"] == {"reward_normalization": True, "reward_norm_clip": None,
                                                        "advantage_normalization": True, "value_clip": 0.2}
     assert "learner/reward_norm_std" in rows[-1] and rows[-1]["learner/reward_norm_count"] == 3 * frames

@@ -64,8 +64,8 @@ def test_a_mode_that_needs_counterfactuals_refuses_to_run_without_them():
 
 def test_one_default_on_every_path():
     from agents.config import AlgorithmConfig
-    from agents.env_adapter import HISMultiAgentEnv
-    from his_env.vector.benchmarl_task import TaskConfig
+    from agents.rllib.env_adapter import HISMultiAgentEnv
+    from agents.benchmarl.task import TaskConfig
 
     assert DEFAULT_REWARD_MODE == "difference"
     assert inspect.signature(HISVecEnv.__init__).parameters["reward_mode"].default == DEFAULT_REWARD_MODE
@@ -89,8 +89,8 @@ def blend(monkeypatch):
 
 def test_a_new_reward_mode_reaches_every_path(blend):
     from agents.config import AlgorithmConfig, load_run_config
-    from agents.env_adapter import HISMultiAgentEnv
-    from his_env.vector.benchmarl_task import HISTask, task_config
+    from agents.rllib.env_adapter import HISMultiAgentEnv
+    from agents.benchmarl.task import HISTask, task_config
 
     # the RLlib adapter (numpy), against the definition computed from independently stepped envs
     adapter = HISMultiAgentEnv({"env": HISConfig.from_dict(TINY).to_dict(), "reward_mode": blend})
@@ -146,7 +146,7 @@ def test_a_new_reward_mode_reaches_every_path(blend):
 def random_his():
     """HIS with random clustering as a scheme of its own; the registry (and BenchMARL's view of it)
     is restored afterwards."""
-    from his_env.vector import benchmarl_task as bt
+    from agents.benchmarl import task as bt
 
     saved = dict(SCHEMES._entries)
     SCHEMES.register("hisrandom", Scheme("hisrandom", "random", "generated", True, True, "kkt"))
@@ -160,7 +160,7 @@ def random_his():
 def test_a_new_scheme_reaches_every_path(random_his):
     from benchmarl.environments import task_config_registry
 
-    from his_env.vector import benchmarl_task as bt
+    from agents.benchmarl import task as bt
 
     config = HISConfig.from_dict({**TINY, "scheme": {"name": random_his}})  # the config accepts it
     env = his_env.parallel_env(config)
@@ -187,7 +187,7 @@ def test_a_new_scheme_reaches_every_path(random_his):
 def test_benchmarl_forgets_a_scheme_that_is_no_longer_registered():
     from benchmarl.environments import task_config_registry
 
-    from his_env.vector import benchmarl_task as bt
+    from agents.benchmarl import task as bt
 
     def his_tasks():
         return sorted(k for k in task_config_registry if k.startswith("his/"))
@@ -250,7 +250,7 @@ def test_infos_of_both_envs_survive_float32():
 def test_benchmarl_keeps_infos_in_float64():
     from tensordict import TensorDict
 
-    from his_env.vector import benchmarl_task as bt
+    from agents.benchmarl import task as bt
 
     task = bt.HISTask.HIS.get_task({"num_ues": 4, "bank_size": 8})
     env = task.get_env_fun(num_envs=2, continuous_actions=False, seed=0, device="cpu")()

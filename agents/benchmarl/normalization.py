@@ -1,7 +1,7 @@
 """The RLlib learner's reward and advantage normalisation (Sec. VI-B, Alg. 2), for BenchMARL's PPO.
 
 BenchMARL's IPPO and MAPPO train on raw rewards and raw advantages, without a value clip. The paper's
-MIRA (and this project's RLlib learner, agents.learner) normalises both and clips values; this adds
+MIRA (and this project's RLlib learner, agents.rllib.learner) normalises both and clips values; this adds
 that to a BenchMARL experiment, so that `train.py --backend benchmarl` trains what `train.py` trains:
 
 `LearnerSwitches`, a BenchMARL callback, holds them:
@@ -40,7 +40,7 @@ class LearnerSwitches(Callback):
     reward statistics it had.
     """
 
-    part_of_run = True  # agents.benchmarl_experiment.HISExperiment pickles such callbacks
+    part_of_run = True  # agents.benchmarl.experiment.HISExperiment pickles such callbacks
 
     def __init__(self, reward_normalization: bool = False, reward_norm_clip: Optional[float] = None,
                  advantage_normalization: bool = False, value_clip: Optional[float] = None,

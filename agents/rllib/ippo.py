@@ -7,8 +7,8 @@ shared-parameter PPO and MAPPO, all on RLlib's new API stack.
 - `mappo`: one actor per UE that sees its own observation, and a centralised critic per UE
   that sees the observations of all UEs (the env adapter appends them).
 
-All three use `agents.learner.HISPPOTorchLearner` (Eqs. 34-37, reward and advantage
-normalisation switches) and `agents.modules.HISActorCriticModule`. Their settings are an
+All three use `agents.rllib.learner.HISPPOTorchLearner` (Eqs. 34-37, reward and advantage
+normalisation switches) and `agents.rllib.modules.HISActorCriticModule`. Their settings are an
 `agents.config.RunConfig` (`algorithm:` and `experiment:` sections of the YAML configs).
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ def env_creator(config: Mapping[str, Any]):
     """RLlib env creator (runs in every EnvRunner process)."""
     import torch
 
-    from agents.env_adapter import HISMultiAgentEnv
+    from agents.rllib.env_adapter import HISMultiAgentEnv
 
     threads = int(config.get("torch_threads", 1))
     if torch.get_num_threads() != threads:
@@ -69,11 +69,11 @@ def build_algo_config(run: RunConfig):
     from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-    from agents.callbacks import HISMetricsCallback
-    from agents.env_adapter import HISMultiAgentEnv
-    from agents.env_runner import HISMultiAgentEnvRunner
-    from agents.learner import HISPPOTorchLearner
-    from agents.modules import HISActorCriticModule
+    from agents.rllib.callbacks import HISMetricsCallback
+    from agents.rllib.env_adapter import HISMultiAgentEnv
+    from agents.rllib.env_runner import HISMultiAgentEnvRunner
+    from agents.rllib.learner import HISPPOTorchLearner
+    from agents.rllib.modules import HISActorCriticModule
 
     register_env()
     algorithm, experiment = run.algorithm, run.experiment

@@ -16,7 +16,7 @@ What differs from RLlib's stock `PPOTorchLearner`:
 - **Policy loss** is Eq. (34) with the clip `epsilon` (`clip_param`), or the unclipped
   importance-weighted surrogate when `policy_clip` is off ("vanilla" ablation), plus the
   entropy bonus of Eqs. (35)-(36) with coefficient eta (`entropy_coeff`).
-- **Reward normalisation** (`agents.normalization.RewardNormalizer`) is the first piece of
+- **Reward normalisation** (`agents.rllib.normalization.RewardNormalizer`) is the first piece of
   the Learner connector pipeline; its running statistics are part of the Learner state and
   therefore of every checkpoint.
 
@@ -50,7 +50,7 @@ from ray.rllib.utils.postprocessing.value_predictions import compute_value_targe
 from ray.rllib.utils.torch_utils import explained_variance
 
 from agents.config import AlgorithmConfig
-from agents.normalization import RewardNormalizer
+from agents.rllib.normalization import RewardNormalizer
 
 REWARD_NORMALIZER_STATE_KEY = "his_reward_normalizer"
 CLIP_FRACTION_KEY = "clip_fraction"

@@ -19,7 +19,7 @@
   averages the network metrics of each decision point (U, Q, T, E and the clustering metrics
   from the infos' network-wide keys, the per-cluster lists of `env.network_summary()`, and
   per-UE means of the decision variables, similarities and energies) over the episode and
-  hands the summary to `agents.callbacks` in the last step's info of the first agent, under
+  hands the summary to `agents.rllib.callbacks` in the last step's info of the first agent, under
   `EPISODE_SUMMARY_KEY`.
 
 `make_parallel_env(env_config)` (agents.env_access) builds the underlying PettingZoo env; the

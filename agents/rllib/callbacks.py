@@ -1,7 +1,7 @@
 """Metrics out of the HIS env into RLlib's results (and from there into W&B).
 
 `HISMetricsCallback.on_episode_end` takes the per-episode summary that
-`agents.env_adapter.HISMultiAgentEnv` leaves in the last step's info (network utility U,
+`agents.rllib.env_adapter.HISMultiAgentEnv` leaves in the last step's info (network utility U,
 quality Q, delay T, energy E averaged over the episode's decision points, the number of
 clusters and the clustering metrics, per-cluster stats from `env.network_summary()`, per-UE
 means of the decision variables and of the energies `ue_energy` and `es_energy_share`) and
@@ -14,7 +14,7 @@ from typing import Any, Dict, Mapping
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
-from agents.env_adapter import EPISODE_SUMMARY_KEY
+from agents.rllib.env_adapter import EPISODE_SUMMARY_KEY
 
 METRICS_PREFIX = "his"
 

@@ -1,6 +1,6 @@
 """Training on the vectorised env with BenchMARL's IPPO or MAPPO, in train.py's run-folder layout.
 
-    from agents.benchmarl_training import resume_benchmarl, train_benchmarl
+    from agents.benchmarl.training import resume_benchmarl, train_benchmarl
     summary = train_benchmarl(env_config, {"algo": "mappo", "lr": 0.005}, {"seed": 3}, "runs/my-run",
                               time_limit_s=300)
     summary = resume_benchmarl("runs/my-run", iterations=200)   # continue it, up to 200 iterations in all
@@ -22,7 +22,7 @@ by default: ppo-shared, 2 epochs, 8 episodes per iteration, minibatches of 6,400
 | algorithm.episodes_per_iteration | B, the vector env's batch: one iteration is B episodes |
 | algorithm.reward_mode | the task's reward mode |
 | experiment.seed, evaluation_episodes, torch_threads | the BenchMARL seed (env, networks); episodes of the final greedy evaluation (0: none), on train.py's seeds; torch threads of the run (unlike RLlib's learners, BenchMARL's gain from a second core) |
-| algorithm.reward_normalization, reward_norm_clip, advantage_normalization, value_clip | the RLlib learner's switches, added to BenchMARL's PPO by agents.benchmarl_normalization |
+| algorithm.reward_normalization, reward_norm_clip, advantage_normalization, value_clip | the RLlib learner's switches, added to BenchMARL's PPO by agents.benchmarl.normalization |
 
 `algorithm.policy_clip: false` (the unclipped surrogate) has no BenchMARL counterpart: BenchMARL's
 PPO always clips; `config.yaml` lists it under `backend_unused`, so a reader sees it was not applied.
@@ -67,7 +67,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import yaml
 from benchmarl.experiment.callback import Callback
 
-from agents.benchmarl_experiment import (BenchmarlSettingsError, CurveTracker, RunSpec, WANDB_MODES,
+from agents.benchmarl.experiment import (BenchmarlSettingsError, CurveTracker, RunSpec, WANDB_MODES,
                                          build_experiment, greedy_policy, peak_memory, reset_peak_memory,
                                          validate_spec)
 from agents.checkpoints import (BENCHMARL, BENCHMARL_RECORD_KEY, CHECKPOINTS_DIR, CONFIG_FILE, CheckpointError,
@@ -254,7 +254,7 @@ def _prepare(env_config, algorithm: Mapping[str, Any], experiment: Mapping[str, 
              checkpoint_every: int, keep_checkpoints: int, device: str, plan: Optional[ResumePlan] = None) -> _Run:
     """The run's spec: the settings' BenchMARL run, its frame and time budgets (`stop`; iterations and env
     steps count the whole run, the time this invocation), the checkpoint cadence; checked (validate_spec)."""
-    from his_env.vector.benchmarl_task import task_by_name
+    from agents.benchmarl.task import task_by_name
 
     algorithm = {**default_algorithm(), **dict(algorithm)}
     spec = run_spec_from_settings(env_config, algorithm, experiment, device)
@@ -380,7 +380,7 @@ def _train(run: _Run, eval_baselines: Sequence[str], wandb_mode: str, wandb_proj
     """Build (or restore) the experiment, train until a stop rule, checkpoint, evaluate, log."""
     import torch
 
-    from his_env.vector.benchmarl_task import task_by_name
+    from agents.benchmarl.task import task_by_name
 
     quiet_libraries(verbose, ("torchrl",))
     spec, out, plan = run.spec, run.out, run.plan
@@ -468,7 +468,7 @@ def _finish(exp, run: _Run, his_config, metrics: MetricsRows, tracker: CurveTrac
 
 
 def restore_greedy_policy(checkpoint: str | Path, device: str = "cpu"):
-    """The greedy policy (agents.benchmarl_experiment.BenchmarlGreedyPolicy) of a BenchMARL checkpoint of a
+    """The greedy policy (agents.benchmarl.experiment.BenchmarlGreedyPolicy) of a BenchMARL checkpoint of a
     train.py run: the run's experiment rebuilt from its config.yaml in a temporary folder (the run folder is
     only read) and restored from `checkpoint` onto `device`. A checkpoint that does not load raises
     CheckpointError."""

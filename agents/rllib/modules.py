@@ -4,7 +4,7 @@ An actor MLP maps the UE's own observation (Eq. 31: similarity, ES SM budget, UE
 logits of the factorised MultiDiscrete action (common steps x, ES personalised steps y); a
 separate critic MLP maps either the same local observation (IPPO, shared PPO) or the
 centralised state (MAPPO) to a value. For MAPPO the env adapter appends the observations of
-all UEs to each UE's own (`agents.env_adapter`), and the actor reads only the first
+all UEs to each UE's own (`agents.rllib.env_adapter`), and the actor reads only the first
 `local_obs_dim` entries, so execution stays decentralised.
 
 model_config keys: `hidden` (list of widths, Table II: [256, 256, 256]), `activation`

@@ -1,7 +1,7 @@
 """HIS as a BenchMARL task: `his/<scheme>` for every scheme of `his_env.schemes.SCHEMES` (`his/his`,
 `his/ppgfis`, `his/cfis`, `his/iis`).
 
-    import his_env.vector.benchmarl_task as his_task    # registers the tasks with BenchMARL
+    import agents.benchmarl.task as his_task             # registers the tasks with BenchMARL
     from benchmarl.algorithms import MappoConfig
     from benchmarl.experiment import Experiment, ExperimentConfig
     from benchmarl.models import MlpConfig

@@ -5,13 +5,13 @@ and feeds the learner `(r - mean) / std`. RLlib's new API stack has no reward fi
 module supplies one:
 
 - `RunningMeanStd` (agents.running_stats): exact running moments of a stream, merged one
-  batch at a time. The BenchMARL backend (agents.benchmarl_normalization) uses the same class.
+  batch at a time. The BenchMARL backend (agents.benchmarl.normalization) uses the same class.
 - `RewardNormalizer`: a learner-connector piece that, at the start of every update, merges
   each agent's new rewards into that agent's `RunningMeanStd` and then rewrites the rewards
   of the training episodes as `(r - mean) / sqrt(var + eps)`. It runs on the Learner, so
   every reward sampled by every EnvRunner passes through one set of statistics: there is
   nothing to synchronise between EnvRunners, and the statistics are saved with the Learner
-  state in every checkpoint (see `agents.learner.HISPPOTorchLearner.get_state`).
+  state in every checkpoint (see `agents.rllib.learner.HISPPOTorchLearner.get_state`).
 
 Statistics are keyed by agent id, not by module id, so the shared-parameter learner keeps the
 paper's per-agent normalisation too. With several remote Learners (`experiment.num_learners > 1`)

@@ -1,7 +1,7 @@
 """One BenchMARL run on an HIS task: settings, a frame or time budget, and the greedy score curve.
 
 `run_benchmarl(RunSpec(...))` builds BenchMARL's `Experiment` for an HIS task
-(his_env.vector.benchmarl_task), trains it until its frame budget (BenchMARL's `max_n_frames`) or
+(agents.benchmarl.task), trains it until its frame budget (BenchMARL's `max_n_frames`) or
 its time budget (seconds of training, checked after every iteration) is spent, and returns a
 summary plus a learning curve. Curve points are taken after the first iteration and whenever the
 collected frames reach a multiple of the experiment's `evaluation_interval`, and once more at the
@@ -84,7 +84,7 @@ def experiment_config(overrides: Optional[Mapping[str, Any]] = None, preset: Opt
     from benchmarl.experiment import ExperimentConfig
     from benchmarl.utils import _read_yaml_config
 
-    from his_env.vector.benchmarl_task import CONFIG_DIR
+    from agents.benchmarl.task import CONFIG_DIR
 
     cfg = ExperimentConfig.get_from_yaml()
     allowed = [f.name for f in fields(ExperimentConfig)]
@@ -146,7 +146,7 @@ class RunSpec:
     device: str = "cpu"                   # sampling and training device
     wandb_mode: str = "disabled"
     wandb_project: str = "his-marl"
-    learner_switches: Dict[str, Any] = field(default_factory=dict)  # agents.benchmarl_normalization.LearnerSwitches
+    learner_switches: Dict[str, Any] = field(default_factory=dict)  # agents.benchmarl.normalization.LearnerSwitches
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -154,7 +154,7 @@ class RunSpec:
 
 def validate_spec(spec: RunSpec) -> None:
     """Refuse a run that cannot work, before anything is built (names, device, budget, settings)."""
-    from his_env.vector.benchmarl_task import task_by_name
+    from agents.benchmarl.task import task_by_name
 
     registry = algorithm_registry()
     registry.check(spec.algorithm, "algorithm", BenchmarlSettingsError)
@@ -196,7 +196,7 @@ def check_learner_switches(spec: RunSpec) -> None:
     """`spec.learner_switches`: known keys, values in range, the PPO-only ones on a PPO algorithm."""
     import inspect
 
-    from agents.benchmarl_normalization import PPO_LOSS_ALGORITHMS, LearnerSwitches
+    from agents.benchmarl.normalization import PPO_LOSS_ALGORITHMS, LearnerSwitches
 
     allowed = [k for k in inspect.signature(LearnerSwitches).parameters if k not in ("group", "eps")]
     switches = dict(spec.learner_switches)
@@ -323,7 +323,7 @@ class HISExperiment(Experiment):
 
     `folder` (optional) is the run folder itself: BenchMARL's `config.pkl`, `checkpoints/` and its
     loggers' folders go there instead of into a subfolder BenchMARL names. Only callbacks marked
-    `part_of_run` (agents.benchmarl_normalization.LearnerSwitches) are pickled into `config.pkl`,
+    `part_of_run` (agents.benchmarl.normalization.LearnerSwitches) are pickled into `config.pkl`,
     so that a reloaded run keeps them; the others may hold open environments.
 
     A callback's `StopTraining` ends the run as BenchMARL's frame limit does: the iteration counts,
@@ -463,7 +463,7 @@ def build_experiment(spec: RunSpec, folder: str | Path, callbacks: Sequence[Any]
                      restore_file: Optional[str | Path] = None, progress_bar: bool = False):
     """BenchMARL's Experiment for `spec`; its files go to `folder` (or a subfolder BenchMARL names). With
     `restore_file` (one of its checkpoints) it continues from that checkpoint's state, loaded onto `spec.device`."""
-    from his_env.vector.benchmarl_task import task_by_name
+    from agents.benchmarl.task import task_by_name
 
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -492,7 +492,7 @@ def build_experiment(spec: RunSpec, folder: str | Path, callbacks: Sequence[Any]
     task = task_by_name(spec.scheme).get_task(dict(spec.task))
     model = model_config(spec.hidden, spec.activation)
     if any(v not in (None, False) for v in spec.learner_switches.values()):
-        from agents.benchmarl_normalization import LearnerSwitches
+        from agents.benchmarl.normalization import LearnerSwitches
 
         callbacks = [LearnerSwitches(**spec.learner_switches), *callbacks]
     return HISExperiment(task=task, algorithm_config=algorithm_config(spec.algorithm, spec.algorithm_settings),
@@ -534,7 +534,7 @@ def run_benchmarl(spec: RunSpec, folder: str | Path, references: Optional[Mappin
     """
     import torch
 
-    from his_env.vector.benchmarl_task import task_by_name
+    from agents.benchmarl.task import task_by_name
 
     validate_spec(spec)
     reset_peak_memory()
