@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 from his_common.config import (Config, ConfigError, check, deep_merge, load_yaml, parse_assignment, set_dotted,
-                               setting)
+                               setting, shipped_configs_dir)
 from his_common.registry import Registry
 from his_env.config import HISConfig
 from his_env.reward_modes import DEFAULT_REWARD_MODE, REWARD_MODES
@@ -34,17 +34,34 @@ from his_env.reward_modes import DEFAULT_REWARD_MODE, REWARD_MODES
 
 @dataclass(frozen=True)
 class Learner:
-    """How a learner maps UEs to RLModules and what its critics see."""
+    """How a learner maps UEs to networks and what its critics see, on both backends (the one place
+    a learner of train.py is declared: RLlib's modules, BenchMARL's algorithm, the CLIs' choices)."""
 
     description: str
-    shared_module: bool  # one RLModule for all UEs (parameter sharing)
+    shared_module: bool  # one network for all UEs (parameter sharing)
     global_critic: bool  # critics see every UE's observation (centralised critic)
+    benchmarl_algorithm: str  # BenchMARL's algorithm of `train.py --backend benchmarl`
+
+
+# `train.py --backend benchmarl --preset NAME`: configs/presets/benchmarl_<name>.yaml, laid under --config and --set
+DEFAULT_BENCHMARL_PRESET = "fast"  # the settings measured fastest to a score of 0.9 on the 2-core CPU
+
+
+def benchmarl_preset_names() -> list[str]:
+    """The presets of the BenchMARL backend: the files configs/presets/benchmarl_<name>.yaml."""
+    return sorted(p.stem[len("benchmarl_"):].replace("_", "-")
+                  for p in (shipped_configs_dir() / "presets").glob("benchmarl_*.yaml"))
+
+
+def benchmarl_preset_config(name: str) -> str:
+    """The shipped config name of preset `name` (configs/presets/benchmarl_<name>.yaml)."""
+    return f"presets/benchmarl_{name.replace('-', '_')}"
 
 
 LEARNERS: Registry[Learner] = Registry("learner")
-LEARNERS.register("ippo", Learner("one actor-critic per UE (the paper's MIRA tier 1)", False, False))
-LEARNERS.register("ppo-shared", Learner("one actor-critic shared by all UEs", True, False))
-LEARNERS.register("mappo", Learner("one actor per UE, critics that see all UEs' observations", False, True))
+LEARNERS.register("ippo", Learner("one actor-critic per UE (the paper's MIRA tier 1)", False, False, "ippo"))
+LEARNERS.register("ppo-shared", Learner("one actor-critic shared by all UEs", True, False, "ippo"))
+LEARNERS.register("mappo", Learner("one actor per UE, critics that see all UEs' observations", False, True, "mappo"))
 
 ACTIVATIONS = ("tanh", "relu")
 

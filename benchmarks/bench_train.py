@@ -45,7 +45,8 @@ sys.path.insert(0, str(REPO))
 
 EVAL_SEED_BASE = 90_000
 
-from his_cli.train import DEFAULT_PRESET, preset_config, preset_names  # noqa: E402 - after the path is set
+from agents.config import (DEFAULT_BENCHMARL_PRESET, LEARNERS, benchmarl_preset_config,  # noqa: E402 - after the path is set
+                           benchmarl_preset_names)
 
 
 def main(argv=None) -> int:
@@ -68,10 +69,10 @@ def main(argv=None) -> int:
     p.add_argument("--benchmarl-set", action="append", default=[], metavar="algorithm.KEY=VALUE",
                    help="a setting for the BenchMARL side only, e.g. algorithm.episodes_per_iteration=64")
     p.add_argument("--device", default="cpu", help="torch device of the BenchMARL side (cpu, cuda)")
-    p.add_argument("--preset", default=DEFAULT_PRESET, choices=preset_names(),
+    p.add_argument("--preset", default=DEFAULT_BENCHMARL_PRESET, choices=benchmarl_preset_names(),
                    help=f"the BenchMARL side's preset, configs/presets/benchmarl_<PRESET>.yaml, under --config and "
-                        f"--set (default {DEFAULT_PRESET}: the fastest to 0.9 here; like-for-like: RLlib's settings)")
-    p.add_argument("--benchmarl-algo", default=None, choices=("ippo", "ppo-shared", "mappo"),
+                        f"--set (default {DEFAULT_BENCHMARL_PRESET}: the fastest to 0.9 here; like-for-like: RLlib's settings)")
+    p.add_argument("--benchmarl-algo", default=None, choices=LEARNERS.names,
                    help="the BenchMARL side's learner (default: --algo's, else the preset's); ppo-shared is "
                         "BenchMARL's ippo with one network for all UEs, BenchMARL's own default")
     p.add_argument("--benchmarl-threads", type=int, default=os.cpu_count() or 1,
@@ -168,7 +169,7 @@ def _run_settings(args):
     resolves them: the preset, then --config, --set and --algo, --seed."""
     from agents.config import load_run_config
 
-    run = load_run_config([preset_config(args.preset), *(args.config or [])], args.overrides, algo=args.algo,
+    run = load_run_config([benchmarl_preset_config(args.preset), *(args.config or [])], args.overrides, algo=args.algo,
                           seed=args.seed)
     return run.env, run.algorithm.to_dict(), run.experiment.to_dict()
 
@@ -182,7 +183,7 @@ def benchmarl_side(args, log) -> dict:
     from experiments.benchmark import references
     from agents.benchmarl.task import task_by_name
 
-    from his_cli.args import parse_overrides
+    from his_common.config import parse_overrides
 
     quiet_libraries(verbose=False, libraries=("torchrl",))
     env_cfg, algorithm, experiment = _run_settings(args)  # the preset, then --algo etc. as on the RLlib side

@@ -5,7 +5,7 @@ import argparse
 import math
 from typing import Any, Callable, Dict, Sequence
 
-from his_common.config import parse_assignment
+from his_common.config import parse_overrides  # noqa: F401 - the CLIs' --set parser lives with the config mechanism
 
 
 class UsageError(ValueError):
@@ -37,11 +37,3 @@ def positive_seconds(name: str):
     return _number_flag(name, float, lambda v: math.isfinite(v) and v > 0, "a finite positive number of seconds")
 
 
-def parse_overrides(pairs: Sequence[str], example: str = "--set num_ues=10") -> Dict[str, Any]:
-    """`--set KEY=VALUE` pairs as {key: value}, in order (a later pair wins); values are read by
-    `his_common.config.parse_assignment`, the one parser of config values."""
-    out: Dict[str, Any] = {}
-    for pair in pairs:
-        key, value = parse_assignment(pair, example)
-        out[key] = value
-    return out

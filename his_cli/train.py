@@ -6,10 +6,10 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from agents.config import (DEFAULT_BENCHMARL_PRESET, LEARNERS, benchmarl_preset_config,
+                           benchmarl_preset_names)
 from his_cli.args import UsageError, nonneg_int, parse_overrides, positive_int, positive_seconds
 
-ALGOS = ("ippo", "ppo-shared", "mappo")
-DEFAULT_PRESET = "fast"  # --backend benchmarl's default preset
 REWARD_NOTE = """Reward: by default each UE learns from the difference reward (algorithm.reward_mode=difference:
 its marginal contribution to the network utility U), NOT the paper's per-UE reward of Eq. (33).
 For Eq. (33) exactly use --config configs/train_paper_reward.yaml (algorithm.reward_mode=individual)."""
@@ -44,14 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override one key: env keys dotted (es.sm_range=[800,1200]), algorithm.<key> "
                         "(algorithm.reward_mode=individual), experiment.<key> (experiment.num_env_runners=2)")
-    p.add_argument("--algo", choices=ALGOS, help="learner (default: algorithm.algo: ippo, or the benchmarl preset's)")
+    p.add_argument("--algo", choices=LEARNERS.names, help="learner (default: algorithm.algo: ippo, or the benchmarl preset's)")
     p.add_argument("--backend", choices=("rllib", "benchmarl"), default=None,
                    help="rllib (default; with --resume: the run's): the PettingZoo env through RLlib; benchmarl: "
                         "BenchMARL's IPPO/MAPPO on the vectorised env (HISVecEnv; ppo-shared = its IPPO with one "
                         "network for all UEs), with the same learner switches and run-folder files, no --ray-address")
-    p.add_argument("--preset", choices=preset_names(), default=None,
+    p.add_argument("--preset", choices=benchmarl_preset_names(), default=None,
                    help=f"--backend benchmarl's settings under --config and --set: "
-                        f"configs/presets/benchmarl_<PRESET>.yaml (default {DEFAULT_PRESET}: the fastest to a score of "
+                        f"configs/presets/benchmarl_<PRESET>.yaml (default {DEFAULT_BENCHMARL_PRESET}: the fastest to a score of "
                         f"0.9 on a 2-core CPU; like-for-like: per-UE IPPO with RLlib's settings)")
     p.add_argument("--device", default="cpu", help="torch device of the benchmarl backend (cpu, cuda, cuda:1); "
                    "the rllib backend takes only cpu")
@@ -86,19 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def preset_names() -> list:
-    """The presets of --backend benchmarl: the files configs/presets/benchmarl_<name>.yaml."""
-    from his_common.config import shipped_configs_dir
-
-    return sorted(p.stem[len("benchmarl_"):].replace("_", "-")
-                  for p in (shipped_configs_dir() / "presets").glob("benchmarl_*.yaml"))
-
-
-def preset_config(name: str) -> str:
-    """The shipped config name of preset `name` (configs/presets/benchmarl_<name>.yaml)."""
-    return f"presets/benchmarl_{name.replace('-', '_')}"
-
-
 def resolve_config(args, backend: str = "rllib"):
     """The run's agents.config.RunConfig from the preset (benchmarl), --config, --set and the named flags."""
     from agents.config import load_run_config
@@ -106,7 +93,7 @@ def resolve_config(args, backend: str = "rllib"):
     if args.preset and backend != "benchmarl":
         raise UsageError(f"--preset {args.preset} is for --backend benchmarl; the rllib backend's settings are "
                          f"configs/default.yaml's")
-    presets = [preset_config(args.preset or DEFAULT_PRESET)] if backend == "benchmarl" else []
+    presets = [benchmarl_preset_config(args.preset or DEFAULT_BENCHMARL_PRESET)] if backend == "benchmarl" else []
     return load_run_config(presets + (args.config or []), args.overrides, algo=args.algo, seed=args.seed,
                            num_env_runners=args.num_env_runners)
 

@@ -403,5 +403,15 @@ def parse_assignment(text: str, example: str = "--set num_ues=10") -> tuple[str,
     return key, parse_value(value)
 
 
+def parse_overrides(pairs: Sequence[str], example: str = "--set num_ues=10") -> dict[str, Any]:
+    """`--set KEY=VALUE` pairs as {key: value}, in order (a later pair wins), each read by
+    `parse_assignment`, the one parser of config values (every CLI and benchmark uses this)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, value = parse_assignment(pair, example)
+        out[key] = value
+    return out
+
+
 __all__ = ["Config", "ConfigError", "build", "check", "config_file", "deep_merge", "load_yaml", "parse_assignment",
-           "parse_value", "set_dotted", "setting", "shipped_config_names", "shipped_configs_dir", "to_plain"]
+           "parse_overrides", "parse_value", "set_dotted", "setting", "shipped_config_names", "shipped_configs_dir", "to_plain"]

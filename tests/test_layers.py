@@ -63,3 +63,22 @@ def test_no_learner_library_below_agents(package):
            for line, name in learner_library_imports(path.read_text(encoding="utf-8"), str(path))]
     assert not bad, f"{package} imports a learner library ({', '.join(LEARNER_LIBRARIES)}): " + "; ".join(bad)
 
+
+
+def cli_imports(source: str, filename: str = "<source>"):
+    """(line, module) of every import of the CLIs' package `his_cli` in `source`, at any depth."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                 [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+        found += [(node.lineno, name) for name in names if name == "his_cli" or name.startswith("his_cli.")]
+    return sorted(found)
+
+
+def test_benchmarks_import_no_cli():
+    """Benchmarks measure the library: their flags and presets come from it, not from a CLI's parser."""
+    assert cli_imports("def f():\n    from his_cli.train import x\nimport his_cli\nimport his_clique\n") == [
+        (2, "his_cli.train"), (3, "his_cli")]
+    bad = [f"{path.relative_to(REPO)}:{line}: {name}" for path in sorted((REPO / "benchmarks").glob("*.py"))
+           for line, name in cli_imports(path.read_text(encoding="utf-8"), str(path))]
+    assert not bad, "benchmarks import a CLI: " + "; ".join(bad)

@@ -70,6 +70,7 @@ from benchmarl.experiment.callback import Callback
 from agents.benchmarl.experiment import (BenchmarlSettingsError, CurveTracker, RunSpec, WANDB_MODES,
                                          build_experiment, greedy_policy, peak_memory, reset_peak_memory,
                                          validate_spec)
+from agents.config import LEARNERS
 from agents.checkpoints import (BENCHMARL, BENCHMARL_RECORD_KEY, CHECKPOINTS_DIR, CONFIG_FILE, CheckpointError,
                                 clean_interrupted_saves, read_run_config_file)
 from agents.training.final_evaluation import (evaluate_final_policy, evaluation_seeds, plot_learning_curve,
@@ -84,7 +85,6 @@ from agents.training.stop_rules import StopRules
 from agents.training.wandb_logger import open_wandb_run
 from his_common.storage import atomic_write_text
 
-BACKEND_ALGOS = {"ippo": "ippo", "ppo-shared": "ippo", "mappo": "mappo"}  # train.py learner -> BenchMARL algorithm
 SWITCH_KEYS = ("reward_normalization", "reward_norm_clip", "advantage_normalization", "value_clip")
 UNUSED_KEYS = ("policy_clip",)  # BenchMARL's PPO always clips the policy ratio (Eq. (34))
 
@@ -108,9 +108,10 @@ def run_spec_from_settings(env_config, algorithm: Mapping[str, Any], experiment:
 
     nullable = ("grad_clip", "value_clip", "reward_norm_clip")
     algo = {**default_algorithm(), **{k: v for k, v in dict(algorithm).items() if v is not None or k in nullable}}
-    if algo["algo"] not in BACKEND_ALGOS:
+    if algo["algo"] not in LEARNERS:
         raise BenchmarlSettingsError(f"algorithm.algo has value {algo['algo']!r} for the BenchMARL backend; allowed: "
-                                     f"{', '.join(BACKEND_ALGOS)}")
+                                     f"{', '.join(LEARNERS.names)}")
+    learner = LEARNERS[algo["algo"]]
     cfg = load_config(env_config)
     env_dict = cfg.to_dict()
     scheme = env_dict["scheme"]["name"]
@@ -118,7 +119,7 @@ def run_spec_from_settings(env_config, algorithm: Mapping[str, Any], experiment:
     env_rest["scheme"] = {k: v for k, v in env_dict["scheme"].items() if k != "name"}
     envs = int(algo["episodes_per_iteration"])
     frames = envs * int(cfg.episode_length)
-    shared = algo["algo"] == "ppo-shared"
+    shared = learner.shared_module
     # minibatch_size counts one module's samples per gradient step; a frame holds one sample of each UE's
     # network, or N samples of the one shared network
     minibatch_frames = -(-int(algo["minibatch_size"]) // cfg.num_ues) if shared else int(algo["minibatch_size"])
@@ -131,7 +132,7 @@ def run_spec_from_settings(env_config, algorithm: Mapping[str, Any], experiment:
            "evaluation": False, "evaluation_interval": frames, "loggers": [], "create_json": False}
     settings = {"share_param_critic": shared, "lmbda": float(algo["lambda_"]), "clip_epsilon": float(algo["clip"]),
                 "entropy_coef": float(algo["entropy"]), "critic_coef": float(algo["vf_loss_coeff"])}
-    return RunSpec(algorithm=BACKEND_ALGOS[algo["algo"]], scheme=scheme, seed=int(experiment.get("seed", 0) or 0),
+    return RunSpec(algorithm=learner.benchmarl_algorithm, scheme=scheme, seed=int(experiment.get("seed", 0) or 0),
                    task={"num_ues": cfg.num_ues, "reward_mode": algo["reward_mode"], "env": env_rest},
                    experiment=exp, algorithm_settings=settings, hidden=list(algo["hidden"]),
                    activation=algo["activation"], device=device, wandb_mode="disabled",
