@@ -45,14 +45,6 @@ MOBILITY_PRESETS: dict[str, dict[str, float | tuple[float, float]]] = {
 _PRESET_KEYS = ("mean_speed_mps", "speed_std_mps", "heading_std_rad", "memory", "speed_range_mps", "pause_s")
 
 
-def _mobility_model_names() -> tuple[str, ...]:
-    return MOBILITY_MODELS.names
-
-
-def _arrival_names() -> tuple[str, ...]:
-    return ARRIVAL_PROCESSES.names
-
-
 @dataclass
 class ChannelMemoryConfig(Config):
     """Fading correlated between slots (`channel_memory`)."""
@@ -68,7 +60,7 @@ class MobilityConfig(Config):
     """UE movement in the cell annulus (`mobility`); null values take the preset's."""
 
     enabled: bool = False
-    model: str = setting("gauss_markov", choices=_mobility_model_names)
+    model: str = setting("gauss_markov", choices=lambda: MOBILITY_MODELS.names)
     preset: str = setting("pedestrian", choices=tuple(MOBILITY_PRESETS))
     mean_speed_mps: float | None = setting(None, ge=0)  # Gauss-Markov s_mean
     speed_std_mps: float | None = setting(None, ge=0)  # Gauss-Markov sigma_s
@@ -118,7 +110,7 @@ class RequestsConfig(Config):
     """Request arrivals, deadlines and queues (`requests`)."""
 
     enabled: bool = False
-    arrivals: str = setting("bernoulli", choices=_arrival_names)
+    arrivals: str = setting("bernoulli", choices=lambda: ARRIVAL_PROCESSES.names)
     rate_per_slot: float = setting(0.1, ge=0)  # p (bernoulli) or lambda (poisson)
     deadline_slots: int = setting(30, ge=1)  # waiting allowed before a request is dropped
     queue_capacity: int = setting(8, ge=1)  # Q_max per UE
