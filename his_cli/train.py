@@ -171,6 +171,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("train.py: stopped at once; the checkpoints on disk are as they were", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - a failure while running: its traceback, then one line
+        from agents.training.signals import stopped_at_once
+
+        if stopped_at_once():  # the second signal's interrupt, turned into another error by library code
+            print("train.py: stopped at once; the checkpoints on disk are as they were", file=sys.stderr)
+            return 130
         sys.excepthook(type(exc), exc, exc.__traceback__)
         print(f"train.py: error: the run failed ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 1

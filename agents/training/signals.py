@@ -29,6 +29,16 @@ class TrainingInterrupted(KeyboardInterrupt):
     """A second SIGINT or SIGTERM while the run is already stopping."""
 
 
+_stopped_at_once = False  # a second signal was received in this process
+
+
+def stopped_at_once() -> bool:
+    """Whether a second stop signal ended the run at once. The interrupt is raised wherever the main
+    thread happens to be, and library code running then (a torch module's context manager, say) may
+    turn it into an error of its own: a command line asks this before calling a failure a failure."""
+    return _stopped_at_once
+
+
 class StopSignals:
     """Context manager: `requested` becomes the signal's name ("SIGINT", "SIGTERM") at the first stop
     signal, which the run polls between units of work; the second raises `TrainingInterrupted`."""
@@ -40,8 +50,10 @@ class StopSignals:
         self._previous: Dict[int, Any] = {}
 
     def _handle(self, signum, frame) -> None:
+        global _stopped_at_once
         name = signal.Signals(signum).name
         if self.requested is not None:
+            _stopped_at_once = True
             raise TrainingInterrupted(name)
         self.requested = name
         message = f"{name}: stopping after {self._unit} (send it again to stop at once)"

@@ -66,3 +66,26 @@ def test_a_signal_during_a_write_to_the_log_stream_is_still_announced(capfd):
         time.sleep(0.05)
     assert stop.requested == "SIGTERM"
     assert "SIGTERM: stopping after this iteration" in capfd.readouterr().err
+
+
+def test_a_second_signal_is_remembered_even_if_library_code_swallows_its_interrupt():
+    """The interrupt of a second signal lands wherever the main thread is; library code may turn it
+    into its own error (seen: tensordict's RuntimeError inside a BenchMARL forward), so the command
+    line asks `stopped_at_once` before reporting a failure."""
+    from agents.training import signals
+
+    assert not signals.stopped_at_once()
+    with signals.StopSignals(lambda line: None) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert stop.requested == "SIGINT" and not signals.stopped_at_once()
+        try:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.5)
+            except signals.TrainingInterrupted:
+                raise RuntimeError("Converting a tensordict to boolean value is not permitted")
+        except RuntimeError:
+            pass
+    assert signals.stopped_at_once()
+    signals._stopped_at_once = False
