@@ -60,7 +60,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from his_common.storage import CacheLocationError, atomic_write_json, cache_root, move_aside, write_cache_file
+from his_common.storage import (CacheLocationError, atomic_write_json, cache_root, move_aside, unused_stamped_path,
+                                write_cache_file)
 
 EVAL_SEED_BASE = 90_000
 REPO = Path(__file__).resolve().parents[1]
@@ -330,12 +331,7 @@ def set_aside_earlier_attempt(folder: str | Path) -> Optional[Path]:
     leftovers = sorted(p for p in folder.iterdir() if p.name != SUPERSEDED)
     if not leftovers:
         return None
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = folder / SUPERSEDED / f"attempt-{stamp}"
-    n = 1
-    while target.exists():
-        n += 1
-        target = folder / SUPERSEDED / f"attempt-{stamp}-{n}"
+    target = unused_stamped_path(folder / SUPERSEDED / "attempt")
     target.mkdir(parents=True)
     for path in leftovers:
         os.rename(path, target / path.name)

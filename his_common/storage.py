@@ -76,18 +76,26 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
+def unused_stamped_path(base: str | Path) -> Path:
+    """``<base>-<UTC time>`` (``-2``, ``-3``, ... appended if that exists): where to keep something
+    set aside, never over what an earlier move kept."""
+    base = Path(base)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = base.with_name(f"{base.name}-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = base.with_name(f"{base.name}-{stamp}-{n}")
+    return target
+
+
 def move_aside(path: str | Path, reason: str, warn: Optional[Callable[[str], None]] = None) -> Optional[Path]:
     """Rename the unusable file `path` to ``<name>.unusable-<UTC time>`` (kept, never deleted) and
     warn once, naming both paths and `reason`. Returns the new path, or None when the file is gone
     (another process moved it) or cannot be renamed (then the warning says so and the caller
     simply does not use it)."""
     path = Path(path)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = path.with_name(f"{path.name}.unusable-{stamp}")
-    n = 1
-    while target.exists():
-        n += 1
-        target = path.with_name(f"{path.name}.unusable-{stamp}-{n}")
+    target = unused_stamped_path(path.with_name(f"{path.name}.unusable"))
     say = warn or (lambda message: warnings.warn(message, RuntimeWarning, stacklevel=3))
     try:
         os.rename(path, target)

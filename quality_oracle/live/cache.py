@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from his_common.storage import unused_stamped_path
+
 CACHE_VERSION = 1  # bump when the sampler's numerics change
 FILE_NAME = "live_scores.sqlite"
 COLUMNS = ("key", "score", "meta", "created")
@@ -104,12 +106,7 @@ class ScoreCache:
 
     def _move_aside(self, reason: str, inode: int | None) -> bool:
         """Rename the unusable file (and its -wal, -shm) out of the way; False if the cache is off."""
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        target = self.path.with_name(f"{FILE_NAME}.unusable-{stamp}")
-        n = 1
-        while target.exists():
-            n += 1
-            target = self.path.with_name(f"{FILE_NAME}.unusable-{stamp}-{n}")
+        target = unused_stamped_path(self.path.with_name(f"{FILE_NAME}.unusable"))
         try:
             if self.path.stat().st_ino != inode:
                 return True  # another process already replaced it with a new cache
