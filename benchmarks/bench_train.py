@@ -177,11 +177,10 @@ def _run_settings(args):
 def benchmarl_side(args, log) -> dict:
     """BenchMARL IPPO with the run's settings (agents.benchmarl.training's mapping) on the vector env:
     agent-steps/s of training and the training time until the greedy policy's score reaches --target."""
-    from agents.benchmarl.experiment import StopTraining, run_benchmarl
+    from agents.benchmarl.experiment import StopTraining, build_task, run_benchmarl
     from agents.benchmarl.training import run_spec_from_settings
     from agents.training.ray_session import quiet_libraries
     from experiments.benchmark import references
-    from agents.benchmarl.task import task_by_name
 
     from his_common.config import parse_overrides
 
@@ -202,8 +201,8 @@ def benchmarl_side(args, log) -> dict:
     spec.time_budget_s = args.time_limit
     spec.experiment.update({"evaluation_interval": args.eval_every * frames_per_iter,
                             "exploration_anneal_frames": frames_per_iter})
-    his_config = task_by_name(spec.scheme).get_task(dict(spec.task)).his_config()
-    refs = references(his_config, spec.eval_seeds, args.search_sweeps, log)
+    task = build_task(spec)
+    refs = references(task.his_config(), spec.eval_seeds, args.search_sweeps, log)
     reached = {}
 
     def on_point(point):
@@ -217,7 +216,7 @@ def benchmarl_side(args, log) -> dict:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="bench_train_benchmarl_") as folder:
-        result = run_benchmarl(spec, folder, references=refs, on_point=on_point)
+        result = run_benchmarl(spec, folder, references=refs, on_point=on_point, task=task)
     s = result["summary"]
     return {"algo": algorithm["algo"], "agent_steps_per_s": s["agent_steps_per_s"], "reached_s": reached.get("train_s"),
             "train_s": s["train_s"], "score": s["score"], "peak_rss_mb": s["peak_rss_mb"], "refs": refs}

@@ -21,6 +21,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from benchmarl.run import hydra_experiment
 
+    benchmarl_task.register()
     args = list(sys.argv[1:] if argv is None else argv)
     if not any(arg.startswith("hydra.searchpath") for arg in args):
         args.append(f"hydra.searchpath=[{benchmarl_task.hydra_search_path()}]")

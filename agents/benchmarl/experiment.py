@@ -152,14 +152,22 @@ class RunSpec:
         return asdict(self)
 
 
-def validate_spec(spec: RunSpec) -> None:
-    """Refuse a run that cannot work, before anything is built (names, device, budget, settings)."""
+def build_task(spec: RunSpec):
+    """The run's BenchMARL task (agents.benchmarl.task.HISTaskClass), with its settings checked (ConfigError);
+    a run builds it once and hands it to `build_experiment`."""
     from agents.benchmarl.task import task_by_name
 
+    task = task_by_name(spec.scheme).get_task(dict(spec.task))
+    task.his_config()
+    return task
+
+
+def validate_spec(spec: RunSpec, task=None):
+    """Refuse a run that cannot work, before anything is built (names, device, budget, settings); returns
+    the run's task (`task`, or the one `build_task` makes)."""
     registry = algorithm_registry()
     registry.check(spec.algorithm, "algorithm", BenchmarlSettingsError)
-    task = task_by_name(spec.scheme).get_task(dict(spec.task))  # ConfigError on bad task settings
-    task.his_config()
+    task = build_task(spec) if task is None else task
     check_device(spec.device)
     if spec.wandb_mode not in WANDB_MODES:
         raise BenchmarlSettingsError(f"wandb mode {spec.wandb_mode!r}; allowed: {', '.join(WANDB_MODES)}")
@@ -190,6 +198,7 @@ def validate_spec(spec: RunSpec) -> None:
     model_config(spec.hidden, spec.activation)
     algorithm_config(spec.algorithm, spec.algorithm_settings)
     check_learner_switches(spec)
+    return task
 
 
 def check_learner_switches(spec: RunSpec) -> None:
@@ -460,11 +469,10 @@ class CurveTracker(Callback):
 
 
 def build_experiment(spec: RunSpec, folder: str | Path, callbacks: Sequence[Any] = (), fixed_folder: bool = False,
-                     restore_file: Optional[str | Path] = None, progress_bar: bool = False):
-    """BenchMARL's Experiment for `spec`; its files go to `folder` (or a subfolder BenchMARL names). With
-    `restore_file` (one of its checkpoints) it continues from that checkpoint's state, loaded onto `spec.device`."""
-    from agents.benchmarl.task import task_by_name
-
+                     restore_file: Optional[str | Path] = None, progress_bar: bool = False, task=None):
+    """BenchMARL's Experiment for `spec` on `task` (default: `build_task(spec)`); its files go to `folder` (or a
+    subfolder BenchMARL names). With `restore_file` (one of its checkpoints) it continues from that checkpoint's
+    state, loaded onto `spec.device`."""
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     overrides = dict(spec.experiment)
@@ -489,7 +497,7 @@ def build_experiment(spec: RunSpec, folder: str | Path, callbacks: Sequence[Any]
     if restore_file is not None:
         overrides.update(restore_file=str(restore_file), restore_map_location=spec.device)
     cfg = experiment_config(overrides)
-    task = task_by_name(spec.scheme).get_task(dict(spec.task))
+    task = build_task(spec) if task is None else task
     model = model_config(spec.hidden, spec.activation)
     if any(v not in (None, False) for v in spec.learner_switches.values()):
         from agents.benchmarl.normalization import LearnerSwitches
@@ -526,25 +534,24 @@ def greedy_evaluator(spec: RunSpec, task_his_config, references: Optional[Mappin
 
 
 def run_benchmarl(spec: RunSpec, folder: str | Path, references: Optional[Mapping[str, float]] = None,
-                  on_point=None, fixed_folder: bool = False, extra_callbacks: Sequence[Any] = ()) -> Dict[str, Any]:
+                  on_point=None, fixed_folder: bool = False, extra_callbacks: Sequence[Any] = (),
+                  task=None) -> Dict[str, Any]:
     """Train `spec` and return {"summary": {...}, "curve": [points]} (see the module docstring).
 
     `references` = {"random": U_random, "search": U_search} on `spec.eval_seeds` adds normalised
-    scores; `on_point(point)` is called at every curve point (for progress output).
+    scores; `on_point(point)` is called at every curve point (for progress output); `task` is the
+    run's task if the caller has built it (`build_task(spec)`).
     """
     import torch
 
-    from agents.benchmarl.task import task_by_name
-
-    validate_spec(spec)
+    task = validate_spec(spec, task)
     reset_peak_memory()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
     t_start = time.perf_counter()
-    his_config = task_by_name(spec.scheme).get_task(dict(spec.task)).his_config()
-    evaluate = greedy_evaluator(spec, his_config, references)
+    evaluate = greedy_evaluator(spec, task.his_config(), references)
     cfg = experiment_config(spec.experiment)
     tracker = CurveTracker(evaluate, cfg.evaluation_interval, spec.time_budget_s, on_point)
-    experiment = build_experiment(spec, folder, [tracker, *extra_callbacks], fixed_folder=fixed_folder)
+    experiment = build_experiment(spec, folder, [tracker, *extra_callbacks], fixed_folder=fixed_folder, task=task)
     n_agents = sum(len(agents) for agents in experiment.group_map.values())
     build_s = time.perf_counter() - t_start
     tracker.start_clock()  # training time starts now, not at construction

@@ -1,7 +1,7 @@
 """HIS as a BenchMARL task: `his/<scheme>` for every scheme of `his_env.schemes.SCHEMES` (`his/his`,
 `his/ppgfis`, `his/cfis`, `his/iis`).
 
-    import agents.benchmarl.task as his_task             # registers the tasks with BenchMARL
+    import agents.benchmarl.task as his_task             # touches no BenchMARL registry
     from benchmarl.algorithms import MappoConfig
     from benchmarl.experiment import Experiment, ExperimentConfig
     from benchmarl.models import MlpConfig
@@ -17,9 +17,10 @@ With BenchMARL's Hydra run script (its `benchmarl/run.py`, unchanged), from the 
     python -m his_cli.benchmarl_run algorithm=mappo task=his/his experiment=his task.num_ues=10
     PYTHONPATH=$PWD python -m benchmarl.run algorithm=mappo task=his/cfis task.reward_mode=team
 
-The first form registers the tasks and adds `configs/benchmark` to Hydra's search path, then
-calls BenchMARL's own `hydra_experiment`; the second relies on the Hydra search-path plugin in
-`hydra_plugins/his_marl`, which Hydra finds on the Python path and which does the same.
+The first form registers the tasks with BenchMARL (`register()`) and adds `configs/benchmark` to
+Hydra's search path, then calls BenchMARL's own `hydra_experiment`; the second relies on the Hydra
+search-path plugin in `hydra_plugins/his_marl`, which Hydra finds on the Python path and which does
+the same. Importing this module registers nothing: the Python API above needs no registry.
 
 Every task steps `his_env.vector.HISVecEnv` (B copies of the env in torch, one agent group
 "agents" of N UEs, per-UE rewards, the global state for centralised critics); BenchMARL logs the
@@ -42,8 +43,8 @@ comment each, and Hydra overrides them as `task.<key>=...`):
 The scheme is the task's name; `env` may not set `scheme.name` or `num_ues`.
 
 `HISTask` (BenchMARL's task enum) has one member per registered scheme, named in upper case
-(`HISTask.CFIS`), built from the registry when this module is imported; `register()` rebuilds it
-if schemes were registered since, and `task_by_name` does so on its own. Hydra's `task=his/<scheme>`
+(`HISTask.CFIS`), built from the registry when this module is imported; `task_by_name` and
+`register()` rebuild it if schemes were registered since. Hydra's `task=his/<scheme>`
 reads `configs/benchmark/task/his/<scheme>.yaml` (Hydra needs a config of that name; a YAML per
 scheme is the overlay with the settings' comments), while the Python API (`get_task`,
 `get_from_yaml` without a file) falls back to `TaskConfig`'s defaults. Network infos are logged as
@@ -121,13 +122,19 @@ class HISTaskClass(TaskClass):
         return self.name.lower()
 
     def settings(self) -> TaskConfig:
-        return task_config(self.config)
+        """The task's checked settings (read from `config` once; BenchMARL asks for them many times)."""
+        if self.__dict__.get("_settings_of") != self.config:
+            self.__dict__.update(_settings=task_config(self.config), _settings_of=copy.deepcopy(self.config),
+                                 _his_config=None)
+        return self.__dict__["_settings"]
 
     def his_config(self) -> HISConfig:
-        """The HIS configuration this task runs (also what the PettingZoo reference env takes)."""
+        """The HIS configuration this task runs (also what the PettingZoo reference env takes); built once."""
         cfg = self.settings()
-        base = load_config(cfg.config)
-        return base.with_overrides({**cfg.env, "num_ues": cfg.num_ues, "scheme.name": self.scheme})
+        if self.__dict__.get("_his_config") is None:
+            base = load_config(cfg.config)
+            self._his_config = base.with_overrides({**cfg.env, "num_ues": cfg.num_ues, "scheme.name": self.scheme})
+        return self._his_config
 
     def get_env_fun(self, num_envs: int, continuous_actions: bool, seed: Optional[int],
                     device: DEVICE_TYPING) -> Callable[[], EnvBase]:
@@ -238,30 +245,37 @@ HISTask = _task_enum(SCHEMES.names)
 
 
 def task_by_name(name: str) -> _HISTasks:
-    """`his/cfis` (or `cfis`) -> HISTask.CFIS; unknown names are refused with the allowed ones."""
+    """`his/cfis` (or `cfis`) -> HISTask.CFIS; unknown names are refused with the allowed ones.
+    Needs no registration with BenchMARL: runs built in Python hand BenchMARL the task object."""
     scheme = name.split("/", 1)[1] if name.startswith(ENV_NAME + "/") else name
     if scheme not in SCHEMES:
         raise ConfigError(f"unknown HIS task {name!r}; allowed: {_task_names()}")
-    if scheme.upper() not in HISTask.__members__:  # registered after this module was imported
-        register()
-    return HISTask[scheme.upper()]
+    return _current_tasks()[scheme.upper()]
+
+
+def _current_tasks() -> type[_HISTasks]:
+    """`HISTask`, rebuilt first if schemes were registered (or removed) since it was built."""
+    global HISTask
+    HISTask = _task_enum(SCHEMES.names)
+    return HISTask
 
 
 def register() -> None:
-    """Make the tasks known to BenchMARL as its built-in ones are (idempotent); first rebuild
-    `HISTask` if the schemes registered differ from its members.
+    """Make the tasks known to BenchMARL's Hydra runner as its built-in ones are (idempotent). Called by
+    `his_cli.benchmarl_run` and the Hydra plugin in `hydra_plugins/his_marl`, never on import: BenchMARL's
+    Python API (`HISTask.HIS.get_task(...)` handed to `Experiment`) needs no registration.
 
-    BenchMARL looks tasks up in `benchmarl.environments.task_config_registry` ("his/his" -> enum
-    member), type-checks their settings with the `TaskConfig` of module
-    `benchmarl.environments.<env>.<task>`, and Hydra validates them against the schema stored as
-    `<env>_<task>_config`. All three are filled here without touching BenchMARL's files; entries
-    of schemes no longer registered are removed.
+    BenchMARL's documented way to add an environment (its examples/extending/task) is to list the task
+    enum in `benchmarl.environments.tasks`, from which its package fills, on import, the registry
+    `task_config_registry` ("his/his" -> enum member) that Hydra's `task=his/his` reads, and the schemas
+    `<env>_<task>` that Hydra validates task settings against, found as the `TaskConfig` of module
+    `benchmarl.environments.<env>.<task>`. BenchMARL has filled its registries by the time this runs, so
+    this does the same fill for the HIS enum; entries of schemes no longer registered are removed.
     """
     import benchmarl.environments as environments
 
-    global HISTask
-    HISTask = _task_enum(SCHEMES.names)
-    environments.tasks[:] = [t for t in environments.tasks if not issubclass(t, _HISTasks)] + [HISTask]
+    tasks = _current_tasks()
+    environments.tasks[:] = [t for t in environments.tasks if not issubclass(t, _HISTasks)] + [tasks]
     package = sys.modules.get(f"benchmarl.environments.{ENV_NAME}")
     if package is None:
         package = types.ModuleType(f"benchmarl.environments.{ENV_NAME}")
@@ -274,7 +288,7 @@ def register() -> None:
             environments._task_class_registry.pop(f"{ENV_NAME}_{scheme}", None)
             sys.modules.pop(f"{package.__name__}.{scheme}", None)
             package.__dict__.pop(scheme, None)
-    for task in HISTask:
+    for task in tasks:
         scheme = task.name.lower()
         environments.task_config_registry[f"{ENV_NAME}/{scheme}"] = task
         environments._task_class_registry[f"{ENV_NAME}_{scheme}"] = TaskConfig
@@ -296,6 +310,3 @@ def register() -> None:
 def hydra_search_path() -> str:
     """The Hydra search-path entry holding `task/his/*.yaml` and `experiment/his.yaml`."""
     return f"file://{CONFIG_DIR}"
-
-
-register()

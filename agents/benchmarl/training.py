@@ -248,6 +248,7 @@ class _Run:
     out: Path
     checkpoint_every: int
     keep_checkpoints: int
+    task: Any  # agents.benchmarl.task.HISTaskClass, built once (validate_spec) and handed to every use
     plan: Optional[ResumePlan] = None
 
 
@@ -255,8 +256,6 @@ def _prepare(env_config, algorithm: Mapping[str, Any], experiment: Mapping[str, 
              checkpoint_every: int, keep_checkpoints: int, device: str, plan: Optional[ResumePlan] = None) -> _Run:
     """The run's spec: the settings' BenchMARL run, its frame and time budgets (`stop`; iterations and env
     steps count the whole run, the time this invocation), the checkpoint cadence; checked (validate_spec)."""
-    from agents.benchmarl.task import task_by_name
-
     algorithm = {**default_algorithm(), **dict(algorithm)}
     spec = run_spec_from_settings(env_config, algorithm, experiment, device)
     per_iter = int(spec.experiment["on_policy_collected_frames_per_batch"])
@@ -268,9 +267,9 @@ def _prepare(env_config, algorithm: Mapping[str, Any], experiment: Mapping[str, 
     spec.experiment.update({"checkpoint_interval": checkpoint_every * per_iter if checkpoint_every else 0,
                             "checkpoint_at_end": True, "keep_checkpoints_num": keep_checkpoints,
                             "exploration_anneal_frames": per_iter})
-    validate_spec(spec)
-    env = task_by_name(spec.scheme).get_task(dict(spec.task)).his_config().to_dict()
-    return _Run(spec, stop, env, algorithm, dict(experiment), out, checkpoint_every, keep_checkpoints, plan)
+    task = validate_spec(spec)
+    return _Run(spec, stop, task.his_config().to_dict(), algorithm, dict(experiment), out, checkpoint_every,
+                keep_checkpoints, task, plan)
 
 
 def train_benchmarl(env_config, algorithm: Mapping[str, Any], experiment: Mapping[str, Any], out_dir: str | Path, *,
@@ -363,7 +362,7 @@ def _restore(run: _Run, callbacks: Sequence[Any], progress_bar: bool):
     """The run's experiment, restored from the plan's checkpoint (CheckpointError if that fails)."""
     try:
         exp = build_experiment(run.spec, run.out, callbacks, fixed_folder=True, restore_file=run.plan.checkpoint,
-                               progress_bar=progress_bar)
+                               progress_bar=progress_bar, task=run.task)
     except Exception as exc:  # noqa: BLE001 - any failure to load the state into the experiment
         raise CheckpointError(f"cannot restore checkpoint {str(run.plan.checkpoint)!r}: {type(exc).__name__}: "
                               f"{exc}") from exc
@@ -381,11 +380,9 @@ def _train(run: _Run, eval_baselines: Sequence[str], wandb_mode: str, wandb_proj
     """Build (or restore) the experiment, train until a stop rule, checkpoint, evaluate, log."""
     import torch
 
-    from agents.benchmarl.task import task_by_name
-
     quiet_libraries(verbose, ("torchrl",))
     spec, out, plan = run.spec, run.out, run.plan
-    his_config = task_by_name(spec.scheme).get_task(dict(spec.task)).his_config()
+    his_config = run.task.his_config()
     metrics_files = MetricsFiles(out)
     metrics_files.rows = [] if plan is None else restore_metrics_rows(plan)
     wb = None
@@ -407,7 +404,8 @@ def _train(run: _Run, eval_baselines: Sequence[str], wandb_mode: str, wandb_proj
     progress_bar = verbose and sys.stderr.isatty()
     t0 = time.perf_counter()
     if plan is None:
-        exp = build_experiment(spec, out, [metrics, tracker], fixed_folder=True, progress_bar=progress_bar)
+        exp = build_experiment(spec, out, [metrics, tracker], fixed_folder=True, progress_bar=progress_bar,
+                               task=run.task)
     else:
         exp = _restore(run, [metrics, tracker], progress_bar)
         continue_history(plan, metrics_files, log)

@@ -32,7 +32,32 @@ DISCRETE = ("ippo", "mappo", "iql", "qmix", "vdn", "isac", "masac")
 CONTINUOUS = ("iddpg", "maddpg")
 
 
+def test_importing_the_task_module_touches_no_benchmarl_registry():
+    """Only `register()` (BenchMARL's Hydra runner, via his_cli.benchmarl_run or the Hydra plugin) fills
+    BenchMARL's registries; importing the task, or running it from Python, leaves them as BenchMARL made them."""
+    code = """
+import sys
+import benchmarl.environments as environments
+before = (dict(environments.task_config_registry), dict(environments._task_class_registry), list(environments.tasks))
+from agents.benchmarl import task as bt
+from agents.benchmarl.experiment import RunSpec, build_task
+build_task(RunSpec(algorithm="ippo", scheme="cfis", task={"num_ues": 4}))
+after = (dict(environments.task_config_registry), dict(environments._task_class_registry), list(environments.tasks))
+assert after == before, "a registry changed"
+assert "benchmarl.environments.his" not in sys.modules
+bt.register()
+assert environments.task_config_registry["his/cfis"] is bt.HISTask.CFIS
+assert environments._get_task_config_class("his", "cfis") is bt.TaskConfig
+assert environments.tasks[-1] is bt.HISTask
+print("ok")
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
 def test_tasks_are_registered_under_their_scheme_names():
+    bt.register()
     for scheme in ("his", "ppgfis", "cfis", "iis"):
         assert task_config_registry[f"his/{scheme}"] is bt.HISTask[scheme.upper()]
     import benchmarl.environments as environments
@@ -106,6 +131,28 @@ def test_every_algorithm_trains_a_few_iterations(algorithm, tmp_path):
     # curve points after iteration 1 and at 80 frames (the evaluation interval), then the final policy
     assert [p["frames"] for p in out["curve"]] == [40.0, 80.0, 120.0]
     assert s["score"] == pytest.approx(s["utility"])  # with references 0 and 1 the score is U itself
+
+
+def test_a_run_builds_its_task_and_its_his_config_once(tmp_path, monkeypatch):
+    from agents.benchmarl.experiment import run_benchmarl
+
+    built, configs = [], []
+    init, load = bt.HISTaskClass.__init__, bt.load_config
+
+    def counted_init(self, *args, **kwargs):
+        built.append(self)
+        init(self, *args, **kwargs)
+
+    def counted_load(*args, **kwargs):
+        configs.append(args)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(bt.HISTaskClass, "__init__", counted_init)
+    monkeypatch.setattr(bt, "load_config", counted_load)
+    out = run_benchmarl(small_spec("ippo", frame_budget=FRAMES_PER_BATCH), tmp_path)
+    assert out["summary"]["iterations"] == 1
+    assert len(built) == 1 and out["experiment"].task is built[0]
+    assert len(configs) == 1  # the task's HIS config, read once though BenchMARL asks for its parts many times
 
 
 def test_time_budget_stops_after_the_iteration_that_spends_it(tmp_path):

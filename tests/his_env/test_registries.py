@@ -176,6 +176,7 @@ def test_a_new_scheme_reaches_every_path(random_his):
                                [rewards[a] for a in env.possible_agents], rtol=1e-6)
 
     task = bt.task_by_name(f"his/{random_his}")  # the BenchMARL task, with no second declaration
+    bt.register()  # what BenchMARL's Hydra runner gets (his_cli.benchmarl_run, the Hydra plugin)
     assert task.name == random_his.upper() and task_config_registry[f"his/{random_his}"] is task
     assert task.get_task({"num_ues": 4}).his_config().scheme.name == random_his
     with pytest.raises(ConfigError, match=f"allowed: his/his, his/ppgfis, his/cfis, his/iis, his/{random_his}"):
