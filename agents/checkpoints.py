@@ -314,7 +314,7 @@ BENCHMARL_SUFFIX = ".pt"
 BENCHMARL_RECORD_KEY = "his_run"  # the run record in the state of a BenchMARL checkpoint
 CONFIG_FILE = "config.yaml"
 # Top-level keys of a BenchMARL run's config.yaml that are not env keys.
-BENCHMARL_CONFIG_KEYS = ("backend", "algorithm", "experiment", "benchmarl", "backend_unused")
+BENCHMARL_CONFIG_KEYS = ("backend", "algorithm", "experiment", "benchmarl", "benchmarl_overrides", "backend_unused")
 BACKENDS = ("rllib", "benchmarl")
 
 
@@ -404,6 +404,7 @@ def benchmarl_run_info(checkpoint: str | Path) -> Dict[str, Any]:
     env = {k: v for k, v in config.items() if k not in BENCHMARL_CONFIG_KEYS}
     return {**record, "backend": "benchmarl", "algo": str(algorithm.get("algo")), "env_config": env,
             "algorithm_config": algorithm, "experiment_config": experiment,
+            "benchmarl_config": dict(config.get("benchmarl_overrides") or {}),
             "iteration": int(counters["n_iters_performed"]), "env_steps": frames}
 
 

@@ -7,11 +7,22 @@
     run.experiment     # ExperimentConfig: how the run is executed (seed, processes, evaluation)
 
 A run config file holds the env's keys at the top level (as `his_env.HISConfig` reads them)
-and two sections, `algorithm:` and `experiment:`. `load_run_config` lays `configs/default.yaml`,
-then the given files in order, then `--set KEY=VALUE` strings (`num_ues=10`,
-`algorithm.lr=0.001`, `experiment.seed=3`), then named values (`algo=`, `seed=`, ...: each goes
-to the section that has that field). Everything is checked by the one mechanism of
-`his_common.config`; every error is a `ConfigError` naming the dotted key.
+and the sections `algorithm:`, `experiment:` and, for the BenchMARL backend, `benchmarl:`.
+`load_run_config` lays `configs/default.yaml`, then the given files in order, then `--set KEY=VALUE`
+strings (`num_ues=10`, `algorithm.lr=0.001`, `experiment.seed=3`), then named values (`algo=`,
+`seed=`, ...: each goes to the section that has that field). Everything is checked by the one
+mechanism of `his_common.config`; every error is a `ConfigError` naming the dotted key.
+
+The namespaces of a dotted key (`NAMESPACES`) mean the same in every command that takes `--set`
+(train.py, evaluate.py, benchmark.py, the benchmarks); `route_key` is the one router, and
+`route_overrides` splits `--set` pairs by namespace, refusing those a command does not take:
+
+| namespace | settings |
+|---|---|
+| `env.<key>`, or the bare key | the simulator (`his_env.HISConfig`): `num_ues=10` is `env.num_ues=10` |
+| `algorithm.<key>` | what is learned and how (`AlgorithmConfig`) |
+| `experiment.<key>` | how the run is executed (`ExperimentConfig`: seed, processes, evaluation) |
+| `benchmarl.experiment.<key>`, `benchmarl.algorithm.<key>`, `benchmarl.task.<key>` | BenchMARL's own settings, laid over what the run settings map to: its `ExperimentConfig`, the algorithm's config, the HIS task's (`bank_size`) |
 
 The named choices are registries whose keys are the allowed values: `LEARNERS`
 (`algorithm.algo`) and `REWARD_MODES` (`algorithm.reward_mode`; the env side's
@@ -20,6 +31,7 @@ env read too).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +145,41 @@ class ExperimentConfig(Config):
 SECTIONS = {"algorithm": AlgorithmConfig, "experiment": ExperimentConfig}
 DEFAULT_CONFIG = "default"  # configs/default.yaml, the base layer of every run
 
+# The namespaces of dotted keys (see the module docstring), the same in every command.
+NAMESPACES = {
+    "env": "the simulator's settings (his_env.HISConfig; a bare key means the same)",
+    "algorithm": "what is learned and how (agents.config.AlgorithmConfig)",
+    "experiment": "how the run is executed (agents.config.ExperimentConfig: seed, processes, evaluation)",
+    "benchmarl": "BenchMARL's own settings: benchmarl.experiment.<key> (its ExperimentConfig), "
+                 "benchmarl.algorithm.<key> (the algorithm's config), benchmarl.task.<key> (the HIS task's)",
+}
+# The parts of the `benchmarl` namespace: BenchMARL's ExperimentConfig, the algorithm's config, the HIS task.
+BENCHMARL_SECTIONS = ("experiment", "algorithm", "task")
+
+
+def empty_benchmarl_settings() -> Dict[str, Dict[str, Any]]:
+    return {section: {} for section in BENCHMARL_SECTIONS}
+
+
+def check_benchmarl_settings(data: Any, source: str = "the config") -> Dict[str, Dict[str, Any]]:
+    """The `benchmarl:` section as {experiment: {...}, algorithm: {...}, task: {...}}; its keys are checked
+    against BenchMARL's classes when the BenchMARL run is built (agents.benchmarl.experiment.validate_spec)."""
+    out = empty_benchmarl_settings()
+    if data is None:
+        return out
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config key 'benchmarl' in {source} must be a mapping with the sections "
+                          f"{', '.join(BENCHMARL_SECTIONS)}, got {data!r}")
+    for section, values in data.items():
+        if section not in BENCHMARL_SECTIONS:
+            raise ConfigError(f"config key 'benchmarl.{section}' in {source}: unknown section; allowed: "
+                              f"{', '.join('benchmarl.' + s for s in BENCHMARL_SECTIONS)}")
+        if values is not None and not isinstance(values, Mapping):
+            raise ConfigError(f"config key 'benchmarl.{section}' in {source} must be a mapping of settings, "
+                              f"got {values!r}")
+        out[section] = dict(values or {})
+    return out
+
 
 @dataclass
 class RunConfig:
@@ -141,26 +188,42 @@ class RunConfig:
     env: HISConfig = field(default_factory=HISConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    # BenchMARL's own settings (the `benchmarl` namespace), for the BenchMARL backend only
+    benchmarl: Dict[str, Dict[str, Any]] = field(default_factory=empty_benchmarl_settings)
+
+    @property
+    def has_benchmarl_settings(self) -> bool:
+        return any(self.benchmarl.values())
+
+    def benchmarl_keys(self) -> list[str]:
+        """The dotted keys set in the `benchmarl` namespace (`benchmarl.experiment.lr`)."""
+        return [f"benchmarl.{section}.{key}" for section, values in self.benchmarl.items() for key in values]
 
     def to_dict(self) -> Dict[str, Any]:
-        """{"env": {...}, "algorithm": {...}, "experiment": {...}} (plain data)."""
-        return {"env": self.env.to_dict(), "algorithm": self.algorithm.to_dict(),
+        """{"env": {...}, "algorithm": {...}, "experiment": {...}} (plain data), and "benchmarl" when set."""
+        data = {"env": self.env.to_dict(), "algorithm": self.algorithm.to_dict(),
                 "experiment": self.experiment.to_dict()}
+        if self.has_benchmarl_settings:
+            data["benchmarl"] = copy.deepcopy(self.benchmarl)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "RunConfig":
         """The inverse of `to_dict`; a missing part keeps its defaults."""
         data = dict(data or {})
-        unknown = sorted(set(data) - {"env", "algorithm", "experiment"})
+        unknown = sorted(set(data) - {"env", "algorithm", "experiment", "benchmarl"})
         if unknown:
-            raise ConfigError(f"unknown run config part {unknown[0]!r}; allowed: env, algorithm, experiment")
+            raise ConfigError(f"unknown run config part {unknown[0]!r}; allowed: env, algorithm, experiment, "
+                              f"benchmarl")
         return cls(env=HISConfig.from_dict(data.get("env") or {}),
                    algorithm=AlgorithmConfig.from_dict(data.get("algorithm") or {}, prefix="algorithm."),
-                   experiment=ExperimentConfig.from_dict(data.get("experiment") or {}, prefix="experiment."))
+                   experiment=ExperimentConfig.from_dict(data.get("experiment") or {}, prefix="experiment."),
+                   benchmarl=check_benchmarl_settings(data.get("benchmarl"), "the run config"))
 
     def to_file_dict(self) -> Dict[str, Any]:
-        """The file layout: env keys at the top level, then `algorithm:` and `experiment:`."""
-        return {**self.env.to_dict(), "algorithm": self.algorithm.to_dict(), "experiment": self.experiment.to_dict()}
+        """The file layout: env keys at the top level, then `algorithm:`, `experiment:` (and `benchmarl:`)."""
+        parts = self.to_dict()
+        return {**parts.pop("env"), **parts}
 
     @classmethod
     def from_file_dict(cls, data: Mapping[str, Any], source: str = "the config") -> "RunConfig":
@@ -171,35 +234,81 @@ class RunConfig:
         """A new run config with dotted overrides: env keys as they are (`es.sm_range`),
         `algorithm.<key>` and `experiment.<key>`."""
         tree = self.to_dict()
+        tree["benchmarl"] = copy.deepcopy(self.benchmarl)
         for key, value in overrides.items():
             part, dotted = route_key(key)
+            if part == "benchmarl":
+                section, name = dotted.split(".", 1)
+                tree["benchmarl"][section][name] = value
+                continue
             set_dotted(HISConfig if part == "env" else SECTIONS[part], tree[part], dotted, value,
                        prefix="" if part == "env" else part + ".")
         return RunConfig.from_dict(tree)
 
 
 def route_key(key: str) -> tuple[str, str]:
-    """(part, key within it) of a dotted run-config key: ("algorithm", "lr") for "algorithm.lr"."""
+    """The one router of dotted keys: (namespace, key within it) (see `NAMESPACES`): ("algorithm", "lr")
+    for "algorithm.lr", ("env", "es.sm_range") for "es.sm_range" or "env.es.sm_range", ("benchmarl",
+    "experiment.lr") for "benchmarl.experiment.lr"."""
     head, _, rest = key.partition(".")
-    if head in SECTIONS:
+    if head in SECTIONS or head == "env":
         if not rest:
-            raise ConfigError(f"config key {key!r} is a section; set one of its keys, e.g. {key}.{_first_field(head)}")
+            example = "num_ues" if head == "env" else _first_field(head)
+            raise ConfigError(f"config key {key!r} is a section; set one of its keys, e.g. {key}.{example}")
+        return head, rest
+    if head == "benchmarl":
+        section, _, name = rest.partition(".")
+        if section not in BENCHMARL_SECTIONS or not name:
+            raise ConfigError(f"config key {key!r}: BenchMARL's settings are benchmarl.<section>.<key>; allowed "
+                              f"sections: {', '.join(BENCHMARL_SECTIONS)} (e.g. benchmarl.experiment.lr)")
         return head, rest
     if head == "train":
         raise ConfigError(moved_train_keys([rest] if rest else [], f"config key {key!r}"))
+    if head == "task":
+        raise ConfigError(f"config key {key!r}: the BenchMARL task's settings are benchmarl.task.<key> "
+                          f"(benchmarl.task.bank_size); num_ues, reward_mode and config are num_ues, "
+                          f"algorithm.reward_mode and --config")
     return "env", key
 
 
+def route_overrides(overrides: Mapping[str, Any], accepted: Sequence[str], where: str,
+                    why: str = "") -> Dict[str, Dict[str, Any]]:
+    """`--set` pairs {dotted key: value} split by namespace (`route_key`): {"env": {...}, "algorithm": {...},
+    "experiment": {...}, "benchmarl": {section: {...}}}; a key of a namespace not in `accepted` is refused with
+    a ConfigError that names it, `where` (the command) and `why` (what that command takes instead)."""
+    out: Dict[str, Dict[str, Any]] = {"env": {}, "algorithm": {}, "experiment": {},
+                                      "benchmarl": empty_benchmarl_settings()}
+    for key, value in overrides.items():
+        part, name = route_key(key)
+        if part not in accepted:
+            raise ConfigError(f"{where}: --set {key}=... sets {NAMESPACES[part]}, which {where} does not take"
+                              f"{'; ' + why if why else ''}; allowed namespaces here: "
+                              f"{', '.join(NAMESPACES_SHOWN[p] for p in accepted)}")
+        if part == "benchmarl":
+            section, name = name.split(".", 1)
+            out[part][section][name] = value
+        else:
+            out[part][name] = value
+    return out
+
+
+NAMESPACES_SHOWN = {"env": "env.<key> (or the bare key)", "algorithm": "algorithm.<key>",
+                    "experiment": "experiment.<key>", "benchmarl": "benchmarl.<experiment|algorithm|task>.<key>"}
+
+
 def split_file_dict(data: Mapping[str, Any], source: str = "the config") -> Dict[str, Dict[str, Any]]:
-    """The file layout split into {"env", "algorithm", "experiment"}; a `train:` section is refused."""
+    """The file layout split into {"env", "algorithm", "experiment"} (and "benchmarl" when there); a `train:`
+    section is refused."""
     data = dict(data)
     if "train" in data:
         section = data["train"]
         keys = list(section) if isinstance(section, Mapping) else []
         raise ConfigError(moved_train_keys(keys, f"{source} has a 'train:' section"))
-    parts: Dict[str, Dict[str, Any]] = {"env": {}, "algorithm": {}, "experiment": {}}
+    parts: Dict[str, Any] = {"env": {}, "algorithm": {}, "experiment": {}}
     for key, value in data.items():
-        if key in SECTIONS:
+        if key == "benchmarl":
+            parts["benchmarl"] = check_benchmarl_settings(value, source)
+        elif key in SECTIONS:
             if value is not None and not isinstance(value, Mapping):
                 raise ConfigError(f"config key {key!r} in {source} must be a mapping of "
                                   f"{sorted(f.name for f in dataclasses.fields(SECTIONS[key]))}, got {value!r}")
@@ -279,6 +388,6 @@ def named_key(name: str) -> str:
     return name
 
 
-__all__ = ["ACTIVATIONS", "AlgorithmConfig", "ConfigError", "ExperimentConfig", "LEARNERS", "LEARNER_SWITCHES",
-           "Learner", "REWARD_MODES", "RunConfig", "load_run_config", "route_key", "split_file_dict",
-           "split_train_section"]
+__all__ = ["ACTIVATIONS", "AlgorithmConfig", "BENCHMARL_SECTIONS", "ConfigError", "ExperimentConfig", "LEARNERS",
+           "LEARNER_SWITCHES", "Learner", "NAMESPACES", "REWARD_MODES", "RunConfig", "load_run_config", "route_key",
+           "route_overrides", "split_file_dict", "split_train_section"]

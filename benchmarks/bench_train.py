@@ -21,7 +21,8 @@ BenchMARL's on the same config, evaluation seeds and target. The BenchMARL side 
 as `train.py --backend benchmarl` does: by default `fast` (configs/presets/benchmarl_fast.yaml: shared-
 parameter IPPO, 2 epochs, 8 episodes per iteration, minibatches of 6,400 samples, the settings
 measured fastest to 0.9 on the 2-core CPU), `--preset like-for-like` for RLlib's own settings; --config,
---set, --algo and --benchmarl-set / --benchmarl-algo go over it. With `--backend both` the summary
+--set, --algo and --benchmarl-algo go over it; `--set benchmarl.<section>.<key>` (BenchMARL's own
+settings, as in train.py) reaches the BenchMARL side only. With `--backend both` the summary
 line ends with the throughput ratio and the ratio of the training times to `--target`, BenchMARL/RLlib.
 
     python benchmarks/bench_train.py --backend both --seed 0
@@ -52,7 +53,9 @@ from agents.config import (DEFAULT_BENCHMARL_PRESET, LEARNERS, benchmarl_preset_
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", action="append", default=None, help="as in train.py")
-    p.add_argument("--set", action="append", default=[], dest="overrides", help="as in train.py")
+    p.add_argument("--set", action="append", default=[], dest="overrides",
+                   help="as in train.py: env keys, algorithm.*, experiment.* for both sides; benchmarl.* (BenchMARL's "
+                        "own settings) for the BenchMARL side")
     p.add_argument("--algo", default=None, help="learner: ippo, ppo-shared or mappo (as in train.py)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--num-env-runners", type=int, default=None)
@@ -66,8 +69,6 @@ def main(argv=None) -> int:
     p.add_argument("--backend", choices=("rllib", "benchmarl", "both"), default="rllib",
                    help="RLlib IPPO (default), BenchMARL on the vector env (the preset's learner), or both and the "
                         "ratios of their throughputs and of their training times to --target")
-    p.add_argument("--benchmarl-set", action="append", default=[], metavar="algorithm.KEY=VALUE",
-                   help="a setting for the BenchMARL side only, e.g. algorithm.episodes_per_iteration=64")
     p.add_argument("--device", default="cpu", help="torch device of the BenchMARL side (cpu, cuda)")
     p.add_argument("--preset", default=DEFAULT_BENCHMARL_PRESET, choices=benchmarl_preset_names(),
                    help=f"the BenchMARL side's preset, configs/presets/benchmarl_<PRESET>.yaml, under --config and "
@@ -92,6 +93,9 @@ def main(argv=None) -> int:
     quiet_libraries(verbose=False)
     run_cfg = load_run_config(args.config or [], args.overrides, algo=args.algo, seed=args.seed,
                               num_env_runners=args.num_env_runners)
+    if run_cfg.has_benchmarl_settings:
+        raise SystemExit(f"bench_train: {', '.join(run_cfg.benchmarl_keys())}: BenchMARL's own settings are for "
+                         f"--backend benchmarl or both; the RLlib side's are algorithm.* and experiment.*")
     algorithm, experiment = run_cfg.algorithm, run_cfg.experiment
     env_cfg = run_cfg.env.to_dict()
     set_torch_threads(experiment.torch_threads)
@@ -171,7 +175,7 @@ def _run_settings(args):
 
     run = load_run_config([benchmarl_preset_config(args.preset), *(args.config or [])], args.overrides, algo=args.algo,
                           seed=args.seed)
-    return run.env, run.algorithm.to_dict(), run.experiment.to_dict()
+    return run.env, run.algorithm.to_dict(), run.experiment.to_dict(), run.benchmarl
 
 
 def benchmarl_side(args, log) -> dict:
@@ -182,20 +186,11 @@ def benchmarl_side(args, log) -> dict:
     from agents.training.ray_session import quiet_libraries
     from experiments.benchmark import references
 
-    from his_common.config import parse_overrides
-
     quiet_libraries(verbose=False, libraries=("torchrl",))
-    env_cfg, algorithm, experiment = _run_settings(args)  # the preset, then --algo etc. as on the RLlib side
+    env_cfg, algorithm, experiment, benchmarl = _run_settings(args)  # the preset, then --algo etc. as for RLlib
     if args.benchmarl_algo:
         algorithm["algo"] = args.benchmarl_algo
-    for key, value in parse_overrides(args.benchmarl_set, "--benchmarl-set algorithm.minibatch_size=640").items():
-        section, _, name = key.partition(".")
-        target = {"algorithm": algorithm, "experiment": experiment}.get(section)
-        if target is None or name not in target:
-            raise SystemExit(f"bench_train: --benchmarl-set {key!r}; allowed: algorithm.<key> or experiment.<key> "
-                             f"of the run config")
-        target[name] = value
-    spec = run_spec_from_settings(env_cfg, algorithm, experiment, args.device)
+    spec = run_spec_from_settings(env_cfg, algorithm, experiment, args.device, benchmarl)
     frames_per_iter = spec.experiment["on_policy_collected_frames_per_batch"]
     spec.eval_seeds = [EVAL_SEED_BASE + i for i in range(args.eval_episodes)]
     spec.time_budget_s = args.time_limit
@@ -233,13 +228,13 @@ def compare_backends(args, argv) -> int:
     if args.backend == "both":
         given = list(argv if argv is not None else sys.argv[1:])
         child, skip = [], 0
-        own = ("--backend", "--benchmarl-set", "--device", "--benchmarl-algo", "--benchmarl-threads", "--preset")
-        for a in given:  # the RLlib side gets every flag but the BenchMARL side's
+        own = ("--backend", "--device", "--benchmarl-algo", "--benchmarl-threads", "--preset")
+        for i, a in enumerate(given):  # the RLlib side gets every flag but the BenchMARL side's
             if skip:
                 skip -= 1
-            elif a in own:
+            elif a in own or (a == "--set" and given[i + 1:i + 2] and given[i + 1].startswith("benchmarl.")):
                 skip = 1
-            elif not a.startswith(tuple(f"{flag}=" for flag in own)):
+            elif not a.startswith(tuple(f"{flag}=" for flag in own) + ("--set=benchmarl.",)):
                 child.append(a)
         proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--backend", "rllib", *child],
                               capture_output=True, text=True,

@@ -37,3 +37,12 @@ def positive_seconds(name: str):
     return _number_flag(name, float, lambda v: math.isfinite(v) and v > 0, "a finite positive number of seconds")
 
 
+def add_set_argument(parser: argparse.ArgumentParser, accepted: Sequence[str], example: str, note: str = "") -> None:
+    """`--set KEY=VALUE` (repeatable), with the namespaces this command takes (agents.config.NAMESPACES: the
+    same meaning in every command; `agents.config.route_overrides` splits and checks the pairs)."""
+    from agents.config import NAMESPACES_SHOWN
+
+    shown = ", ".join(NAMESPACES_SHOWN[part] for part in accepted)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help=f"override one setting, repeatable: {shown} (e.g. {example}){note}")
+

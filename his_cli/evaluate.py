@@ -6,7 +6,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from his_cli.args import UsageError, nonneg_int, parse_overrides, positive_int
+from his_cli.args import UsageError, add_set_argument, nonneg_int, parse_overrides, positive_int
 
 USAGE = """examples:
   evaluate.py --checkpoint runs/my-run                  one table: the policy on the run's env
@@ -50,8 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, metavar="YAML",
                    help="base env config, a path or a shipped name such as 'small', overlaid on configs/default.yaml "
                         "(only its env keys are used; default: the first checkpoint's env, else configs/default.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override an env key of the base config (dotted), e.g. num_ues=10; repeatable")
+    add_set_argument(p, ("env",), "num_ues=10", " of the base config")
     p.add_argument("--episodes", type=positive_int("--episodes"), default=5,
                    help="episodes per policy and variant (default 5)")
     p.add_argument("--seed-base", type=nonneg_int("--seed-base"), default=20_000,
@@ -62,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="function building the PettingZoo ParallelEnv for the baselines from config=<dict> "
                         "(default: a checkpoint's, else his_env:parallel_env)")
     return p
+
+
+def env_overrides(pairs: Sequence[str]) -> dict:
+    """The --set pairs as env keys (bare or env.<key>); other namespaces are refused, naming what this takes."""
+    from agents.config import route_overrides
+
+    return route_overrides(parse_overrides(pairs), ("env",), "evaluate.py",
+                           "it scores policies on the env, whose keys are the only ones it takes (a checkpoint "
+                           "brings its own algorithm and experiment)")["env"]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -86,7 +94,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         request = EvaluationRequest(
             figure=args.figure, checkpoints=args.checkpoint, baselines=args.policy, runs=args.runs,
-            labels=args.labels, config=args.config, overrides=parse_overrides(args.overrides),
+            labels=args.labels, config=args.config, overrides=env_overrides(args.overrides),
             episodes=args.episodes, seed_base=args.seed_base, output_dir=args.output_dir,
             env_factory=args.env_factory)
         report = run_evaluation(request, log=lambda line: print(line, flush=True))

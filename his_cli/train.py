@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 from agents.config import (DEFAULT_BENCHMARL_PRESET, LEARNERS, benchmarl_preset_config,
                            benchmarl_preset_names)
-from his_cli.args import UsageError, nonneg_int, parse_overrides, positive_int, positive_seconds
+from his_cli.args import UsageError, add_set_argument, nonneg_int, parse_overrides, positive_int, positive_seconds
 
 REWARD_NOTE = """Reward: by default each UE learns from the difference reward (algorithm.reward_mode=difference:
 its marginal contribution to the network utility U), NOT the paper's per-UE reward of Eq. (33).
@@ -41,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", action="append", default=None, metavar="YAML",
                    help="config file (a path or a shipped name such as train_small) overlaid on configs/default.yaml "
                         "(repeatable, later ones win)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override one key: env keys dotted (es.sm_range=[800,1200]), algorithm.<key> "
-                        "(algorithm.reward_mode=individual), experiment.<key> (experiment.num_env_runners=2)")
+    add_set_argument(p, ("env", "algorithm", "experiment", "benchmarl"),
+                     "es.sm_range=[800,1200], algorithm.reward_mode=individual, experiment.num_env_runners=2",
+                     "; benchmarl.* only with --backend benchmarl")
     p.add_argument("--algo", choices=LEARNERS.names, help="learner (default: algorithm.algo: ippo, or the benchmarl preset's)")
     p.add_argument("--backend", choices=("rllib", "benchmarl"), default=None,
                    help="rllib (default; with --resume: the run's): the PettingZoo env through RLlib; benchmarl: "
@@ -94,8 +94,12 @@ def resolve_config(args, backend: str = "rllib"):
         raise UsageError(f"--preset {args.preset} is for --backend benchmarl; the rllib backend's settings are "
                          f"configs/default.yaml's")
     presets = [benchmarl_preset_config(args.preset or DEFAULT_BENCHMARL_PRESET)] if backend == "benchmarl" else []
-    return load_run_config(presets + (args.config or []), args.overrides, algo=args.algo, seed=args.seed,
-                           num_env_runners=args.num_env_runners)
+    run = load_run_config(presets + (args.config or []), args.overrides, algo=args.algo, seed=args.seed,
+                          num_env_runners=args.num_env_runners)
+    if run.has_benchmarl_settings and backend != "benchmarl":
+        raise UsageError(f"{', '.join(run.benchmarl_keys())}: the benchmarl.* settings are BenchMARL's own, for "
+                         f"--backend benchmarl; the {backend} backend's settings are algorithm.* and experiment.*")
+    return run
 
 
 def resume_overrides(args) -> dict:

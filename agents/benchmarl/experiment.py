@@ -94,8 +94,8 @@ def experiment_config(overrides: Optional[Mapping[str, Any]] = None, preset: Opt
     for where, values in layers:
         for key, value in values.items():
             if key not in allowed:
-                raise BenchmarlSettingsError(f"experiment.{key} ({where}) is not a BenchMARL experiment setting; "
-                                             f"allowed: {', '.join(allowed)}")
+                raise BenchmarlSettingsError(f"benchmarl.experiment.{key} ({where}) is not a BenchMARL experiment "
+                                             f"setting; allowed: {', '.join(allowed)}")
             setattr(cfg, key, value)
     return cfg
 
@@ -107,8 +107,8 @@ def algorithm_config(name: str, overrides: Optional[Mapping[str, Any]] = None):
     allowed = [f.name for f in fields(config_class)]
     for key, value in dict(overrides or {}).items():
         if key not in allowed:
-            raise BenchmarlSettingsError(f"algorithm.{key} is not a setting of BenchMARL's {name}; allowed: "
-                                         f"{', '.join(allowed)}")
+            raise BenchmarlSettingsError(f"benchmarl.algorithm.{key} is not a setting of BenchMARL's {name}; "
+                                         f"allowed: {', '.join(allowed)}")
         setattr(cfg, key, value)
     return cfg
 
@@ -152,6 +152,37 @@ class RunSpec:
         return asdict(self)
 
 
+# BenchMARL ExperimentConfig keys that the commands set themselves, with the flag that sets them.
+RUN_OWNED_EXPERIMENT_KEYS = {
+    "max_n_frames": "the frame or time budget (train.py --iterations/--timesteps/--time-limit, benchmark.py "
+                    "--frame-budget/--time-budget)",
+    "max_n_iters": "the frame or time budget", "save_folder": "the output folder (--output-dir)",
+    "restore_file": "train.py --resume", "restore_map_location": "--device",
+    "sampling_device": "--device", "train_device": "--device", "buffer_device": "--device",
+    "checkpoint_interval": "train.py --checkpoint-every", "checkpoint_at_end": "train.py (always at the end)",
+    "keep_checkpoints_num": "train.py --keep-checkpoints",
+}
+# HIS task settings that come from the run settings, with where they are set.
+RUN_OWNED_TASK_KEYS = {"num_ues": "num_ues (the env's)", "reward_mode": "algorithm.reward_mode",
+                       "config": "--config", "env": "the env's keys (bare or env.<key>)"}
+
+
+def apply_benchmarl_settings(spec: RunSpec, settings: Optional[Mapping[str, Mapping[str, Any]]]) -> RunSpec:
+    """`spec` with the `benchmarl` namespace's settings laid over it ({"experiment": BenchMARL ExperimentConfig
+    keys, "algorithm": the algorithm config's, "task": the HIS task's}, agents.config.BENCHMARL_SECTIONS); a key
+    that a command sets from its own flags or the run settings is refused naming them. Unknown keys are refused
+    by validate_spec, naming the allowed ones."""
+    settings = settings or {}
+    for section, owned in (("experiment", RUN_OWNED_EXPERIMENT_KEYS), ("task", RUN_OWNED_TASK_KEYS)):
+        for key in settings.get(section) or {}:
+            if key in owned:
+                raise BenchmarlSettingsError(f"benchmarl.{section}.{key} cannot be set: it comes from {owned[key]}")
+    spec.experiment.update(settings.get("experiment") or {})
+    spec.algorithm_settings.update(settings.get("algorithm") or {})
+    spec.task.update(settings.get("task") or {})
+    return spec
+
+
 def build_task(spec: RunSpec):
     """The run's BenchMARL task (agents.benchmarl.task.HISTaskClass), with its settings checked (ConfigError);
     a run builds it once and hands it to `build_experiment`."""
@@ -178,8 +209,9 @@ def validate_spec(spec: RunSpec, task=None):
     envs = cfg.n_envs_per_worker(on_policy)
     if per_iter % envs:
         kind = "on" if on_policy else "off"
-        raise BenchmarlSettingsError(f"experiment.{kind}_policy_collected_frames_per_batch = {per_iter} is not a "
-                                     f"multiple of experiment.{kind}_policy_n_envs_per_worker = {envs}")
+        raise BenchmarlSettingsError(f"benchmarl.experiment.{kind}_policy_collected_frames_per_batch = {per_iter} "
+                                     f"is not a multiple of benchmarl.experiment.{kind}_policy_n_envs_per_worker = "
+                                     f"{envs}")
     if spec.frame_budget is not None and spec.frame_budget < per_iter:
         raise BenchmarlSettingsError(
             f"frame budget {spec.frame_budget:,} is smaller than one iteration ({per_iter:,} frames for "
@@ -187,11 +219,12 @@ def validate_spec(spec: RunSpec, task=None):
     if spec.time_budget_s is not None and not (math.isfinite(spec.time_budget_s) and spec.time_budget_s > 0):
         raise BenchmarlSettingsError(f"time budget {spec.time_budget_s!r}; allowed: a finite number of seconds > 0")
     if spec.time_budget_s is not None and spec.frame_budget is None and cfg.exploration_anneal_frames is None:
-        raise BenchmarlSettingsError("a time budget needs experiment.exploration_anneal_frames (the frames over which "
+        raise BenchmarlSettingsError("a time budget needs benchmarl.experiment.exploration_anneal_frames (the frames over which "
                                      "exploration is annealed; BenchMARL's default, a third of max_n_frames, needs a "
                                      "frame budget); allowed: an integer >= 1")
     if cfg.evaluation_interval % per_iter:
-        raise BenchmarlSettingsError(f"experiment.evaluation_interval = {cfg.evaluation_interval} is not a multiple "
+        raise BenchmarlSettingsError(f"benchmarl.experiment.evaluation_interval = {cfg.evaluation_interval} is not a "
+                                     f"multiple "
                                      f"of the {per_iter} frames collected per iteration")
     if not spec.eval_seeds:
         raise BenchmarlSettingsError("no evaluation seeds; allowed: one or more")
@@ -576,4 +609,4 @@ def run_benchmarl(spec: RunSpec, folder: str | Path, references: Optional[Mappin
     if ray is not None and ray.is_initialized():  # a Ray task: say which node ran it
         summary["node_ip"] = ray.util.get_node_ip_address()
         summary["node_id"] = ray.get_runtime_context().get_node_id()
-    return {"summary": summary, "curve": tracker.points, "experiment": experiment}
+    return {"summary": summary, "curve": tracker.points, "experiment": experiment, "task": task}

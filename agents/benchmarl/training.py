@@ -23,6 +23,7 @@ by default: ppo-shared, 2 epochs, 8 episodes per iteration, minibatches of 6,400
 | algorithm.reward_mode | the task's reward mode |
 | experiment.seed, evaluation_episodes, torch_threads | the BenchMARL seed (env, networks); episodes of the final greedy evaluation (0: none), on train.py's seeds; torch threads of the run (unlike RLlib's learners, BenchMARL's gain from a second core) |
 | algorithm.reward_normalization, reward_norm_clip, advantage_normalization, value_clip | the RLlib learner's switches, added to BenchMARL's PPO by agents.benchmarl.normalization |
+| benchmarl.experiment.\*, benchmarl.algorithm.\*, benchmarl.task.\* | laid over the above: BenchMARL's ExperimentConfig, the algorithm's config, the task's (`bank_size`); kept in config.yaml as `benchmarl_overrides` for --resume |
 
 `algorithm.policy_clip: false` (the unclipped surrogate) has no BenchMARL counterpart: BenchMARL's
 PPO always clips; `config.yaml` lists it under `backend_unused`, so a reader sees it was not applied.
@@ -68,7 +69,7 @@ import yaml
 from benchmarl.experiment.callback import Callback
 
 from agents.benchmarl.experiment import (BenchmarlSettingsError, CurveTracker, RunSpec, WANDB_MODES,
-                                         build_experiment, greedy_policy, peak_memory, reset_peak_memory,
+                                         apply_benchmarl_settings, build_experiment, greedy_policy, peak_memory, reset_peak_memory,
                                          validate_spec)
 from agents.config import LEARNERS
 from agents.checkpoints import (BENCHMARL, BENCHMARL_RECORD_KEY, CHECKPOINTS_DIR, CONFIG_FILE, CheckpointError,
@@ -102,8 +103,9 @@ def learner_label(spec: RunSpec) -> str:
 
 
 def run_spec_from_settings(env_config, algorithm: Mapping[str, Any], experiment: Mapping[str, Any],
-                           device: str = "cpu") -> RunSpec:
-    """The BenchMARL run that the run settings describe (see the module docstring's table)."""
+                           device: str = "cpu", benchmarl: Optional[Mapping[str, Mapping[str, Any]]] = None) -> RunSpec:
+    """The BenchMARL run that the run settings describe (see the module docstring's table), with the
+    `benchmarl` namespace's settings laid over it (agents.benchmarl.experiment.apply_benchmarl_settings)."""
     from his_env.environment import load_config
 
     nullable = ("grad_clip", "value_clip", "reward_norm_clip")
@@ -132,13 +134,14 @@ def run_spec_from_settings(env_config, algorithm: Mapping[str, Any], experiment:
            "evaluation": False, "evaluation_interval": frames, "loggers": [], "create_json": False}
     settings = {"share_param_critic": shared, "lmbda": float(algo["lambda_"]), "clip_epsilon": float(algo["clip"]),
                 "entropy_coef": float(algo["entropy"]), "critic_coef": float(algo["vf_loss_coeff"])}
-    return RunSpec(algorithm=learner.benchmarl_algorithm, scheme=scheme, seed=int(experiment.get("seed", 0) or 0),
+    spec = RunSpec(algorithm=learner.benchmarl_algorithm, scheme=scheme, seed=int(experiment.get("seed", 0) or 0),
                    task={"num_ues": cfg.num_ues, "reward_mode": algo["reward_mode"], "env": env_rest},
                    experiment=exp, algorithm_settings=settings, hidden=list(algo["hidden"]),
                    activation=algo["activation"], device=device, wandb_mode="disabled",
                    learner_switches={k: algo[k] for k in SWITCH_KEYS},
                    eval_seeds=evaluation_seeds(int(experiment.get("seed", 0) or 0),
                                                max(1, int(experiment.get("evaluation_episodes", 4) or 4))))
+    return apply_benchmarl_settings(spec, benchmarl)
 
 
 class MetricsRows(Callback):
@@ -249,15 +252,18 @@ class _Run:
     checkpoint_every: int
     keep_checkpoints: int
     task: Any  # agents.benchmarl.task.HISTaskClass, built once (validate_spec) and handed to every use
+    benchmarl: Dict[str, Dict[str, Any]]  # the `benchmarl` namespace's settings (agents.config.RunConfig.benchmarl)
     plan: Optional[ResumePlan] = None
 
 
 def _prepare(env_config, algorithm: Mapping[str, Any], experiment: Mapping[str, Any], out: Path, stop: StopRules,
-             checkpoint_every: int, keep_checkpoints: int, device: str, plan: Optional[ResumePlan] = None) -> _Run:
+             checkpoint_every: int, keep_checkpoints: int, device: str, plan: Optional[ResumePlan] = None,
+             benchmarl: Optional[Mapping[str, Mapping[str, Any]]] = None) -> _Run:
     """The run's spec: the settings' BenchMARL run, its frame and time budgets (`stop`; iterations and env
     steps count the whole run, the time this invocation), the checkpoint cadence; checked (validate_spec)."""
     algorithm = {**default_algorithm(), **dict(algorithm)}
-    spec = run_spec_from_settings(env_config, algorithm, experiment, device)
+    benchmarl = {section: dict(values) for section, values in (benchmarl or {}).items() if values}
+    spec = run_spec_from_settings(env_config, algorithm, experiment, device, benchmarl)
     per_iter = int(spec.experiment["on_policy_collected_frames_per_batch"])
     stop = stop.with_default()
     budgets = [b for b in (stop.iterations and stop.iterations * per_iter, stop.timesteps) if b is not None]
@@ -269,7 +275,7 @@ def _prepare(env_config, algorithm: Mapping[str, Any], experiment: Mapping[str, 
                             "exploration_anneal_frames": per_iter})
     task = validate_spec(spec)
     return _Run(spec, stop, task.his_config().to_dict(), algorithm, dict(experiment), out, checkpoint_every,
-                keep_checkpoints, task, plan)
+                keep_checkpoints, task, benchmarl, plan)
 
 
 def train_benchmarl(env_config, algorithm: Mapping[str, Any], experiment: Mapping[str, Any], out_dir: str | Path, *,
@@ -277,8 +283,11 @@ def train_benchmarl(env_config, algorithm: Mapping[str, Any], experiment: Mappin
                     time_limit_s: Optional[float] = None, checkpoint_every: int = 10, keep_checkpoints: int = 2,
                     eval_baselines: Sequence[str] = ("random", "iis-fixed"), device: str = "cpu",
                     wandb_mode: str = "offline", wandb_project: str = "his-marl", wandb_name: Optional[str] = None,
-                    verbose: bool = False, log: Callable[[str], None] = print) -> Dict[str, Any]:
+                    verbose: bool = False, log: Callable[[str], None] = print,
+                    benchmarl: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Dict[str, Any]:
     """Train BenchMARL IPPO/MAPPO on the vector env into the new run folder `out_dir` (see the module docstring).
+    `benchmarl` holds the `benchmarl` namespace's settings ({"experiment": ..., "algorithm": ..., "task": ...}),
+    laid over what the run settings map to and kept in config.yaml (`benchmarl_overrides`) for --resume.
 
     Stop rules as train.py's: `iterations` (in total), `timesteps` (env steps = frames in total),
     `time_limit_s` (seconds of training), SIGINT/SIGTERM (see the module docstring); with no budget
@@ -290,7 +299,7 @@ def train_benchmarl(env_config, algorithm: Mapping[str, Any], experiment: Mappin
     check_settings(iterations, timesteps, time_limit_s, checkpoint_every, keep_checkpoints, wandb_mode)
     out = Path(out_dir).resolve()
     run = _prepare(env_config, algorithm, experiment, out, StopRules(iterations, timesteps, time_limit_s),
-                   checkpoint_every, keep_checkpoints, device)
+                   checkpoint_every, keep_checkpoints, device, benchmarl=benchmarl)
     check_new_run_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     MetricsFiles(out).rewrite([])
@@ -325,7 +334,8 @@ def resume_benchmarl(path: str | Path, *, output_dir: Optional[str | Path] = Non
     plan = plan_resume(path, output_dir, BENCHMARL)
     info = plan.info
     run_config = RunConfig.from_dict({"env": info["env_config"], "algorithm": info["algorithm_config"],
-                                      "experiment": info["experiment_config"]})
+                                      "experiment": info["experiment_config"],
+                                      "benchmarl": info.get("benchmarl_config")})
     if experiment_overrides:
         run_config = run_config.with_overrides({f"experiment.{k}": v for k, v in experiment_overrides.items()})
     recorded = read_run_config_file(plan.run_dir)["benchmarl"]["experiment"]
@@ -335,7 +345,7 @@ def resume_benchmarl(path: str | Path, *, output_dir: Optional[str | Path] = Non
     keep = keep_checkpoints if keep_checkpoints is not None else int(info.get(
         "keep_checkpoints", recorded.get("keep_checkpoints_num") or 2))
     run = _prepare(run_config.env, run_config.algorithm.to_dict(), run_config.experiment.to_dict(), plan.run_dir,
-                   StopRules(iterations, timesteps, time_limit_s), every, keep, device, plan)
+                   StopRules(iterations, timesteps, time_limit_s), every, keep, device, plan, run_config.benchmarl)
     if run.spec.experiment["on_policy_collected_frames_per_batch"] != per_iter:
         raise CheckpointError(f"the run in {str(plan.run_dir)!r} collected {per_iter} env steps per iteration, and "
                               f"its settings now give {run.spec.experiment['on_policy_collected_frames_per_batch']}: "
@@ -355,6 +365,8 @@ def _write_config(run: _Run) -> None:
                               "experiment": spec.experiment, "learner_switches": spec.learner_switches,
                               "frame_budget": spec.frame_budget, "time_budget_s": spec.time_budget_s},
                 "backend_unused": {k: run.algorithm[k] for k in UNUSED_KEYS if run.algorithm.get(k) is False}}
+    if run.benchmarl:  # what --set benchmarl.* gave (already in `benchmarl:` above; kept apart for --resume)
+        resolved["benchmarl_overrides"] = run.benchmarl
     atomic_write_text(run.out / CONFIG_FILE, yaml.safe_dump(resolved, sort_keys=False))
 
 
@@ -476,7 +488,8 @@ def restore_greedy_policy(checkpoint: str | Path, device: str = "cpu"):
 
     checkpoint = Path(checkpoint)
     info = BENCHMARL.read(checkpoint)
-    spec = run_spec_from_settings(info["env_config"], info["algorithm_config"], info["experiment_config"], device)
+    spec = run_spec_from_settings(info["env_config"], info["algorithm_config"], info["experiment_config"], device,
+                                  info.get("benchmarl_config"))
     with tempfile.TemporaryDirectory(prefix="his-benchmarl-policy-") as folder, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # TorchRL's, for the collector this builds
         try:
@@ -512,4 +525,4 @@ def train_benchmarl_request(request, device: str = "cpu", log: Callable[[str], N
                                         f"-seed{run.experiment.seed}-{datetime.now():%Y%m%d-%H%M%S}")
     return train_benchmarl(run.env, run.algorithm.to_dict(), run.experiment.to_dict(), output_dir,
                            checkpoint_every=10 if request.checkpoint_every is None else request.checkpoint_every,
-                           keep_checkpoints=request.keep_checkpoints or 2, **common)
+                           keep_checkpoints=request.keep_checkpoints or 2, benchmarl=run.benchmarl, **common)
