@@ -18,7 +18,11 @@
    `jobs` at a time here, or as Ray tasks spread over a cluster (`ray_address`); a cell that fails,
    or whose evaluation is not finite (a NaN score is never "ok"), is run once more, and if it fails
    again it is reported as failed with both errors, not lost;
-4. writes one report (experiments.benchmark_report): per algorithm and scheme, the normalised
+4. after each cell's training, scores its final greedy policy once more on `absolute_episodes`
+   episodes of their own seeds (95000..; marl-eval's "absolute metric", 10x the episodes of an
+   evaluation along the run by default), normalised by references on those seeds (`absolute` in
+   its `result.json`; 0 episodes: none);
+5. writes one report (experiments.benchmark_report): per algorithm and scheme, the normalised
    score (U - U_random) / (U_search - U_random) of the greedy policy, mean and 95 % bootstrap
    confidence interval over seeds, learning curves against frames and training time, peak memory.
 
@@ -64,6 +68,7 @@ from his_common.storage import (CacheLocationError, atomic_write_json, cache_roo
                                 write_cache_file)
 
 EVAL_SEED_BASE = 90_000
+ABSOLUTE_SEED_BASE = 95_000  # the final evaluation's seeds, apart from those of the evaluations along a run
 REPO = Path(__file__).resolve().parents[1]
 RESULT_FILE = "result.json"
 # Settings that change what a cell computes; the rest (W&B, output folder, Ray address) do not.
@@ -90,12 +95,14 @@ class CellResultError(RuntimeError):
 class BenchmarkSpec:
     algorithms: List[str]
     schemes: List[str] = field(default_factory=lambda: ["his"])
-    seeds: List[int] = field(default_factory=lambda: [0, 1, 2])
+    seeds: List[int] = field(default_factory=lambda: list(range(10)))  # the field's standard for a published grid
     task: Dict[str, Any] = field(default_factory=dict)        # HIS task settings shared by all cells
     experiment: Dict[str, Any] = field(default_factory=dict)  # BenchMARL ExperimentConfig overrides
+    algorithm_settings: Dict[str, Any] = field(default_factory=dict)  # overrides of every cell's algorithm config
     frame_budget: Optional[int] = None
     time_budget_s: Optional[float] = None
     eval_episodes: int = 4
+    absolute_episodes: int = 40  # the final evaluation's episodes (marl-eval's absolute metric); 0: none
     hidden: List[int] = field(default_factory=lambda: [256, 256, 256])
     activation: str = "tanh"
     device: str = "cpu"
@@ -110,9 +117,17 @@ class BenchmarkSpec:
     def eval_seeds(self) -> List[int]:
         return [EVAL_SEED_BASE + i for i in range(self.eval_episodes)]
 
+    @property
+    def absolute_seeds(self) -> List[int]:
+        return [ABSOLUTE_SEED_BASE + i for i in range(self.absolute_episodes)]
+
     def result_settings(self) -> Dict[str, Any]:
         data = asdict(self)
-        return {key: data[key] for key in RESULT_KEYS}
+        settings = {key: data[key] for key in RESULT_KEYS}
+        for name in ("algorithm_settings", "absolute_episodes"):  # only when set, so that grids run before
+            if data[name]:                                          # these settings existed keep their key
+                settings[name] = data[name]
+        return settings
 
 
 def cell_name(algorithm: str, scheme: str, seed: int) -> str:
@@ -123,7 +138,8 @@ def run_spec(spec: BenchmarkSpec, algorithm: str, scheme: str, seed: int):
     from agents.benchmarl.experiment import RunSpec
 
     return RunSpec(algorithm=algorithm, scheme=scheme, seed=int(seed), task=dict(spec.task),
-                   experiment=dict(spec.experiment), frame_budget=spec.frame_budget,
+                   experiment=dict(spec.experiment), algorithm_settings=dict(spec.algorithm_settings),
+                   frame_budget=spec.frame_budget,
                    time_budget_s=spec.time_budget_s, eval_seeds=spec.eval_seeds, hidden=list(spec.hidden),
                    activation=spec.activation, device=spec.device, wandb_mode=spec.wandb_mode,
                    wandb_project=spec.wandb_project)
@@ -152,6 +168,9 @@ def validate(spec: BenchmarkSpec) -> List[Tuple[str, str, int]]:
         raise BenchmarkError(f"seeds {spec.seeds!r}; allowed: one or more integers >= 0")
     if spec.eval_episodes < 1:
         raise BenchmarkError(f"eval_episodes {spec.eval_episodes!r}; allowed: an integer >= 1")
+    if not (_is_integer(spec.absolute_episodes) and spec.absolute_episodes >= 0):
+        raise BenchmarkError(f"absolute_episodes {spec.absolute_episodes!r}; allowed: an integer >= 0 (0: no final "
+                             f"evaluation on more episodes)")
     if spec.search_sweeps < 1:
         raise BenchmarkError(f"search_sweeps {spec.search_sweeps!r}; allowed: an integer >= 1")
     if spec.wandb_mode not in WANDB_MODES:
@@ -164,6 +183,12 @@ def validate(spec: BenchmarkSpec) -> List[Tuple[str, str, int]]:
     if spec.time_budget_s is not None and not (_is_number(spec.time_budget_s) and math.isfinite(spec.time_budget_s)
                                                and spec.time_budget_s > 0):
         raise BenchmarkError(f"time_budget_s {spec.time_budget_s!r}; allowed: a finite number of seconds > 0 or none")
+    from agents.benchmarl.experiment import RUN_OWNED_EXPERIMENT_KEYS
+
+    for key in spec.experiment:
+        if key in RUN_OWNED_EXPERIMENT_KEYS and not key.startswith(("checkpoint", "keep_checkpoints")):
+            raise BenchmarkError(f"benchmarl.experiment.{key} cannot be set: it comes from "
+                                 f"{RUN_OWNED_EXPERIMENT_KEYS[key]}")
     try:
         cache_root()
     except CacheLocationError as exc:
@@ -351,7 +376,24 @@ def run_cell(spec_dict: Dict[str, Any], refs: Dict[str, float], folder: str) -> 
 
     moved = set_aside_earlier_attempt(folder)
     result = run_benchmarl(RunSpec(**spec_dict), folder, references=refs)
-    return {"summary": result["summary"], "curve": result["curve"], "set_aside": str(moved) if moved else None}
+    out = {"summary": result["summary"], "curve": result["curve"], "set_aside": str(moved) if moved else None}
+    if refs.get("absolute"):
+        out["absolute"] = absolute_evaluation(result["experiment"], result["task"].his_config(), refs["absolute"])
+    return out
+
+
+def absolute_evaluation(experiment, his_config, refs: Mapping[str, Any]) -> Dict[str, Any]:
+    """The final greedy policy of `experiment` on the seeds of `refs` (the references computed on them):
+    mean U, Q, T, E per decision point and the normalised score, with the episodes and seeds."""
+    from agents.benchmarl.experiment import greedy_policy
+    from agents.evaluation import evaluate_policy, mean_metric, normalized_score
+
+    t0 = time.perf_counter()
+    rows = evaluate_policy(greedy_policy(experiment), his_config.to_dict(), list(refs["seeds"]))
+    out: Dict[str, Any] = {key: mean_metric(rows, key) for key in ("utility", "quality", "delay", "energy")}
+    out.update(score=normalized_score(out["utility"], refs["random"], refs["search"]), episodes=len(refs["seeds"]),
+               seeds=[int(refs["seeds"][0]), int(refs["seeds"][-1])], eval_s=time.perf_counter() - t0)
+    return out
 
 
 def check_result(result: Mapping[str, Any]) -> None:
@@ -362,6 +404,9 @@ def check_result(result: Mapping[str, Any]) -> None:
     bad = [f"{key} {summary.get(key)!r}" for key in ("score", "utility") if not _finite(summary.get(key))]
     if bad:
         raise CellResultError(f"the final evaluation is not finite: {', '.join(bad)}")
+    absolute = result.get("absolute")
+    if absolute is not None and not (isinstance(absolute, Mapping) and _finite(absolute.get("score"))):
+        raise CellResultError(f"the final evaluation on more episodes is not finite: {absolute!r}")
 
 
 class _LocalRunner:
@@ -518,6 +563,10 @@ def record_problem(record: Any, name: str) -> Optional[str]:
             return f"summary {wrong[0]} {summary[wrong[0]]!r} is not a number"
         if not isinstance(record.get("curve"), list):
             return "status 'ok' without a curve list"
+        absolute = record.get("absolute")
+        if absolute is not None and not (isinstance(absolute, dict) and _finite(absolute.get("score"))
+                                         and _is_integer(absolute.get("episodes"))):
+            return f"absolute evaluation {absolute!r}; allowed: an object with a finite score and its episodes"
     return None
 
 
@@ -549,7 +598,9 @@ def progress_line(i: int, total: int, record: Mapping[str, Any]) -> str:
         return f"{head}: FAILED after {record['attempts']} attempts: {record['errors'][-1].splitlines()[-1]}"
     s = record["summary"]
     where = node_label(s)
-    return (f"{head}: score {s['score']:.3f} (U {s['utility']:.3f}) | {int(s['frames']):,} frames in "
+    absolute = record.get("absolute")
+    final = f", {absolute['score']:.3f} on {absolute['episodes']} episodes" if absolute else ""
+    return (f"{head}: score {s['score']:.3f}{final} (U {s['utility']:.3f}) | {int(s['frames']):,} frames in "
             f"{s['train_s']:.0f} s | {s['agent_steps_per_s']:,.0f} agent-steps/s | peak {s['peak_rss_mb']:,.0f} MB"
             + (f" | {where}" if where else "") + (" (retried)" if record["attempts"] > 1 else ""))
 
@@ -625,6 +676,9 @@ def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool, stop) -> Dict[
             return outcome(refs, None)
         his_config = task_by_name(scheme).get_task(dict(spec.task)).his_config()
         refs[scheme] = references(his_config, spec.eval_seeds, spec.search_sweeps, log)
+        if spec.absolute_episodes:
+            refs[scheme] = {**refs[scheme], "absolute": references(his_config, spec.absolute_seeds,
+                                                                   spec.search_sweeps, log)}
     atomic_write_json(out / "references.json", refs)
     log(f"benchmark: {len(cells)} cells ({len(spec.algorithms)} algorithms x {len(spec.schemes)} schemes x "
         f"{len(spec.seeds)} seeds), {len(records)} already finished, {len(todo)} to run"
@@ -675,6 +729,8 @@ def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool, stop) -> Dict[
                         emit(f"{name}: the files of an earlier unfinished attempt were moved to {result['set_aside']}")
                     record = {"status": "ok", "cell": cell, "attempts": attempt, "errors": errors,
                               "settings_key": key, "summary": result["summary"], "curve": result["curve"]}
+                    if result.get("absolute") is not None:
+                        record["absolute"] = result["absolute"]
                 atomic_write_json(out / "cells" / name / RESULT_FILE, record)
                 records[name] = record
                 done_count += 1

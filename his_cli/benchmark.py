@@ -8,10 +8,14 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from his_env.reward_modes import REWARD_MODES, help_text
-from his_cli.args import UsageError, nonneg_int, parse_overrides, positive_int, positive_seconds
+from his_cli.args import UsageError, add_set_argument, nonneg_int, parse_overrides, positive_int, positive_seconds
 
 REWARD_MODES_HELP = help_text()
+# algorithm.* keys that mean the same for every BenchMARL algorithm of a grid (the others are RLlib-PPO settings
+# of train.py; BenchMARL's own are benchmarl.experiment.* and benchmarl.algorithm.*)
+GRID_ALGORITHM_KEYS = ("reward_mode", "hidden", "activation")
 DEFAULT_ALGORITHMS = ("ippo", "mappo")
+HIDDEN_DEFAULT = (256, 256, 256)
 EPILOG = """Ctrl-C or SIGTERM stops the grid: the running cells are ended (they run again on resume), the
 finished ones are kept and reported; a second signal stops at once. Killed with kill -9, it leaves no
 worker behind, and the cell that was running moves its files to cells/<cell>/superseded/ when resumed.
@@ -30,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "actions); default: ippo mappo")
     p.add_argument("--schemes", nargs="+", default=["his"], metavar="SCHEME",
                    help="HIS schemes, each a BenchMARL task his/<scheme>: his ppgfis cfis iis (default his)")
-    p.add_argument("--seeds", type=positive_int("--seeds"), default=3, help="seeds 0..K-1 per cell (default 3)")
+    p.add_argument("--seeds", type=positive_int("--seeds"), default=10,
+                   help="seeds 0..K-1 per algorithm and scheme (default 10, the field's standard for a published "
+                        "grid: Agarwal et al. 2021, Gorsane et al. 2022)")
     p.add_argument("--seed-start", type=nonneg_int("--seed-start"), default=0, help="first seed (default 0)")
     p.add_argument("--frame-budget", type=positive_int("--frame-budget"),
                    help="frames (env steps summed over the vector env's batch) per run")
@@ -39,15 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward-mode", default=None, choices=REWARD_MODES.names,
                    help="the UEs' training reward: " + REWARD_MODES_HELP)
     p.add_argument("--config", default=None, metavar="YAML", help="HIS env YAML overlaid on the defaults")
-    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
-                   help="HIS env keys dotted (es.sm_range=[800,1200]), BenchMARL experiment settings as "
-                        "experiment.<key> (experiment.lr=0.001), task settings as task.<key> (task.bank_size=4096)")
+    add_set_argument(p, ("env", "algorithm", "benchmarl"),
+                     "es.sm_range=[800,1200], algorithm.reward_mode=team, benchmarl.experiment.lr=0.001, "
+                     "benchmarl.task.bank_size=4096",
+                     f"; of algorithm.*: {', '.join(GRID_ALGORITHM_KEYS)} (each cell's algorithm keeps BenchMARL's "
+                     f"own settings, changed with benchmarl.algorithm.<key>)")
     p.add_argument("--eval-episodes", type=positive_int("--eval-episodes"), default=4,
                    help="evaluation episodes (fixed seeds 90000..) of the greedy policy and the references (default 4)")
+    p.add_argument("--absolute-episodes", type=nonneg_int("--absolute-episodes"), default=40,
+                   help="episodes (seeds 95000..) of each run's final evaluation, marl-eval's absolute metric "
+                        "(default 40, 10x --eval-episodes' default; 0: none)")
     p.add_argument("--search-sweeps", type=positive_int("--search-sweeps"), default=4,
                    help="coordinate-descent sweeps of the search reference (default 4)")
-    p.add_argument("--hidden", type=positive_int("--hidden"), nargs="+", default=[256, 256, 256],
-                   help="hidden layer widths of every policy and critic (default 256 256 256, the paper's)")
+    p.add_argument("--hidden", type=positive_int("--hidden"), nargs="+", default=None,
+                   help="hidden layer widths of every policy and critic (default 256 256 256, the paper's; "
+                        "the same as --set algorithm.hidden=[...])")
     p.add_argument("--device", default="cpu", help="torch device for sampling and training (cpu, cuda, cuda:1)")
     p.add_argument("--output-dir", default="results/benchmark", help="report and cell folder (default "
                    "results/benchmark); running again with the same settings resumes it")
@@ -65,31 +77,45 @@ def build_parser() -> argparse.ArgumentParser:
 def spec_from_args(args):
     from experiments.benchmark import BenchmarkSpec
 
-    task: Dict[str, Any] = {}
-    experiment: Dict[str, Any] = {}
-    env: Dict[str, Any] = {}
-    for key, value in parse_overrides(args.overrides, "--set es.sm_range=[800,1200] or --set experiment.lr=0.001").items():
-        if key.startswith("experiment."):
-            experiment[key[len("experiment."):]] = value
-        elif key.startswith("task."):
-            task[key[len("task."):]] = value
-        else:
-            env[key] = value
+    from agents.benchmarl.experiment import RUN_OWNED_TASK_KEYS
+    from agents.config import route_overrides
+
+    parts = route_overrides(parse_overrides(args.overrides, "--set es.sm_range=[800,1200]"),
+                            ("env", "algorithm", "benchmarl"), "benchmark.py",
+                            "its run settings are its flags (--seeds, --eval-episodes, --device); BenchMARL's "
+                            "ExperimentConfig keys are benchmarl.experiment.<key>")
+    algorithm = parts["algorithm"]
+    for key in algorithm:
+        if key not in GRID_ALGORITHM_KEYS:
+            raise UsageError(f"--set algorithm.{key}: benchmark.py runs BenchMARL's algorithms with their own "
+                             f"settings; allowed algorithm keys: {', '.join(GRID_ALGORITHM_KEYS)}; BenchMARL's are "
+                             f"benchmarl.experiment.<key> (lr, gamma, ...) and benchmarl.algorithm.<key>")
+    benchmarl = parts["benchmarl"]
+    for key in benchmarl["task"]:
+        if key in RUN_OWNED_TASK_KEYS:
+            raise UsageError(f"--set benchmarl.task.{key}: it comes from {RUN_OWNED_TASK_KEYS[key]}")
+    task: Dict[str, Any] = dict(benchmarl["task"])
+    env = parts["env"]
+    num_ues = env.pop("num_ues", None)
     if env:
-        task["env"] = {**dict(task.get("env") or {}), **env}
-    if args.num_ues is not None:
-        task["num_ues"] = args.num_ues
-    if args.reward_mode is not None:
-        task["reward_mode"] = args.reward_mode
+        task["env"] = env
+    if num_ues is not None or args.num_ues is not None:
+        task["num_ues"] = args.num_ues if args.num_ues is not None else num_ues
+    reward_mode = args.reward_mode if args.reward_mode is not None else algorithm.get("reward_mode")
+    if reward_mode is not None:
+        task["reward_mode"] = reward_mode
     if args.config is not None:
         if not Path(args.config).is_file():
             raise UsageError(f"--config {args.config!r}: no such file")
         task["config"] = str(Path(args.config).resolve())
+    hidden = list(args.hidden) if args.hidden is not None else list(algorithm.get("hidden", HIDDEN_DEFAULT))
+    activation = algorithm.get("activation", "tanh")
     wandb_mode = args.wandb_mode or os.environ.get("WANDB_MODE", "offline")
     return BenchmarkSpec(algorithms=list(args.algorithms), schemes=list(args.schemes),
                          seeds=list(range(args.seed_start, args.seed_start + args.seeds)), task=task,
-                         experiment=experiment, frame_budget=args.frame_budget, time_budget_s=args.time_budget,
-                         eval_episodes=args.eval_episodes, hidden=list(args.hidden), device=args.device,
+                         experiment=dict(benchmarl["experiment"]), algorithm_settings=dict(benchmarl["algorithm"]),
+                         frame_budget=args.frame_budget, time_budget_s=args.time_budget,
+                         eval_episodes=args.eval_episodes, absolute_episodes=args.absolute_episodes, hidden=hidden, activation=activation, device=args.device,
                          search_sweeps=args.search_sweeps, output_dir=args.output_dir,
                          ray_address=args.ray_address, cpus_per_cell=args.cpus_per_cell, wandb_mode=wandb_mode,
                          wandb_project=args.wandb_project)

@@ -17,7 +17,7 @@ from tests.benchmark.test_task import FRAMES_PER_BATCH, SMALL_EXPERIMENT, SMALL_
 def small(tmp_path, **kw):
     base = dict(algorithms=["ippo"], schemes=["his"], seeds=[0], task=dict(SMALL_TASK),
                 experiment=dict(SMALL_EXPERIMENT), frame_budget=2 * FRAMES_PER_BATCH, eval_episodes=1,
-                hidden=[16, 16], output_dir=str(tmp_path / "bench"), wandb_mode="disabled")
+                absolute_episodes=2, hidden=[16, 16], output_dir=str(tmp_path / "bench"), wandb_mode="disabled")
     base.update(kw)
     return bm.BenchmarkSpec(**base)
 
@@ -29,7 +29,10 @@ def small(tmp_path, **kw):
     ({"frame_budget": FRAMES_PER_BATCH - 1}, f"allowed: at least {FRAMES_PER_BATCH}"),
     ({"device": "cuda:3"}, "device 'cuda:3' is not present on this machine; present here: cpu"),
     ({"task": {"num_ues": 4, "reward_mode": "greedy"}}, "task.reward_mode has value 'greedy'"),
-    ({"experiment": {"learning_rate": 0.1}}, "experiment.learning_rate (experiment overrides) is not a BenchMARL"),
+    ({"experiment": {"learning_rate": 0.1}},
+     "benchmarl.experiment.learning_rate (experiment overrides) is not a BenchMARL"),
+    ({"experiment": {"max_n_frames": 10}}, "benchmarl.experiment.max_n_frames cannot be set: it comes from the frame"),
+    ({"algorithm_settings": {"mix_hidden": 8}}, "benchmarl.algorithm.mix_hidden is not a setting of BenchMARL's ippo"),
 ])
 def test_bad_settings_are_refused_with_the_allowed_values(tmp_path, change, fragment):
     if change.get("device", "").startswith("cuda"):
@@ -168,6 +171,16 @@ def test_small_grid_runs_resumes_and_reproduces_its_scores(tmp_path):
         assert s["score"] == pytest.approx((s["utility"] - refs["random"]) / (refs["search"] - refs["random"]))
     for name in ("cells.csv", "summary.csv", "curves.csv", "report.md", "scores.png", "curves.png"):
         assert (tmp_path / "bench" / name).stat().st_size > 0
+    # the final evaluation on more episodes, on seeds of its own, normalised by references on those seeds
+    assert refs["absolute"]["seeds"] == [95_000, 95_001] and refs["seeds"] == [90_000]
+    for record in first["records"]:
+        a = record["absolute"]
+        assert a["episodes"] == 2 and a["seeds"] == [95_000, 95_001]
+        expected = (a["utility"] - refs["absolute"]["random"]) / (refs["absolute"]["search"] - refs["absolute"]["random"])
+        assert a["score"] == pytest.approx(expected)
+    marl = json.loads((tmp_path / "bench" / "marl_eval.json").read_text())
+    run = marl["his-marl"]["his"]["ippo"]["seed_0"]
+    assert run["absolute_metrics"]["score"] == [pytest.approx(first["records"][0]["absolute"]["score"])]
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "bench" / "cells").glob("*/result.json")}
     lines.clear()
     second = bm.run_benchmark(spec, log=lines.append, show_bar=False)

@@ -305,13 +305,14 @@ def test_a_second_signal_stops_at_once_ends_the_workers_and_exits_130(tmp_path, 
 
 # ---------------------------------------------------------------------- kill -9 and SIGTERM of benchmark.py
 def command(out):
-    settings = {f"task.{k}": v for k, v in SMALL_TASK.items()}
-    settings.update({f"experiment.{k}": v for k, v in SMALL_EXPERIMENT.items()})
-    settings["experiment.evaluation_interval"] = 10 * FRAMES_PER_BATCH
+    settings = {f"benchmarl.task.{k}": v for k, v in SMALL_TASK.items() if k != "num_ues"}
+    settings.update({f"benchmarl.experiment.{k}": v for k, v in SMALL_EXPERIMENT.items()})
+    settings["benchmarl.experiment.evaluation_interval"] = 10 * FRAMES_PER_BATCH
     sets = [f"--set={k}={json.dumps(v)}" for k, v in settings.items()]
     # a time budget makes each cell train for 2 s, long enough to be caught in the middle
     return [sys.executable, str(REPO / "benchmark.py"), "--algorithms", "ippo", "--seeds", "2", "--num-ues", "4",
             "--frame-budget", str(1000 * FRAMES_PER_BATCH), "--time-budget", "2", "--eval-episodes", "1",
+            "--absolute-episodes", "2",
             "--search-sweeps", "1", "--hidden", "16", "--no-progress-bar", "--wandb-mode", "disabled",
             "--output-dir", str(out), *sets]
 
