@@ -64,8 +64,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from his_common.storage import (CacheLocationError, atomic_write_json, cache_root, move_aside, unused_stamped_path,
-                                write_cache_file)
+from his_common.storage import (CacheLocationError, atomic_write_json, cache_root, move_aside,
+                                set_aside_attempt, write_cache_file)
 
 EVAL_SEED_BASE = 90_000
 ABSOLUTE_SEED_BASE = 95_000  # the final evaluation's seeds, apart from those of the evaluations along a run
@@ -79,7 +79,6 @@ RAY_EXCLUDES = [".venv/", ".git/", "runs/", "results/", "benchmarks/results/", "
 RAY_CONNECT_TIMEOUT_S = 5.0
 RAY_ALLOWED = "allowed: 'auto' or host:port of a running Ray cluster (start one with `ray start --head`)"
 POLL_S = 0.5  # how often the driver looks at the stop signals while cells run
-SUPERSEDED = "superseded"
 STOP_UNIT = "ending the running cells (they run again on resume) and reporting the finished ones"
 
 
@@ -348,19 +347,8 @@ def _pool_worker() -> None:
 
 def set_aside_earlier_attempt(folder: str | Path) -> Optional[Path]:
     """Move everything in a cell folder but `superseded/` (the files of an earlier attempt that did
-    not finish with a usable result) to `superseded/attempt-<UTC time>/`; returns that folder, or
-    None when there was nothing to move."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    leftovers = sorted(p for p in folder.iterdir() if p.name != SUPERSEDED)
-    if not leftovers:
-        return None
-    target = unused_stamped_path(folder / SUPERSEDED / "attempt")
-    target.mkdir(parents=True)
-    for path in leftovers:
-        os.rename(path, target / path.name)
-    return target
+    not finish with a usable result) to `superseded/attempt-<UTC time>/` (his_common.storage)."""
+    return set_aside_attempt(folder)
 
 
 def run_cell(spec_dict: Dict[str, Any], refs: Dict[str, float], folder: str) -> Dict[str, Any]:

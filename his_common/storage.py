@@ -89,6 +89,26 @@ def unused_stamped_path(base: str | Path) -> Path:
     return target
 
 
+SUPERSEDED = "superseded"
+
+
+def set_aside_attempt(folder: str | Path) -> Optional[Path]:
+    """Move everything in `folder` but `superseded/` (the files of an earlier attempt that did not
+    finish) to `superseded/attempt-<UTC time>/` (kept, never deleted); returns that folder, or None
+    when there was nothing to move."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    leftovers = sorted(p for p in folder.iterdir() if p.name != SUPERSEDED)
+    if not leftovers:
+        return None
+    target = unused_stamped_path(folder / SUPERSEDED / "attempt")
+    target.mkdir(parents=True)
+    for path in leftovers:
+        os.rename(path, target / path.name)
+    return target
+
+
 def move_aside(path: str | Path, reason: str, warn: Optional[Callable[[str], None]] = None) -> Optional[Path]:
     """Rename the unusable file `path` to ``<name>.unusable-<UTC time>`` (kept, never deleted) and
     warn once, naming both paths and `reason`. Returns the new path, or None when the file is gone

@@ -223,6 +223,7 @@ CLIS = {  # how a command line names a program -> the argv that prints its --hel
     "evaluate.py": ["evaluate.py"], "his-evaluate": ["evaluate.py"],
     "benchmark.py": ["benchmark.py"], "his-benchmark": ["benchmark.py"],
     "-m experiments.measure_hiqm": ["-m", "experiments.measure_hiqm"],
+    "-m his_cli.paper_results": ["-m", "his_cli.paper_results"],
 }
 OPERATORS = {";", "&&", "||", "|", "&", "(", ")", ";;", "|&"}
 _HELP: dict[str, tuple[set[str], dict[str, set[str]]]] = {}

@@ -1,0 +1,172 @@
+"""The published results of the README and docs, each with the commands that regenerate it from scratch.
+
+    python -m his_cli.paper_results --list                 # what there is, where it is published, its cost
+    python -m his_cli.paper_results                        # every result this machine can run (cuda ones need a GPU)
+    python -m his_cli.paper_results --only grid_7algos_cpu fig10
+
+`PUBLISHED` is the one list: a result published in the README or docs is added here, with the page
+that shows it, the commands (run from the repository root with this Python, in order) and the machine
+it was measured on. `run_published` runs the chosen ones one after another; each writes its output to
+`<output dir>/<name>/` (the commands' own `--output-dir`s point there) and its log to
+`<output dir>/<name>/run.log`; a finished one leaves `done.json` (its commands, times, exit status)
+and is not run again with the same commands, so an interrupted regeneration resumes where it stopped
+(an earlier unfinished attempt's files move to `superseded/attempt-<UTC time>/`, kept). A result whose
+commands fail is reported and the others still run.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+from his_common.registry import Registry
+from his_common.storage import atomic_write_json, set_aside_attempt
+
+OUT = "{out}"  # stands for the result's own output folder in a command
+DONE_FILE = "done.json"
+LOG_FILE = "run.log"
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class PublishedResult:
+    """One published table or figure: where it is shown, how it is made, on what."""
+
+    what: str                 # the table or figure
+    page: str                 # where it is published (file#anchor)
+    commands: tuple[str, ...]  # shell commands from the repository root; {out}: the result's folder
+    device: str               # "cpu" or "cuda": what the commands need
+    minutes: float            # about how long the commands take on `measured_on` (as the page reports it)
+    measured_on: str          # the machine the published numbers come from
+
+
+PUBLISHED: Registry[PublishedResult] = Registry("published result")
+_BENCH_BOTH = "python benchmarks/bench_train.py --backend both --seed {seed} --time-limit 90"
+_GRID_7 = ("python benchmark.py --algorithms ippo mappo iql qmix vdn isac masac --schemes his --seeds 3 "
+           "--time-budget 45 --absolute-episodes 0 --wandb-mode disabled --no-progress-bar --output-dir {out}/grid")
+for _name, _result in {
+    "bench_env": PublishedResult(
+        "PettingZoo env decision points/s at N = 50 and N = 1,000", "docs/benchmarks.md#throughput-and-learning-speed",
+        ("python benchmarks/bench_env.py",), "cpu", 2, "2-core CPU"),
+    "bench_vec_env_cpu": PublishedResult(
+        "HISVecEnv agent-steps/s on the CPU, per reward mode", "docs/benchmarks.md#throughput-and-learning-speed",
+        ("python benchmarks/bench_vec_env.py",), "cpu", 3, "2-core CPU"),
+    "bench_vec_env_gpu": PublishedResult(
+        "HISVecEnv agent-steps/s on one GPU, and the cost of the action checks",
+        "docs/benchmarks.md#throughput-and-learning-speed",
+        ("python benchmarks/bench_vec_env.py --device cuda --compare-validation",), "cuda", 5, "one H200"),
+    "bench_train_rllib": PublishedResult(
+        "RLlib IPPO agent-steps/s and training time to a score of 0.9", "docs/benchmarks.md#throughput-and-learning-speed",
+        ("python benchmarks/bench_train.py",), "cpu", 3, "2-core CPU"),
+    "bench_train_both": PublishedResult(
+        "BenchMARL (preset fast) against RLlib IPPO, seeds 0, 1, 2: throughput and time-to-0.9 ratios",
+        "docs/benchmarks.md#rllib-ippo-against-benchmarl-ippo",
+        tuple(_BENCH_BOTH.format(seed=s) for s in (0, 1, 2)), "cpu", 9, "2-core CPU"),
+    "grid_7algos_cpu": PublishedResult(
+        "seven discrete BenchMARL algorithms on HIS, 3 seeds, 45 s each", "docs/benchmarks.md#seven-discrete-algorithms-on-his",
+        (_GRID_7,), "cpu", 19, "2-core CPU"),
+    **{f"fig{n}": PublishedResult(
+        f"Fig. {n} of the paper on this implementation (search and random policies)",
+        "docs/evaluation.md#one-command-per-figure",
+        (f"python evaluate.py --figure {n} --policy search --policy random --output-dir {{out}}",), "cpu", 10,
+        "2-core CPU") for n in (10, 11, 12, 13, 14, 16, 17)},
+    "fig15": PublishedResult(
+        "Fig. 15, reward curves of the MIRA ablations", "docs/evaluation.md#fig-15-reward-curves-of-the-ablations",
+        tuple(f"python train.py --config configs/ablations/{a}.yaml --iterations 40 --wandb-mode disabled "
+              f"--output-dir {{out}}/{a}" for a in ("full", "no_reward_norm", "no_adv_norm", "vanilla"))
+        + ("python evaluate.py --figure 15 --runs {out}/full {out}/no_reward_norm {out}/no_adv_norm {out}/vanilla "
+           "--output-dir {out}/figure",), "cpu", 40, "2-core CPU"),
+}.items():
+    PUBLISHED.register(_name, _result)
+del _name, _result
+
+
+def commands_for(name: str, out: Path) -> List[str]:
+    """The result's commands with its output folder filled in and `python` as this interpreter."""
+    result = PUBLISHED[name]
+    python = shlex.quote(sys.executable)
+    return [(python + cmd[len("python"):] if cmd.startswith("python ") else cmd).replace(OUT, shlex.quote(str(out)))
+            for cmd in result.commands]
+
+
+def cuda_present() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _finished(folder: Path, commands: Sequence[str]) -> bool:
+    try:
+        done = json.loads((folder / DONE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(done, dict) and done.get("returncode") == 0 and done.get("commands") == list(commands)
+
+
+def run_published(names: Sequence[str], output_dir: str | Path = "results/paper", *, dry_run: bool = False,
+                  log: Callable[[str], None] = print, repo: Optional[Path] = None) -> Dict[str, str]:
+    """Run the results `names` one after another (see the module docstring); returns {name: "done" | "skipped
+    (finished)" | "failed (exit N)" | "planned"}. SIGINT/SIGTERM reach the running command (its own handling
+    applies: train.py and benchmark.py stop cleanly and resume) and then stop the regeneration."""
+    for name in names:
+        PUBLISHED.check(name, "result", ValueError)
+    repo = Path(repo or Path(__file__).resolve().parents[1])
+    out_root = Path(output_dir).resolve()
+    status: Dict[str, str] = {}
+    for name in names:
+        folder = out_root / name
+        commands = commands_for(name, folder)
+        if _finished(folder, commands):
+            status[name] = "skipped (finished)"
+            log(f"paper-results: {name}: finished before, in {folder}")
+            continue
+        if dry_run:
+            status[name] = "planned"
+            log(f"paper-results: {name} ({PUBLISHED[name].page}):")
+            for cmd in commands:
+                log(f"  {cmd}")
+            continue
+        moved = set_aside_attempt(folder)
+        if moved is not None:
+            log(f"paper-results: {name}: an earlier attempt's files moved to {moved}")
+        folder.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        returncode = 0
+        with open(folder / LOG_FILE, "w", encoding="utf-8") as log_file:
+            for cmd in commands:
+                log(f"paper-results: {name}: {cmd}")
+                log_file.write(f"$ {cmd}\n")
+                log_file.flush()
+                proc = subprocess.Popen(["bash", "-c", cmd], cwd=repo, stdout=log_file, stderr=subprocess.STDOUT)
+                try:
+                    returncode = proc.wait()
+                except KeyboardInterrupt:  # the child got the signal too; let it finish its own stop
+                    returncode = proc.wait()
+                    raise
+                if returncode != 0:
+                    break
+        record = {"name": name, **asdict(PUBLISHED[name]), "commands": commands, "returncode": returncode,
+                  "started": started, "wall_s": time.time() - started}
+        atomic_write_json(folder / (DONE_FILE if returncode == 0 else "failed.json"), record)
+        if returncode == 0:
+            status[name] = "done"
+            log(f"paper-results: {name}: done in {record['wall_s'] / 60:.1f} min; log {folder / LOG_FILE}")
+        else:
+            status[name] = f"failed (exit {returncode})"
+            if returncode in (130, -signal.SIGINT, -signal.SIGTERM, 128 + signal.SIGTERM):
+                log(f"paper-results: {name}: stopped (exit {returncode}); run the same command again to resume")
+                status[name] = "stopped"
+                break
+            log(f"paper-results: {name}: failed (exit {returncode}); see {folder / LOG_FILE}")
+    return status
+
+
+__all__ = ["DEVICES", "PUBLISHED", "PublishedResult", "commands_for", "cuda_present", "run_published"]
