@@ -354,12 +354,10 @@ def set_aside_earlier_attempt(folder: str | Path) -> Optional[Path]:
 def run_cell(spec_dict: Dict[str, Any], refs: Dict[str, float], folder: str) -> Dict[str, Any]:
     """Train one cell and return its record (runs in a worker process or a Ray worker, where the
     cell folder is: an earlier attempt's files there go to superseded/ first)."""
-    import logging
-    import warnings
+    from agents.training.ray_session import quiet_libraries
 
     _quiet_worker()
-    warnings.filterwarnings("ignore")
-    logging.getLogger("torchrl").setLevel(logging.WARNING)
+    quiet_libraries(False, ("torchrl",))  # after torchrl's import, which sets its own logger and warning filters
     from agents.benchmarl.experiment import RunSpec, run_benchmarl
 
     moved = set_aside_earlier_attempt(folder)

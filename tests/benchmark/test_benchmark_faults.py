@@ -454,6 +454,8 @@ def test_kill_9_and_sigterm_leave_no_worker_and_the_grid_resumes_to_one_attempt_
     text = output(tmp_path, "resumed")
     assert code == 0, text[-3000:]
     assert "1 already finished, 1 to run" in text
+    # quiet by default: to a pipe, the cells' libraries print no warning, log line or colour code
+    assert "Warning" not in text and "[torchrl]" not in text and "\x1b[" not in text, text[-3000:]
     assert cells_csv(out) == [("ippo", "his", 0, "ok"), ("ippo", "his", 1, "ok")]
     report = (out / "report.md").read_text()
     assert "| ippo | his | 0 | ok |" in report and "| ippo | his | 1 | ok |" in report and "Not finished" not in report
