@@ -6,7 +6,9 @@ Every policy has `reset(env, seed)` and `act(observations, env) -> {agent: actio
 
 - `RandomPolicy`: uniform over each UE's action space (the score's zero point).
 - `FixedSplitPolicy`: every UE takes the same (x, y) at every decision point; the default
-  (x = 0, y = the middle of [y_min, y_max]) is the IIS-like split "no common phase".
+  (x = 0, y = the middle of [y_min, y_max]) is the IIS-like split "no common phase"; `es-only`
+  (x_max, y_max: everything the ES can take) and `ue-only` (0, y_min: everything the UE can take)
+  are the practitioner's two extremes.
 - `SearchPolicy`: a model-based reference that knows the reward model. At each decision
   point it starts from the best joint action in which all UEs take the same (x, y), then
   runs coordinate descent over the UEs: for UE n it scores all of UE n's candidate actions
@@ -163,7 +165,7 @@ class StepRanges:
                    int(steps.get("max_es_personal", default.max_es_personal)))
 
 
-BASELINE_USAGE = "random | iis-fixed | fixed:X,Y | search | search:SWEEPS"
+BASELINE_USAGE = "random | iis-fixed | es-only | ue-only | fixed:X,Y | search | search:SWEEPS"
 # name -> builder(spec, argument after ':', seed, steps); the keys are the allowed names.
 BASELINES: Registry[Callable[[str, str, int, Optional[StepRanges]], Policy]] = Registry("baseline")
 
@@ -183,6 +185,22 @@ def _random(spec: str, arg: str, seed: int, steps: Optional[StepRanges]) -> Poli
 def _iis_fixed(spec: str, arg: str, seed: int, steps: Optional[StepRanges]) -> Policy:
     _no_argument(spec, arg)
     return FixedSplitPolicy(0, None, steps.min_es_personal if steps else 0)
+
+
+@BASELINES.register("es-only")
+def _es_only(spec: str, arg: str, seed: int, steps: Optional[StepRanges]) -> Policy:
+    """Everything the ES can take: the most common and ES-personalised steps (the UE does the rest, z_min)."""
+    _no_argument(spec, arg)
+    steps = steps or StepRanges()
+    return FixedSplitPolicy(steps.max_common, steps.max_es_personal, steps.min_es_personal)
+
+
+@BASELINES.register("ue-only")
+def _ue_only(spec: str, arg: str, seed: int, steps: Optional[StepRanges]) -> Policy:
+    """Everything the UE can take: no common phase, the fewest ES-personalised steps."""
+    _no_argument(spec, arg)
+    steps = steps or StepRanges()
+    return FixedSplitPolicy(0, steps.min_es_personal, steps.min_es_personal)
 
 
 @BASELINES.register("fixed")
@@ -216,7 +234,7 @@ def _search(spec: str, arg: str, seed: int, steps: Optional[StepRanges]) -> Poli
 
 def make_baseline(spec: str, seed: int = 0, es_personal_min: Optional[int] = None,
                   steps: Optional[StepRanges] = None) -> Policy:
-    """`random` | `iis-fixed` | `fixed:X,Y` | `search` | `search:SWEEPS`.
+    """`random` | `iis-fixed` | `es-only` | `ue-only` | `fixed:X,Y` | `search` | `search:SWEEPS`.
 
     `steps` (the env's step ranges) checks `fixed:X,Y` against them; without it the defaults
     of Table II are assumed, with `es_personal_min` as y_min where given.

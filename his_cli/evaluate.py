@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "greedily on the PettingZoo env; with VARIANT= only on that variant of "
                         "the figure (e.g. cfis=runs/cfis in Fig. 10); repeatable")
     p.add_argument("--policy", action="append", default=[], metavar="NAME",
-                   help="baseline, repeatable: random | iis-fixed (x = 0, middle y) | fixed:X,Y (X common steps in "
+                   help="baseline, repeatable: random | iis-fixed (x = 0, middle y) | es-only (x_max, y_max) | "
+                        "ue-only (0, y_min) | fixed:X,Y (X common steps in "
                         "0..steps.max_common, Y ES personalised steps in steps.min_es_personal..max_es_personal) | "
                         "search | search:SWEEPS (coordinate descent on the reward model, SWEEPS >= 0, default 4)")
     p.add_argument("--runs", nargs="+", default=[], metavar="RUN_DIR", help="train.py output folders (Fig. 15)")

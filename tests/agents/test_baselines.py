@@ -130,3 +130,21 @@ def test_fixed_and_random_policies_follow_their_definitions():
     draws = np.stack([np.stack(list(rand.act(obs, env).values())) for _ in range(200)]).reshape(-1, 2)
     assert draws.min(0).tolist() == [0, 0]
     assert (draws.max(0) == nvec - 1).all()
+
+
+def test_es_only_and_ue_only_take_the_extreme_splits_of_the_envs_step_ranges():
+    steps = StepRanges.from_env_config({"steps": {"max_common": 10, "min_es_personal": 2, "max_es_personal": 5}})
+    env = make_env(num_ues=2, num_clusters=1, episode_length=1,
+                   steps={"total": 20, "max_common": 10, "min_es_personal": 2, "max_es_personal": 5})
+    obs, _ = env.reset(seed=0)
+    es_only = make_baseline("es-only", steps=steps).act(obs, env)
+    ue_only = make_baseline("ue-only", steps=steps).act(obs, env)
+    assert {a: v.tolist() for a, v in es_only.items()} == {"ue_0": [10, 3], "ue_1": [10, 3]}  # indices
+    assert {a: v.tolist() for a, v in ue_only.items()} == {"ue_0": [0, 0], "ue_1": [0, 0]}
+    infos = env.step(es_only)[4]  # x = 10 common, y = 5 ES-personalised, the UE the remaining 20 - 15 = 5
+    assert [infos["ue_0"][k] for k in ("common_steps", "es_personal_steps", "ue_steps")] == [10, 5, 5]
+    env.reset(seed=0)
+    infos = env.step(ue_only)[4]  # x = 0, y = y_min = 2, the UE 18
+    assert [infos["ue_1"][k] for k in ("common_steps", "es_personal_steps", "ue_steps")] == [0, 2, 18]
+    with pytest.raises(ValueError, match="'es-only' takes no argument"):
+        make_baseline("es-only:3")
