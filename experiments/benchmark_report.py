@@ -453,6 +453,12 @@ def field_markdown(result: Mapping[str, Any], runs: Mapping[str, Any], reference
         seed_text = f"{seeds[0]}..{seeds[-1]} ({len(seeds)})" if seeds else "n/a"
         lines.append(f"| {task} | {_fmt(ref.get('random'), '{:.4f}')} | {_fmt(ref.get('search'), '{:.4f}')} | "
                      f"{ref.get('search_sweeps', getattr(spec, 'search_sweeps', 'n/a'))} | {seed_text} |")
+        final = ref.get("absolute")
+        if isinstance(final, Mapping) and final.get("seeds"):  # the final evaluation's own references
+            fs = final["seeds"]
+            lines.append(f"| {task}, final evaluation | {_fmt(final.get('random'), '{:.4f}')} | "
+                         f"{_fmt(final.get('search'), '{:.4f}')} | {final.get('search_sweeps', 'n/a')} | "
+                         f"{fs[0]}..{fs[-1]} ({len(fs)}) |")
     sources = marl.get("absolute_source") or ["summary"]
     absolute = ("each run's final greedy evaluation (its summary: the last curve point"
                 + (f", on {episodes} evaluation episode{'s' if episodes != 1 else ''}" if episodes else "")

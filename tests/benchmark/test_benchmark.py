@@ -181,6 +181,8 @@ def test_small_grid_runs_resumes_and_reproduces_its_scores(tmp_path):
     marl = json.loads((tmp_path / "bench" / "marl_eval.json").read_text())
     run = marl["his-marl"]["his"]["ippo"]["seed_0"]
     assert run["absolute_metrics"]["score"] == [pytest.approx(first["records"][0]["absolute"]["score"])]
+    report = (tmp_path / "bench" / "report.md").read_text()
+    assert "| his, final evaluation | " in report and "| 95000..95001 (2) |" in report  # its references, stated
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "bench" / "cells").glob("*/result.json")}
     lines.clear()
     second = bm.run_benchmark(spec, log=lines.append, show_bar=False)
