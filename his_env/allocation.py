@@ -144,7 +144,11 @@ def proportional_allocation(shares, budget, valid=None):
     shares, budget = xp.float(shares), xp.int(budget)
     valid = _all_valid(xp, shares, valid)
     shares = xp.where(valid, shares, 0.0)
-    relaxed = xp.float(budget)[..., None] * shares / xp.sum(shares, -1, keepdims=True)
+    total = xp.sum(shares, -1, keepdims=True)
+    relaxed = xp.float(budget)[..., None] * shares / xp.where(total > 0, total, 1.0)
+    # no shares at all (e.g. no UE serves a request this slot): the valid clusters split it equally
+    relaxed = xp.where(total > 0, relaxed, xp.float(budget)[..., None] * xp.float(valid)
+                       / xp.maximum(xp.sum(xp.float(valid), -1, keepdims=True), 1.0))
     sms = xp.where(valid, xp.maximum(xp.int(xp.floor(relaxed)), 1), 0)
     for _ in range(shares.shape[-1]):
         diff = budget - xp.sum(sms, -1)

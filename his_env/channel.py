@@ -9,12 +9,14 @@ exponential power gain) when enabled, drawn afresh at every decision point. The 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from his_common.arrays import namespace
 
-from his_env.config import ChannelConfig
+if TYPE_CHECKING:  # his_env.config imports the dynamics' config, whose mobility model imports this module
+    from his_env.config import ChannelConfig
 
 
 def distance_from_area_fraction(fraction, radius_range: tuple[float, float]):

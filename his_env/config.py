@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from his_common.config import Config, ConfigError, check, load_yaml, setting
+from his_env.dynamics.config import DynamicsConfig
 from his_env.schemes import SCHEMES
 from his_env.text.public import PUBLIC_PROMPT_SOURCES
 
@@ -243,6 +244,7 @@ class HISConfig(Config):
     observation: ObservationConfig = field(default_factory=ObservationConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
     ecdiff: ECDiffConfig = field(default_factory=ECDiffConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)  # Markov-game processes, all off by default
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "HISConfig":
@@ -254,3 +256,11 @@ class HISConfig(Config):
               f"an integer in [1, num_ues={self.num_ues}]")
         check(self.es.sm_range[0] >= self.num_clusters, prefix + "es.sm_range", self.es.sm_range,
               f"a low bound >= num_clusters={self.num_clusters} (every cluster needs one SM)")
+        d = self.dynamics
+        d.check_cell(self.channel.distance_range_m, prefix + "channel.distance_range_m")
+        check(not d.channel.enabled or self.channel.rayleigh_fading, prefix + "dynamics.channel.enabled",
+              d.channel.enabled, "false when channel.rayleigh_fading is false (the process correlates the "
+              "Rayleigh fading between slots; without fading there is nothing to correlate)")
+        check(not d.work.enabled or d.work.max_es_jobs >= self.num_clusters, prefix + "dynamics.work.max_es_jobs",
+              d.work.max_es_jobs, f"an integer >= num_clusters={self.num_clusters} (a slot starts up to one ES job "
+              "per cluster; a table with fewer free rows starts none)")

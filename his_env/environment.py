@@ -55,6 +55,27 @@ Python number, so that any wrapper can stack them:
 - the returned observation before normalisation: `raw_obs_similarity` (phi clipped to [-1, 1]),
   `raw_obs_es_sm_budget`, `raw_obs_ue_sms`.
 
+**With dynamics** (any process of the config's `dynamics` section on; `his_env.dynamics`) the env
+is a Markov game: a decision point is a slot of `dynamics.slot_s` seconds, and what the UEs do now
+shapes later slots (queues, busy UEs and ES SMs, batteries). Only the UEs that start a request in a
+slot are *active*; the others' actions have no effect and earn 0 (`system_model.active_only`). Then:
+
+- each observation is `Box(10,)`: Eq. (31)'s three values (the ES budget being what is left for
+  new phases, so its low bound is 0 with `dynamics.work` on), then the UE's own
+  `his_env.dynamics.slot.OBSERVATION_FEATURES`: active (0/1), queue length / Q_max, head-of-line
+  slack / deadline, battery / capacity, rate over the inner-radius rate, last delay in slots, and
+  the fraction of the ES's SMs that running phases hold. No UE sees another's queue or battery;
+- `state()` is all observations, then each UE's service time left (slots) and the ES's available
+  SMs over es.sm_range's high (`STATE_FEATURES`): N * 10 + N + 1 values;
+- the reward also charges w_t T_slot per request per slot waited and `dynamics.requests.drop_penalty`
+  per dropped request, to its UE (`dynamics_penalty`); UE steps a battery cannot pay are moved to
+  the ES before Eqs. (8)-(23) (`battery_moved_steps`);
+- infos also hold `DYNAMICS_INFO_KEYS`: of the executed decision point `active`, `queue_length`,
+  `requests_arrived`, `requests_dropped`, `requests_waited`, `battery_j` (before the step's
+  drain), `busy_slots`, `es_available_sms`, `es_held_sms`; of the step `battery_moved_steps`,
+  `dynamics_penalty`, `battery_drained_j`. `dynamics_books()` returns the cumulative request and
+  energy books since reset.
+
 `network_summary()` returns the nested per-cluster view of the same decision point (scheme name,
 cluster sizes, per-cluster similarity, SMs and x_m^max; U, Q, T, E after a step), and
 `decision_context()` the current decision point as arrays (prompt indices, clusters, phi, SMs,
@@ -72,7 +93,11 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from his_env import channel, clustering, schemes, system_model
+from his_common.config import load_yaml
 from his_env.config import HISConfig
+from his_env.dynamics import draws as dynamics_draws
+from his_env.dynamics import intent as intent_process
+from his_env.dynamics.slot import OBSERVATION_HIGH, OBSERVATION_LOW, SlotDynamics
 from his_env.semantics import SentenceEmbedder
 from his_env.text import PUBLIC_PROMPT_SOURCES, PublicPromptSource
 from his_env.text.negative import negative_prompt
@@ -81,6 +106,7 @@ from quality_oracle import build_oracle
 from quality_oracle.base import ECDiffSchedule, QualityOracle, QualityRequest
 
 _RNG_STREAMS = ("workload", "clustering", "public_prompt", "resources", "channel")
+_DYNAMICS_STREAM = len(_RNG_STREAMS) + 1  # child of the seed's SeedSequence: after the streams and the spaces' one
 _POOL_SIMILARITY_LIMIT = 2048  # pools up to this size keep their P x P similarities (16 MiB at most)
 
 # Keys of infos[agent], the same at reset and at every step (see the module docstring).
@@ -91,10 +117,25 @@ OUTCOME_INFO_KEYS = ("common_steps", "es_personal_steps", "ue_steps", "projected
                      "network_energy")
 OBSERVATION_INFO_KEYS = ("raw_obs_similarity", "raw_obs_es_sm_budget", "raw_obs_ue_sms")
 INFO_KEYS = DECISION_POINT_INFO_KEYS + OUTCOME_INFO_KEYS + OBSERVATION_INFO_KEYS
+# With any dynamics process on, infos also hold these (after INFO_KEYS; `env.info_keys` lists them all).
+DYNAMICS_DECISION_POINT_INFO_KEYS = ("active", "queue_length", "requests_arrived", "requests_dropped",
+                                     "requests_waited", "battery_j", "busy_slots", "es_available_sms", "es_held_sms")
+DYNAMICS_OUTCOME_INFO_KEYS = ("battery_moved_steps", "dynamics_penalty", "battery_drained_j")
+DYNAMICS_INFO_KEYS = DYNAMICS_DECISION_POINT_INFO_KEYS + DYNAMICS_OUTCOME_INFO_KEYS
 # What the outcome keys hold at reset, before any decision has been executed.
 _OUTCOME_AT_RESET = {"common_steps": 0, "es_personal_steps": 0, "ue_steps": 0, "projected": False, "es_sms": 0,
                      "quality": 0.0, "delay": 0.0, "ue_energy": 0.0, "es_energy_share": 0.0,
-                     "network_utility": 0.0, "network_quality": 0.0, "network_delay": 0.0, "network_energy": 0.0}
+                     "network_utility": 0.0, "network_quality": 0.0, "network_delay": 0.0, "network_energy": 0.0,
+                     "battery_moved_steps": 0, "dynamics_penalty": 0.0, "battery_drained_j": 0.0}
+
+
+def dynamics_generator(seed: int | None = None, sequence: np.random.SeedSequence | None = None) -> np.random.Generator:
+    """The generator of the dynamics' draws that `HISParallelEnv.reset(seed=seed)` starts (a child of
+    the seed's SeedSequence of its own, so the env's other streams do not change with the dynamics)."""
+    sequence = np.random.SeedSequence(seed) if sequence is None else sequence
+    child = np.random.SeedSequence(sequence.entropy, spawn_key=tuple(sequence.spawn_key) + (_DYNAMICS_STREAM,),
+                                   pool_size=sequence.pool_size)
+    return np.random.default_rng(child)
 
 
 def _holds_booleans(action: Any) -> bool:
@@ -113,8 +154,21 @@ def _check_max_cycles(value: Any) -> int:
     return int(value)
 
 
-def load_config(config: HISConfig | dict | str | Path | None = None, **overrides: Any) -> HISConfig:
-    """A validated `HISConfig` from a config object, a dict, a YAML path or None (defaults)."""
+def load_config(config: HISConfig | dict | str | Path | None = None, scenario: str | None = None,
+                **overrides: Any) -> HISConfig:
+    """A validated `HISConfig` from a config object, a dict, a YAML path or None (defaults); with
+    `scenario` (a name of `his_env.scenarios.scenario_names()`), the scenario's overlay first, then
+    `config` (a dict or a YAML path) over it, then `overrides`."""
+    if scenario is not None:
+        from his_env.scenarios import scenario_config
+
+        if isinstance(config, HISConfig):
+            raise ValueError(f"scenario={scenario!r} with a ready HISConfig; allowed: scenario with a dict, a "
+                             f"YAML path or None as config (laid over the scenario), or the HISConfig alone")
+        if config is not None and not isinstance(config, (dict, str, Path)):
+            raise TypeError(f"config must be an HISConfig, a dict, a YAML path or None, got {type(config).__name__}")
+        layer = config if isinstance(config, dict) else (load_yaml(config) if config is not None else {})
+        return scenario_config(scenario, layer or {}, **overrides)
     if config is None:
         cfg = HISConfig.from_dict({})
     elif isinstance(config, HISConfig):
@@ -132,16 +186,18 @@ class HISParallelEnv(ParallelEnv):
     metadata = {"name": "his_v0", "render_modes": ["ansi"], "is_parallelizable": True}
 
     def __init__(self, config: HISConfig | dict | str | Path | None = None, render_mode: str | None = None,
-                 oracle: QualityOracle | None = None, max_cycles: int | None = None, **overrides: Any):
-        """`config`: an HISConfig, a dict, a YAML path or None (Table II); `overrides`: config keys
-        (`num_ues=4`, `scheme__name="cfis"`); `max_cycles`: decision points per episode (overrides
+                 oracle: QualityOracle | None = None, max_cycles: int | None = None, scenario: str | None = None,
+                 **overrides: Any):
+        """`config`: an HISConfig, a dict, a YAML path or None (Table II); `scenario`: a named scenario
+        (`his_env.scenarios`), laid under `config`; `overrides`: config keys (`num_ues=4`,
+        `scheme__name="cfis"`); `max_cycles`: decision points per episode (overrides
         `episode_length`); `oracle`: a ready QualityOracle instead of the one the config names."""
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}; allowed: None or 'ansi'")
         if max_cycles is not None:
             overrides["episode_length"] = _check_max_cycles(max_cycles)
         self.render_mode = render_mode
-        self.config = cfg = load_config(config, **overrides)
+        self.config = cfg = load_config(config, scenario, **overrides)
         self.scheme = schemes.resolve(cfg.scheme)
         self.num_ues = cfg.num_ues
         self.num_clusters = 1 if self.scheme.clustering == "single" else cfg.num_clusters
@@ -152,15 +208,30 @@ class HISParallelEnv(ParallelEnv):
         steps = cfg.steps
         self._action_nvec = np.array([steps.max_common + 1, steps.max_es_personal - steps.min_es_personal + 1])
         self.action_spaces = {agent: spaces.MultiDiscrete(self._action_nvec) for agent in self.possible_agents}
+        # the Markov-game dynamics (None: every decision point an independent draw, the paper's setting)
+        self.dynamics = (SlotDynamics(cfg, self.num_clusters, self.scheme.common_phase)
+                         if cfg.dynamics.enabled_processes else None)
+        self.info_keys = INFO_KEYS + (DYNAMICS_INFO_KEYS if self.dynamics is not None else ())
         es_ref, ue_ref = cfg.observation.es_sm_reference, cfg.observation.ue_sm_reference
         self._obs_offset = np.array([0.0, es_ref[0], ue_ref[0]])
         self._obs_scale = np.array([1.0, es_ref[1] - es_ref[0], ue_ref[1] - ue_ref[0]])
-        raw_low = np.array([-1.0, cfg.es.sm_range[0], cfg.ue.sm_range[0]])
+        # with work that outlasts a slot, the budget left for new phases may fall to 0
+        es_low = 0 if cfg.dynamics.work.enabled else cfg.es.sm_range[0]
+        raw_low = np.array([-1.0, es_low, cfg.ue.sm_range[0]])
         raw_high = np.array([1.0, cfg.es.sm_range[1], cfg.ue.sm_range[1]])
+        if self.dynamics is not None:  # each UE's own dynamics features, already on their scale
+            features = len(OBSERVATION_LOW)
+            self._obs_offset = np.concatenate([self._obs_offset, np.zeros(features)])
+            self._obs_scale = np.concatenate([self._obs_scale, np.ones(features)])
+            raw_low, raw_high = np.concatenate([raw_low, OBSERVATION_LOW]), np.concatenate([raw_high, OBSERVATION_HIGH])
         obs_low, obs_high = self._normalise(raw_low), self._normalise(raw_high)
         self.observation_spaces = {agent: spaces.Box(obs_low, obs_high, dtype=np.float32)
                                    for agent in self.possible_agents}
-        self.state_space = spaces.Box(np.tile(obs_low, cfg.num_ues), np.tile(obs_high, cfg.num_ues), dtype=np.float32)
+        state_low, state_high = np.tile(obs_low, cfg.num_ues), np.tile(obs_high, cfg.num_ues)
+        if self.dynamics is not None:  # then each UE's service time left (slots) and v_max^ES / v_hi
+            state_low = np.concatenate([state_low, np.zeros(cfg.num_ues), [cfg.es.sm_range[0] / cfg.es.sm_range[1]]])
+            state_high = np.concatenate([state_high, np.full(cfg.num_ues, np.inf), [1.0]])
+        self.state_space = spaces.Box(state_low.astype(np.float32), state_high.astype(np.float32), dtype=np.float32)
 
         # Text pipeline: prompt pool and its embeddings are computed once (and cached on disk).
         self.pool = build_pool(cfg.workload.source, cfg.workload.path, cfg.workload.pool_size, 0,
@@ -180,6 +251,11 @@ class HISParallelEnv(ParallelEnv):
                                       e.reinit_calls) if e.enabled else None
         self._latent_bits = channel.latent_bits(cfg.channel)
         self._rngs: dict[str, np.random.Generator] | None = None
+        self._dynamics_rng: np.random.Generator | None = None
+        self._dynamics_state = None
+        self._slot = None
+        self._intent_group: np.ndarray | None = None
+        self._intent_subjects: np.ndarray | None = None
         self._episode_seed = 0
         self._step_count = 0
         self._point: system_model.DecisionPoint | None = None
@@ -212,10 +288,13 @@ class HISParallelEnv(ParallelEnv):
                 space_seeds = sequence.spawn(1)[0].generate_state(self.num_ues, dtype=np.uint32).tolist()
                 for agent, space_seed in zip(self.possible_agents, space_seeds):
                     self.action_spaces[agent].seed(space_seed)
+            self._dynamics_rng = dynamics_generator(sequence=sequence)
         self.agents = list(self.possible_agents)
         self._step_count = 0
         self._last = None
-        self._new_decision_point()
+        if self.dynamics is not None:
+            self._dynamics_state = self.dynamics.initial(self._dynamics_rng)
+        self._new_decision_point(first=True)
         self._network_summary = self._decision_point_summary()
         infos = self._infos({**self._decision_point_columns(), **_OUTCOME_AT_RESET, **self._observation_columns()})
         return self._observations(), infos
@@ -225,10 +304,20 @@ class HISParallelEnv(ParallelEnv):
             raise RuntimeError("step() called before reset(); call reset() first")
         if not self.agents:
             raise RuntimeError("step() called on a finished episode; call reset() first")
-        common, personal, ue, projected = self._apply_action_rules(self._parse_actions(actions))
+        common, personal, ue, projected, moved = self._rules(self._parse_actions(actions))
         result = self._evaluate(common, personal, ue, for_step=True)
 
         point = self._point
+        point_columns = self._decision_point_columns()  # of the executed decision point, before it settles
+        dynamic_columns = {}
+        if self.dynamics is not None:  # the requests' waiting and drops (his_env.dynamics.slot)
+            penalty = self.dynamics.penalty(self._slot)
+            result["reward"] = result["reward"] - penalty
+            result["utility"] = result["utility"] - np.sum(penalty)
+            self._dynamics_state, battery_step = self.dynamics.settle(self._dynamics_state, self._slot, result)
+            drained = battery_step.drained_j if battery_step is not None else np.zeros(self.num_ues)
+            dynamic_columns = {"battery_moved_steps": moved.tolist(), "dynamics_penalty": penalty.tolist(),
+                               "battery_drained_j": drained.tolist()}
         totals = {"network_utility": float(result["utility"]), "network_quality": float(result["total_quality"]),
                   "network_delay": float(result["total_delay"]), "network_energy": float(result["total_energy"])}
         network = {
@@ -239,12 +328,12 @@ class HISParallelEnv(ParallelEnv):
             "cluster_max_common_steps": system_model.cluster_max(common, point).tolist(),
         }
         columns = {
-            **self._decision_point_columns(),
+            **point_columns,
             "common_steps": common.tolist(), "es_personal_steps": personal.tolist(), "ue_steps": ue.tolist(),
             "projected": projected.tolist(), "es_sms": result["es_sms"][point.cluster].tolist(),
             "quality": result["quality"].tolist(), "delay": result["delay"].tolist(),
             "ue_energy": result["ue_energy"].tolist(), "es_energy_share": result["es_energy_share"].tolist(),
-            **totals,
+            **totals, **dynamic_columns,
         }
         rewards = dict(zip(self.agents, result["reward"].tolist()))
         self._last = {"common": common, "personal": personal, "ue": ue, "result": result, "network": network}
@@ -279,9 +368,25 @@ class HISParallelEnv(ParallelEnv):
         pass
 
     def state(self) -> np.ndarray:
-        """The global state: all UEs' observations, concatenated (for centralised critics)."""
+        """The global state (for centralised critics): all UEs' observations, concatenated; with
+        dynamics then each UE's service time left (slots) and v_max^ES / v_hi (`STATE_FEATURES`)."""
         self._require_reset("state")
-        return self._observation_matrix.reshape(-1).copy()
+        flat = self._observation_matrix.reshape(-1)
+        if self.dynamics is None:
+            return flat.copy()
+        extra = self.dynamics.state_features(self._dynamics_state, self._slot)
+        return np.concatenate([flat, extra.astype(np.float32)])
+
+    def dynamics_books(self) -> dict[str, np.ndarray]:
+        """Cumulative books per UE since reset (N,): requests (`requests_arrived`, `_served`,
+        `_dropped_deadline`, `_dropped_overflow`, `_waiting`) with requests on, batteries
+        (`battery_initial_j`, `battery_j`, `_drained_j`, `_recharged_j`, `_shortfall_j`, `_spilled_j`)
+        with batteries on; empty without them. arrived = served + dropped + waiting and
+        initial + recharged - drained = level hold after every step."""
+        self._require_reset("dynamics_books")
+        if self.dynamics is None:
+            return {}
+        return {key: np.array(value, copy=True) for key, value in self.dynamics.books(self._dynamics_state).items()}
 
     # ------------------------------------------------------------------ for planners and tools
     def evaluate_joint_actions(self, actions: np.ndarray) -> dict[str, np.ndarray]:
@@ -301,6 +406,10 @@ class HISParallelEnv(ParallelEnv):
         self._check_action_values(actions.reshape(-1, 2), None)
         common, personal, ue, _ = self._apply_action_rules(actions.astype(np.int64))
         result = self._evaluate(common, personal, ue, for_step=False)
+        if self.dynamics is not None:  # the same charges as `step` (they do not depend on the actions)
+            penalty = self.dynamics.penalty(self._slot)
+            result["reward"] = result["reward"] - penalty
+            result["utility"] = result["utility"] - np.sum(penalty)
         return {"utility": result["utility"], "rewards": result["reward"], "quality": result["total_quality"],
                 "delay": result["total_delay"], "energy": result["total_energy"]}
 
@@ -313,15 +422,18 @@ class HISParallelEnv(ParallelEnv):
         """The current decision point (the one the next step executes), as fresh numpy arrays:
         `prompt_index` (N,) indices into `pool.texts`, `cluster` (N,) m(n), `num_clusters`,
         `similarity` (N,) phi_{n,m(n)} of Eq. (5) as the quality oracle receives it, `es_sm_budget`,
-        `ue_sms` (N,), `distance_m` (N,), `downlink_rate_bps` (N,) (Eq. 15)."""
+        `ue_sms` (N,), `distance_m` (N,), `downlink_rate_bps` (N,) (Eq. 15); with dynamics also
+        `active` (N,) (the UEs that serve a request) and `ue_step_limit` (N,) (UE steps the battery pays)."""
         self._require_reset("decision_context")
         point = self._point
-        return {
+        extra = {} if self.dynamics is None else {"active": np.asarray(self._slot.active, dtype=bool).copy(),
+                                                   "ue_step_limit": np.asarray(self._slot.ue_step_limit).copy()}
+        return {**extra,
             "prompt_index": np.asarray(self._prompt_index, dtype=np.int64).copy(),
             "cluster": np.asarray(point.cluster, dtype=np.int64).copy(),
             "num_clusters": int(point.num_clusters),
             "similarity": np.asarray(self._phi, dtype=np.float64).copy(),
-            "es_sm_budget": int(point.es_sm_budget),
+            "es_sm_budget": int(self._es_budget),
             "ue_sms": np.asarray(point.ue_sms, dtype=np.int64).copy(),
             "distance_m": np.asarray(self._distance, dtype=np.float64).copy(),
             "downlink_rate_bps": np.asarray(point.downlink_rate, dtype=np.float64).copy(),
@@ -350,11 +462,12 @@ class HISParallelEnv(ParallelEnv):
     def _normalise(self, raw: np.ndarray) -> np.ndarray:
         return ((raw - self._obs_offset) / self._obs_scale).astype(np.float32)
 
-    def _new_decision_point(self) -> None:
-        """Workload -> semantics -> clustering -> public prompts -> similarities -> resources (Alg. 2, l. 4-6)."""
+    def _new_decision_point(self, first: bool = False) -> None:
+        """Workload -> semantics -> clustering -> public prompts -> similarities -> resources (Alg. 2, l. 4-6);
+        with dynamics, the resources and channel of the next slot (`his_env.dynamics.slot`)."""
         rng = self._rngs
         cfg, n = self.config, self.num_ues
-        index = self.workload.sample(n, rng["workload"])
+        index = self._sample_prompts(first)
         prompts = clustering.DecisionPrompts(index, self.pool_embeddings, self._pool_entities,
                                              self._pool_similarity)
         labels = self._cluster(prompts, self.num_clusters, rng["clustering"])
@@ -362,19 +475,45 @@ class HISParallelEnv(ParallelEnv):
         embeddings = self.pool_embeddings[index]
         public_texts, phi = self._public_prompts(index, embeddings, labels, num_clusters)
 
-        es = cfg.es.sm_range
-        budget = int(rng["resources"].integers(es[0], es[1] + 1))
-        ue_sms = rng["resources"].integers(cfg.ue.sm_range[0], cfg.ue.sm_range[1] + 1, size=n)
-        distance = channel.sample_distances(rng["channel"], n, cfg.channel.distance_range_m)
-        rate = channel.downlink_rate(channel.channel_gain(rng["channel"], distance, cfg.channel), cfg.channel)
+        if self.dynamics is None:
+            es = cfg.es.sm_range
+            budget = int(rng["resources"].integers(es[0], es[1] + 1))
+            ue_sms = rng["resources"].integers(cfg.ue.sm_range[0], cfg.ue.sm_range[1] + 1, size=n)
+            distance = channel.sample_distances(rng["channel"], n, cfg.channel.distance_range_m)
+            rate = channel.downlink_rate(channel.channel_gain(rng["channel"], distance, cfg.channel), cfg.channel)
+            point = system_model.DecisionPoint(labels, num_clusters, budget, ue_sms, rate)
+        else:
+            self._dynamics_state, slot = self.dynamics.advance(self._dynamics_state, self._dynamics_rng, first)
+            self._slot = slot
+            budget, ue_sms, distance, rate = int(slot.es_budget), slot.ue_sms, slot.distance_m, slot.downlink_rate
+            point = system_model.DecisionPoint(labels, num_clusters, int(slot.allocation_budget), ue_sms, rate,
+                                               active=np.asarray(slot.active))
 
         self._prompt_index, self._prompt_embeddings, self._phi = index, embeddings, phi
         self._public_texts, self._distance = public_texts, distance
-        self._point = system_model.DecisionPoint(labels, num_clusters, budget, ue_sms, rate)
+        self._point, self._es_budget = point, budget
         self._summary = None  # computed on first use
         raw = np.column_stack([np.clip(phi, -1.0, 1.0), np.full(n, float(budget)), ue_sms.astype(float)])
+        if self.dynamics is not None:
+            raw = np.column_stack([raw, self.dynamics.observation(self._dynamics_state, self._slot)])
         self._raw_observation = raw
         self._observation_matrix = self._normalise(raw)
+
+    def _sample_prompts(self, first: bool) -> np.ndarray:
+        """The UEs' prompts of the next decision point: drawn afresh (Workload), or within the intent
+        groups the UEs keep (`dynamics.intent`: the episode's subjects are drawn at reset)."""
+        rng, n = self._rngs["workload"], self.num_ues
+        if not self.config.dynamics.intent.enabled:
+            return self.workload.sample(n, rng)
+        groups = self.workload.num_intent_groups
+        if first:
+            self._intent_subjects = self.workload.active_subjects(rng)
+            self._intent_group = intent_process.initial_intent(dynamics_draws.uniform(rng, (n,)), groups)
+        else:
+            self._intent_group = intent_process.intent_step(
+                self._intent_group, intent_process.draw_intent(rng, (n,)),
+                self.config.dynamics.intent.keep_probability, groups)
+        return self.workload.sample_in_groups(self._intent_group, self._intent_subjects, rng)
 
     def _build_public_prompt_source(self) -> PublicPromptSource:
         """The scheme's public-prompt source; `none` wherever there is no common phase (IIS)."""
@@ -411,8 +550,20 @@ class HISParallelEnv(ParallelEnv):
     def _decision_point_columns(self) -> dict[str, Any]:
         """Info values of the current decision point: lists (N,) per UE, plain numbers network-wide."""
         point, summary = self._point, self._decision_point_summary()
-        return {"cluster": point.cluster.tolist(), "similarity": self._phi.tolist(),
-                "ue_sms": point.ue_sms.tolist(), "es_sm_budget": int(point.es_sm_budget),
+        dynamic = {}
+        if self.dynamics is not None:
+            state, slot = self._dynamics_state, self._slot
+            zeros = np.zeros(self.num_ues)
+            dynamic = {
+                "active": np.asarray(slot.active).tolist(),
+                "queue_length": (state.queues.length if state.queues is not None else zeros.astype(np.int64)).tolist(),
+                "requests_arrived": slot.arrived.tolist(), "requests_dropped": slot.dropped.tolist(),
+                "requests_waited": slot.waited.tolist(),
+                "battery_j": (state.battery_j if state.battery_j is not None else zeros).tolist(),
+                "busy_slots": np.asarray(state.busy_slots, dtype=float).tolist(),
+                "es_available_sms": int(slot.es_available), "es_held_sms": int(slot.es_held)}
+        return {**dynamic, "cluster": point.cluster.tolist(), "similarity": self._phi.tolist(),
+                "ue_sms": point.ue_sms.tolist(), "es_sm_budget": int(self._es_budget),
                 "distance_m": self._distance.tolist(), "downlink_rate_bps": point.downlink_rate.tolist(),
                 "num_clusters": int(point.num_clusters),
                 "intra_cluster_similarity": float(summary["intra_cluster_similarity"]),
@@ -424,9 +575,10 @@ class HISParallelEnv(ParallelEnv):
                 "raw_obs_ue_sms": raw[:, 2].tolist()}
 
     def _infos(self, columns: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        """infos[agent] with INFO_KEYS in order, from per-UE lists and network-wide numbers."""
-        values = [columns[key] if isinstance(columns[key], list) else repeat(columns[key]) for key in INFO_KEYS]
-        return {agent: dict(zip(INFO_KEYS, row)) for agent, row in zip(self.agents, zip(*values))}
+        """infos[agent] with `info_keys` in order, from per-UE lists and network-wide numbers."""
+        keys = self.info_keys
+        values = [columns[key] if isinstance(columns[key], list) else repeat(columns[key]) for key in keys]
+        return {agent: dict(zip(keys, row)) for agent, row in zip(self.agents, zip(*values))}
 
     def _decision_point_summary(self) -> dict[str, Any]:
         if self._summary is None:
@@ -435,7 +587,7 @@ class HISParallelEnv(ParallelEnv):
 
     def _summarise_decision_point(self) -> dict[str, Any]:
         point, phi = self._point, self._phi
-        sizes = point.cluster_sizes
+        sizes = point.membership.sum(axis=0)  # every member (point.cluster_sizes counts the active ones)
         cluster_phi = (phi @ point.membership) / sizes
         return {
             "scheme": self.scheme.name, "num_clusters": point.num_clusters,
@@ -443,7 +595,7 @@ class HISParallelEnv(ParallelEnv):
             "public_personal_similarity": float(cluster_phi.mean()),
             "intra_cluster_similarity": clustering.intra_cluster_similarity_of_embeddings(self._prompt_embeddings,
                                                                                            point.cluster),
-            "es_sm_budget": int(point.es_sm_budget),
+            "es_sm_budget": int(self._es_budget),
         }
 
     def _parse_actions(self, actions: dict[str, Any]) -> np.ndarray:
@@ -509,8 +661,18 @@ class HISParallelEnv(ParallelEnv):
         return f"{self.possible_agents[row % self.num_ues]} in candidate {row // self.num_ues}"
 
     def _apply_action_rules(self, actions: np.ndarray):
-        """(x, y, z, projected) from actions (..., N, 2): IIS rule and the z >= z_min projection."""
-        return system_model.apply_action_rules(actions, self.config.steps, self.scheme.common_phase)
+        """(x, y, z, projected) from actions (..., N, 2): IIS rule, the z >= z_min projection and, with
+        batteries, the UE steps a battery cannot pay moved to the ES."""
+        return self._rules(actions)[:4]
+
+    def _rules(self, actions: np.ndarray):
+        """`_apply_action_rules` and the UE steps the battery rule moved (int (..., N))."""
+        common, personal, ue, projected = system_model.apply_action_rules(actions, self.config.steps,
+                                                                           self.scheme.common_phase)
+        if self.dynamics is None:
+            return common, personal, ue, projected, ue * 0
+        common, personal, ue, moved = self.dynamics.battery_rule(self._slot.ue_step_limit, common, personal, ue)
+        return common, personal, ue, projected, np.where(self._slot.active, moved, 0)  # inactive: nothing moved
 
     def _evaluate(self, common, personal, ue, for_step: bool) -> dict[str, np.ndarray]:
         point = self._point
@@ -533,8 +695,9 @@ class HISParallelEnv(ParallelEnv):
         lines = [f"HIS env | scheme {self.scheme.name} | decision point {self._step_count}/"
                  f"{self.config.episode_length} | N={self.num_ues} M={point.num_clusters} "
                  f"ES SMs={point.es_sm_budget}"]
-        sizes = point.cluster_sizes.astype(int)
-        phi_m = (self._phi @ point.membership) / point.cluster_sizes
+        members = point.membership.sum(axis=0)
+        sizes = members.astype(int)
+        phi_m = (self._phi @ point.membership) / members
         for m in range(point.num_clusters):
             lines.append(f"  cluster {m}: {sizes[m]:3d} UEs, mean phi {phi_m[m]:.3f}, public: "
                          f"{self._public_texts[m][:70]!r}")

@@ -8,6 +8,12 @@ as the model-based search baseline and the difference reward do — and the deci
 
 ES work is counted in model calls: with EC-Diff off a call is a step; with it on, approximated
 steps cost nothing (quality_oracle.ecdiff).
+
+With the Markov-game dynamics (`his_env.dynamics.slot`) some UEs have no request to start at a
+decision point: `DecisionPoint.active` marks the ones that do. An inactive UE's action has no
+effect: its steps, quality, delay and energies are 0, it is not counted in its cluster's size
+|N_m| (Theorem 1's alpha^(1)), and its reward is 0. Without the mask (None) every UE is active
+and nothing here changes.
 """
 from __future__ import annotations
 
@@ -38,12 +44,15 @@ class DecisionPoint:
     ue_sms: Any  # v_n^UE, int (..., N)
     downlink_rate: Any  # r_n, bit/s (..., N)
     max_clusters: int | None = None  # M: the cluster axis of per-cluster arrays
+    active: Any = None  # bool (..., N): the UEs that serve a request (None: all, the paper's setting)
 
     def __post_init__(self) -> None:
         self.xp = xp = namespace(self.downlink_rate, self.cluster)  # its float dtype is the point's
         if self.max_clusters is None:
             self.max_clusters = int(self.num_clusters)
         ones = xp.float(xp.broadcast_to(xp.float(1.0), self.cluster.shape))
+        if self.active is not None:
+            ones = xp.float(xp.broadcast_to(self.active, self.cluster.shape))
         self.cluster_sizes = xp.segment_sum(ones, self.cluster, self.max_clusters)  # |N_m| (..., M)
         self.cluster_valid = xp.arange(self.max_clusters) < xp.int(self.num_clusters)[..., None]  # (..., M)
 
@@ -79,6 +88,13 @@ def of_own_cluster(values, point: DecisionPoint):
     return point.xp.take_along_axis(values, point.cluster, -1)
 
 
+def active_only(values, point: DecisionPoint):
+    """values (..., N) of the active UEs, 0 for the others (unchanged when every UE is active)."""
+    if point.active is None:
+        return values
+    return point.xp.where(point.active, values, 0)
+
+
 @dataclass
 class ESWork:
     """Model calls the ES makes for given step decisions, and the steps EC-Diff approximates."""
@@ -91,7 +107,8 @@ class ESWork:
 
 def es_work(config: HISConfig, point: DecisionPoint, common_steps, es_personal_steps, ecdiff_enabled: bool) -> ESWork:
     xp = point.xp
-    common_steps, es_personal_steps = xp.int(common_steps), xp.int(es_personal_steps)
+    common_steps = active_only(xp.int(common_steps), point)
+    es_personal_steps = active_only(xp.int(es_personal_steps), point)
     max_common = cluster_max(common_steps, point)  # x_m^max (Sec. IV-B)
     if not ecdiff_enabled:
         return ESWork(max_common, max_common, es_personal_steps, common_steps * 0)
@@ -172,14 +189,24 @@ class UECosts:
     compute_energy: Any  # Eq. (18)
 
 
+def transmission_costs(config: HISConfig, downlink_rate):
+    """Delay and energy of the intermediate latent's downlink at rate r_n (Eq. 14)."""
+    transmission_delay = latent_bits(config.channel) / downlink_rate  # Eq. (14)
+    return transmission_delay, config.channel.transmit_power_w * transmission_delay  # Eq. (14)
+
+
 def ue_costs(config: HISConfig, point: DecisionPoint, ue_steps) -> UECosts:
-    """Transmission and UE compute delay and energy of z_n steps on the UE (float (..., N))."""
+    """Transmission and UE compute delay and energy of z_n steps on the UE (float (..., N));
+    inactive UEs (`DecisionPoint.active`) receive no latent."""
     xp, ue = point.xp, config.ue
-    transmission_delay = latent_bits(config.channel) / point.downlink_rate  # Eq. (14)
+    transmission_delay, transmission_energy = transmission_costs(config, point.downlink_rate)
+    if point.active is not None:
+        transmission_delay = active_only(transmission_delay, point)
+        transmission_energy = active_only(transmission_energy, point)
     ue_sms = xp.float(point.ue_sms)
     return UECosts(
         transmission_delay=transmission_delay,
-        transmission_energy=config.channel.transmit_power_w * transmission_delay,  # Eq. (14)
+        transmission_energy=transmission_energy,
         compute_delay=ue_steps * ue.flops_per_step / flops_rate(ue_sms, ue),  # Eqs. (16)-(17)
         compute_energy=ue_steps * energy_per_call(ue_sms, ue),  # Eq. (18)
     )
@@ -202,12 +229,14 @@ def evaluate(config: HISConfig, point: DecisionPoint, common_steps, es_personal_
     w = config.reward
     common_calls, personal_calls = xp.float(work.common_calls), xp.float(work.personal_calls)
     ue_steps, quality = xp.float(ue_steps), xp.float(quality)
+    if point.active is not None:  # an inactive UE's action has no effect (see the module docstring)
+        common_steps, ue_steps, quality = (active_only(v, point) for v in (common_steps, ue_steps, quality))
     personal_calls_m = cluster_sum(personal_calls, point)
     c = cluster_costs(config, point.cluster_sizes, point.cluster_valid, point.es_sm_budget, common_calls,
                       personal_calls_m, allocation_rule)
     u = ue_costs(config, point, ue_steps)
 
-    es_delay_n = of_own_cluster(c.common_delay + c.personal_delay, point)  # sum_m gamma (T^C + T^P-E)
+    es_delay_n = active_only(of_own_cluster(c.common_delay + c.personal_delay, point), point)  # sum_m gamma (T^C + T^P-E)
     delay = es_delay_n + u.transmission_delay + u.compute_delay  # Eq. (19)
     ue_side_energy = u.transmission_energy + u.compute_energy  # E_n, Eq. (20)
     es_energy_m = c.common_energy + c.personal_energy  # E_m, Eq. (20)
@@ -260,6 +289,11 @@ def counterfactual_utilities(config: HISConfig, point: DecisionPoint, common_ste
         raise ValueError("counterfactual_utilities models EC-Diff off (config key 'ecdiff.enabled' is True); "
                          "with EC-Diff on, evaluate the N + 1 joint actions with es_work and evaluate")
     xp = point.xp
+    if point.active is not None:  # an inactive UE's action, and its default, have no effect
+        common_steps, es_personal_steps, ue_steps, quality, default_common, default_personal, default_ue, \
+            default_quality = (active_only(v, point) for v in (common_steps, es_personal_steps, ue_steps, quality,
+                                                               default_common, default_personal, default_ue,
+                                                               default_quality))
     common, personal = xp.int(common_steps), xp.float(es_personal_steps)
 
     # cluster m(n)'s common run without UE n: x_m^max unless n is its only member reaching it

@@ -296,16 +296,29 @@ class Workload:
 
     def sample(self, num_ues: int, rng: np.random.Generator) -> np.ndarray:
         """Prompt indices into the pool, one per UE, shape (num_ues,)."""
+        active = self.active_subjects(rng)
+        draws = rng.random((2, num_ues))
+        subject = active[(draws[0] * self.num_intent_groups).astype(np.int64)]
+        return self.prompts_of(subject, draws[1])
+
+    def active_subjects(self, rng: np.random.Generator) -> np.ndarray:
+        """The `num_intent_groups` distinct subjects of a decision point (of an episode, with intent
+        persistence), uniformly: the k smallest of S uniform keys (all subjects when k = S, no draw)."""
         num_subjects = len(self._subject_count)
         k = self.num_intent_groups
         if k == num_subjects:
-            active = np.arange(num_subjects)
-        else:  # k distinct subjects: the k smallest of S uniform keys
-            active = np.argpartition(rng.random(num_subjects), k - 1)[:k]
-        draws = rng.random((2, num_ues))
-        subject = active[(draws[0] * k).astype(np.int64)]
-        within = (draws[1] * self._subject_count[subject]).astype(np.int64)
+            return np.arange(num_subjects)
+        return np.argpartition(rng.random(num_subjects), k - 1)[:k]
+
+    def prompts_of(self, subject: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+        """A prompt of each UE's subject, uniformly, from uniforms on [0, 1) (N,): prompt indices (N,)."""
+        within = (uniform * self._subject_count[subject]).astype(np.int64)
         return self._prompt_order[self._subject_start[subject] + within]
+
+    def sample_in_groups(self, group: np.ndarray, active_subjects: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Prompt indices (N,) for UEs that keep intent groups (`his_env.dynamics.intent`): UE n draws
+        a prompt of subject `active_subjects[group[n]]`, uniformly."""
+        return self.prompts_of(np.asarray(active_subjects)[group], rng.random(len(group)))
 
 
 def build_pool(source: str = "templates", path: str | Path | None = None, pool_size: int = 1200,

@@ -1,7 +1,8 @@
 """Dynamics of the HIS env as a Markov game: processes that carry state from one slot to the next.
 
-The building blocks only: neither env runs them yet (their config section is not part of
-`HISConfig`); `reference.yaml` beside this file documents every key.
+Both envs run them: the PettingZoo env (`his_env.environment`) and `HISVecEnv`, in the order
+`slot` states; the `dynamics:` section of `configs/default.yaml` documents every key (meaning,
+unit, source). The guide is docs/dynamics.md.
 
 Without dynamics every decision point is an independent draw. Each process here makes one part
 of it persist; each is switched on alone (`DynamicsConfig`, the `dynamics:` config section, all

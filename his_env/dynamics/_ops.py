@@ -39,3 +39,16 @@ def remainder(x, divisor):
 def round_half_up(x):
     """floor(x + 0.5): one rounding rule for both libraries (numpy and torch round halves to even)."""
     return namespace(x).floor(x + 0.5)
+
+
+def log1p(x):
+    return x.log1p() if is_tensor(x) else np.log1p(x)
+
+
+def stack(arrays, axis: int = -1):
+    """Arrays of one shape stacked along a new axis."""
+    if any(is_tensor(a) for a in arrays):
+        import torch
+
+        return torch.stack(list(arrays), dim=axis)
+    return np.stack(arrays, axis=axis)

@@ -9,6 +9,12 @@ T_slot is added, never above capacity. The books are exact:
 with `shortfall` (energy asked for but not in the battery: zero when the env keeps UEs from
 steps they cannot afford, see `cannot_afford`) and `spilled` (charge that found the battery full)
 reported apart. Energies in joules, arrays (..., N).
+
+The env keeps batteries from running dry in two places (`his_env.dynamics.slot`): a UE starts a
+request only if its battery pays the downlink (Eq. 14) and `minimum_ue_steps` of its own steps
+(Eq. 18), the fewest that the ES can leave it; and `move_unaffordable_steps` hands the UE steps
+its battery cannot pay to the ES (personalised steps first, up to y_max, then common steps, up to
+x_max), keeping x + y + z = T_max (Eq. 28f) and every bound of Eqs. (28b-d).
 """
 from __future__ import annotations
 
@@ -63,3 +69,23 @@ def affordable_ue_steps(level_j, energy_per_step_j, fixed_energy_j=0.0):
 def draw_battery(generator, num_ues_shape: tuple[int, ...], dtype=None):
     """The uniforms (..., N) `initial_battery` consumes."""
     return draws.uniform(generator, tuple(num_ues_shape), dtype)
+
+
+def minimum_ue_steps(total: int, min_ue: int, max_common: int, max_es_personal: int, common_phase: bool) -> int:
+    """The fewest UE steps any action can end with once the ES takes all it may: max(z_min, T_max - y_max - x_max)
+    (x_max = 0 without a common phase, IIS)."""
+    return max(int(min_ue), int(total) - int(max_es_personal) - (int(max_common) if common_phase else 0))
+
+
+def move_unaffordable_steps(common_steps, es_personal_steps, ue_steps, ue_step_limit, max_common: int,
+                            max_es_personal: int, common_phase: bool):
+    """(x, y, z, moved): the UE steps beyond `ue_step_limit` (what the battery pays, `affordable_ue_steps`)
+    moved to the ES, to the personalised phase up to y_max, the rest to the common phase up to x_max
+    (none without a common phase); `moved` (int) counts them. With a limit >= `minimum_ue_steps` every
+    step beyond it finds room, so z ends at min(z, limit); x + y + z is unchanged."""
+    xp = namespace(ue_steps, ue_step_limit)
+    excess = xp.maximum(xp.int(ue_steps) - xp.int(ue_step_limit), 0)
+    to_personal = xp.minimum(excess, max_es_personal - xp.int(es_personal_steps))
+    to_common = xp.minimum(excess - to_personal, max_common - xp.int(common_steps)) if common_phase else excess * 0
+    moved = to_personal + to_common
+    return common_steps + to_common, es_personal_steps + to_personal, ue_steps - moved, moved

@@ -22,7 +22,7 @@ import math
 from his_common.arrays import namespace
 
 from his_env.dynamics import draws
-from his_env.dynamics._ops import absolute, cos, sin
+from his_env.dynamics._ops import absolute, cos, log1p, sin
 
 SPEED_OF_LIGHT_MPS = 299_792_458.0
 _SERIES_MAX_ARGUMENT = 12.0  # below: power series; above: Hankel's asymptotic expansion
@@ -64,15 +64,20 @@ def bessel_j0(x):
         return bessel_j0(x.double()).to(x.dtype)
     x = absolute(x)
     small = x <= _SERIES_MAX_ARGUMENT
-    near = xp.where(small, x, 0.0)
-    series = _polynomial(_SERIES, near * near / 4.0)
+    # each branch is evaluated only if some argument needs it (Doppler arguments are mostly far)
+    any_small, all_small = xp.any(small), not xp.any(~small)
+    if any_small:
+        near = xp.where(small, x, 0.0)
+        series = _polynomial(_SERIES, near * near / 4.0)
+        if all_small:
+            return series
     far = xp.where(small, _SERIES_MAX_ARGUMENT, x)
     inverse_square = 1.0 / (far * far)
     p = _polynomial(_HANKEL_P, inverse_square)
     q = _polynomial(_HANKEL_Q, inverse_square) / far
     chi = far - math.pi / 4.0
     asymptotic = xp.sqrt(2.0 / (math.pi * far)) * (p * cos(chi) - q * sin(chi))
-    return xp.where(small, series, asymptotic)
+    return xp.where(small, series, asymptotic) if any_small else asymptotic
 
 
 def doppler_hz(speed_mps, carrier_hz: float):
@@ -105,6 +110,12 @@ def fading_step(fading, correlation, normal):
 def power_gain(fading):
     """|h|^2 (..., N): Exp(1) at every slot, the factor `his_env.channel.channel_gain` draws afresh today."""
     return namespace(fading).sum(fading * fading, axis=-1)
+
+
+def independent_power_gain(uniform):
+    """A fresh Exp(1) power gain per UE, -log(1 - u) by inversion: the slot's Rayleigh fading when the
+    channel has no memory (the vectorised env draws it so with the dynamics off too)."""
+    return -log1p(-uniform)
 
 
 def draw_fading(generator, num_ues_shape: tuple[int, ...], dtype=None):

@@ -1,7 +1,9 @@
-"""Typed configuration of the dynamics (the `dynamics:` section; see his_env/dynamics/reference.yaml; the envs do not run the dynamics yet).
+"""Typed configuration of the dynamics: the `dynamics:` section of `HISConfig`.
 
-Every process is off by default, so a config without this section is today's env of independent
-decision points; each is switched on by its own `enabled` key. The mechanism is the project's one
+`configs/default.yaml` documents every key (meaning, unit, source); it is the one home of those
+comments. Every process is off by default, so a config without this section is the paper's env of
+independent decision points; each is switched on by its own `enabled` key (`dynamics.channel.enabled=true`).
+Both envs run the processes switched on (`his_env.dynamics.slot` states the order). The mechanism is the project's one
 (`his_common.config`): unknown keys, wrong types, non-finite numbers and out-of-range values are
 refused with a `ConfigError` naming the dotted key and what is allowed.
 
@@ -114,6 +116,7 @@ class RequestsConfig(Config):
     rate_per_slot: float = setting(0.1, ge=0)  # p (bernoulli) or lambda (poisson)
     deadline_slots: int = setting(30, ge=1)  # waiting allowed before a request is dropped
     queue_capacity: int = setting(8, ge=1)  # Q_max per UE
+    drop_penalty: float = setting(1.5, ge=0)  # utility charged to a UE per request it drops
 
     def validate(self, prefix: str = "") -> None:
         limit = 1.0 if self.arrivals == "bernoulli" else MAX_POISSON_RATE

@@ -33,7 +33,6 @@ from his_common.arrays import is_tensor, namespace
 from his_common.registry import Registry
 
 from his_env.dynamics import draws
-from his_env.dynamics._ops import remainder
 
 MAX_POISSON_RATE = 100.0  # per slot: above it the inversion table grows long (and queues overflow anyway)
 
@@ -125,14 +124,28 @@ def empty_queues(num_ues_shape: tuple[int, ...], capacity: int, like=None) -> Qu
 
 
 def _logical_position(head, capacity: int, xp):
-    """Position of each cell in FIFO order, 0 at the head (..., N, Q_max)."""
-    return remainder(xp.arange(capacity) - head[..., None], capacity)
+    """Position of each cell in FIFO order, 0 at the head (..., N, Q_max): a row of the Q x Q table
+    (cell - head) mod Q per UE, one lookup (integer remainder over the whole buffer is slow)."""
+    cells = xp.arange(capacity)
+    table = cells[None, :] - cells[:, None]
+    table = xp.where(table < 0, table + capacity, table)
+    return table[head]
+
+
+def _wrap(x, capacity: int, xp):
+    """x mod capacity for x in [0, 2 capacity)."""
+    return xp.where(x >= capacity, x - capacity, x)
 
 
 def queue_step(state: QueueState, arrivals, free, deadline_slots) -> tuple[QueueState, QueueEvents]:
     """One slot of the queues (see the module docstring). `arrivals` int (..., N); `free` bool
     (..., N): the UE can start a request now; `deadline_slots`: int >= 1, one for all or (..., N),
-    fixed over an episode."""
+    fixed over an episode.
+
+    Every cell is located once, by its FIFO position p relative to the slot's first head; the drops,
+    arrivals and service of the slot are ranges of p: old requests p < L (the queue length), of
+    which the first d expire; the accepted arrivals take p in [L, L + a); the served request is the
+    first one left. The cells still holding an old request after the slot are p in [d + s, L)."""
     xp = namespace(state.age, arrivals)
     capacity = state.capacity
     arrivals = xp.int(arrivals)
@@ -141,33 +154,30 @@ def queue_step(state: QueueState, arrivals, free, deadline_slots) -> tuple[Queue
     deadline = xp.int(deadline_slots)
     if deadline.ndim:
         deadline = deadline[..., None]
-
-    # 1-2: age, then drop what has waited deadline_slots or more (a prefix of the FIFO)
-    age = state.age + 1
     position = _logical_position(state.head, capacity, xp)
     waiting_cell = position < state.length[..., None]
-    dropped_deadline = xp.sum(xp.int(waiting_cell & (age >= deadline)), -1)
-    head = remainder(state.head + dropped_deadline, capacity)
-    length = state.length - dropped_deadline
 
-    # 3: arrivals into the free cells after the tail; the rest overflow
-    accepted = xp.minimum(arrivals, capacity - length)
+    # 1-2: every waiting request ages by one slot; those that reach deadline_slots are dropped (a prefix)
+    dropped_deadline = xp.sum(xp.int(waiting_cell & (state.age >= deadline - 1)), -1)
+    kept_old = state.length - dropped_deadline
+    head = _wrap(state.head + dropped_deadline, capacity, xp)  # head < Q, drops <= length <= Q
+
+    # 3: arrivals into the free cells after the tail (age 0); the rest overflow
+    accepted = xp.minimum(arrivals, capacity - kept_old)
     dropped_overflow = arrivals - accepted
-    position = _logical_position(head, capacity, xp)
-    new_cell = (position >= length[..., None]) & (position < (length + accepted)[..., None])
-    age = xp.where(new_cell, 0, age)
-    length = length + accepted
+    length = kept_old + accepted
 
-    # 4: a free UE starts its head-of-line request
+    # 4: a free UE starts its head-of-line request: an old one (its age + 1) or, if none is left, a new one (0)
     served = free & (length > 0)
-    head_age = xp.take_along_axis(age, head[..., None], -1)[..., 0]
-    served_wait = xp.where(served, head_age, -1)
+    old_head_age = xp.take_along_axis(state.age, head[..., None], -1)[..., 0] + 1
+    served_wait = xp.where(served, xp.where(kept_old > 0, old_head_age, 0), -1)
     served_count = xp.int(served)
-    head = remainder(head + served_count, capacity)
+    head = _wrap(head + served_count, capacity, xp)
     length = length - served_count
 
-    position = _logical_position(head, capacity, xp)
-    age = xp.where(position < length[..., None], age, 0)  # empty cells hold 0
+    # the old requests still waiting, aged; every other cell 0 (empty or a new request)
+    still_old = waiting_cell & (position >= (dropped_deadline + served_count)[..., None])
+    age = xp.where(still_old, state.age + 1, 0)
     new_state = QueueState(age, head, length, state.arrived + arrivals, state.served + served_count,
                            state.dropped_deadline + dropped_deadline, state.dropped_overflow + dropped_overflow)
     return new_state, QueueEvents(arrivals, dropped_deadline, dropped_overflow, served, served_wait, length)

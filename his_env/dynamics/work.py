@@ -76,6 +76,12 @@ def _running(jobs: EsJobs):
     return (jobs.remaining_slots > FREE_TOLERANCE_SLOTS) & (jobs.sms > 0)
 
 
+def free_rows(jobs: EsJobs):
+    """Rows of the table free for new jobs (int (...))."""
+    xp = namespace(jobs.remaining_slots, jobs.sms)
+    return xp.sum(xp.int(~_running(jobs)), -1)
+
+
 def held_es_sms(jobs: EsJobs):
     """SMs the running jobs hold now (int (...))."""
     xp = namespace(jobs.remaining_slots, jobs.sms)
@@ -102,12 +108,16 @@ def record_es_jobs(jobs: EsJobs, duration_slots, sms) -> EsJobs:
     if xp.any(needed > room):
         raise ValueError(f"{int((needed - room).max())} ES jobs more than the free rows of the job table "
                          f"({jobs.max_jobs} rows); allowed: at most the free rows (raise work.max_es_jobs)")
-    # row j takes the new job whose rank is row j's free rank: a (..., J, M) match
-    match = free_row[..., :, None] & new[..., None, :] & (free_rank[..., :, None] == new_rank[..., None, :])
-    taken = xp.sum(xp.int(match), -1) > 0
-    remaining = xp.where(taken, xp.sum(xp.where(match, duration_slots[..., None, :], 0.0), -1),
-                         jobs.remaining_slots)
-    held = xp.where(taken, xp.sum(xp.where(match, sms[..., None, :], 0), -1), xp.where(free_row, 0, jobs.sms))
+    # row j takes the new job whose rank is row j's free rank: the cluster of each rank (..., M), gathered per row
+    clusters = new.shape[-1]
+    if clusters == 0:
+        return jobs
+    ranks = xp.arange(clusters)
+    job_of_rank = xp.sum(xp.where(new[..., None, :] & (new_rank[..., None, :] == ranks[:, None]), ranks, 0), -1)
+    taken = free_row & (free_rank < needed[..., None])
+    job = xp.take_along_axis(job_of_rank, xp.minimum(xp.maximum(free_rank, 0), clusters - 1), -1)  # (..., J)
+    remaining = xp.where(taken, xp.take_along_axis(duration_slots, job, -1), jobs.remaining_slots)
+    held = xp.where(taken, xp.take_along_axis(sms, job, -1), xp.where(free_row, 0, jobs.sms))
     return EsJobs(remaining, held)
 
 

@@ -8,6 +8,18 @@ milliseconds per decision point, so `DecisionBank.build` runs them D times ahead
 vectorised env samples contexts from the bank. Resources (ES and UE SMs) and the channel
 (distances, fading) are not in the bank: they are drawn afresh per step.
 
+With intent persistence (`dynamics.intent`) the contexts of an episode are not independent: a UE
+keeps its intent group and draws its next prompt within it, and the clusters (Alg. 1) and public
+prompts (Sec. IV-B) of each slot are functions of all N prompts of that slot, which only the text
+pipeline computes. Redrawing prompts per UE inside the tensor step would need that pipeline there,
+so the bank stores whole episodes instead: `trajectory_length` = episode_length + 1 consecutive
+rows per episode (the reset's decision point and one per step), each episode stepped by the
+PettingZoo env with the intent process on. The vectorised env replays an episode from its start,
+row after row: its contexts follow the very Markov chain of the PettingZoo env (intent draws
+included), sampled from the bank's finite set of episodes as independent contexts are sampled
+from its rows. The intent process is independent of the actions and of the other processes,
+which is what makes replaying it exact.
+
 Banks are cached on disk (`$HIS_MARL_CACHE/vec_bank/<key>.npz`, written atomically), keyed by
 everything the contexts depend on: the configuration sections that reach the text pipeline, the
 prompt pool, the embedding model, the source of the simulator's modules, the size and the seed.
@@ -33,7 +45,7 @@ from his_common.storage import cache_root, move_aside, write_cache_file
 from his_env import schemes
 from his_env.config import HISConfig
 
-BANK_FORMAT = 2  # bump when the stored layout changes (2: the key is stored with the contexts)
+BANK_FORMAT = 3  # bump when the stored layout changes (2: the key is stored with the contexts; 3: trajectories)
 DEFAULT_BANK_SIZE = 4096
 _FIELDS = ("prompt_index", "cluster", "num_clusters", "similarity")
 _PHI_ROUNDING = 1e-6  # phi of float32 unit embeddings can exceed 1 by a few ulps (1 + 2.4e-7 seen)
@@ -58,11 +70,19 @@ def context_config(config: HISConfig) -> dict[str, Any]:
     """The parts of a configuration that decide the contexts (not steps, devices, channel, reward...)."""
     scheme = schemes.resolve(config.scheme)
     plain = config.to_dict()
-    return {
+    out = {
         "num_ues": config.num_ues, "num_clusters": config.num_clusters, "episode_length": config.episode_length,
         "workload": plain["workload"], "semantics_model": config.semantics.model, "prompts": plain["prompts"],
         "clustering": scheme.clustering, "public_prompt": scheme.public_prompt,
     }
+    if config.dynamics.intent.enabled:  # the only process the text side depends on
+        out["intent"] = plain["dynamics"]["intent"]
+    return out
+
+
+def trajectory_length(config: HISConfig) -> int:
+    """Rows per stored episode: episode_length + 1 with intent persistence, 1 (independent rows) without."""
+    return config.episode_length + 1 if config.dynamics.intent.enabled else 1
 
 
 def bank_key(config: HISConfig, pool_texts: list[str], size: int, seed: int) -> str:
@@ -82,6 +102,11 @@ class DecisionBank:
     similarity: np.ndarray  # float64 (D, N), phi_{n,m(n)}
     build_seconds: float = 0.0  # time the contexts took to compute (0 when loaded from disk)
     key: str = ""
+    trajectory_length: int = 1  # rows per episode, replayed in order (1: independent contexts)
+
+    @property
+    def num_trajectories(self) -> int:
+        return len(self) // self.trajectory_length
 
     def __len__(self) -> int:
         return int(self.cluster.shape[0])
@@ -108,6 +133,10 @@ class DecisionBank:
                         f"(D = {rows} contexts of num_ues = {num_ues} UEs)")
         if size is not None and rows != size:
             return f"it holds {rows} contexts; {size} were asked for"
+        length = self.trajectory_length
+        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1 or rows % length:
+            return (f"trajectory_length is {length!r} for {rows} contexts; allowed: an integer >= 1 that divides "
+                    f"the number of contexts (whole episodes)")
         phi = self.similarity
         bad = ~(np.abs(phi) <= 1.0 + _PHI_ROUNDING)  # NaN fails too
         if bad.any():
@@ -139,29 +168,35 @@ class DecisionBank:
         """
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
             raise ValueError(f"bank_size={size!r}; allowed: an integer >= 1")
+        length = trajectory_length(config)
+        size = -(-int(size) // length) * length  # whole episodes
         if env is None:
+            from his_env.dynamics.config import DynamicsConfig
             from his_env.environment import HISParallelEnv
 
-            env = HISParallelEnv(config.with_overrides({"oracle.kind": "fitted"}))
+            # only intent reaches the text side: the other processes are left out of the bank's env
+            text_only = DynamicsConfig(intent=config.dynamics.intent).to_dict()
+            env = HISParallelEnv(config.with_overrides({"oracle.kind": "fitted", "dynamics": text_only}))
         key = bank_key(config, list(env.pool.texts), int(size), int(seed))
         path = cache_root() / "vec_bank" / f"{key}.npz"
         if cache:
-            stored, reason = cls._load(path, key, config.num_ues, int(size), len(env.pool.texts))
+            stored, reason = cls._load(path, key, config.num_ues, int(size), len(env.pool.texts), length)
             if stored is not None:
                 return stored
             if reason is not None:
                 move_aside(path, reason)
-        bank = cls._compute(env, int(size), int(seed))
+        bank = cls._compute(env, int(size), int(seed), length)
         bank.key = key
         if cache:
             buffer = io.BytesIO()
-            np.savez(buffer, key=np.array(key), **{f: getattr(bank, f) for f in _FIELDS})
+            np.savez(buffer, key=np.array(key), trajectory_length=np.array(length),
+                     **{f: getattr(bank, f) for f in _FIELDS})
             write_cache_file(path, buffer.getvalue(), "decision-bank cache")
         return bank
 
     @classmethod
-    def _load(cls, path: Path, key: str, num_ues: int, size: int,
-              pool_size: int) -> tuple["DecisionBank | None", str | None]:
+    def _load(cls, path: Path, key: str, num_ues: int, size: int, pool_size: int,
+              length: int = 1) -> tuple["DecisionBank | None", str | None]:
         """(the bank stored at `path`, None) when it passes every check; (None, None) when there is
         no file; (None, why) when the file is unusable."""
         try:
@@ -170,6 +205,8 @@ class DecisionBank:
                 if missing:
                     return None, f"no {', '.join(missing)} stored (fields: {', '.join(stored.files) or 'none'})"
                 stored_key = stored["key"]
+                # episodes of how many contexts (absent: independent contexts)
+                stored_length = stored["trajectory_length"] if "trajectory_length" in stored.files else np.array(1)
                 bank = cls(*(np.asarray(stored[f]) for f in _FIELDS), key=key)
         except FileNotFoundError:
             return None, None
@@ -177,6 +214,9 @@ class DecisionBank:
             return None, f"cannot be read: {type(exc).__name__}: {exc}"
         if stored_key.shape != () or stored_key.dtype.kind != "U" or str(stored_key) != key:
             return None, f"it is stored under key {stored_key.tolist()!r}, not {key!r}"
+        if stored_length.shape != () or stored_length.dtype.kind not in "iu" or int(stored_length) != length:
+            return None, f"it stores episodes of {stored_length.tolist()!r} contexts, not {length}"
+        bank.trajectory_length = int(stored_length)
         problem = bank.problem(num_ues, size, pool_size)
         if problem is not None:
             return None, problem
@@ -186,22 +226,30 @@ class DecisionBank:
         return bank, None
 
     @classmethod
-    def _compute(cls, env, size: int, seed: int) -> "DecisionBank":
+    def _compute(cls, env, size: int, seed: int, length: int = 1) -> "DecisionBank":
+        """`size` contexts: independent ones (length 1), or size / length episodes of `length`
+        contexts each (the reset's and one after each step; `length` = the env's episode_length + 1)."""
         start = time.perf_counter()
         n = env.num_ues
+        if length > 1 and length != env.config.episode_length + 1:
+            raise ValueError(f"episodes of {length} contexts from an env of episode_length "
+                             f"{env.config.episode_length}; allowed: episode_length + 1")
         idle = {agent: np.zeros(2, dtype=np.int64) for agent in env.possible_agents}
         rows = {f: [] for f in _FIELDS}
         env.reset(seed=seed)
-        for _ in range(size):
+        for row in range(size):
             context = decision_context(env)
             for f in _FIELDS:
                 rows[f].append(context[f])
+            if length > 1 and row % length == length - 1:
+                env.reset()  # the episode's last context recorded: the next episode
+                continue
             env.step(idle)  # draws the next decision point
-            if not env.agents:
+            if not env.agents and length == 1:
                 env.reset()
         bank = cls(np.stack(rows["prompt_index"]).astype(np.int64).reshape(size, n),
                    np.stack(rows["cluster"]).astype(np.int64).reshape(size, n),
                    np.asarray(rows["num_clusters"], dtype=np.int64),
-                   np.stack(rows["similarity"]).astype(np.float64).reshape(size, n))
+                   np.stack(rows["similarity"]).astype(np.float64).reshape(size, n), trajectory_length=length)
         bank.build_seconds = time.perf_counter() - start
         return bank

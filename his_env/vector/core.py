@@ -7,7 +7,9 @@ an equal split, Eqs. 8-23, 33; the difference reward's counterfactuals through
 `system_model.counterfactual_utilities` with EC-Diff off): the same functions the PettingZoo env
 runs on numpy arrays, here on tensors with leading batch dimensions. Contexts come from a
 `DecisionBank`; resources and the channel are drawn here with the distributions of the PettingZoo
-env (`his_env.channel`).
+env (`his_env.channel`). With dynamics on, the env builds contexts from the bank's text side and a
+`his_env.dynamics.slot.Slot` (`dynamics_contexts`): the active mask and the battery's step limits
+then reach the same formulas as in the PettingZoo env.
 """
 from __future__ import annotations
 
@@ -37,12 +39,20 @@ class Contexts:
     distance_m: torch.Tensor  # float (B, N)
     downlink_rate: torch.Tensor  # float (B, N), bit/s
     bank_index: torch.Tensor  # int64 (B,): row of the bank (-1: loaded explicitly)
+    # with dynamics only (None without):
+    active: torch.Tensor | None = None  # bool (B, N): the UEs that serve a request
+    ue_step_limit: torch.Tensor | None = None  # int64 (B, N): UE steps the battery pays
+    observed_es_budget: torch.Tensor | None = None  # int64 (B,): the budget left for new phases, as observed
+    dynamics_observation: torch.Tensor | None = None  # float (B, N, 7): `slot.OBSERVATION_FEATURES`
 
     def where(self, mask: torch.Tensor, other: "Contexts") -> "Contexts":
         """Rows of `other` where mask (B,) is True, of self elsewhere."""
         out = {}
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if mine is None:
+                out[f.name] = None
+                continue
             m = mask.reshape(mask.shape + (1,) * (mine.dim() - 1))
             out[f.name] = torch.where(m, theirs, mine)
         return Contexts(**out)
@@ -76,6 +86,7 @@ class VectorCore:
         self._obs_offset = torch.tensor([0.0, es_ref[0], ue_ref[0]], dtype=dtype, device=device)
         self._obs_scale = torch.tensor([1.0, es_ref[1] - es_ref[0], ue_ref[1] - ue_ref[0]], dtype=dtype,
                                        device=device)
+        self.dynamics = None  # the env's SlotDynamics, set by HISVecEnv when a process is on (battery rule)
 
     # ------------------------------------------------------------------ contexts
     def sample(self, generator: torch.Generator) -> Contexts:
@@ -94,6 +105,17 @@ class VectorCore:
             gain = gain * -torch.log1p(-uniform)  # exponential(1) by inversion
         return Contexts(self._bank_cluster[row], self._bank_num_clusters[row], self._bank_similarity[row], budget,
                         ue_sms, distance, channel.downlink_rate(gain, cfg.channel), row)
+
+    def bank_text(self, row: torch.Tensor):
+        """The text side of bank rows (B,): clusters, cluster counts, phi."""
+        return self._bank_cluster[row], self._bank_num_clusters[row], self._bank_similarity[row]
+
+    def dynamics_contexts(self, text, row: torch.Tensor, slot, observation: torch.Tensor) -> Contexts:
+        """Contexts of a slot with dynamics: the text side (cluster, num_clusters, similarity), the
+        bank rows they came from (-1: replayed), the `Slot` and the UEs' dynamics features (B, N, 7)."""
+        cluster, num_clusters, similarity = text
+        return Contexts(cluster, num_clusters, similarity, slot.allocation_budget, slot.ue_sms, slot.distance_m,
+                        slot.downlink_rate, row, slot.active, slot.ue_step_limit, slot.es_budget, observation)
 
     def contexts_from(self, context: dict[str, Any]) -> Contexts:
         """Contexts from explicit values (`bank.decision_context` layout), one for all envs or (B, ...) each."""
@@ -120,24 +142,33 @@ class VectorCore:
     def raw_observation(self, ctx: Contexts) -> torch.Tensor:
         """Eq. (31) unnormalised (B, N, 3): phi, ES SM budget, UE SMs."""
         phi = ctx.similarity.clamp(-1.0, 1.0)
-        budget = ctx.es_sm_budget.to(self.dtype)[:, None].expand_as(phi)
+        observed = ctx.es_sm_budget if ctx.observed_es_budget is None else ctx.observed_es_budget
+        budget = observed.to(self.dtype)[:, None].expand_as(phi)
         return torch.stack([phi, budget, ctx.ue_sms.to(self.dtype)], dim=-1)
 
     def observation(self, ctx: Contexts) -> torch.Tensor:
-        """Eq. (31) min-max normalised as the PettingZoo env does, float32 (B, N, 3)."""
-        return ((self.raw_observation(ctx) - self._obs_offset) / self._obs_scale).to(torch.float32)
+        """Eq. (31) min-max normalised as the PettingZoo env does, float32 (B, N, 3); with dynamics
+        followed by each UE's dynamics features (B, N, 10)."""
+        eq31 = (self.raw_observation(ctx) - self._obs_offset) / self._obs_scale
+        if ctx.dynamics_observation is not None:
+            eq31 = torch.cat([eq31, ctx.dynamics_observation.to(eq31.dtype)], dim=-1)
+        return eq31.to(torch.float32)
 
     # ------------------------------------------------------------------ evaluation
     def _point(self, ctx: Contexts, candidates: bool) -> system_model.DecisionPoint:
         """The decision points, with a candidate axis (B, 1, ...) for candidates (B, K, N, 2)."""
         lift = (lambda t: t[:, None]) if candidates else (lambda t: t)
         return system_model.DecisionPoint(lift(ctx.cluster), lift(ctx.num_clusters), lift(ctx.es_sm_budget),
-                                          lift(ctx.ue_sms), lift(ctx.downlink_rate), self.max_clusters)
+                                          lift(ctx.ue_sms), lift(ctx.downlink_rate), self.max_clusters,
+                                          None if ctx.active is None else lift(ctx.active))
 
     def _decisions(self, ctx: Contexts, actions: torch.Tensor):
         """(x, y, z) of actions (B, N, 2) or (B, K, N, 2) and their Eq. (7) Q (without EC-Diff's loss)."""
         similarity = ctx.similarity[:, None] if actions.dim() == 4 else ctx.similarity
         common, personal, ue, _ = system_model.apply_action_rules(actions, self.config.steps, self.scheme.common_phase)
+        if ctx.ue_step_limit is not None:  # batteries: the UE steps they cannot pay go to the ES
+            limit = ctx.ue_step_limit[:, None] if actions.dim() == 4 else ctx.ue_step_limit
+            common, personal, ue, _ = self.dynamics.battery_rule(limit, common, personal, ue)
         quality = eq7_quality(common, similarity, self._knots, self._coefficients, self._step_range)
         return common, personal, ue, quality
 

@@ -60,7 +60,9 @@ from torchrl.data import Bounded, Categorical, Composite, MultiCategorical, Unbo
 from torchrl.envs import EnvBase
 
 from his_env.config import HISConfig
-from his_env.environment import load_config
+from his_env.dynamics.draws import GeneratorBatch
+from his_env.dynamics.slot import OBSERVATION_HIGH, OBSERVATION_LOW, SlotDynamics, merge
+from his_env.environment import dynamics_generator, load_config
 from his_env.reward_modes import COUNTERFACTUAL_ACTION, DEFAULT_REWARD_MODE, REWARD_MODES
 from his_env.vector.bank import DEFAULT_BANK_SIZE, DecisionBank
 from his_env.vector.core import Contexts, VectorCore
@@ -68,6 +70,10 @@ from his_env.vector.core import Contexts, VectorCore
 ACTION_MODES = ("multi_categorical", "categorical", "continuous")
 _AGENT_INFO = ("individual_reward", "quality", "delay", "ue_energy", "es_energy_share")
 _NETWORK_INFO = {"utility": "utility", "quality": "total_quality", "delay": "total_delay", "energy": "total_energy"}
+# with dynamics on, also (of the decision point the step executed; 0 at reset)
+_DYNAMICS_AGENT_INFO = ("active", "queue_length", "requests_dropped", "dynamics_penalty", "battery_j")
+_DYNAMICS_NETWORK_INFO = ("es_available_sms", "es_held_sms")
+_TEXT_FIELDS = ("cluster", "num_clusters", "similarity")
 
 
 def _device(device) -> torch.device:
@@ -92,7 +98,8 @@ class HISVecEnv(EnvBase):
     def __init__(self, config: HISConfig | dict | str | Path | None = None, num_envs: int = 1, device="cpu",
                  seed: int | None = 0, reward_mode: str = DEFAULT_REWARD_MODE, action_mode: str = "multi_categorical",
                  bank_size: int | None = None, dtype: torch.dtype = torch.float64,
-                 bank: DecisionBank | None = None, validate_actions: bool = True, **config_overrides: Any):
+                 bank: DecisionBank | None = None, validate_actions: bool = True, scenario: str | None = None,
+                 **config_overrides: Any):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs={num_envs!r}; allowed: an integer >= 1")
         if reward_mode not in REWARD_MODES:
@@ -107,7 +114,7 @@ class HISVecEnv(EnvBase):
         if not isinstance(validate_actions, bool):
             raise ValueError(f"validate_actions={validate_actions!r}; allowed: True or False")
         dev = _device(device)
-        cfg = load_config(config, **config_overrides)
+        cfg = load_config(config, scenario, **config_overrides)
         if cfg.oracle.kind != "fitted":
             raise ValueError(f"config key 'oracle.kind' has value {cfg.oracle.kind!r}; the vectorised env allows: "
                              f"fitted (live diffusion cannot run inside a tensor step)")
@@ -116,6 +123,11 @@ class HISVecEnv(EnvBase):
             if problem is not None:
                 raise ValueError(f"bank= does not fit this configuration (num_ues = {cfg.num_ues}): {problem}. "
                                  f"Pass None or a DecisionBank built for it, e.g. DecisionBank.build(config)")
+        if bank is not None and cfg.dynamics.intent.enabled and bank.trajectory_length != cfg.episode_length + 1:
+            raise ValueError(f"bank= holds episodes of {bank.trajectory_length} contexts; config key "
+                             f"'dynamics.intent.enabled' is true, which needs episodes of episode_length + 1 = "
+                             f"{cfg.episode_length + 1} contexts (intent persistence is replayed from whole "
+                             f"PettingZoo episodes; DecisionBank.build(config) makes them)")
         super().__init__(device=dev, batch_size=torch.Size([int(num_envs)]))
         self.config = cfg
         self.reward_mode, self.action_mode = reward_mode, action_mode
@@ -125,6 +137,16 @@ class HISVecEnv(EnvBase):
         self.num_envs, self.num_ues = int(num_envs), cfg.num_ues
         self._generator = torch.Generator(device=dev)
         self._contexts: Contexts | None = None
+        # the Markov-game dynamics (his_env.dynamics.slot); None: independent decision points
+        effective_clusters = 1 if self.core.scheme.clustering == "single" else cfg.num_clusters
+        self.dynamics = (SlotDynamics(cfg, effective_clusters, self.core.scheme.common_phase)
+                         if cfg.dynamics.enabled_processes else None)
+        self.core.dynamics = self.dynamics
+        self._like = torch.zeros((), dtype=dtype, device=dev)
+        self._dynamics_state = self._slot = None
+        self._draws = self._generator  # a GeneratorBatch while mirroring PettingZoo episodes
+        self._replay: dict[str, torch.Tensor] | None = None
+        self._rows = torch.zeros(self.num_envs, dtype=torch.int64, device=dev)
         self._steps = torch.zeros(self.num_envs, dtype=torch.int64, device=dev)
         self._make_specs()
         self.set_seed(seed)
@@ -137,19 +159,30 @@ class HISVecEnv(EnvBase):
         raw_low = np.array([-1.0, cfg.es.sm_range[0], cfg.ue.sm_range[0]])
         raw_high = np.array([1.0, cfg.es.sm_range[1], cfg.ue.sm_range[1]])
         offset, scale = np.array([0.0, es_ref[0], ue_ref[0]]), np.array([1.0, es_ref[1] - es_ref[0], ue_ref[1] - ue_ref[0]])
-        low = torch.as_tensor(((raw_low - offset) / scale).astype(np.float32), device=dev)
-        high = torch.as_tensor(((raw_high - offset) / scale).astype(np.float32), device=dev)
+        if cfg.dynamics.work.enabled:  # the budget left for new phases may fall to 0
+            raw_low[1] = 0.0
+        low, high = (raw_low - offset) / scale, (raw_high - offset) / scale
+        state_low, state_high = np.tile(low, n), np.tile(high, n)
+        if self.dynamics is not None:  # the UEs' dynamics features; the state's service times and ES fraction
+            low, high = np.concatenate([low, OBSERVATION_LOW]), np.concatenate([high, OBSERVATION_HIGH])
+            state_low = np.concatenate([np.tile(low, n), np.zeros(n), [cfg.es.sm_range[0] / cfg.es.sm_range[1]]])
+            state_high = np.concatenate([np.tile(high, n), np.full(n, np.inf), [1.0]])
+        features, width = len(low), len(state_low)
+        low, high = (torch.as_tensor(a.astype(np.float32), device=dev) for a in (low, high))
+        state_low, state_high = (torch.as_tensor(a.astype(np.float32), device=dev) for a in (state_low, state_high))
         info_dtype = self.core.dtype
+        agent_info = _AGENT_INFO + (_DYNAMICS_AGENT_INFO if self.dynamics is not None else ())
+        network_info = tuple(_NETWORK_INFO) + (_DYNAMICS_NETWORK_INFO if self.dynamics is not None else ())
         self.observation_spec = Composite(
             agents=Composite(
-                observation=Bounded(low.expand(b, n, 3), high.expand(b, n, 3), shape=(b, n, 3), dtype=torch.float32,
-                                    device=dev),
-                info=Composite({k: Unbounded(shape=(b, n), dtype=info_dtype, device=dev) for k in _AGENT_INFO},
+                observation=Bounded(low.expand(b, n, features), high.expand(b, n, features), shape=(b, n, features),
+                                    dtype=torch.float32, device=dev),
+                info=Composite({k: Unbounded(shape=(b, n), dtype=info_dtype, device=dev) for k in agent_info},
                                shape=(b, n), device=dev),
                 shape=(b, n), device=dev),
-            state=Bounded(low.repeat(n).expand(b, 3 * n), high.repeat(n).expand(b, 3 * n), shape=(b, 3 * n),
+            state=Bounded(state_low.expand(b, width), state_high.expand(b, width), shape=(b, width),
                           dtype=torch.float32, device=dev),
-            info=Composite({k: Unbounded(shape=(b,), dtype=info_dtype, device=dev) for k in _NETWORK_INFO},
+            info=Composite({k: Unbounded(shape=(b,), dtype=info_dtype, device=dev) for k in network_info},
                            shape=(b,), device=dev),
             shape=(b,), device=dev)
         if self.action_mode == "multi_categorical":
@@ -189,6 +222,7 @@ class HISVecEnv(EnvBase):
             raise TypeError(f"reset() got unexpected keyword arguments {sorted(kwargs)}; allowed: tensordict, seed")
         if seed is not None:  # EnvBase.reset passes its keyword arguments on to _reset
             self._set_seed(seed)
+        self._draws, self._replay = self._generator, None  # a reset ends a mirror
         mask = None
         if tensordict is not None:
             for key in ("_reset", ("agents", "_reset")):
@@ -196,6 +230,8 @@ class HISVecEnv(EnvBase):
                 if value is not None:
                     value = value.reshape(self.num_envs, -1).any(-1)
                     mask = value if mask is None else mask | value
+        if self.dynamics is not None:
+            return self._reset_dynamics(mask)
         fresh = self.core.sample(self._generator)
         if mask is None or self._contexts is None:
             self._contexts = fresh
@@ -218,31 +254,55 @@ class HISVecEnv(EnvBase):
             result, without = self.core.evaluate_with_counterfactuals(ctx, actions, COUNTERFACTUAL_ACTION)
         else:
             result, without = self.core.evaluate(ctx, actions), None
+        if self.dynamics is not None:  # the requests' waiting and drops (they do not depend on the actions)
+            penalty = self.dynamics.penalty(self._slot)
+            result["reward"] = result["reward"] - penalty
+            result["utility"] = result["utility"] - penalty.sum(-1)
+            result["dynamics_penalty"] = penalty
+            if without is not None:
+                without = without - penalty.sum(-1)[:, None]
         reward = mode.rewards(result["reward"], result["utility"], without)
         self._steps += 1
         truncated = self._steps >= self.config.episode_length
+        if self.dynamics is not None:
+            executed = self._slot, self._dynamics_state
+            self._dynamics_state, _ = self.dynamics.settle(self._dynamics_state, self._slot, result)
+            self._next_slot()
+            return self._output(result, reward, truncated, executed)
         self._contexts = self.core.sample(self._generator)  # the next decision point, observed at truncation too
         return self._output(result, reward, truncated)
 
-    def _output(self, result, reward, truncated) -> TensorDict:
+    def _output(self, result, reward, truncated, executed=None) -> TensorDict:
         b, n, dev = self.num_envs, self.num_ues, self.device
         obs = self.core.observation(self._contexts)
         false = torch.zeros((b, 1), dtype=torch.bool, device=dev)
         trunc = truncated[:, None]
+        dynamic = self.dynamics is not None
         if result is None:
-            agent_info = {k: torch.zeros((b, n), dtype=self.core.dtype, device=dev) for k in _AGENT_INFO}
-            network_info = {k: torch.zeros((b,), dtype=self.core.dtype, device=dev) for k in _NETWORK_INFO}
+            agent_keys = _AGENT_INFO + (_DYNAMICS_AGENT_INFO if dynamic else ())
+            network_keys = tuple(_NETWORK_INFO) + (_DYNAMICS_NETWORK_INFO if dynamic else ())
+            agent_info = {k: torch.zeros((b, n), dtype=self.core.dtype, device=dev) for k in agent_keys}
+            network_info = {k: torch.zeros((b,), dtype=self.core.dtype, device=dev) for k in network_keys}
         else:
             agent_info = {"individual_reward": result["reward"], **{k: result[k] for k in _AGENT_INFO[1:]}}
             network_info = {k: result[v] for k, v in _NETWORK_INFO.items()}
+            if executed is not None:
+                slot, state = executed
+                agent_info.update(self._dynamics_agent_info(slot, state, result["dynamics_penalty"]))
+                network_info.update(es_available_sms=slot.es_available.to(self.core.dtype),
+                                    es_held_sms=slot.es_held.to(self.core.dtype))
         agents = {"observation": obs, "info": TensorDict(agent_info, batch_size=(b, n), device=dev),
                   "done": trunc[:, :, None].expand(b, n, 1), "terminated": false[:, :, None].expand(b, n, 1),
                   "truncated": trunc[:, :, None].expand(b, n, 1)}
         if reward is not None:
             agents["reward"] = reward.to(torch.float32)[..., None]
+        state = obs.reshape(b, -1)
+        if dynamic:
+            extra = self.dynamics.state_features(self._dynamics_state, self._slot)
+            state = torch.cat([state, extra.to(torch.float32)], dim=-1)
         return TensorDict({
             "agents": TensorDict(agents, batch_size=(b, n), device=dev),
-            "state": obs.reshape(b, 3 * n),
+            "state": state,
             "info": TensorDict(network_info, batch_size=(b,), device=dev),
             "done": trunc, "terminated": false, "truncated": trunc,
         }, batch_size=(b,), device=dev)
@@ -317,9 +377,118 @@ class HISVecEnv(EnvBase):
 
     def load_decision_context(self, context: dict[str, Any]) -> TensorDict:
         """Make `context` (the layout of `his_env.vector.bank.decision_context`, resources included;
-        one context for all envs or (B, ...) each) the current decision point; returns its observation."""
+        one context for all envs or (B, ...) each) the current decision point; returns its observation.
+        Dynamics off only: with dynamics the decision point follows from the state (see `mirror`)."""
+        if self.dynamics is not None:
+            raise ValueError(f"load_decision_context sets an independent decision point, but dynamics processes "
+                             f"{list(self.config.dynamics.enabled_processes)} are on (their state decides the next "
+                             f"point); allowed: dynamics off, or mirror(episodes, seeds) to replay PettingZoo episodes")
         self._contexts = self.core.contexts_from(context)
         return self._output(None, None, torch.zeros(self.num_envs, dtype=torch.bool, device=self.device))
+
+    # ------------------------------------------------------------------ dynamics
+    def _reset_dynamics(self, mask) -> TensorDict:
+        fresh_state = self.dynamics.initial(self._draws, (self.num_envs,), like=self._like, dtype=self.core.dtype)
+        fresh_state, fresh_slot = self.dynamics.advance(fresh_state, self._draws, True, self.core.dtype)
+        fresh_rows = self._start_rows()
+        if mask is None or self._dynamics_state is None:
+            self._dynamics_state, self._slot, self._rows = fresh_state, fresh_slot, fresh_rows
+            self._steps.zero_()
+        else:
+            self._dynamics_state = merge(mask, fresh_state, self._dynamics_state)
+            self._slot = merge(mask, fresh_slot, self._slot)
+            self._rows = torch.where(mask, fresh_rows, self._rows)
+            self._steps = torch.where(mask, torch.zeros_like(self._steps), self._steps)
+        self._contexts = self._build_contexts()
+        return self._output(None, None, torch.zeros(self.num_envs, dtype=torch.bool, device=self.device))
+
+    def _start_rows(self) -> torch.Tensor:
+        """Bank rows of fresh decision points: any row, or an episode's first one (trajectory banks)."""
+        length = self.bank.trajectory_length
+        episode = torch.randint(len(self.bank) // length, (self.num_envs,), generator=self._generator,
+                                device=self.device)
+        return episode * length
+
+    def _next_slot(self) -> None:
+        """The next decision point: the bank's next row (the episode's next, or any), then the physical side."""
+        length = self.bank.trajectory_length
+        if length == 1:
+            self._rows = torch.randint(len(self.bank), (self.num_envs,), generator=self._generator, device=self.device)
+        else:  # the episode's next context; past its end (stepping on without a reset), a new episode
+            following = self._rows + 1
+            self._rows = torch.where(following % length == 0, self._start_rows(), following)
+        self._dynamics_state, self._slot = self.dynamics.advance(self._dynamics_state, self._draws, False,
+                                                                 self.core.dtype)
+        self._contexts = self._build_contexts()
+
+    def _build_contexts(self) -> Contexts:
+        if self._replay is None:
+            text, rows = self.core.bank_text(self._rows), self._rows
+        else:
+            t = int(self._steps.max())
+            available = self._replay["cluster"].shape[1]
+            if t >= available:
+                raise RuntimeError(f"the mirrored episodes hold {available} decision points; step {t} needs more "
+                                   f"(call reset() to leave the mirror)")
+            text = tuple(self._replay[k][:, t] for k in _TEXT_FIELDS)
+            rows = torch.full((self.num_envs,), -1, dtype=torch.int64, device=self.device)
+        observation = self.dynamics.observation(self._dynamics_state, self._slot)
+        return self.core.dynamics_contexts(text, rows, self._slot, observation)
+
+    def _dynamics_agent_info(self, slot, state, penalty) -> dict[str, torch.Tensor]:
+        dtype, zeros = self.core.dtype, torch.zeros((self.num_envs, self.num_ues), dtype=self.core.dtype,
+                                                    device=self.device)
+        return {"active": slot.active.to(dtype),
+                "queue_length": zeros if state.queues is None else state.queues.length.to(dtype),
+                "requests_dropped": slot.dropped.to(dtype), "dynamics_penalty": penalty.to(dtype),
+                "battery_j": zeros if state.battery_j is None else state.battery_j.to(dtype)}
+
+    def mirror(self, episodes: dict[str, Any], seeds) -> TensorDict:
+        """Replay B PettingZoo episodes number for number: env b takes the text side of each slot from
+        `episodes` (`cluster` (B, T, N), `num_clusters` (B, T), `similarity` (B, T, N), as
+        `HISParallelEnv.decision_context()` gives them at reset and after each step) and draws its
+        dynamics from the generator `HISParallelEnv.reset(seed=seeds[b])` starts
+        (`his_env.environment.dynamics_generator`), in the same order. With the same actions, the
+        observations, rewards, states and books equal the PettingZoo env's (float64). Returns the
+        reset's output; `reset()` ends the mirror. Dynamics on only (with them off, the resources
+        are drawn by torch: use `load_decision_context`)."""
+        if self.dynamics is None:
+            raise ValueError("mirror() replays the dynamics' draws, and every dynamics process is off; allowed: a "
+                             "config with a dynamics process on (for independent decision points use "
+                             "load_decision_context)")
+        seeds = [int(s) for s in seeds]
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"mirror() got {len(seeds)} seeds; allowed: one per env ({self.num_envs})")
+        replay = {}
+        for key in _TEXT_FIELDS:
+            value = torch.as_tensor(np.asarray(episodes[key]), device=self.device)
+            want = (self.num_envs, None, self.num_ues) if key != "num_clusters" else (self.num_envs, None)
+            if value.dim() != len(want) or value.shape[0] != self.num_envs or (
+                    len(want) == 3 and value.shape[2] != self.num_ues):
+                raise ValueError(f"episodes[{key!r}] of shape {tuple(value.shape)}; allowed: "
+                                 f"({self.num_envs}, T{', ' + str(self.num_ues) if len(want) == 3 else ''})")
+            replay[key] = value.to(self.core.dtype if key == "similarity" else torch.int64)
+        if int(replay["num_clusters"].max()) > self.core.max_clusters:
+            raise ValueError(f"episodes with {int(replay['num_clusters'].max())} clusters; allowed: at most "
+                             f"{self.core.max_clusters}")
+        self._replay = replay
+        self._draws = GeneratorBatch([dynamics_generator(seed) for seed in seeds], device=self.device)
+        self._dynamics_state = None
+        self._steps.zero_()
+        self._dynamics_state = self.dynamics.initial(self._draws, (self.num_envs,), like=self._like,
+                                                     dtype=self.core.dtype)
+        self._dynamics_state, self._slot = self.dynamics.advance(self._dynamics_state, self._draws, True,
+                                                                 self.core.dtype)
+        self._contexts = self._build_contexts()
+        return self._output(None, None, torch.zeros(self.num_envs, dtype=torch.bool, device=self.device))
+
+    def dynamics_books(self) -> dict[str, torch.Tensor]:
+        """Cumulative books per env and UE (B, N) since reset, as `HISParallelEnv.dynamics_books()`."""
+        if self.dynamics is None:
+            return {}
+        if self._dynamics_state is None:
+            raise RuntimeError("call reset() before dynamics_books()")
+        return {key: value.clone() for key, value in self.dynamics.books(self._dynamics_state).items()}
 
     def evaluate(self, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Results of integer actions (B, N, 2) (or candidates (B, K, N, 2)) at the current decision
@@ -327,4 +496,11 @@ class HISVecEnv(EnvBase):
         network "utility", "total_quality", "total_delay", "total_energy"."""
         if self._contexts is None:
             raise RuntimeError("call reset() or load_decision_context() before evaluate()")
-        return self.core.evaluate(self._contexts, actions.to(self.device))
+        result = self.core.evaluate(self._contexts, actions.to(self.device))
+        if self.dynamics is not None:  # the same charges as `step` (they do not depend on the actions)
+            penalty = self.dynamics.penalty(self._slot)
+            if actions.dim() == 4:
+                penalty = penalty[:, None]
+            result["reward"] = result["reward"] - penalty
+            result["utility"] = result["utility"] - penalty.sum(-1)
+        return result

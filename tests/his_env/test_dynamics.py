@@ -494,15 +494,23 @@ def test_draw_helpers_use_each_librarys_generator():
     assert t.dtype == torch.float64 and t.device.type == "cpu"
     assert torch.equal(t, draws.uniform(torch.Generator().manual_seed(0), (4,), dtype=torch.float64))
     assert channel_memory.draw_fading(gen, (5, 3), torch.float64).shape == (5, 3, 2)
-    with pytest.raises(TypeError, match="numpy.random.Generator or a torch.Generator, got int"):
+    with pytest.raises(TypeError, match="numpy.random.Generator, a torch.Generator or a GeneratorBatch, got int"):
         draws.uniform(0, (2,))
 
 
-def test_config_is_off_by_default_and_the_reference_yaml_documents_the_defaults():
+def test_config_is_off_by_default_and_the_default_yaml_documents_the_defaults():
     cfg = DynamicsConfig()
     assert cfg.enabled_processes == ()
-    reference = load_yaml(Path(dynamics.__file__).with_name("reference.yaml"))["dynamics"]
-    assert DynamicsConfig.from_dict(reference) == cfg  # the reference file states the defaults
+    default_yaml = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+    reference = load_yaml(default_yaml)["dynamics"]  # the one home of the keys' documentation
+    assert DynamicsConfig.from_dict(reference) == cfg  # it states the defaults
+    assert not Path(dynamics.__file__).with_name("reference.yaml").exists()  # and no second copy drifts
+    # every key of every section appears there (a missing key would silently take its default)
+    for f in dataclasses.fields(DynamicsConfig):
+        if f.name == "slot_s":
+            continue
+        section = getattr(cfg, f.name)
+        assert sorted(reference[f.name]) == sorted(g.name for g in dataclasses.fields(section)), f.name
     sections = [f.name for f in dataclasses.fields(DynamicsConfig) if f.name != "slot_s"]
     assert list(dynamics.PROCESSES.names) == sections  # one registry entry per config section
     on = DynamicsConfig.from_dict({"requests": {"enabled": True}, "battery": {"enabled": True}})

@@ -235,6 +235,8 @@ FAULTS = {  # name: (bytes of the cache file from the good bytes, the bank and i
     "key mismatch": (lambda good, bank, key: stored(bank, "0123456789abcdef0123"),
                      r"it is stored under key '0123456789abcdef0123', not '[0-9a-f]{20}'"),
     "no key": (lambda good, bank, key: _without_key(bank), r"no key stored"),
+    "episodes of another length": (lambda good, bank, key: stored(bank, key, trajectory_length=np.array(4)),
+                                   r"it stores episodes of 4 contexts, not 1"),
     "float clusters": (lambda good, bank, key: stored(bank, key, cluster=bank.cluster.astype(float)),
                        r"cluster has dtype float64; allowed: integer"),
     "cluster out of range": (lambda good, bank, key: stored(bank, key, cluster=bank.cluster + bank.num_clusters[:, None]),
