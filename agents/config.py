@@ -359,14 +359,20 @@ def _first_field(section: str) -> str:
 
 
 def load_run_config(config_files: Sequence[str | Path] = (), overrides: Sequence[str] = (),
-                    **named: Any) -> RunConfig:
-    """configs/default.yaml, then `config_files` in order (paths or shipped names), then the
-    `--set` strings `overrides` ("KEY=VALUE"), then the `named` values that are not None
-    (`algo=`, `seed=`, `num_env_runners=`, or any field of the algorithm, experiment or env)."""
+                    scenario: Optional[str] = None, **named: Any) -> RunConfig:
+    """configs/default.yaml, then the env overlay of `scenario` (his_env.scenarios: `paper`, the ladder
+    `seq-<size>-<load>`, the held-out `heldout-<k>`), then `config_files` in order (paths or shipped
+    names), then the `--set` strings `overrides` ("KEY=VALUE"), then the `named` values that are not
+    None (`algo=`, `seed=`, `num_env_runners=`, or any field of the algorithm, experiment or env)."""
     tree: Dict[str, Any] = {}
-    for name in [DEFAULT_CONFIG, *config_files]:
-        data = load_yaml(name)
-        split_file_dict(data, f"config file {str(name)!r}")  # refuses a train: section, naming the file
+    layers: list[tuple[str, Any]] = [(f"config file {DEFAULT_CONFIG!r}", load_yaml(DEFAULT_CONFIG))]
+    if scenario is not None:
+        from his_env.scenarios import scenario_overlay
+
+        layers.append((f"scenario {scenario!r}", scenario_overlay(scenario)))
+    layers += [(f"config file {str(name)!r}", load_yaml(name)) for name in config_files]
+    for source, data in layers:
+        split_file_dict(data, source)  # refuses a train: section, naming the file
         tree = deep_merge(tree, data)
     run = RunConfig.from_file_dict(tree, "the merged config files")
     assignments: Dict[str, Any] = {}

@@ -68,6 +68,7 @@ from his_common.storage import (CacheLocationError, atomic_write_json, cache_roo
                                 set_aside_attempt, write_cache_file)
 
 EVAL_SEED_BASE = 90_000
+PAPER = "paper"  # the scenario of the paper's setting: a task of it is named by its scheme alone
 ABSOLUTE_SEED_BASE = 95_000  # the final evaluation's seeds, apart from those of the evaluations along a run
 REPO = Path(__file__).resolve().parents[1]
 RESULT_FILE = "result.json"
@@ -94,6 +95,7 @@ class CellResultError(RuntimeError):
 class BenchmarkSpec:
     algorithms: List[str]
     schemes: List[str] = field(default_factory=lambda: ["his"])
+    scenarios: List[str] = field(default_factory=lambda: [PAPER])  # his_env.scenarios; tasks = schemes x scenarios
     seeds: List[int] = field(default_factory=lambda: list(range(10)))  # the field's standard for a published grid
     task: Dict[str, Any] = field(default_factory=dict)        # HIS task settings shared by all cells
     experiment: Dict[str, Any] = field(default_factory=dict)  # BenchMARL ExperimentConfig overrides
@@ -120,6 +122,12 @@ class BenchmarkSpec:
     def absolute_seeds(self) -> List[int]:
         return [ABSOLUTE_SEED_BASE + i for i in range(self.absolute_episodes)]
 
+    @property
+    def tasks(self) -> List[str]:
+        """The grid's tasks: `<scheme>` on the paper scenario, `<scheme>@<scenario>` on another."""
+        return [task_label(scheme, scenario) for scenario in dict.fromkeys(self.scenarios)
+                for scheme in dict.fromkeys(self.schemes)]
+
     def result_settings(self) -> Dict[str, Any]:
         data = asdict(self)
         settings = {key: data[key] for key in RESULT_KEYS}
@@ -129,14 +137,35 @@ class BenchmarkSpec:
         return settings
 
 
+def task_label(scheme: str, scenario: str = PAPER) -> str:
+    return scheme if scenario == PAPER else f"{scheme}@{scenario}"
+
+
+def split_task(task: str) -> Tuple[str, str]:
+    """(scheme, scenario) of a task label."""
+    scheme, _, scenario = task.partition("@")
+    return scheme, scenario or PAPER
+
+
+def task_settings(spec: "BenchmarkSpec", task: str) -> Dict[str, Any]:
+    """The BenchMARL task settings of `task`: the grid's, with the scenario (whose N counts unless --num-ues
+    or num_ues sets one)."""
+    _, scenario = split_task(task)
+    settings = dict(spec.task)
+    if scenario != PAPER:
+        settings["scenario"] = scenario
+        settings.setdefault("num_ues", None)
+    return settings
+
+
 def cell_name(algorithm: str, scheme: str, seed: int) -> str:
     return f"{algorithm}-{scheme}-seed{seed}"
 
 
-def run_spec(spec: BenchmarkSpec, algorithm: str, scheme: str, seed: int):
+def run_spec(spec: BenchmarkSpec, algorithm: str, task: str, seed: int):
     from agents.benchmarl.experiment import RunSpec
 
-    return RunSpec(algorithm=algorithm, scheme=scheme, seed=int(seed), task=dict(spec.task),
+    return RunSpec(algorithm=algorithm, scheme=split_task(task)[0], seed=int(seed), task=task_settings(spec, task),
                    experiment=dict(spec.experiment), algorithm_settings=dict(spec.algorithm_settings),
                    frame_budget=spec.frame_budget,
                    time_budget_s=spec.time_budget_s, eval_seeds=spec.eval_seeds, hidden=list(spec.hidden),
@@ -163,6 +192,13 @@ def validate(spec: BenchmarkSpec) -> List[Tuple[str, str, int]]:
     for name in spec.schemes:
         if name not in SCHEMES:
             raise BenchmarkError(f"scheme has value {name!r}; allowed: {', '.join(SCHEMES)}")
+    from his_env.scenarios import scenario_names
+
+    if not spec.scenarios:
+        raise BenchmarkError(f"no scenarios given; allowed: {', '.join(scenario_names())}")
+    for name in spec.scenarios:
+        if name not in scenario_names():
+            raise BenchmarkError(f"scenario has value {name!r}; allowed: {', '.join(scenario_names())}")
     if not spec.seeds or any(int(s) < 0 for s in spec.seeds):
         raise BenchmarkError(f"seeds {spec.seeds!r}; allowed: one or more integers >= 0")
     if spec.eval_episodes < 1:
@@ -192,7 +228,7 @@ def validate(spec: BenchmarkSpec) -> List[Tuple[str, str, int]]:
         cache_root()
     except CacheLocationError as exc:
         raise BenchmarkError(str(exc)) from None
-    cells = [(a, s, int(seed)) for a in dict.fromkeys(spec.algorithms) for s in dict.fromkeys(spec.schemes)
+    cells = [(a, s, int(seed)) for a in dict.fromkeys(spec.algorithms) for s in spec.tasks
              for seed in dict.fromkeys(spec.seeds)]
     checked = set()
     for algorithm, scheme, _ in cells:  # the device, budget and settings checks, once per (algorithm, scheme)
@@ -657,16 +693,16 @@ def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool, stop) -> Dict[
         else:
             todo.append((algorithm, scheme, seed))
     refs: Dict[str, Dict[str, float]] = {}
-    for scheme in dict.fromkeys(spec.schemes):
+    for scheme in spec.tasks:  # a task label: his, or his@seq-medium-heavy
         if stop.requested:
             return outcome(refs, None)
-        his_config = task_by_name(scheme).get_task(dict(spec.task)).his_config()
+        his_config = task_by_name(split_task(scheme)[0]).get_task(task_settings(spec, scheme)).his_config()
         refs[scheme] = references(his_config, spec.eval_seeds, spec.search_sweeps, log)
         if spec.absolute_episodes:
             refs[scheme] = {**refs[scheme], "absolute": references(his_config, spec.absolute_seeds,
                                                                    spec.search_sweeps, log)}
     atomic_write_json(out / "references.json", refs)
-    log(f"benchmark: {len(cells)} cells ({len(spec.algorithms)} algorithms x {len(spec.schemes)} schemes x "
+    log(f"benchmark: {len(cells)} cells ({len(spec.algorithms)} algorithms x {len(spec.tasks)} tasks x "
         f"{len(spec.seeds)} seeds), {len(records)} already finished, {len(todo)} to run"
         + (f" on the Ray cluster at {spec.ray_address}" if spec.ray_address else "") + f"; output {out}")
 

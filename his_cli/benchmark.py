@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "actions); default: ippo mappo")
     p.add_argument("--schemes", nargs="+", default=["his"], metavar="SCHEME",
                    help="HIS schemes, each a BenchMARL task his/<scheme>: his ppgfis cfis iis (default his)")
+    p.add_argument("--scenarios", nargs="+", default=["paper"], metavar="SCENARIO",
+                   help="scenarios of his_env.scenarios, each with every scheme a task (<scheme>@<scenario>): paper "
+                        "(default), seq-<small|medium|large>-<light|heavy>, heldout-<0..7>")
     p.add_argument("--seeds", type=positive_int("--seeds"), default=10,
                    help="seeds 0..K-1 per algorithm and scheme (default 10, the field's standard for a published "
                         "grid: Agarwal et al. 2021, Gorsane et al. 2022)")
@@ -111,7 +114,7 @@ def spec_from_args(args):
     hidden = list(args.hidden) if args.hidden is not None else list(algorithm.get("hidden", HIDDEN_DEFAULT))
     activation = algorithm.get("activation", "tanh")
     wandb_mode = args.wandb_mode or os.environ.get("WANDB_MODE", "offline")
-    return BenchmarkSpec(algorithms=list(args.algorithms), schemes=list(args.schemes),
+    return BenchmarkSpec(algorithms=list(args.algorithms), schemes=list(args.schemes), scenarios=list(args.scenarios),
                          seeds=list(range(args.seed_start, args.seed_start + args.seeds)), task=task,
                          experiment=dict(benchmarl["experiment"]), algorithm_settings=dict(benchmarl["algorithm"]),
                          frame_budget=args.frame_budget, time_budget_s=args.time_budget,

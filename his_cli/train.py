@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_set_argument(p, ("env", "algorithm", "experiment", "benchmarl"),
                      "es.sm_range=[800,1200], algorithm.reward_mode=individual, experiment.num_env_runners=2",
                      "; benchmarl.* only with --backend benchmarl")
+    p.add_argument("--scenario", default=None, metavar="NAME",
+                   help="a named scenario laid over configs/default.yaml, under --config and --set: paper (the "
+                        "default config), seq-<small|medium|large>-<light|heavy> (the sequential ladder), "
+                        "heldout-<0..7> (held-out tests); see his_env.scenarios")
     p.add_argument("--algo", choices=LEARNERS.names, help="learner (default: algorithm.algo: ippo, or the benchmarl preset's)")
     p.add_argument("--backend", choices=("rllib", "benchmarl"), default=None,
                    help="rllib (default; with --resume: the run's): the PettingZoo env through RLlib; benchmarl: "
@@ -94,7 +98,8 @@ def resolve_config(args, backend: str = "rllib"):
         raise UsageError(f"--preset {args.preset} is for --backend benchmarl; the rllib backend's settings are "
                          f"configs/default.yaml's")
     presets = [benchmarl_preset_config(args.preset or DEFAULT_BENCHMARL_PRESET)] if backend == "benchmarl" else []
-    run = load_run_config(presets + (args.config or []), args.overrides, algo=args.algo, seed=args.seed,
+    run = load_run_config(presets + (args.config or []), args.overrides, scenario=args.scenario, algo=args.algo,
+                          seed=args.seed,
                           num_env_runners=args.num_env_runners)
     if run.has_benchmarl_settings and backend != "benchmarl":
         raise UsageError(f"{', '.join(run.benchmarl_keys())}: the benchmarl.* settings are BenchMARL's own, for "
@@ -107,9 +112,9 @@ def resume_overrides(args) -> dict:
     from agents.config import route_key
     from agents.training import RUNTIME_KEYS
 
-    if args.config or args.algo or args.seed is not None or args.preset:
-        raise UsageError("--resume continues a run with its saved config; --config, --algo, --seed and --preset "
-                         "cannot change it (start a new run instead)")
+    if args.config or args.algo or args.seed is not None or args.preset or args.scenario:
+        raise UsageError("--resume continues a run with its saved config; --config, --scenario, --algo, --seed and "
+                         "--preset cannot change it (start a new run instead)")
     over = {}
     for key, value in parse_overrides(args.overrides, "--set experiment.num_env_runners=4").items():
         part, name = route_key(key)

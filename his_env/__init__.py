@@ -18,22 +18,27 @@ __all__ = ["ConfigError", "HISConfig", "HISParallelEnv", "INFO_KEYS", "env", "lo
            "raw_env"]
 
 
-def parallel_env(config=None, render_mode: str | None = None, max_cycles: int | None = None, **overrides: Any):
+def parallel_env(config=None, render_mode: str | None = None, max_cycles: int | None = None,
+                 scenario: str | None = None, **overrides: Any):
     """The HIS environment as a PettingZoo ParallelEnv (see `his_env.environment` for spaces and infos).
 
-    `config`: an HISConfig, a dict, a YAML path or None (Table II); `max_cycles`: decision points per
-    episode (overrides `episode_length`); `overrides`: config keys, e.g. `num_ues=4`, `scheme__name="cfis"`.
+    `config`: an HISConfig, a dict, a YAML path or None (Table II); `scenario`: a named scenario
+    (`his_env.scenarios.scenario_names()`, e.g. "seq-medium-heavy"), under `config`; `max_cycles`:
+    decision points per episode (overrides `episode_length`); `overrides`: config keys, e.g.
+    `num_ues=4`, `scheme__name="cfis"`.
     """
     from his_env.environment import HISParallelEnv
 
-    return HISParallelEnv(config, render_mode=render_mode, max_cycles=max_cycles, **overrides)
+    return HISParallelEnv(config, render_mode=render_mode, max_cycles=max_cycles, scenario=scenario, **overrides)
 
 
-def env(config=None, render_mode: str | None = None, max_cycles: int | None = None, **overrides: Any):
+def env(config=None, render_mode: str | None = None, max_cycles: int | None = None, scenario: str | None = None,
+        **overrides: Any):
     """The HIS environment as a PettingZoo AEC env (agents act one after another, stepped together)."""
     from pettingzoo.utils.conversions import parallel_to_aec
 
-    return parallel_to_aec(parallel_env(config, render_mode=render_mode, max_cycles=max_cycles, **overrides))
+    return parallel_to_aec(parallel_env(config, render_mode=render_mode, max_cycles=max_cycles, scenario=scenario,
+                                        **overrides))
 
 
 raw_env = env

@@ -34,9 +34,10 @@ comment each, and Hydra overrides them as `task.<key>=...`):
 
 | key | meaning |
 |---|---|
-| `num_ues` | N |
+| `num_ues` | N (null: the scenario's or config's, else 50) |
 | `reward_mode` | a name of `his_env.reward_modes.REWARD_MODES` (default `DEFAULT_REWARD_MODE` there, `difference`) |
 | `bank_size` | decision-point contexts in the env's pre-computed bank (null: the env's default) |
+| `scenario` | a name of `his_env.scenarios` (`paper`, `seq-<size>-<load>`, `heldout-<k>`) under `config` and `env` (null: none) |
 | `config` | an HIS YAML file overlaid on the defaults (null: `configs/default.yaml`'s values) |
 | `env` | further HIS config keys, dotted (`{"es.sm_range": [800, 1200], "scheme.allocation": "user_equal"}`) |
 
@@ -65,10 +66,11 @@ from benchmarl.utils import DEVICE_TYPING, _read_yaml_config
 from torchrl.data import Composite
 from torchrl.envs import EnvBase
 
-from his_common.config import shipped_configs_dir
+from his_common.config import load_yaml, shipped_configs_dir
 from his_env.config import ConfigError, HISConfig
 from his_env.environment import load_config
 from his_env.reward_modes import DEFAULT_REWARD_MODE, REWARD_MODES
+from his_env.scenarios import scenario_config, scenario_names
 from his_env.schemes import SCHEMES
 
 ENV_NAME = "his"
@@ -81,9 +83,10 @@ CONFIG_DIR = (shipped_configs_dir() or Path(__file__).resolve().parents[2] / "co
 class TaskConfig:
     """The settings of one HIS task (see the module docstring)."""
 
-    num_ues: int = 50
+    num_ues: Optional[int] = 50  # null: the scenario's (or the config file's)
     reward_mode: str = DEFAULT_REWARD_MODE
     bank_size: Optional[int] = None
+    scenario: Optional[str] = None
     config: Optional[str] = None
     env: Dict[str, Any] = field(default_factory=dict)
 
@@ -96,12 +99,15 @@ def task_config(values: Optional[Dict[str, Any]] = None) -> TaskConfig:
         if key not in allowed:
             raise ConfigError(f"task.{key} is not a setting of the HIS task; allowed: {', '.join(allowed)}")
     cfg = TaskConfig(**values)
-    if isinstance(cfg.num_ues, bool) or not isinstance(cfg.num_ues, int) or cfg.num_ues < 1:
-        raise ConfigError(f"task.num_ues has value {cfg.num_ues!r}; allowed: an integer >= 1")
+    if cfg.num_ues is not None and (isinstance(cfg.num_ues, bool) or not isinstance(cfg.num_ues, int)
+                                    or cfg.num_ues < 1):
+        raise ConfigError(f"task.num_ues has value {cfg.num_ues!r}; allowed: null or an integer >= 1")
     REWARD_MODES.check(cfg.reward_mode, "task.reward_mode", ConfigError)
     if cfg.bank_size is not None and (isinstance(cfg.bank_size, bool) or not isinstance(cfg.bank_size, int)
                                       or cfg.bank_size < 1):
         raise ConfigError(f"task.bank_size has value {cfg.bank_size!r}; allowed: null or an integer >= 1")
+    if cfg.scenario is not None and cfg.scenario not in scenario_names():
+        raise ConfigError(f"task.scenario has value {cfg.scenario!r}; allowed: null or {', '.join(scenario_names())}")
     if cfg.config is not None and not Path(cfg.config).is_file():
         raise ConfigError(f"task.config has value {cfg.config!r}: no such file; allowed: null or an HIS YAML file")
     if not isinstance(cfg.env, dict):
@@ -132,8 +138,12 @@ class HISTaskClass(TaskClass):
         """The HIS configuration this task runs (also what the PettingZoo reference env takes); built once."""
         cfg = self.settings()
         if self.__dict__.get("_his_config") is None:
-            base = load_config(cfg.config)
-            self._his_config = base.with_overrides({**cfg.env, "num_ues": cfg.num_ues, "scheme.name": self.scheme})
+            if cfg.scenario is None:
+                base = load_config(cfg.config)
+            else:  # the scenario under the config file
+                base = scenario_config(cfg.scenario, *([load_yaml(cfg.config)] if cfg.config else []))
+            size = {} if cfg.num_ues is None else {"num_ues": cfg.num_ues}
+            self._his_config = base.with_overrides({**cfg.env, **size, "scheme.name": self.scheme})
         return self._his_config
 
     def get_env_fun(self, num_envs: int, continuous_actions: bool, seed: Optional[int],
@@ -158,7 +168,7 @@ class HISTaskClass(TaskClass):
         return int(self.his_config().episode_length)
 
     def group_map(self, env: EnvBase) -> Dict[str, List[str]]:
-        return {GROUP: [f"ue_{n}" for n in range(self.settings().num_ues)]}
+        return {GROUP: [f"ue_{n}" for n in range(self.his_config().num_ues)]}
 
     def observation_spec(self, env: EnvBase) -> Composite:
         spec = env.full_observation_spec_unbatched

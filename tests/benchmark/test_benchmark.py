@@ -3,6 +3,8 @@ import csv
 import json
 import math
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -205,3 +207,37 @@ def test_command_line_refuses_with_exit_code_2(tmp_path, capsys):
     assert main(["--algorithms", "ippo", "--schemes", "his", "--device", "tpu", "--frame-budget", "80",
                  "--output-dir", str(tmp_path / "b"), "--wandb-mode", "disabled"]) == 2
     assert "device 'tpu'" in capsys.readouterr().err
+
+
+def test_scenarios_make_tasks_of_every_scheme(tmp_path, monkeypatch):
+    """--scenarios: a task per scheme and scenario, `<scheme>@<scenario>` (the paper's scenario keeps the scheme's
+    name, so grids from before scenarios resume); each cell's BenchMARL task runs the scenario, at its N."""
+    seen_configs = []
+    submitted = []
+
+    class Recording(FakeRunner):
+        def submit(self, spec_dict, refs, folder):
+            submitted.append((spec_dict["scheme"], spec_dict["task"].get("scenario"), spec_dict["task"].get("num_ues"),
+                              Path(folder).name, refs["random"]))
+            return Handle(fake_result(0.5))
+
+    def fake_references(his_config, seeds, sweeps, log):
+        seen_configs.append(his_config)
+        return {"random": float(his_config.num_ues), "search": 1000.0}
+
+    monkeypatch.setattr(bm, "_start_runner", lambda spec, jobs: Recording({}))
+    monkeypatch.setattr(bm, "references", fake_references)
+    spec = small(tmp_path, schemes=["his", "iis"], scenarios=["paper", "seq-small-light"], task={"bank_size": 64})
+    assert spec.tasks == ["his", "iis", "his@seq-small-light", "iis@seq-small-light"]
+    result = bm.run_benchmark(spec, log=lambda *_: None, show_bar=False)
+    assert [r["status"] for r in result["records"]] == ["ok"] * 4
+    assert sorted(submitted, key=str) == sorted([
+        ("his", None, None, "ippo-his-seed0", 50.0), ("iis", None, None, "ippo-iis-seed0", 50.0),
+        ("his", "seq-small-light", None, "ippo-his@seq-small-light-seed0", 10.0),
+        ("iis", "seq-small-light", None, "ippo-iis@seq-small-light-seed0", 10.0)], key=str)
+    scenario_configs = [c for c in seen_configs if c.num_ues == 10]
+    assert scenario_configs and all(c.dynamics.requests.enabled for c in scenario_configs)
+    refs = json.loads((tmp_path / "bench" / "references.json").read_text())
+    assert set(refs) == {"his", "iis", "his@seq-small-light", "iis@seq-small-light"}
+    with pytest.raises(bm.BenchmarkError, match="scenario has value 'seq-tiny'; allowed: paper, seq-large-heavy"):
+        bm.validate(small(tmp_path / "other", scenarios=["seq-tiny"]))
