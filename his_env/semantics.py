@@ -39,6 +39,11 @@ import numpy as np
 
 from his_common.storage import cache_root
 
+try:  # POSIX: advisory locks between the processes that share a cache
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no lock, a corrupt file is still moved aside
+    fcntl = None
+
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384  # all-MiniLM-L6-v2; other models report their own dimension
 CACHE_FILE = "embeddings.sqlite"
@@ -280,6 +285,11 @@ class EmbeddingStore:
     ``<file>.corrupt-<time>`` (kept, with its log files) and rebuilt, once fresh connections
     confirm the damage (a passing error while another process writes is not damage); a folder
     that cannot be written gives a read-only store (if the file exists) or none.
+
+    Each open store holds a shared lock on ``<file>.lock``; moving the database aside takes it
+    exclusively, so a database in use by another process is never renamed under it (SQLite finds
+    its log by name: a renamed database and a new one would exchange log frames and damage
+    both). A store that finds damage while others use the file carries on in memory only.
     """
 
     def __init__(self, path: Path, model: str, max_entries: int = DEFAULT_DISK_ENTRIES):
@@ -289,14 +299,15 @@ class EmbeddingStore:
         self.dim: int | None = None
         self.writable = False
         self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
         self._since_trim = 0
         self._open()
 
     def __getstate__(self) -> dict:
         # Vector wrappers (SuperSuit, gymnasium's AsyncVectorEnv) pickle envs into other processes:
-        # the connection stays behind and the copy opens its own.
+        # the connection and the lock stay behind and the copy opens its own.
         state = self.__dict__.copy()
-        state["_conn"] = None
+        state["_conn"] = state["_lock_fd"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -304,7 +315,32 @@ class EmbeddingStore:
         self._open()
 
     # ------------------------------------------------------------------ opening
+    def _lock(self, exclusive: bool = False) -> bool:
+        """Hold ``<file>.lock`` shared (blocking) or exclusive (only if no other store holds it);
+        whether it is held as asked. True without fcntl or where no lock file can be made."""
+        if fcntl is None:
+            return True
+        try:
+            if self._lock_fd is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._lock_fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+            return True
+        except BlockingIOError:
+            return False
+        except OSError:  # a read-only folder: no lock file; the store is read-only there anyway
+            return True
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            try:
+                os.close(self._lock_fd)  # releases the lock
+            except OSError:
+                pass
+            self._lock_fd = None
+
     def _open(self) -> None:
+        self._lock()
         try:
             self._open_writable()
             return
@@ -386,12 +422,18 @@ class EmbeddingStore:
         return True
 
     def _rebuild(self, reason: Exception) -> None:
-        """Move a corrupt database (and its log files) aside, kept, and start an empty one."""
+        """Move a corrupt database (and its log files) aside, kept, and start an empty one; only
+        when no other store has it open (otherwise carry on without it)."""
+        self._close()
+        self.dim, self.writable = None, False
+        if not self._lock(exclusive=True):
+            self._lock()  # back to shared (flock may have dropped it while trying)
+            self._warn(f"embedding cache {str(self.path)!r} is unreadable ({reason}); other processes have it "
+                       "open, so it is left in place; new embeddings stay in memory only")
+            return
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self._warn(f"embedding cache {str(self.path)!r} is unreadable ({reason}); moved to "
                    f"{self.path.name}.corrupt-{stamp}, it will be rebuilt")
-        self._close()
-        self.dim, self.writable = None, False
         try:
             for suffix in ("", "-wal", "-shm"):  # the log goes with its database: never applied to the new one
                 part = self.path.with_name(self.path.name + suffix)
@@ -402,16 +444,20 @@ class EmbeddingStore:
             self._close()
             self._warn(f"cannot rebuild the embedding cache {str(self.path)!r} ({exc}); "
                        "embeddings stay in memory only")
+        finally:
+            self._lock()  # shared again: other processes may open the new database
 
     def close(self) -> None:
-        """Close the database (also done when the store is freed)."""
+        """Close the database and release its lock (also done when the store is freed)."""
         self._close()
+        self._unlock()
 
     def __del__(self) -> None:
         # The connection holds a reference cycle (its statement cache): close it here, so the
         # last process to leave checkpoints the write-ahead log into the file promptly.
         try:
             self._close()
+            self._unlock()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
 

@@ -197,7 +197,25 @@ def test_concurrent_writers_keep_each_others_entries(fake_model, tmp_path, monke
                                np.stack([expected(t) for t in "xyz"]), atol=1e-6)
     assert second.is_cached("y") and first.is_cached("x")
     names = {p.name for p in first.cache_path.parent.iterdir()}
-    assert names <= {"embeddings.sqlite", "embeddings.sqlite-wal", "embeddings.sqlite-shm"}
+    assert names <= {"embeddings.sqlite", "embeddings.sqlite-wal", "embeddings.sqlite-shm", "embeddings.sqlite.lock"}
+
+
+def test_a_corrupt_cache_in_use_by_another_store_is_left_in_place(fake_model, tmp_path):
+    """Renaming a database that another process has open would let the two exchange log frames:
+    the store that finds damage while another holds the file carries on in memory only."""
+    other = SentenceEmbedder(cache_dir=tmp_path)  # another user of the file, still open
+    other.embed(["a", "b"])
+    path = other.cache_path
+    data = path.read_bytes()
+    path.write_bytes(b"not a database!!" + data[16:])  # a foreign header: damage whoever reads it
+    with pytest.warns(RuntimeWarning, match="other processes have it open"):
+        SentenceEmbedder(cache_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.rglob("*corrupt*")) == []
+    other._store.close()  # its checkpoint writes the header back: damage it again
+    path.write_bytes(b"not a database!!" + path.read_bytes()[16:])
+    with pytest.warns(RuntimeWarning, match="moved to"):  # alone now: moved aside and rebuilt
+        SentenceEmbedder(cache_dir=tmp_path)
+    assert len(list(tmp_path.rglob("*.corrupt-*"))) >= 1
 
 
 def test_digest_with_trailing_zero_byte_round_trips(fake_model, tmp_path, monkeypatch):
