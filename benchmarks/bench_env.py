@@ -1,6 +1,6 @@
 """Throughput of the HIS environment with fresh seeds, at N = 4, N = 50 and N = 1,000 (M = 30), on one core.
 
-    python benchmarks/bench_env.py [--config FILE] [--seconds 8] [--skip-cold]
+    python benchmarks/bench_env.py [--config FILE] [--seconds 8] [--skip-cold] [--scenario seq-medium-heavy]
 
 Every timed episode starts from a seed never used before (drawn from the OS), so each decision
 point brings new prompts, new clusters and new public prompts, as in training; the embedding
@@ -8,7 +8,8 @@ cache on disk is the user's own (``$HIS_MARL_CACHE``), so public prompts embedde
 are found there, as they would be in a user's later runs. Before timing, each env runs a short
 untimed warm-up on another fresh seed (process-level memos fill).
 
-Prints one line per N (decision points/s, agent-steps/s, texts embedded while timed), the
+Prints one line per N (decision points/s, agent-steps/s, texts embedded while timed), one for the
+Markov game at N = 50 (`--scenario`, every dynamics process on; `none` skips it), the
 one-time costs (first run with an empty cache: pool embedding, then the first decision points
 while public prompts are embedded; env construction in a new process with a warm cache), and a
 final summary line.
@@ -51,13 +52,14 @@ def run(env, steps: int, next_seed, action_sets) -> float:
     return time.perf_counter() - start
 
 
-def timed_case(his_env, config, num_ues: int, num_clusters, seconds: float, next_seed, cache_dir=None):
+def timed_case(his_env, config, num_ues: int, num_clusters, seconds: float, next_seed, cache_dir=None,
+               scenario=None):
     overrides = {"num_ues": num_ues}
     if num_clusters is not None:
         overrides["num_clusters"] = num_clusters
     if cache_dir is not None:
         overrides["semantics"] = {"cache_dir": cache_dir}
-    env = his_env.parallel_env(config, **overrides)
+    env = his_env.parallel_env(config, scenario=scenario, **overrides)
     rng = np.random.default_rng(0)
     nvec = env.action_space(env.possible_agents[0]).nvec
     action_sets = [dict(zip(env.possible_agents, rng.integers(0, nvec, size=(num_ues, 2))))
@@ -91,7 +93,15 @@ def main() -> int:
     parser.add_argument("--config", default=None, help="YAML config (default: the built-in defaults)")
     parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per N (about)")
     parser.add_argument("--skip-cold", action="store_true", help="do not measure the empty-cache first run")
+    parser.add_argument("--scenario", default="seq-medium-heavy",
+                        help="a Markov-game scenario of N = 50 also timed (his_env.scenarios; 'none': skip it)")
     args = parser.parse_args()
+    from his_env.scenarios import scenario_config, scenario_names
+
+    if args.scenario != "none" and (args.scenario not in scenario_names()
+                                    or scenario_config(args.scenario).num_ues != 50):
+        parser.error(f"--scenario {args.scenario}; allowed: none or a scenario of N = 50: "
+                     f"{', '.join(n for n in scenario_names() if scenario_config(n).num_ues == 50)}")
 
     import torch
 
@@ -114,6 +124,13 @@ def main() -> int:
         print(f"bench_env: N={num_ues} M={env.num_clusters} scheme={env.scheme.name}: {rate:,.1f} decision "
               f"points/s ({rate * num_ues:,.0f} agent-steps/s), fresh seeds, {steps} decision points in "
               f"{elapsed:.2f} s, {embedded} new texts embedded while timed", flush=True)
+    if args.scenario != "none":
+        env, steps, elapsed, embedded = timed_case(his_env, args.config, 50, None, args.seconds, next_seed,
+                                                   scenario=args.scenario)
+        rates["dynamics"] = steps / elapsed
+        print(f"bench_env: N=50 scenario={args.scenario} (dynamics: {', '.join(env.config.dynamics.enabled_processes)}"
+              f"): {rates['dynamics']:,.1f} decision points/s ({rates['dynamics'] * 50:,.0f} agent-steps/s), fresh "
+              f"seeds, {steps} decision points in {elapsed:.2f} s, {embedded} new texts embedded while timed", flush=True)
     if cold is not None:
         pool_size, build, first, embedded = cold
         print(f"one-time, empty cache: embedding the {pool_size}-prompt pool and building the env "
@@ -123,6 +140,7 @@ def main() -> int:
     print("SUMMARY bench_env fresh seeds, one core: "
           + ", ".join(f"N={n}{' M=30' if n == 1000 else ''} {rates[n]:,.0f}/s" for n, _ in CASES)
           + " decision points"
+          + (f"; N=50 {args.scenario} {rates['dynamics']:,.0f}/s" if "dynamics" in rates else "")
           + (f"; first run with an empty cache {cold[1]:.1f} s build + {cold[2]:.1f} s for 500 steps"
              if cold is not None else ""))
     return 0

@@ -1,6 +1,7 @@
 """Throughput of the vectorised HIS environment (`his_env.vector.HISVecEnv`) stepping alone.
 
     python benchmarks/bench_vec_env.py [--device cpu|cuda] [--seconds 3] [--batch-sizes 64 256 1024]
+                                       [--scenarios paper seq-medium-heavy]
                                        [--no-validate-actions | --compare-validation]
 
 Random actions are drawn on the device, the env steps (and resets at truncation, as a collector
@@ -14,7 +15,9 @@ extra time per step. Prints, one line each:
 * the decision-point bank of the default config (N = 50): its size and build time (or load time
   when cached), and a check that it does not change results: U and the mean phi under a random
   policy from the bank against fresh PettingZoo decision points (z of the mean difference, KS p);
-* agent-steps/s (B x N per step) at N = 50 for each batch size B and reward mode;
+* agent-steps/s (B x N per step) at N = 50 for each scenario, batch size B and reward mode
+  (`paper`: independent decision points; `seq-medium-heavy`: the Markov game, every dynamics
+  process on, N = 50), and each scenario's rate over `paper`'s at the same B and reward mode;
 * the same at N = 1,000, M = 30 (its own, smaller bank);
 * a final summary line (with `--compare-validation`: the largest and the median overhead).
 """
@@ -148,6 +151,8 @@ def main() -> None:
     parser.add_argument("--large-bank-size", type=int, default=256, help="bank at N = 1,000, M = 30")
     parser.add_argument("--check-samples", type=int, default=4000,
                         help="fresh PettingZoo decision points in the bank check (0: skip it)")
+    parser.add_argument("--scenarios", nargs="+", default=["paper", "seq-medium-heavy"],
+                        help="scenarios timed at N = 50 (his_env.scenarios; default: paper and seq-medium-heavy)")
     parser.add_argument("--skip-large", action="store_true", help="skip N = 1,000")
     validation = parser.add_mutually_exclusive_group()
     validation.add_argument("--no-validate-actions", action="store_true",
@@ -157,6 +162,11 @@ def main() -> None:
                                  "overhead")
     args = parser.parse_args()
 
+    from his_env.scenarios import scenario_config, scenario_names
+
+    unknown = [name for name in args.scenarios if name not in scenario_names()]
+    if unknown:
+        parser.error(f"--scenarios {' '.join(unknown)}: unknown; allowed: {', '.join(scenario_names())}")
     import torch
 
     torch.set_num_threads(1)
@@ -185,9 +195,9 @@ def main() -> None:
     if args.check_samples:
         print(f"bank check (N=50, random policy): {bank_check(bank, args.check_samples)}", flush=True)
 
-    best, overheads = {}, []
+    best, overheads, rates = {}, [], {}
 
-    def measure(label: str, n: str, mode: str, b: int, make) -> None:
+    def measure(label: str, n: str, mode: str, b: int, make) -> float:
         """Time `make(validate_actions)`'s env; print and record its agent-steps/s (and the overhead)."""
         if not args.compare_validation:
             env = make(not args.no_validate_actions)
@@ -202,11 +212,26 @@ def main() -> None:
                     f"time per step")
         print(f"{label}: {rate:,.0f} agent-steps/s{note}", flush=True)
         best[(n, mode)] = max(best.get((n, mode), (0, 0)), (rate, b))
+        return rate
 
-    for mode in args.reward_modes:
-        for b in sizes:
-            measure(f"N=50 B={b} reward={mode}", "50", mode, b, lambda flag: HISVecEnv(
-                num_envs=b, device=device, reward_mode=mode, dtype=dtype, bank=bank, validate_actions=flag))
+    for scenario in args.scenarios:
+        cfg = scenario_config(scenario)
+        if cfg.num_ues != 50:
+            parser.error(f"--scenarios {scenario}: N = {cfg.num_ues}; allowed: scenarios of N = 50 (the timed size)")
+        scenario_bank = bank if cfg == default else bank_for(cfg, args.bank_size or DEFAULT_BANK_SIZE)
+        tag = "50" if scenario == "paper" else f"50 {scenario}"
+        for mode in args.reward_modes:
+            for b in sizes:
+                rates[(scenario, mode, b)] = measure(
+                    f"N=50 {scenario} B={b} reward={mode}", tag, mode, b, lambda flag: HISVecEnv(
+                        cfg, num_envs=b, device=device, reward_mode=mode, dtype=dtype, bank=scenario_bank,
+                        validate_actions=flag))
+    ratios = []
+    for (scenario, mode, b), rate in rates.items():
+        if scenario != "paper" and ("paper", mode, b) in rates:
+            ratios.append((f"{scenario} {mode} B={b}", rate / rates[("paper", mode, b)]))
+    if ratios:
+        print(f"dynamics on / off (paper) at N=50: {', '.join(f'{k} x{v:.2f}' for k, v in ratios)}", flush=True)
     if not args.skip_large:
         large = default.with_overrides({"num_ues": 1000, "num_clusters": 30})
         large_bank = bank_for(large, args.large_bank_size)
@@ -219,7 +244,9 @@ def main() -> None:
     validation = ("actions not validated" if args.no_validate_actions else "actions validated" if not overheads else
                   f"action validation overhead max {max(overheads):+.1f} %, median {np.median(overheads):+.1f} % "
                   f"over {len(overheads)} settings")
-    print(f"SUMMARY bench_vec_env ({args.device}, {args.dtype}): best agent-steps/s: {summary}; {validation}")
+    against_paper = f"; dynamics on / off at N=50: x{min(v for _, v in ratios):.2f} at worst" if ratios else ""
+    print(f"SUMMARY bench_vec_env ({args.device}, {args.dtype}): best agent-steps/s: {summary}; {validation}"
+          f"{against_paper}")
 
 
 if __name__ == "__main__":

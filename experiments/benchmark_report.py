@@ -225,7 +225,8 @@ def plot_curves(curves: Sequence[Mapping[str, Any]], schemes: Sequence[str], pat
             ax.set_ylabel("normalised score")
             ax.set_title(scheme)
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    if axes[0][0].get_legend_handles_labels()[0]:  # no curve (runs too short for an evaluation): no legend
+        axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     atomic_write_bytes(path, _png(fig))
     plt.close(fig)
@@ -432,7 +433,8 @@ def plot_sample_efficiency(result: Mapping[str, Any], path: Path) -> Optional[Pa
             ax.set_ylabel("IQM normalised score")
             ax.set_title("across tasks" if task == fm.ALL_TASKS else task)
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    if axes[0][0].get_legend_handles_labels()[0]:  # no curve (runs too short for an evaluation): no legend
+        axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
 

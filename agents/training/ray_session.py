@@ -34,6 +34,10 @@ def quiet_libraries(verbose: bool, libraries: Sequence[str] = ("ray",)) -> None:
         warnings.filterwarnings("ignore", message=".*Overriding environment.*")
         warnings.filterwarnings("ignore", message=".*Casting input x to numpy array.*")
         warnings.filterwarnings("ignore", message=".*new API stack.*")
+        # TorchRL's collector rounds the frame budget up to whole batches (the run's line reports the frames)
+        warnings.filterwarnings("ignore", message=".*is not exactly divisible by frames_per_batch.*")
+        # BenchMARL, when an iteration ends no episode (the Markov game's 100-slot episodes): expected
+        warnings.filterwarnings("ignore", message=".*No episode terminated this iteration.*")
 
     ignore_warnings()  # the imports warn
     for library in libraries:
