@@ -16,8 +16,21 @@ Every policy has `reset(env, seed)` and `act(observations, env) -> {agent: actio
   `env.unwrapped.evaluate_joint_actions` (B = |A| candidate joint actions), keeps the best,
   and moves on; sweeps stop when a sweep improves the network utility U by less than `tol`.
   U never decreases, so this ends at a joint action no single UE can improve on
-  (a coordinate-wise optimum of the myopic utility, which here is also the episode's:
-  the next decision point's state does not depend on the actions).
+  (a coordinate-wise optimum of the myopic utility, which in the paper's setting is also the
+  episode's: the next decision point's state does not depend on the actions). With the
+  Markov-game dynamics (`his_env.dynamics`) it is myopic: blind to what its choice leaves in the
+  queues, the ES's held SMs and the batteries for later slots.
+- `OpenLoopPolicy` (`open-loop`): sees only the slot index t. Its schedule (one (x, y) per slot,
+  the same for every UE) is fitted once on calibration episodes that evaluation never uses: slot
+  by slot, the shared action with the best mean utility over the episodes, which then all take
+  it. It measures what a policy gains without observing the state.
+- `QueueAwarePolicy` (`queue-aware:F`): a practitioner's threshold rule for the dynamics'
+  request queues: a UE with a backlog (its queue holds at least a fraction F of its capacity,
+  default 0.25, or its head-of-line request has used half its deadline) hands the ES all it can
+  (x_max, y_max) to finish sooner, if the ES reports less than half its SMs held by running
+  phases; otherwise it takes the middle split (`iis-fixed`'s: no common steps, the middle y).
+  Of the variants tried on seq-small-heavy and seq-medium-heavy (offload on a backlog whatever
+  the ES's load; move steps to the UE on a backlog; common steps only), this one scored best.
 """
 from __future__ import annotations
 
@@ -147,6 +160,85 @@ class SearchPolicy(Policy):
         return {a: current[i].copy() for i, a in enumerate(agents)}
 
 
+class OpenLoopPolicy(Policy):
+    """One shared action per slot index, fitted on calibration episodes (see the module docstring)."""
+
+    name = "open-loop"
+    CALIBRATION_SEED = 70_000  # calibration episodes' seeds: CALIBRATION_SEED + k, apart from evaluation's
+
+    def __init__(self, calibration_episodes: int = 4) -> None:
+        if isinstance(calibration_episodes, bool) or int(calibration_episodes) < 1:
+            raise ValueError(f"open-loop calibration_episodes={calibration_episodes!r}; allowed: an integer >= 1")
+        self.calibration_episodes = int(calibration_episodes)
+        self.schedule: Optional[np.ndarray] = None  # (T, 2) action indices, one row per slot
+        self._fitted_for: Optional[str] = None
+        self._slot = 0
+
+    def reset(self, env, seed: Optional[int] = None) -> None:
+        key = repr(env.unwrapped.config.to_dict())
+        if self._fitted_for != key:
+            self.schedule, self._fitted_for = self.fit(env.unwrapped.config), key
+        self._slot = 0
+
+    def fit(self, config) -> np.ndarray:
+        """The schedule: slot by slot, the shared action with the best mean U over the calibration
+        episodes (stepped in lockstep with it, so each slot's state is the one the schedule leads to)."""
+        from his_env.environment import HISParallelEnv
+
+        envs = [HISParallelEnv(config) for _ in range(self.calibration_episodes)]
+        for k, env in enumerate(envs):
+            env.reset(seed=self.CALIBRATION_SEED + k)
+        grid = action_grid(envs[0].action_space(envs[0].possible_agents[0]))
+        n = envs[0].num_ues
+        uniform = np.broadcast_to(grid[:, None, :], (len(grid), n, 2)).copy()
+        schedule = []
+        while envs[0].agents:
+            mean_u = np.mean([env.evaluate_joint_actions(uniform)["utility"] for env in envs], axis=0)
+            best = grid[int(np.argmax(mean_u))]
+            schedule.append(best)
+            for env in envs:
+                env.step({agent: best for agent in env.possible_agents})
+        return np.stack(schedule).astype(np.int64)
+
+    def act(self, observations, env):
+        action = self.schedule[min(self._slot, len(self.schedule) - 1)]
+        self._slot += 1
+        return {agent: action.copy() for agent in observations}
+
+
+class QueueAwarePolicy(Policy):
+    """The queue threshold rule of the module docstring; needs the dynamics' request queues."""
+
+    name = "queue-aware"
+
+    def __init__(self, queue_fraction: float = 0.25) -> None:
+        if not 0.0 < float(queue_fraction) <= 1.0:
+            raise ValueError(f"queue-aware threshold {queue_fraction!r}; allowed: a fraction in (0, 1]")
+        self.queue_fraction = float(queue_fraction)
+
+    def reset(self, env, seed: Optional[int] = None) -> None:
+        if not env.unwrapped.config.dynamics.requests.enabled:
+            raise ValueError("policy 'queue-aware' reads the request queues, and config key "
+                             "'dynamics.requests.enabled' is false; allowed: a config or scenario with requests on "
+                             "(e.g. --scenario seq-medium-heavy)")
+
+    def act(self, observations, env):
+        from his_env.dynamics.slot import OBSERVATION_FEATURES
+
+        eq31 = 3  # the dynamics features follow Eq. (31)'s three values
+        queue = eq31 + OBSERVATION_FEATURES.index("queue_fraction")
+        slack = eq31 + OBSERVATION_FEATURES.index("head_slack_fraction")
+        es_busy = eq31 + OBSERVATION_FEATURES.index("es_busy_fraction")
+        out = {}
+        for agent, obs in observations.items():
+            nvec = np.asarray(env.action_space(agent).nvec)
+            backlog = obs[queue] >= self.queue_fraction - 1e-9 or obs[slack] <= 0.5
+            offload = backlog and obs[es_busy] < 0.5
+            out[agent] = (np.array([nvec[0] - 1, nvec[1] - 1]) if offload
+                          else np.array([0, (nvec[1] - 1) // 2])).astype(np.int64)
+        return out
+
+
 @dataclass(frozen=True)
 class StepRanges:
     """The allowed step counts (the env config's `steps` section): x in 0..max_common (Eq. 28b),
@@ -165,7 +257,8 @@ class StepRanges:
                    int(steps.get("max_es_personal", default.max_es_personal)))
 
 
-BASELINE_USAGE = "random | iis-fixed | es-only | ue-only | fixed:X,Y | search | search:SWEEPS"
+BASELINE_USAGE = ("random | iis-fixed | es-only | ue-only | fixed:X,Y | search | search:SWEEPS | open-loop | "
+                  "open-loop:EPISODES | queue-aware | queue-aware:F")
 # name -> builder(spec, argument after ':', seed, steps); the keys are the allowed names.
 BASELINES: Registry[Callable[[str, str, int, Optional[StepRanges]], Policy]] = Registry("baseline")
 
@@ -232,9 +325,34 @@ def _search(spec: str, arg: str, seed: int, steps: Optional[StepRanges]) -> Poli
     return SearchPolicy(max_sweeps=sweeps, seed=seed)
 
 
+@BASELINES.register("open-loop")
+def _open_loop(spec: str, arg: str, seed: int, steps: Optional[StepRanges]) -> Policy:
+    allowed = "'open-loop' or 'open-loop:EPISODES' with EPISODES an integer >= 1 (calibration episodes; default 4)"
+    try:
+        episodes = int(arg) if arg else 4
+    except ValueError:
+        raise ValueError(f"policy {spec!r}: expected {allowed}") from None
+    if episodes < 1:
+        raise ValueError(f"policy {spec!r}: EPISODES={episodes} is out of range; allowed: {allowed}")
+    return OpenLoopPolicy(episodes)
+
+
+@BASELINES.register("queue-aware")
+def _queue_aware(spec: str, arg: str, seed: int, steps: Optional[StepRanges]) -> Policy:
+    allowed = "'queue-aware' or 'queue-aware:F' with F a queue fraction in (0, 1] (default 0.25)"
+    try:
+        fraction = float(arg) if arg else 0.25
+    except ValueError:
+        raise ValueError(f"policy {spec!r}: expected {allowed}") from None
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"policy {spec!r}: F={fraction} is out of range; allowed: {allowed}")
+    return QueueAwarePolicy(fraction)
+
+
 def make_baseline(spec: str, seed: int = 0, es_personal_min: Optional[int] = None,
                   steps: Optional[StepRanges] = None) -> Policy:
-    """`random` | `iis-fixed` | `es-only` | `ue-only` | `fixed:X,Y` | `search` | `search:SWEEPS`.
+    """`random` | `iis-fixed` | `es-only` | `ue-only` | `fixed:X,Y` | `search` | `search:SWEEPS` |
+    `open-loop` | `open-loop:EPISODES` | `queue-aware` | `queue-aware:F`.
 
     `steps` (the env's step ranges) checks `fixed:X,Y` against them; without it the defaults
     of Table II are assumed, with `es_personal_min` as y_min where given.

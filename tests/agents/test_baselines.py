@@ -40,6 +40,9 @@ def test_make_baseline_rejects_unknown_names():
     ("search:-1", "SWEEPS=-1 is out of range; allowed: 'search' or 'search:SWEEPS' with SWEEPS an integer >= 0"),
     ("search:abc", "SWEEPS an integer >= 0"),
     ("random:3", "takes no argument"),
+    ("open-loop:0", "EPISODES=0 is out of range"),
+    ("open-loop:x", "'open-loop:EPISODES' with EPISODES an integer >= 1"),
+    ("queue-aware:1.5", "F=1.5 is out of range; allowed: 'queue-aware' or 'queue-aware:F'"),
 ])
 def test_make_baseline_rejects_arguments_out_of_range(spec, needle):
     with pytest.raises(ValueError, match=re.escape(needle)):
@@ -148,3 +151,66 @@ def test_es_only_and_ue_only_take_the_extreme_splits_of_the_envs_step_ranges():
     assert [infos["ue_1"][k] for k in ("common_steps", "es_personal_steps", "ue_steps")] == [0, 2, 18]
     with pytest.raises(ValueError, match="'es-only' takes no argument"):
         make_baseline("es-only:3")
+
+
+SEQUENTIAL_SMALL = {"num_ues": 4, "num_clusters": 2, "episode_length": 6, "steps": {"total": 24},
+                    "dynamics": {"requests": {"enabled": True, "rate_per_slot": 0.5}, "work": {"enabled": True}}}
+
+
+def test_open_loop_sees_only_the_slot_index_and_fits_slot_zero_by_stepping():
+    from his_env.environment import HISParallelEnv
+    from his_env.config import HISConfig
+
+    policy = make_baseline("open-loop:2")
+    env = make_env(**SEQUENTIAL_SMALL)
+    taken = []
+    for seed in (1, 2):  # two evaluation episodes: the same actions, slot by slot, for every UE
+        observations, _ = env.reset(seed=seed)
+        policy.reset(env, seed)
+        episode = []
+        while env.agents:
+            actions = policy.act(observations, env)
+            assert len({tuple(a) for a in actions.values()}) == 1
+            episode.append(tuple(actions["ue_0"]))
+            observations, *_ = env.step(actions)
+        taken.append(episode)
+    assert taken[0] == taken[1] and len(taken[0]) == SEQUENTIAL_SMALL["episode_length"]
+    # slot 0 by hand: every shared action stepped on fresh calibration episodes, the best mean U
+    config = HISConfig.from_dict(SEQUENTIAL_SMALL)
+    grid = action_grid(env.action_space("ue_0"))
+    mean_u = []
+    for action in grid:
+        totals = []
+        for k in range(2):
+            fresh = HISParallelEnv(config)
+            fresh.reset(seed=policy.CALIBRATION_SEED + k)
+            _, rewards, *_ = fresh.step({agent: action for agent in fresh.possible_agents})
+            totals.append(sum(rewards.values()))
+        mean_u.append(np.mean(totals))
+    assert tuple(grid[int(np.argmax(mean_u))]) == taken[0][0]
+
+
+def test_queue_aware_offloads_a_backlog_while_the_es_has_room():
+    from his_env.dynamics.slot import OBSERVATION_FEATURES
+
+    env = make_env(**SEQUENTIAL_SMALL)
+    env.reset(seed=0)
+    policy = make_baseline("queue-aware:0.5")
+    policy.reset(env, 0)
+    nvec = env.action_space("ue_0").nvec
+    feature = {name: 3 + i for i, name in enumerate(OBSERVATION_FEATURES)}
+
+    def observation(queue, slack, busy):
+        obs = np.zeros(3 + len(OBSERVATION_FEATURES), dtype=np.float32)
+        obs[feature["queue_fraction"]], obs[feature["head_slack_fraction"]] = queue, slack
+        obs[feature["es_busy_fraction"]] = busy
+        return obs
+
+    actions = policy.act({"ue_0": observation(0.5, 1.0, 0.2), "ue_1": observation(0.25, 1.0, 0.2),
+                          "ue_2": observation(0.0, 0.4, 0.2), "ue_3": observation(0.75, 1.0, 0.6)}, env)
+    es_all, middle = [nvec[0] - 1, nvec[1] - 1], [0, (nvec[1] - 1) // 2]
+    assert [actions[a].tolist() for a in ("ue_0", "ue_1", "ue_2", "ue_3")] == [es_all, middle, es_all, middle]
+    paper = make_env(num_ues=4, num_clusters=2)
+    paper.reset(seed=0)
+    with pytest.raises(ValueError, match="'dynamics.requests.enabled' is false"):
+        make_baseline("queue-aware").reset(paper, 0)
