@@ -104,6 +104,7 @@ class BenchmarkSpec:
     time_budget_s: Optional[float] = None
     eval_episodes: int = 4
     absolute_episodes: int = 40  # the final evaluation's episodes (marl-eval's absolute metric); 0: none
+    held_out: int = 0  # held-out test scenarios (heldout-0..) each sequential task's policies are scored on; 0: none
     hidden: List[int] = field(default_factory=lambda: [256, 256, 256])
     activation: str = "tanh"
     device: str = "cpu"
@@ -131,7 +132,7 @@ class BenchmarkSpec:
     def result_settings(self) -> Dict[str, Any]:
         data = asdict(self)
         settings = {key: data[key] for key in RESULT_KEYS}
-        for name in ("algorithm_settings", "absolute_episodes"):  # only when set, so that grids run before
+        for name in ("algorithm_settings", "absolute_episodes", "held_out"):  # only when set, so that grids run before
             if data[name]:                                          # these settings existed keep their key
                 settings[name] = data[name]
         return settings
@@ -208,6 +209,20 @@ def validate(spec: BenchmarkSpec) -> List[Tuple[str, str, int]]:
                              f"evaluation on more episodes)")
     if spec.search_sweeps < 1:
         raise BenchmarkError(f"search_sweeps {spec.search_sweeps!r}; allowed: an integer >= 1")
+    from his_env.scenarios import HELD_OUT_COUNT
+
+    if not (_is_integer(spec.held_out) and 0 <= spec.held_out <= HELD_OUT_COUNT):
+        raise BenchmarkError(f"held_out {spec.held_out!r}; allowed: an integer in 0..{HELD_OUT_COUNT} (held-out test "
+                             f"scenarios heldout-0.. to score the policies on)")
+    if spec.held_out:
+        if all(name == PAPER for name in spec.scenarios):
+            raise BenchmarkError(f"held_out {spec.held_out}: the held-out scenarios are sequential (every dynamics "
+                                 f"process on), and the grid trains on {PAPER!r} only, whose observations differ; "
+                                 f"allowed: a sequential training scenario (--scenarios seq-medium-heavy ...)")
+        if not spec.experiment.get("share_policy_params", False):
+            raise BenchmarkError(f"held_out {spec.held_out}: the held-out scenarios have other numbers of UEs, which a "
+                                 f"network per UE cannot serve; allowed: with shared parameters, "
+                                 f"--set benchmarl.experiment.share_policy_params=true")
     if spec.wandb_mode not in WANDB_MODES:
         raise BenchmarkError(f"wandb mode {spec.wandb_mode!r}; allowed: {', '.join(WANDB_MODES)}")
     if not spec.cpus_per_cell > 0:
@@ -387,6 +402,24 @@ def set_aside_earlier_attempt(folder: str | Path) -> Optional[Path]:
     return set_aside_attempt(folder)
 
 
+def held_out_references(spec: BenchmarkSpec, task: str, log: Callable[[str], None], stop=None) -> Dict[str, Any]:
+    """Per held-out scenario (heldout-0 .. heldout-<held_out - 1>): its env config (the task's scheme
+    and settings on that scenario, its own N) and its U_random and U_search on the evaluation seeds."""
+    from agents.benchmarl.task import task_by_name
+    from his_env.scenarios import held_out_names
+
+    scheme = split_task(task)[0]
+    out: Dict[str, Any] = {}
+    for name in held_out_names()[:spec.held_out]:
+        if stop is not None and stop.requested:
+            break
+        settings = {**task_settings(spec, task_label(scheme, name)), "num_ues": spec.task.get("num_ues")}
+        his_config = task_by_name(scheme).get_task(settings).his_config()
+        out[name] = {**references(his_config, spec.eval_seeds, spec.search_sweeps, log),
+                     "config": his_config.to_dict()}
+    return out
+
+
 def run_cell(spec_dict: Dict[str, Any], refs: Dict[str, float], folder: str) -> Dict[str, Any]:
     """Train one cell and return its record (runs in a worker process or a Ray worker, where the
     cell folder is: an earlier attempt's files there go to superseded/ first)."""
@@ -401,6 +434,11 @@ def run_cell(spec_dict: Dict[str, Any], refs: Dict[str, float], folder: str) -> 
     out = {"summary": result["summary"], "curve": result["curve"], "set_aside": str(moved) if moved else None}
     if refs.get("absolute"):
         out["absolute"] = absolute_evaluation(result["experiment"], result["task"].his_config(), refs["absolute"])
+    if refs.get("held_out"):  # the trained policy on test scenarios it never saw (his_env.scenarios)
+        from his_env.config import HISConfig
+
+        out["held_out"] = {name: absolute_evaluation(result["experiment"], HISConfig.from_dict(ref["config"]), ref)
+                           for name, ref in refs["held_out"].items()}
     return out
 
 
@@ -701,6 +739,8 @@ def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool, stop) -> Dict[
         if spec.absolute_episodes:
             refs[scheme] = {**refs[scheme], "absolute": references(his_config, spec.absolute_seeds,
                                                                    spec.search_sweeps, log)}
+        if spec.held_out and split_task(scheme)[1] != PAPER:
+            refs[scheme] = {**refs[scheme], "held_out": held_out_references(spec, scheme, log, stop)}
     atomic_write_json(out / "references.json", refs)
     log(f"benchmark: {len(cells)} cells ({len(spec.algorithms)} algorithms x {len(spec.tasks)} tasks x "
         f"{len(spec.seeds)} seeds), {len(records)} already finished, {len(todo)} to run"
@@ -751,8 +791,9 @@ def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool, stop) -> Dict[
                         emit(f"{name}: the files of an earlier unfinished attempt were moved to {result['set_aside']}")
                     record = {"status": "ok", "cell": cell, "attempts": attempt, "errors": errors,
                               "settings_key": key, "summary": result["summary"], "curve": result["curve"]}
-                    if result.get("absolute") is not None:
-                        record["absolute"] = result["absolute"]
+                    for extra in ("absolute", "held_out"):
+                        if result.get(extra) is not None:
+                            record[extra] = result[extra]
                 atomic_write_json(out / "cells" / name / RESULT_FILE, record)
                 records[name] = record
                 done_count += 1

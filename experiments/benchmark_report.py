@@ -126,6 +126,71 @@ def task_num_ues(spec, scenario: str) -> int:
     return scenario_config(scenario).num_ues
 
 
+HELD_OUT_FILE = "held_out.csv"
+
+
+def held_out_summary(records: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """Per task and algorithm, over the seeds whose runs were scored on held-out scenarios: the score on
+    the training scenario and the mean score over the held-out ones (both on the evaluation seeds,
+    normalised by each scenario's own references), with 95 % bootstrap intervals, and the gap."""
+    by_key: Dict[Tuple[str, str], List[Tuple[float, float, int]]] = {}
+    for record in records:
+        held = record.get("held_out") if record.get("status") == "ok" else None
+        train = (record.get("summary") or {}).get("score")
+        if not held or not isinstance(train, (int, float)) or not math.isfinite(train):
+            continue
+        scores = [r["score"] for r in held.values() if isinstance(r.get("score"), (int, float))
+                  and math.isfinite(r["score"])]
+        if scores:
+            c = record["cell"]
+            by_key.setdefault((c["scheme"], c["algorithm"]), []).append((float(train), float(np.mean(scores)),
+                                                                          len(scores)))
+    rows = []
+    for (task, algorithm), values in by_key.items():
+        train, held = np.array([v[0] for v in values]), np.array([v[1] for v in values])
+        t_lo, t_hi = bootstrap_ci(train)
+        h_lo, h_hi = bootstrap_ci(held)
+        g_lo, g_hi = bootstrap_ci(train - held)
+        rows.append({"task": task, "algorithm": algorithm, "seeds": len(values), "scenarios": values[0][2],
+                     "train_score": float(train.mean()), "train_ci_low": t_lo, "train_ci_high": t_hi,
+                     "held_out_score": float(held.mean()), "held_out_ci_low": h_lo, "held_out_ci_high": h_hi,
+                     "gap": float((train - held).mean()), "gap_ci_low": g_lo, "gap_ci_high": g_hi})
+    return sorted(rows, key=lambda r: (r["task"], -r["held_out_score"]))
+
+
+def held_out_markdown(rows: Sequence[Mapping[str, Any]], references: Mapping[str, Mapping[str, Any]]) -> str:
+    names = sorted({name for ref in references.values() for name in (ref.get("held_out") or {})})
+    lines = ["## Held-out scenarios", "",
+             f"Each run's final greedy policy on {len(names)} held-out test scenarios ({', '.join(names)}: drawn by "
+             "his_env.scenarios' fixed generator, never trained on, other N, loads, ES capacities and speeds), on "
+             "the evaluation seeds, each normalised by its own U_random and U_search. Training score: the same "
+             "policy on its training scenario and seeds. Gap = training - held-out (mean over seeds, 95 % "
+             f"bootstrap interval). Per run and scenario: {HELD_OUT_FILE}.", "",
+             "| task | algorithm | seeds | training score | held-out score | gap |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['task']} | {r['algorithm']} | {r['seeds']} | {_fmt(r['train_score'])} "
+                     f"[{_fmt(r['train_ci_low'])}, {_fmt(r['train_ci_high'])}] | {_fmt(r['held_out_score'])} "
+                     f"[{_fmt(r['held_out_ci_low'])}, {_fmt(r['held_out_ci_high'])}] | {_fmt(r['gap'])} "
+                     f"[{_fmt(r['gap_ci_low'])}, {_fmt(r['gap_ci_high'])}] |")
+    lines += ["", "| held-out scenario | N | U_random | U_search |", "|---|---|---|---|"]
+    for name in names:
+        ref = next(r["held_out"][name] for r in references.values() if name in (r.get("held_out") or {}))
+        lines.append(f"| {name} | {ref.get('config', {}).get('num_ues', 'n/a')} | {_fmt(ref.get('random'), '{:.4f}')} "
+                     f"| {_fmt(ref.get('search'), '{:.4f}')} |")
+    return "\n".join(lines + [""])
+
+
+def held_out_rows(records: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """One row per run and held-out scenario (the CSV beside the report)."""
+    rows = []
+    for record in records:
+        for name, result in (record.get("held_out") or {}).items():
+            c = record["cell"]
+            rows.append({"task": c["scheme"], "algorithm": c["algorithm"], "seed": c["seed"], "scenario": name,
+                         **{k: result.get(k) for k in ("score", "utility", "quality", "delay", "energy", "episodes")}})
+    return rows
+
+
 def _fmt(x: Any, spec: str = "{:.3f}") -> str:
     return "n/a" if not isinstance(x, (int, float)) or not math.isfinite(x) else spec.format(x)
 
@@ -676,13 +741,19 @@ def write_report(records: Sequence[Mapping[str, Any]], references: Mapping[str, 
         log(f"report: the aggregate metrics (rliable) were not computed: {error}")
         field = {"result": None, "marl_eval": None, "files": [], "plots": [],
                  "section": field_markdown({}, {}, references, spec, {}, failed, [], error=error)}
-    md = markdown(summary, references, spec, failed, rows, missing, sections=[field["section"]])
+    sections = [field["section"]]
+    held = held_out_summary(records)
+    if held:
+        atomic_write_text(folder / HELD_OUT_FILE, _csv_text(held_out_rows(records)))
+        sections.append(held_out_markdown(held, references))
+    md = markdown(summary, references, spec, failed, rows, missing, sections=sections)
     atomic_write_text(folder / "report.md", md)
+    tasks = list(getattr(spec, "tasks", None) or dict.fromkeys(spec.schemes))
     plots = [p for p in (plot_scores(summary, folder / "scores.png"),
-                         plot_curves(curves, list(dict.fromkeys(spec.schemes)), folder / "curves.png")) if p]
+                         plot_curves(curves, tasks, folder / "curves.png")) if p]
     wandb_id = log_wandb(spec, folder, summary, plots + list(field["plots"]))
     log(markdown(summary, references, spec, failed, rows, missing, cell_table=False))
-    files = ["cells.csv", "summary.csv", "curves.csv"] + [p.name for p in plots]
+    files = ["cells.csv", "summary.csv", "curves.csv"] + ([HELD_OUT_FILE] if held else []) + [p.name for p in plots]
     files += [name for name in field["files"] if name not in files]
     log(f"report: {folder / 'report.md'} ({', '.join(files)})"
         + (f"; W&B {spec.wandb_mode} run {wandb_id}" if wandb_id else ""))

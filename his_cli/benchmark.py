@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--absolute-episodes", type=nonneg_int("--absolute-episodes"), default=40,
                    help="episodes (seeds 95000..) of each run's final evaluation, marl-eval's absolute metric "
                         "(default 40, 10x --eval-episodes' default; 0: none)")
+    p.add_argument("--held-out", type=nonneg_int("--held-out"), default=0, metavar="K",
+                   help="score each sequential task's policies on the first K held-out test scenarios (heldout-0.., "
+                        "never trained on; needs --set benchmarl.experiment.share_policy_params=true; default 0)")
     p.add_argument("--search-sweeps", type=positive_int("--search-sweeps"), default=4,
                    help="coordinate-descent sweeps of the search reference (default 4)")
     p.add_argument("--hidden", type=positive_int("--hidden"), nargs="+", default=None,
@@ -118,7 +121,8 @@ def spec_from_args(args):
                          seeds=list(range(args.seed_start, args.seed_start + args.seeds)), task=task,
                          experiment=dict(benchmarl["experiment"]), algorithm_settings=dict(benchmarl["algorithm"]),
                          frame_budget=args.frame_budget, time_budget_s=args.time_budget,
-                         eval_episodes=args.eval_episodes, absolute_episodes=args.absolute_episodes, hidden=hidden, activation=activation, device=args.device,
+                         eval_episodes=args.eval_episodes, absolute_episodes=args.absolute_episodes,
+                         held_out=args.held_out, hidden=hidden, activation=activation, device=args.device,
                          search_sweeps=args.search_sweeps, output_dir=args.output_dir,
                          ray_address=args.ray_address, cpus_per_cell=args.cpus_per_cell, wandb_mode=wandb_mode,
                          wandb_project=args.wandb_project)

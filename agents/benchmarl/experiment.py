@@ -261,15 +261,22 @@ class BenchmarlGreedyPolicy(Policy):
     Observations of all UEs go through the policy in one batch, as the vector env would give them;
     the actions (one categorical index or two values in [0, 1] per UE) are turned into the
     PettingZoo env's MultiDiscrete indices by the vector env's own decoding.
+
+    An env with another number of UEs than the policy was trained with (`n_agents`; a held-out
+    scenario) is served by a policy with shared parameters (`shared`): its decentralised actor
+    maps each UE's observation alone, so the UEs go through it in groups of `n_agents` (the last
+    padded and the padding dropped). A policy with a network per UE cannot act there.
     """
 
     name = "benchmarl"
 
-    def __init__(self, policy, group: str = "agents", action_mode: str = "categorical", device: str = "cpu") -> None:
+    def __init__(self, policy, group: str = "agents", action_mode: str = "categorical", device: str = "cpu",
+                 n_agents: Optional[int] = None, shared: bool = False) -> None:
         self.policy = policy
         self.group = group
         self.action_mode = action_mode
         self.device = device
+        self.n_agents, self.shared = n_agents, bool(shared)
 
     def act(self, observations, env):
         import torch
@@ -279,10 +286,19 @@ class BenchmarlGreedyPolicy(Policy):
         agents = [a for a in env.possible_agents if a in observations]
         obs = torch.as_tensor(np.stack([np.asarray(observations[a], dtype=np.float32) for a in agents]),
                               device=self.device)
-        td = TensorDict({self.group: TensorDict({"observation": obs[None]}, batch_size=(1, len(agents)))},
-                        batch_size=(1,), device=self.device)
+        n, width = len(agents), self.n_agents or len(agents)
+        if n != width and not self.shared:
+            raise ValueError(f"this policy has a network per UE for {width} UEs and the env has {n}; allowed: an env "
+                             f"of {width} UEs, or a policy trained with shared parameters "
+                             f"(benchmarl.experiment.share_policy_params=true)")
+        groups = -(-n // width)
+        padded = torch.cat([obs, obs[:1].expand(groups * width - n, -1)]) if groups * width > n else obs
+        batch = padded.reshape(groups, width, -1)
+        td = TensorDict({self.group: TensorDict({"observation": batch}, batch_size=(groups, width))},
+                        batch_size=(groups,), device=self.device)
         with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
-            action = self.policy(td)[self.group, "action"][0]
+            action = self.policy(td)[self.group, "action"]
+            action = action.reshape(groups * width, *action.shape[2:])[:n]
         indices = decode_actions(action.cpu(), self.action_mode, env.action_space(agents[0]).nvec)
         return {agent: indices[i] for i, agent in enumerate(agents)}
 
@@ -545,7 +561,9 @@ def build_experiment(spec: RunSpec, folder: str | Path, callbacks: Sequence[Any]
 def greedy_policy(experiment) -> "BenchmarlGreedyPolicy":
     """The deterministic policy of a BenchMARL experiment, acting on the PettingZoo env."""
     action_mode = "continuous" if experiment.continuous_actions else "categorical"
-    return BenchmarlGreedyPolicy(experiment.policy, "agents", action_mode, experiment.config.sampling_device)
+    return BenchmarlGreedyPolicy(experiment.policy, "agents", action_mode, experiment.config.sampling_device,
+                                 n_agents=len(experiment.group_map["agents"]),
+                                 shared=bool(experiment.config.share_policy_params))
 
 
 def greedy_evaluator(spec: RunSpec, task_his_config, references: Optional[Mapping[str, float]] = None):

@@ -241,3 +241,62 @@ def test_scenarios_make_tasks_of_every_scheme(tmp_path, monkeypatch):
     assert set(refs) == {"his", "iis", "his@seq-small-light", "iis@seq-small-light"}
     with pytest.raises(bm.BenchmarkError, match="scenario has value 'seq-tiny'; allowed: paper, seq-large-heavy"):
         bm.validate(small(tmp_path / "other", scenarios=["seq-tiny"]))
+
+
+def test_held_out_scenarios_score_a_shared_policy_and_report_the_gap(tmp_path):
+    """--held-out: a policy with shared parameters, trained on a sequential scenario of N = 4, is scored on
+    held-out scenarios of other N, each normalised by its own references; the report states the gap."""
+    task = {"num_ues": None, "bank_size": 64, "env": {"episode_length": 3}}
+    base = dict(scenarios=["seq-small-light"], task=task, absolute_episodes=0, search_sweeps=1)
+    with pytest.raises(bm.BenchmarkError, match="share_policy_params=true"):
+        bm.validate(small(tmp_path / "per-ue", held_out=1, **base))
+    with pytest.raises(bm.BenchmarkError, match="trains on 'paper' only"):
+        bm.validate(small(tmp_path / "paper", held_out=1, experiment={**SMALL_EXPERIMENT, "share_policy_params": True}))
+    with pytest.raises(bm.BenchmarkError, match=r"held_out 9; allowed: an integer in 0..8"):
+        bm.validate(small(tmp_path / "nine", held_out=9, **base))
+    spec = small(tmp_path, held_out=2, experiment={**SMALL_EXPERIMENT, "share_policy_params": True}, **base)
+    result = bm.run_benchmark(spec, log=lambda *_: None, show_bar=False)
+    record = result["records"][0]
+    assert record["status"] == "ok"
+    refs = json.loads((tmp_path / "bench" / "references.json").read_text())["his@seq-small-light"]["held_out"]
+    assert sorted(refs) == ["heldout-0", "heldout-1"]
+    from his_env.scenarios import scenario_config
+
+    for name, ref in refs.items():
+        assert ref["config"]["num_ues"] == scenario_config(name).num_ues != 10  # the scenario's own N
+        got = record["held_out"][name]
+        assert got["score"] == pytest.approx((got["utility"] - ref["random"]) / (ref["search"] - ref["random"]))
+    mean_held = np.mean([record["held_out"][n]["score"] for n in refs])
+    report = (tmp_path / "bench" / "report.md").read_text()
+    section = report.split("## Held-out scenarios", 1)[1]
+    row = next(line for line in section.splitlines() if line.startswith("| his@seq-small-light | ippo | 1 |"))
+    gap = record["summary"]["score"] - mean_held
+    assert f"| {mean_held:.3f} [" in row and f"| {gap:.3f} [" in row
+    assert len(list(csv.DictReader((tmp_path / "bench" / "held_out.csv").open()))) == 2
+
+
+def test_a_shared_policy_acts_on_any_number_of_ues_as_on_its_own(tmp_path):
+    """The greedy policy of a shared-parameter run serves an env of other N group by group: each UE's
+    action is the one the policy gives its observation alone (decentralised actor)."""
+    import torch
+
+    from agents.benchmarl.experiment import BenchmarlGreedyPolicy
+
+    class PerRow(torch.nn.Module):  # a decentralised 'policy': the action of a UE from its observation alone
+        def forward(self, td):
+            obs = td["agents", "observation"]
+            assert obs.shape[-2] == 3  # always called with the trained number of UEs
+            td["agents", "action"] = (obs[..., 0] > 0).long() * 5 + (obs[..., 1] > 0).long()
+            return td
+
+    import his_env
+
+    env = his_env.parallel_env(num_ues=7, num_clusters=2)
+    observations, _ = env.reset(seed=3)
+    actions = BenchmarlGreedyPolicy(PerRow(), n_agents=3, shared=True).act(observations, env)
+    nvec = env.action_space("ue_0").nvec
+    for agent, obs in observations.items():
+        flat = int(obs[0] > 0) * 5 + int(obs[1] > 0)
+        assert actions[agent].tolist() == [flat // nvec[1], flat % nvec[1]]
+    with pytest.raises(ValueError, match="a network per UE for 3 UEs and the env has 7"):
+        BenchmarlGreedyPolicy(PerRow(), n_agents=3, shared=False).act(observations, env)
