@@ -268,6 +268,18 @@ def _no_argument(spec: str, arg: str) -> None:
         raise ValueError(f"policy {spec!r}: {spec.partition(':')[0]!r} takes no argument; allowed: {BASELINE_USAGE}")
 
 
+def _argument(spec: str, arg: str, kind: type, default, name: str, valid: Callable[[Any], bool], allowed: str):
+    """The number after ':' in `spec` (`default` without one), checked by `valid`; else a ValueError
+    naming it and `allowed`."""
+    try:
+        value = kind(arg) if arg else default
+    except ValueError:
+        raise ValueError(f"policy {spec!r}: expected {allowed}") from None
+    if not valid(value):
+        raise ValueError(f"policy {spec!r}: {name}={value} is out of range; allowed: {allowed}")
+    return value
+
+
 @BASELINES.register("random")
 def _random(spec: str, arg: str, seed: int, steps: Optional[StepRanges]) -> Policy:
     _no_argument(spec, arg)
@@ -314,39 +326,24 @@ def _fixed(spec: str, arg: str, seed: int, steps: Optional[StepRanges]) -> Polic
 
 @BASELINES.register("search")
 def _search(spec: str, arg: str, seed: int, steps: Optional[StepRanges]) -> Policy:
-    allowed = ("'search' or 'search:SWEEPS' with SWEEPS an integer >= 0 (0: the best action shared by all UEs, "
-               "no coordinate descent; default 4)")
-    try:
-        sweeps = int(arg) if arg else 4
-    except ValueError:
-        raise ValueError(f"policy {spec!r}: expected {allowed}") from None
-    if sweeps < 0:
-        raise ValueError(f"policy {spec!r}: SWEEPS={sweeps} is out of range; allowed: {allowed}")
+    sweeps = _argument(spec, arg, int, 4, "SWEEPS", lambda v: v >= 0,
+                       "'search' or 'search:SWEEPS' with SWEEPS an integer >= 0 (0: the best action shared by all "
+                       "UEs, no coordinate descent; default 4)")
     return SearchPolicy(max_sweeps=sweeps, seed=seed)
 
 
 @BASELINES.register("open-loop")
 def _open_loop(spec: str, arg: str, seed: int, steps: Optional[StepRanges]) -> Policy:
-    allowed = "'open-loop' or 'open-loop:EPISODES' with EPISODES an integer >= 1 (calibration episodes; default 4)"
-    try:
-        episodes = int(arg) if arg else 4
-    except ValueError:
-        raise ValueError(f"policy {spec!r}: expected {allowed}") from None
-    if episodes < 1:
-        raise ValueError(f"policy {spec!r}: EPISODES={episodes} is out of range; allowed: {allowed}")
-    return OpenLoopPolicy(episodes)
+    return OpenLoopPolicy(_argument(spec, arg, int, 4, "EPISODES", lambda v: v >= 1,
+                                    "'open-loop' or 'open-loop:EPISODES' with EPISODES an integer >= 1 (calibration "
+                                    "episodes; default 4)"))
 
 
 @BASELINES.register("queue-aware")
 def _queue_aware(spec: str, arg: str, seed: int, steps: Optional[StepRanges]) -> Policy:
-    allowed = "'queue-aware' or 'queue-aware:F' with F a queue fraction in (0, 1] (default 0.25)"
-    try:
-        fraction = float(arg) if arg else 0.25
-    except ValueError:
-        raise ValueError(f"policy {spec!r}: expected {allowed}") from None
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"policy {spec!r}: F={fraction} is out of range; allowed: {allowed}")
-    return QueueAwarePolicy(fraction)
+    return QueueAwarePolicy(_argument(spec, arg, float, 0.25, "F", lambda v: 0.0 < v <= 1.0,
+                                      "'queue-aware' or 'queue-aware:F' with F a queue fraction in (0, 1] "
+                                      "(default 0.25)"))
 
 
 def make_baseline(spec: str, seed: int = 0, es_personal_min: Optional[int] = None,
