@@ -76,6 +76,14 @@ LEARNERS.register("ppo-shared", Learner("one actor-critic shared by all UEs", Tr
 LEARNERS.register("mappo", Learner("one actor per UE, critics that see all UEs' observations", False, True, "mappo"))
 
 ACTIVATIONS = ("tanh", "relu")
+INDEPENDENT_DRAWS_GAMMA = 0.5  # dynamics off: each decision point an independent draw, a long horizon only adds noise
+MARKOV_GAME_GAMMA = 0.99  # dynamics on: queues, running work and batteries carry over 30-slot deadlines
+
+
+def default_discount(env: HISConfig) -> float:
+    """The discount a run on `env` gets when `algorithm.gamma` is null: 0.99 if any dynamics process is on
+    (what the agents do now shapes the next slots), else 0.5 (docs/training.md has the measurements)."""
+    return MARKOV_GAME_GAMMA if env.dynamics.enabled_processes else INDEPENDENT_DRAWS_GAMMA
 
 # The learner's switches (agents.rllib.learner.HISPPOTorchLearner reads them from learner_config_dict).
 LEARNER_SWITCHES = ("reward_normalization", "advantage_normalization", "policy_clip", "value_clip",
@@ -94,7 +102,9 @@ class AlgorithmConfig(Config):
     lr: float = setting(0.005, gt=0)  # Table II
     hidden: list[int] = setting(default_factory=lambda: [256, 256, 256], ge=1)  # Table II, actor and critic
     activation: str = setting("tanh", choices=ACTIVATIONS)  # the paper does not say
-    gamma: float = setting(0.5, ge=0, le=1)  # discount (not in the paper); decision points are independent draws
+    # discount (not in the paper); null: by the env (`default_discount`): 0.5 where decision points are
+    # independent draws (dynamics off), 0.99 in the Markov game (any dynamics process on)
+    gamma: Optional[float] = setting(None, ge=0, le=1)
     lambda_: float = setting(0.95, ge=0, le=1)  # GAE lambda
     clip: float = setting(0.2, gt=0)  # epsilon, Eq. (34)
     value_clip: Optional[float] = setting(0.2, gt=0)  # epsilon, Eq. (37); null = no value clipping
@@ -190,6 +200,11 @@ class RunConfig:
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     # BenchMARL's own settings (the `benchmarl` namespace), for the BenchMARL backend only
     benchmarl: Dict[str, Dict[str, Any]] = field(default_factory=empty_benchmarl_settings)
+
+    @property
+    def discount(self) -> float:
+        """The discount of the run: `algorithm.gamma`, or the env's default (`default_discount`) when null."""
+        return default_discount(self.env) if self.algorithm.gamma is None else float(self.algorithm.gamma)
 
     @property
     def has_benchmarl_settings(self) -> bool:
@@ -394,6 +409,7 @@ def named_key(name: str) -> str:
     return name
 
 
-__all__ = ["ACTIVATIONS", "AlgorithmConfig", "BENCHMARL_SECTIONS", "ConfigError", "ExperimentConfig", "LEARNERS",
-           "LEARNER_SWITCHES", "Learner", "NAMESPACES", "REWARD_MODES", "RunConfig", "load_run_config", "route_key",
-           "route_overrides", "split_file_dict", "split_train_section"]
+__all__ = ["ACTIVATIONS", "AlgorithmConfig", "BENCHMARL_SECTIONS", "ConfigError", "ExperimentConfig",
+           "INDEPENDENT_DRAWS_GAMMA", "LEARNERS", "LEARNER_SWITCHES", "Learner", "MARKOV_GAME_GAMMA", "NAMESPACES",
+           "REWARD_MODES", "RunConfig", "default_discount", "load_run_config", "route_key", "route_overrides",
+           "split_file_dict", "split_train_section"]

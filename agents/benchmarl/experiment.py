@@ -36,6 +36,7 @@ from benchmarl.experiment.callback import Callback
 from benchmarl.utils import seed_everything
 
 from agents.baselines import Policy
+from agents.config import default_discount
 from his_common.registry import Registry
 from his_common.storage import atomic_write_bytes
 
@@ -547,6 +548,8 @@ def build_experiment(spec: RunSpec, folder: str | Path, callbacks: Sequence[Any]
         overrides.update(restore_file=str(restore_file), restore_map_location=spec.device)
     cfg = experiment_config(overrides)
     task = build_task(spec) if task is None else task
+    if "gamma" not in spec.experiment:  # not set for this run: the task's (agents.config.default_discount)
+        cfg.gamma = default_discount(task.his_config())
     model = model_config(spec.hidden, spec.activation)
     if any(v not in (None, False) for v in spec.learner_switches.values()):
         from agents.benchmarl.normalization import LearnerSwitches

@@ -71,7 +71,7 @@ from benchmarl.experiment.callback import Callback
 from agents.benchmarl.experiment import (BenchmarlSettingsError, CurveTracker, RunSpec, WANDB_MODES,
                                          apply_benchmarl_settings, build_experiment, greedy_policy, peak_memory, reset_peak_memory,
                                          validate_spec)
-from agents.config import LEARNERS
+from agents.config import LEARNERS, default_discount
 from agents.checkpoints import (BENCHMARL, BENCHMARL_RECORD_KEY, CHECKPOINTS_DIR, CONFIG_FILE, CheckpointError,
                                 clean_interrupted_saves, read_run_config_file)
 from agents.training.final_evaluation import (evaluate_final_policy, evaluation_seeds, plot_learning_curve,
@@ -126,7 +126,7 @@ def run_spec_from_settings(env_config, algorithm: Mapping[str, Any], experiment:
     # network, or N samples of the one shared network
     minibatch_frames = -(-int(algo["minibatch_size"]) // cfg.num_ues) if shared else int(algo["minibatch_size"])
     exp = {"share_policy_params": shared, "prefer_continuous_actions": False, "lr": float(algo["lr"]),
-           "gamma": float(algo["gamma"]), "clip_grad_norm": True,
+           "gamma": default_discount(cfg) if algo["gamma"] is None else float(algo["gamma"]), "clip_grad_norm": True,
            "clip_grad_val": None if algo["grad_clip"] is None else float(algo["grad_clip"]),
            "on_policy_collected_frames_per_batch": frames, "on_policy_n_envs_per_worker": envs,
            "on_policy_n_minibatch_iters": int(algo["num_epochs"]),

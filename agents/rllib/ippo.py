@@ -126,7 +126,7 @@ def build_algo_config(run: RunConfig):
         .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs=specs))
         .training(
             lr=algorithm.lr,
-            gamma=algorithm.gamma,
+            gamma=run.discount,
             lambda_=algorithm.lambda_,
             clip_param=algorithm.clip,
             vf_clip_param=float("inf"),  # unused: HISPPOTorchLearner clips values per Eq. (37)

@@ -102,3 +102,21 @@ def test_switches_are_checked_before_anything_is_built():
     with pytest.raises(BenchmarlSettingsError, match="value_clip = -1"):
         validate_spec(spec("mappo", value_clip=-1))
     validate_spec(spec("qmix", reward_normalization=True, reward_norm_clip=5))  # any algorithm may normalise rewards
+
+
+def test_the_experiments_discount_follows_the_task_unless_set(tmp_path):
+    # benchmark.py's runs: 0.5 on a task with independent decision points, 0.99 with dynamics on,
+    # and an explicit benchmarl.experiment.gamma wins
+    markov = spec("ippo")
+    markov.task["env"]["dynamics"] = {"requests": {"enabled": True}}
+    cases = [(spec("ippo"), 0.5), (markov, 0.99)]
+    explicit = spec("ippo")
+    explicit.task["env"]["dynamics"] = {"requests": {"enabled": True}}
+    explicit.experiment["gamma"] = 0.0
+    cases.append((explicit, 0.0))
+    for k, (s, gamma) in enumerate(cases):
+        experiment = build_experiment(s, tmp_path / str(k))
+        try:
+            assert experiment.config.gamma == gamma
+        finally:
+            experiment.close()

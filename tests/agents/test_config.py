@@ -21,7 +21,7 @@ def write(tmp_path, name, text):
 def test_defaults_are_table_ii_and_the_documented_choices():
     a, e = AlgorithmConfig(), ExperimentConfig()
     assert (a.algo, a.lr, a.hidden, a.activation) == ("ippo", 0.005, [256, 256, 256], "tanh")
-    assert (a.gamma, a.lambda_, a.clip, a.value_clip, a.entropy, a.vf_loss_coeff) == (0.5, 0.95, 0.2, 0.2, 0.002, 1.0)
+    assert (a.gamma, a.lambda_, a.clip, a.value_clip, a.entropy, a.vf_loss_coeff) == (None, 0.95, 0.2, 0.2, 0.002, 1.0)
     assert (a.grad_clip, a.minibatch_size, a.num_epochs, a.episodes_per_iteration) == (None, 128, 4, 8)
     assert (a.reward_mode, a.reward_normalization, a.advantage_normalization, a.policy_clip) == (
         "difference", True, True, True)
@@ -96,7 +96,7 @@ def test_unknown_keys_name_their_section(tmp_path):
     ("algorithm.entropy", "-0.1", "a number >= 0"),
     ("algorithm.vf_loss_coeff", ".inf", "a finite number"),
     ("algorithm.vf_loss_coeff", "nan", "a finite number"),
-    ("algorithm.gamma", "1.5", "a number in [0, 1]"),
+    ("algorithm.gamma", "1.5", "null or a number in [0, 1]"),
     ("algorithm.lambda_", "-1", "a number in [0, 1]"),
     ("algorithm.clip", "-inf", "a finite number"),
     ("algorithm.value_clip", "0", "null or a number > 0"),
@@ -173,3 +173,12 @@ def test_older_run_records_are_read_with_their_train_config_split(tmp_path):
     run = run_config_from_record(info)
     assert (run.env.num_ues, run.algorithm.algo, run.algorithm.lr, run.experiment.seed) == (4, "mappo", 0.01, 3)
     assert run_config_from_record(record_config(run)) == run
+
+
+def test_the_discount_follows_the_env_unless_set():
+    # independent decision points (dynamics off): 0.5; the Markov game (any dynamics process on): 0.99
+    assert load_run_config().discount == 0.5
+    assert load_run_config(scenario="seq-small-heavy").discount == 0.99
+    assert load_run_config(overrides=["dynamics.battery.enabled=true"]).discount == 0.99
+    assert load_run_config(scenario="seq-small-heavy", overrides=["algorithm.gamma=0"]).discount == 0.0
+    assert load_run_config(overrides=["algorithm.gamma=0.9"]).discount == 0.9

@@ -109,7 +109,7 @@ def test_advantages_are_gae_with_truncation_bootstrap(episodes_and_config, advan
         with torch.no_grad():
             values = learner.module[mid].compute_values({Columns.OBS: mb[Columns.OBS]}).numpy().astype(np.float64)
         rewards = mb[Columns.REWARDS].numpy().astype(np.float64)
-        raw = numpy_gae(values, rewards, mask, train.algorithm.gamma, train.algorithm.lambda_)
+        raw = numpy_gae(values, rewards, mask, train.discount, train.algorithm.lambda_)
         got = mb[Postprocessing.ADVANTAGES].numpy()[mask]
         np.testing.assert_allclose(mb[Columns.VF_PREDS].numpy(), values, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(mb[Postprocessing.VALUE_TARGETS].numpy()[mask], (raw + values)[mask],
