@@ -338,6 +338,7 @@ FIELD_SECTION = "## Aggregate metrics (rliable)"
 AGGREGATE_FILE = "aggregate_metrics"
 PROFILE_FILE = "performance_profiles"
 IMPROVEMENT_FILE = "probability_of_improvement"
+RANKING_FILE = "ranking"
 CURVES_FILE = "sample_efficiency"
 FIELD_JSON = "field_metrics.json"
 CURVE_LABELS = {"frames": "frames (env steps over the batch)", "train_s": "training time (s)"}
@@ -590,6 +591,9 @@ def field_markdown(result: Mapping[str, Any], runs: Mapping[str, Any], reference
                 "-" if x == y else f"{cell[(x, y)]['probability']:.2f} [{cell[(x, y)]['ci_low']:.2f}, "
                 f"{cell[(x, y)]['ci_high']:.2f}]" for y in names) + " |")
         lines.append("")
+    ranking = result.get("ranking")
+    if ranking:
+        lines += ranking_markdown(ranking, s["reps"]) + [""]
     curve_rows = result["sample_efficiency"]
     if curve_rows:
         last: Dict[Tuple[str, str], Dict[str, Any]] = {}
@@ -639,6 +643,30 @@ def field_markdown(result: Mapping[str, Any], runs: Mapping[str, Any], reference
     return "\n".join(lines).rstrip("\n")
 
 
+def ranking_markdown(ranking: Mapping[str, Any], reps: int) -> List[str]:
+    """report.md's lines on the IQM ranking and its stability (field_metrics.ranking_stability)."""
+    c = 100 * ranking["confidence"]
+    groups = " > ".join(" = ".join(g) for g in ranking["groups"])
+    verdict = ("holds" if ranking["stable"] else "does not hold") + f" in {100 * ranking['group_ranking_holds']:.1f} %"
+    lines = [f"### Ranking and its stability ({RANKING_FILE}.csv)", "",
+             f"Algorithms ranked by IQM across tasks. Two neighbours are tied unless the higher one's IQM is above "
+             f"the lower one's in at least {c:g} % of {reps:,} bootstrap resamples (each algorithm's runs resampled "
+             f"independently); the ranking of the tie groups is stable if it holds in at least {c:g} % of them. "
+             f"Ranking: **{groups}**; it {verdict} of the resamples (the full ranking, ties broken, in "
+             f"{100 * ranking['same_full_ranking']:.1f} %). Split-half agreement (Kendall's tau-b between the rankings "
+             f"of two disjoint halves of each algorithm's seeds): mean {ranking['split_half_tau_mean']:.2f} over "
+             f"{ranking['split_half_splits']} random splits, tau >= {fm.AGREEMENT:g} in "
+             f"{100 * ranking['split_half_agreement']:.0f} % of them; first half of the seeds against the second: "
+             f"{_fmt(ranking['first_vs_second_half_tau'], '{:.2f}')}.", "",
+             f"| rank | algorithm | IQM | rank {c:g} % interval | P(same rank) | P(above the next) | group |",
+             "|---|---|---|---|---|---|---|"]
+    for r in ranking["rows"]:
+        lines.append(f"| {r['rank']:g} | {r['algorithm']} | {r['iqm']:.3f} | [{r['rank_ci_low']:g}, "
+                     f"{r['rank_ci_high']:g}] | {r['p_same_rank']:.2f} | {_fmt(r['p_above_next'], '{:.2f}')} | "
+                     f"{r['group']} |")
+    return lines
+
+
 def write_field_metrics(records: Sequence[Mapping[str, Any]], references: Mapping[str, Mapping[str, Any]], spec,
                         folder: Path, failed: Sequence[Mapping[str, Any]], reps: int = fm.DEFAULT_REPS,
                         seed: int = fm.DEFAULT_SEED) -> Dict[str, Any]:
@@ -662,6 +690,11 @@ def write_field_metrics(records: Sequence[Mapping[str, Any]], references: Mappin
     atomic_write_text(folder / f"{IMPROVEMENT_FILE}.csv", _csv_text(
         result["probability_of_improvement"], ["x", "y", "probability", "ci_low", "ci_high", "runs_x", "runs_y",
                                                "tasks"]))
+    ranking = result.get("ranking")
+    if ranking:
+        atomic_write_text(folder / f"{RANKING_FILE}.csv", _csv_text(
+            ranking["rows"], ["algorithm", "iqm", "rank", "rank_ci_low", "rank_ci_high", "p_same_rank", "p_above_next",
+                              "group"]))
     atomic_write_text(folder / f"{CURVES_FILE}.csv", _csv_text(
         result["sample_efficiency"], ["axis", "task", "algorithm", "x", "iqm", "ci_low", "ci_high", "runs", "tasks"]))
     used = {t: {k: references.get(t, {}).get(k) for k in ("random", "search", "seeds", "search_sweeps")}
@@ -679,7 +712,7 @@ def write_field_metrics(records: Sequence[Mapping[str, Any]], references: Mappin
         elif (folder / f"{name}.png").is_file():  # an earlier report's plot of a metric skipped now
             (folder / f"{name}.png").unlink()
     files = [f"{AGGREGATE_FILE}.csv", f"{PROFILE_FILE}.csv", f"{IMPROVEMENT_FILE}.csv", f"{CURVES_FILE}.csv",
-             FIELD_JSON, MARL_EVAL_FILE] + [p.name for p in plots]
+             FIELD_JSON, MARL_EVAL_FILE] + ([f"{RANKING_FILE}.csv"] if ranking else []) + [p.name for p in plots]
     section = field_markdown(result, runs, references, spec, marl, failed, files)
     return {"result": result, "marl_eval": marl, "section": section, "files": files, "plots": plots}
 

@@ -28,6 +28,16 @@ per resample) takes minutes on a full grid. The statistics equal rliable's own f
 (`rliable.metrics`); tests/experiments/test_field_metrics.py checks them against rliable, and the
 intervals against `rliable.library` where it imports.
 
+Ranking and its stability (`ranking_stability`): algorithms ranked by IQM across tasks (rank 1 the
+highest, ties sharing the mean rank). Adjacent algorithms form one *tie group* unless the higher one's
+IQM exceeds the lower one's in at least `confidence` of the bootstrap resamples (each algorithm's runs
+resampled independently, stratified by task); the ranking of the groups is *stable* when it holds
+(every algorithm of a group above every algorithm of the groups below) in at least `confidence` of
+the resamples. Reported beside it: each algorithm's rank interval over the resamples, and the
+split-half agreement: Kendall's tau-b between the IQM rankings of two disjoint halves of each
+algorithm's seeds, over random splits (mean and fraction of splits with tau >= 0.8), and for the
+first half of the seeds against the second.
+
 Sample-efficiency and wall-clock curves come from the curve points (greedy evaluations along each
 run): the runs of an algorithm are aligned on a common grid of frames (or training seconds), the
 evaluation points of those runs between the latest first evaluation and the earliest last one (at
@@ -58,6 +68,8 @@ ALL_TASKS = "all"
 AGGREGATES = ("iqm", "median", "mean", "optimality_gap")
 AGGREGATE_NAMES = {"iqm": "IQM", "median": "median", "mean": "mean", "optimality_gap": "optimality gap"}
 CURVE_AXES = ("frames", "train_s")
+SPLITS = 200  # random split halves of the seeds for the split-half agreement
+AGREEMENT = 0.8  # Kendall's tau counted as agreement between two halves' rankings
 
 
 # ---------------------------------------------------------------------- the statistics (rliable's definitions)
@@ -175,6 +187,94 @@ def improvement_interval(scores_x: Any, scores_y: Any, reps: int = DEFAULT_REPS,
     return point, float(lo), float(hi)
 
 
+# ---------------------------------------------------------------------- ranking and its stability
+def ranks(values: Any) -> np.ndarray:
+    """Rank of each entry of the last axis, 1 for the highest, ties sharing their mean rank
+    (scipy.stats.rankdata(-v, method="average")), vectorised over leading axes."""
+    v = np.asarray(values, dtype=np.float64)
+    above = (v[..., None, :] > v[..., :, None]).sum(axis=-1)
+    tied = (v[..., None, :] == v[..., :, None]).sum(axis=-1)  # itself included
+    return 1.0 + above + 0.5 * (tied - 1)
+
+
+def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall's tau-b between two score vectors over the same items (ties in either count as
+    neither concordant nor discordant; scipy.stats.kendalltau's default). NaN when either is constant."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    i, j = np.triu_indices(x.size, k=1)
+    dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    n0 = i.size
+    n1, n2 = int((dx == 0).sum()), int((dy == 0).sum())
+    if n0 == n1 or n0 == n2:
+        return math.nan
+    return float((dx * dy).sum() / math.sqrt((n0 - n1) * (n0 - n2)))
+
+
+def _tie_groups(order: Sequence[str], kept: Sequence[float], confidence: float) -> List[List[str]]:
+    """Split the ranking `order` where the adjacent pair's order holds in >= confidence of the resamples."""
+    groups = [[order[0]]] if order else []
+    for name, p in zip(order[1:], kept):
+        if p >= confidence:
+            groups.append([name])
+        else:
+            groups[-1].append(name)
+    return groups
+
+
+def ranking_stability(matrices: Mapping[str, np.ndarray], reps: int = DEFAULT_REPS, confidence: float = CONFIDENCE,
+                      seed: int = DEFAULT_SEED, splits: int = SPLITS) -> Dict[str, Any]:
+    """The IQM ranking of the algorithms whose score matrices (runs, tasks) are given, and how stable
+    it is (the module docstring's rules). Needs at least 2 algorithms, each with at least 2 runs."""
+    names = list(matrices)
+    if len(names) < 2 or any(np.asarray(matrices[a]).shape[0] < 2 for a in names):
+        raise ValueError("a ranking's stability needs at least 2 algorithms with at least 2 runs each")
+    point = np.array([float(iqm(matrices[a])) for a in names])
+    order_idx = np.argsort(-point, kind="stable")
+    order = [names[i] for i in order_idx]
+    point_ranks = ranks(point)
+    boot = np.stack([iqm(stratified_resamples(matrices[a], reps, generator(seed, f"ranking/{a}"))) for a in names],
+                    axis=-1)  # (reps, algorithms)
+    boot_ranks = ranks(boot)
+    alpha = 100.0 * (1.0 - confidence) / 2.0
+    lo, hi = np.percentile(boot_ranks, [alpha, 100.0 - alpha], axis=0)
+    kept = [float(np.mean((boot[:, a] > boot[:, b]) + 0.5 * (boot[:, a] == boot[:, b])))
+            for a, b in zip(order_idx[:-1], order_idx[1:])]
+    groups = _tie_groups(order, kept, confidence)
+    index = {a: i for i, a in enumerate(names)}
+    holds = np.ones(reps, dtype=bool)
+    for upper, lower in zip(groups[:-1], groups[1:]):
+        lower_all = [index[a] for g in groups[groups.index(lower):] for a in g]
+        holds &= boot[:, [index[a] for a in upper]].min(axis=1) > boot[:, lower_all].max(axis=1)
+    group_holds = float(holds.mean()) if len(groups) > 1 else 1.0
+    rows = [{"algorithm": a, "iqm": float(point[index[a]]), "rank": float(point_ranks[index[a]]),
+             "rank_ci_low": float(lo[index[a]]), "rank_ci_high": float(hi[index[a]]),
+             "p_same_rank": float(np.mean(boot_ranks[:, index[a]] == point_ranks[index[a]])),
+             "p_above_next": kept[k] if k < len(kept) else math.nan,
+             "group": next(g for g, members in enumerate(groups, start=1) if a in members)}
+            for k, a in enumerate(order)]
+    # split-half agreement: random halves of each algorithm's runs (stratification kept: whole rows)
+    rng = generator(seed, "ranking/splits")
+    taus = []
+    for _ in range(splits):
+        first, second = [], []
+        for a in names:
+            m = np.asarray(matrices[a], dtype=np.float64)
+            perm = rng.permutation(m.shape[0])
+            half = m.shape[0] // 2
+            first.append(float(iqm(m[perm[:half]])))
+            second.append(float(iqm(m[perm[half:2 * half]])))
+        taus.append(kendall_tau(first, second))
+    taus_a = np.asarray(taus, dtype=np.float64)
+    halves = [[float(iqm(np.asarray(matrices[a])[:np.asarray(matrices[a]).shape[0] // 2])) for a in names],
+              [float(iqm(np.asarray(matrices[a])[np.asarray(matrices[a]).shape[0] // 2:])) for a in names]]
+    return {"order": order, "rows": rows, "groups": groups, "group_ranking_holds": group_holds,
+            "stable": bool(group_holds >= confidence), "same_full_ranking": float(np.mean(
+                (boot_ranks == point_ranks[None, :]).all(axis=1))),
+            "split_half_tau_mean": float(np.nanmean(taus_a)) if np.isfinite(taus_a).any() else math.nan,
+            "split_half_agreement": float(np.mean(taus_a >= AGREEMENT)), "split_half_splits": int(splits),
+            "first_vs_second_half_tau": kendall_tau(*halves), "confidence": float(confidence)}
+
+
 # ---------------------------------------------------------------------- curves on a common grid
 def common_grid(xs: Sequence[Sequence[float]], max_points: int = MAX_GRID_POINTS) -> np.ndarray:
     """The grid on which runs with evaluation points `xs` (one sorted sequence per run) are compared:
@@ -276,7 +376,8 @@ def evaluate(runs: Runs, curves: Optional[Curves] = None, reps: int = DEFAULT_RE
     score) and the curve points `curves` (task -> algorithm -> seed -> {"frames", "train_s", "score"}:
     sequences of one run's evaluations). Returns a JSON-able dict: settings, tasks, algorithms,
     `aggregates` (rows per task and across tasks ("all")), `performance_profile`,
-    `probability_of_improvement` (rows per ordered pair, across tasks), `sample_efficiency` (rows per
+    `probability_of_improvement` (rows per ordered pair, across tasks), `ranking` (`ranking_stability`
+    across tasks, or None), `sample_efficiency` (rows per
     axis, task, algorithm and grid point), `excluded` (runs left out of the across-task metrics, and
     why) and `skipped` (metrics not computed, and why)."""
     if reps < 1:
@@ -359,6 +460,13 @@ def evaluate(runs: Runs, curves: Optional[Curves] = None, reps: int = DEFAULT_RE
                                     "runs_x": int(matrices[x].shape[0]), "runs_y": int(matrices[y].shape[0]),
                                     "tasks": len(tasks)})
 
+    # the IQM ranking across tasks and its stability
+    ranking: Optional[Dict[str, Any]] = None
+    if len(compared) >= 2:
+        ranking = ranking_stability({a: matrices[a] for a in compared}, reps, confidence, seed)
+    else:
+        skip("ranking stability", "fewer than 2 algorithms with at least 2 seeds on every task")
+
     # sample-efficiency (frames) and wall-clock (training seconds) curves
     sample: List[Dict[str, Any]] = []
     if not curves:
@@ -388,4 +496,4 @@ def evaluate(runs: Runs, curves: Optional[Curves] = None, reps: int = DEFAULT_RE
                          "interval": "percentile", "max_grid_points": int(max_points)},
             "tasks": tasks, "algorithms": algorithms, "seeds": {a: s for a, s in seeds_of.items()},
             "aggregates": rows, "performance_profile": profile, "probability_of_improvement": improvement,
-            "sample_efficiency": sample, "excluded": excluded, "skipped": skipped}
+            "ranking": ranking, "sample_efficiency": sample, "excluded": excluded, "skipped": skipped}

@@ -25,6 +25,51 @@ SCORES = np.array([[0.0, 0.5, -0.2],
 
 
 # ---------------------------------------------------------------------- the statistics by hand
+def test_ranks_and_kendall_tau_by_hand_and_against_scipy():
+    # 3 and 3 share ranks 1 and 2 (1.5 each); 2 is third, 1 fourth
+    assert fm.ranks([3.0, 1.0, 3.0, 2.0]).tolist() == [1.5, 4.0, 1.5, 3.0]
+    assert fm.ranks([[0.1, 0.2], [0.2, 0.1]]).tolist() == [[2.0, 1.0], [1.0, 2.0]]
+    # by hand: (1, 2, 3) vs (1, 3, 2): pairs (12) concordant, (13) concordant, (23) discordant -> (2 - 1) / 3
+    assert fm.kendall_tau([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
+    assert fm.kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(fm.kendall_tau([1, 1, 1], [1, 2, 3]))
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        a, b = rng.integers(0, 4, size=7).astype(float), rng.integers(0, 4, size=7).astype(float)
+        assert fm.ranks(a) == pytest.approx(stats.rankdata(-a, method="average"))
+        expected = stats.kendalltau(a, b).statistic
+        got = fm.kendall_tau(a, b)
+        assert (math.isnan(got) and math.isnan(expected)) or got == pytest.approx(expected)
+
+
+def test_ranking_stability_separated_tied_and_by_hand():
+    rng = np.random.default_rng(0)
+    separated = {"a": 0.9 + 0.01 * rng.random((6, 2)), "b": 0.5 + 0.01 * rng.random((6, 2)),
+                 "c": 0.1 + 0.01 * rng.random((6, 2))}
+    r = fm.ranking_stability(separated, reps=300)
+    assert r["order"] == ["a", "b", "c"] and r["groups"] == [["a"], ["b"], ["c"]]
+    assert r["stable"] and r["group_ranking_holds"] == 1.0 and r["same_full_ranking"] == 1.0
+    assert r["split_half_tau_mean"] == 1.0 and r["split_half_agreement"] == 1.0
+    assert r["first_vs_second_half_tau"] == 1.0
+    assert [(x["rank"], x["rank_ci_low"], x["rank_ci_high"], x["p_same_rank"]) for x in r["rows"]] == [
+        (1, 1, 1, 1), (2, 2, 2, 1), (3, 3, 3, 1)]
+    # x's two runs 1 and 0 resample to means 1, 0.5, 0 with probabilities 1/4, 1/2, 1/4; y is always 0.5:
+    # P(x above y) = 1/4 + 1/2 * 1/2 = 1/2, so the two are one tie group (trivially a stable ranking)
+    half = fm.ranking_stability({"x": np.array([[1.0], [0.0]]), "y": np.array([[0.5], [0.5]])}, reps=4000)
+    assert half["rows"][0]["p_above_next"] == pytest.approx(0.5, abs=0.03)
+    assert [x["rank"] for x in half["rows"]] == [1.5, 1.5]
+    assert half["groups"] == [["x", "y"]] and half["stable"]
+    # a clear leader above two tied ones: two groups, and the group ranking holds
+    mixed = {"top": 0.9 + 0.01 * rng.random((5, 1)), "p": 0.4 + 0.1 * rng.random((5, 1)),
+             "q": 0.4 + 0.1 * rng.random((5, 1))}
+    m = fm.ranking_stability(mixed, reps=500)
+    assert m["groups"][0] == ["top"] and sorted(m["groups"][1]) == ["p", "q"] and m["stable"]
+    with pytest.raises(ValueError, match="at least 2 algorithms"):
+        fm.ranking_stability({"a": np.zeros((3, 1))})
+    with pytest.raises(ValueError, match="at least 2 runs"):
+        fm.ranking_stability({"a": np.zeros((3, 1)), "b": np.zeros((1, 1))})
+
 def test_aggregates_by_hand():
     # IQM: the 12 scores sorted: -0.2 0.0 0.1 0.1 0.2 0.4 | 0.4 0.5 0.5 0.6 0.7 1.3 -> int(0.25 * 12) = 3 cut
     # from each end, the middle 6: 0.1 0.2 0.4 0.4 0.5 0.5, sum 2.1, IQM = 2.1 / 6 = 0.35.
@@ -259,7 +304,7 @@ def test_marl_eval_export_keeps_the_runs_finished_everywhere():
 # ---------------------------------------------------------------------- the report
 NEW_FILES = ("aggregate_metrics.csv", "aggregate_metrics.png", "performance_profiles.csv", "performance_profiles.png",
              "probability_of_improvement.csv", "probability_of_improvement.png", "sample_efficiency.csv",
-             "sample_efficiency.png", "field_metrics.json", "marl_eval.json")
+             "sample_efficiency.png", "field_metrics.json", "marl_eval.json", "ranking.csv")
 
 
 def test_report_writes_the_field_metrics_beside_the_report(tmp_path):
@@ -287,6 +332,10 @@ def test_report_writes_the_field_metrics_beside_the_report(tmp_path):
     poi = {(r["x"], r["y"]): float(r["probability"])
            for r in csv.DictReader((tmp_path / "probability_of_improvement.csv").open())}
     assert poi == {("ippo", "mappo"): pytest.approx(0.5 / 9), ("mappo", "ippo"): pytest.approx(8.5 / 9)}
+    # the ranking: mappo (IQM 0.575) above ippo (0.375)
+    ranking = list(csv.DictReader((tmp_path / "ranking.csv").open()))
+    assert [(r["algorithm"], float(r["rank"])) for r in ranking] == [("mappo", 1.0), ("ippo", 2.0)]
+    assert "### Ranking and its stability" in section and "Split-half agreement" in section
     curve = [r for r in csv.DictReader((tmp_path / "sample_efficiency.csv").open())
              if r["axis"] == "frames" and r["task"] == "all" and r["algorithm"] == "ippo"]
     assert [float(r["x"]) for r in curve] == [40, 80, 120]
