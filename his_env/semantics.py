@@ -51,6 +51,9 @@ DEFAULT_MEMORY_ENTRIES = 16_384  # 24 MiB of 384-d float32 vectors
 DEFAULT_DISK_ENTRIES = 25_000  # about 50 MiB on disk
 _SCHEMA_VERSION = "1"
 _UNIT_NORM_TOLERANCE = 1e-3
+# (connection, lock descriptor) pairs a forked child inherited from its parent's stores: kept here so
+# that the child never uses, closes or finalises them (EmbeddingStore._in_forked_child)
+_INHERITED: list = []
 _QUERY_CHUNK = 500  # digests per SELECT (SQLite's bound-parameter limit is 32,766)
 
 
@@ -293,6 +296,7 @@ class EmbeddingStore:
     """
 
     def __init__(self, path: Path, model: str, max_entries: int = DEFAULT_DISK_ENTRIES):
+        self._pid = os.getpid()
         self.path = Path(path)
         self.model = model
         self.max_entries = int(max_entries)
@@ -340,6 +344,7 @@ class EmbeddingStore:
             self._lock_fd = None
 
     def _open(self) -> None:
+        self._pid = os.getpid()
         self._lock()
         try:
             self._open_writable()
@@ -461,7 +466,26 @@ class EmbeddingStore:
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
 
+    def _in_forked_child(self) -> bool:
+        """Whether this process is a fork of the one that opened the store. SQLite's POSIX locks belong
+        to the process that took them, so a child that used or closed the inherited connection could
+        write over its parent's transactions (https://sqlite.org/howtocorrupt.html, section 2.6): the
+        child leaves the connection and the lock descriptor untouched (kept referenced, so they are
+        never finalised here) and opens its own. Fork-based vector envs (SuperSuit, gymnasium's
+        AsyncVectorEnv, multiprocessing's default on Linux) hand envs built before the fork to workers."""
+        if self._pid == os.getpid():
+            return False
+        _INHERITED.append((self._conn, self._lock_fd))
+        self._conn, self._lock_fd, self.writable = None, None, False
+        return True
+
+    def _ensure_own_connection(self) -> None:
+        if self._in_forked_child():
+            self._open()
+
     def _close(self) -> None:
+        if self._in_forked_child():
+            return
         if self._conn is not None:
             try:
                 self._conn.close()
@@ -489,6 +513,7 @@ class EmbeddingStore:
 
     def get_many(self, digests: list[bytes], touch: bool = True) -> dict[bytes, np.ndarray]:
         """The stored vectors of `digests` (those present and valid); marks them as used."""
+        self._ensure_own_connection()
         if self._conn is None or not digests:
             return {}
         if self.dim is None:  # another process may have written the first vectors meanwhile
@@ -537,6 +562,7 @@ class EmbeddingStore:
     # ------------------------------------------------------------------ writing
     def put_many(self, digests: list[bytes], vectors: np.ndarray) -> None:
         """Store new vectors in one transaction, then drop the least recently used beyond the bound."""
+        self._ensure_own_connection()
         if not self.writable or not digests:
             return
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)

@@ -218,6 +218,36 @@ def test_a_corrupt_cache_in_use_by_another_store_is_left_in_place(fake_model, tm
     assert len(list(tmp_path.rglob("*.corrupt-*"))) >= 1
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_opens_its_own_connection_and_leaves_the_parents_alone(fake_model, tmp_path):
+    """A fork-based vector env hands envs built before the fork to its workers: the child must not use
+    or close the parent's SQLite connection (its locks are the parent's), but open its own."""
+    embedder = SentenceEmbedder(cache_dir=tmp_path)
+    embedder.embed(["a", "b"])
+    store = embedder._store
+    parents = store._conn
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: read what the parent wrote, write its own entry, then close the store
+        code = 1
+        try:
+            found = store.get_many([semantics.text_digest(embedder.model_name, "a")])
+            own = store._conn
+            embedder.embed(["from the child"])
+            store.close()
+            code = 0 if (found and own is not None and own is not parents and store._lock_fd is None
+                         and any(c is parents for c, _ in semantics._INHERITED)) else 2
+        finally:
+            os.write(write, bytes([code]))
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == bytes([0]), "the child used the parent's connection"
+    # the parent's connection still works, sees the child's entry, and the file is sound
+    assert store._conn is parents and store.get_many([semantics.text_digest(embedder.model_name, "from the child")])
+    embedder.embed(["after the child"])
+    assert parents.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
 def test_digest_with_trailing_zero_byte_round_trips(fake_model, tmp_path, monkeypatch):
     # Keys are raw sha1 digests; one that ends in 0x00 must survive the disk round trip.
     text = next(t for t in (f"prompt {k}" for k in range(5000))
