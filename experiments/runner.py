@@ -38,6 +38,7 @@ class EvaluationRequest:
     runs: Sequence[str] = ()  # Fig. 15: train.py output folders
     labels: Optional[Sequence[str]] = None  # Fig. 15: legend labels of the runs
     config: Optional[str] = None
+    scenario: Optional[str] = None  # his_env.scenarios name, under `config` and `overrides`
     overrides: Mapping[str, Any] = field(default_factory=dict)
     episodes: int = DEFAULT_EPISODES
     seed_base: int = DEFAULT_SEED_BASE
@@ -71,15 +72,15 @@ def default_output_dir(figure: Optional[int]) -> Path:
 
 
 def base_env_config(config: Optional[str], overrides: Mapping[str, Any],
-                    policies: Sequence[PolicySpec]) -> Dict[str, Any]:
+                    policies: Sequence[PolicySpec], scenario: Optional[str] = None) -> Dict[str, Any]:
     """The env every variant starts from (see EvaluationRequest), as a validated plain dict: the
-    env keys of configs/default.yaml overlaid by `config` (a path or a shipped name), else the
-    first checkpoint's env; then `overrides`."""
+    env keys of configs/default.yaml overlaid by `scenario` (a name) and `config` (a path or a
+    shipped name), else the first checkpoint's env; then `overrides`."""
     trained = [p.env_config for p in policies if p.env_config is not None]
-    if trained and not config:
+    if trained and not config and not scenario:
         cfg = HISConfig.from_dict(trained[0])
     else:
-        cfg = load_run_config([config] if config else []).env
+        cfg = load_run_config([config] if config else [], scenario=scenario).env
     if overrides:
         cfg = cfg.with_overrides(dict(overrides))
     return cfg.to_dict()
@@ -125,7 +126,7 @@ def prepare(request: EvaluationRequest) -> EvaluationPlan | CurvesPlan:
     if request.env_factory is not None:
         check_env_factory(request.env_factory, "--env-factory")
     policies = checkpoint_policies(request.checkpoints)
-    base = base_env_config(request.config, request.overrides, policies)
+    base = base_env_config(request.config, request.overrides, policies, request.scenario)
     factory = request.env_factory or next((p.env_factory for p in policies if p.env_factory), None)
     try:
         policies += baseline_policies(request.baselines, StepRanges.from_env_config(base), request.seed_base, factory)

@@ -44,13 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="baseline, repeatable: random | iis-fixed (x = 0, middle y) | es-only (x_max, y_max) | "
                         "ue-only (0, y_min) | fixed:X,Y (X common steps in "
                         "0..steps.max_common, Y ES personalised steps in steps.min_es_personal..max_es_personal) | "
-                        "search | search:SWEEPS (coordinate descent on the reward model, SWEEPS >= 0, default 4)")
+                        "search | search:SWEEPS (coordinate descent on the reward model, SWEEPS >= 0, default 4; "
+                        "myopic with dynamics on) | open-loop | open-loop:EPISODES (one shared action per slot "
+                        "index, fitted on EPISODES calibration episodes, default 4) | queue-aware | queue-aware:F "
+                        "(offload a queue at least F full while the ES has room, default 0.25)")
     p.add_argument("--runs", nargs="+", default=[], metavar="RUN_DIR", help="train.py output folders (Fig. 15)")
     p.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
                    help="legend labels of --runs, one per run (Fig. 15; default: the folder names)")
     p.add_argument("--config", default=None, metavar="YAML",
                    help="base env config, a path or a shipped name such as 'small', overlaid on configs/default.yaml "
                         "(only its env keys are used; default: the first checkpoint's env, else configs/default.yaml)")
+    p.add_argument("--scenario", default=None, metavar="NAME",
+                   help="a named scenario laid over configs/default.yaml, under --config and --set: paper, "
+                        "seq-<small|medium|large>-<light|heavy> (the sequential ladder), heldout-<0..7> (held-out "
+                        "tests); see his_env.scenarios")
     add_set_argument(p, ("env",), "num_ues=10", " of the base config")
     p.add_argument("--episodes", type=positive_int("--episodes"), default=5,
                    help="episodes per policy and variant (default 5)")
@@ -95,7 +102,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         request = EvaluationRequest(
             figure=args.figure, checkpoints=args.checkpoint, baselines=args.policy, runs=args.runs,
-            labels=args.labels, config=args.config, overrides=env_overrides(args.overrides),
+            labels=args.labels, config=args.config, scenario=args.scenario, overrides=env_overrides(args.overrides),
             episodes=args.episodes, seed_base=args.seed_base, output_dir=args.output_dir,
             env_factory=args.env_factory)
         report = run_evaluation(request, log=lambda line: print(line, flush=True))

@@ -29,6 +29,7 @@ TINY = {"num_ues": 3, "num_clusters": 1, "episode_length": 2}
     ({"baselines": ["random"], "env_factory": "tests.experiments.factory_for_tests:NOT_CALLABLE"}, EnvFactoryError,
      "int object is not callable"),
     ({"baselines": ["random"], "overrides": {"num_ues": -3}}, ConfigError, "num_ues"),
+    ({"baselines": ["random"], "scenario": "seq-huge"}, ConfigError, "scenario 'seq-huge'; allowed: paper"),
     ({"checkpoints": ["/nonexistent"]}, CheckpointError, "does not exist"),
 ])
 def test_bad_requests_are_refused_before_anything_runs(kwargs, error, needle, tmp_path):
@@ -36,6 +37,16 @@ def test_bad_requests_are_refused_before_anything_runs(kwargs, error, needle, tm
     with pytest.raises(error, match=needle.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
         prepare(EvaluationRequest(output_dir=out, **kwargs))
     assert not out.exists()
+
+
+def test_a_scenario_is_the_base_config_under_config_and_overrides():
+    from his_env.scenarios import scenario_config
+
+    plan = prepare(EvaluationRequest(baselines=["queue-aware"], scenario="seq-small-heavy",
+                                     overrides={"episode_length": 3}))
+    expected = scenario_config("seq-small-heavy").to_dict()
+    assert plan.base["num_ues"] == expected["num_ues"] == 10
+    assert plan.base["dynamics"] == expected["dynamics"] and plan.base["episode_length"] == 3
 
 
 @pytest.mark.slow
