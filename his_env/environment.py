@@ -63,7 +63,7 @@ slot are *active*; the others' actions have no effect and earn 0 (`system_model.
 - each observation is `Box(10,)`: Eq. (31)'s three values (the ES budget being what is left for
   new phases, so its low bound is 0 with `dynamics.work` on), then the UE's own
   `his_env.dynamics.slot.OBSERVATION_FEATURES`: active (0/1), queue length / Q_max, head-of-line
-  slack / deadline, battery / capacity, rate over the inner-radius rate, last delay in slots, and
+  slack / deadline, battery / capacity, rate over the inner-radius rate, last delay / deadline, and
   the fraction of the ES's SMs that running phases hold. No UE sees another's queue or battery;
 - `state()` is all observations, then each UE's service time left (slots) and the ES's available
   SMs over es.sm_range's high (`STATE_FEATURES`): N * 10 + N + 1 values;

@@ -55,7 +55,7 @@ from his_env.dynamics import background_load, battery, channel_memory, draws, mo
 from his_env.dynamics._ops import stack
 
 OBSERVATION_FEATURES = ("active", "queue_fraction", "head_slack_fraction", "battery_fraction", "relative_rate",
-                        "last_delay_slots", "es_busy_fraction")
+                        "last_delay_fraction", "es_busy_fraction")
 # bounds of each feature (the rate and the delay have none above: Rayleigh gains and delays are unbounded)
 OBSERVATION_LOW = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 OBSERVATION_HIGH = (1.0, 1.0, 1.0, 1.0, float("inf"), float("inf"), 1.0)
@@ -315,7 +315,8 @@ class SlotDynamics:
         """Each UE's own dynamics features (..., N, 7), `OBSERVATION_FEATURES`: whether it serves a
         request, its queue length / Q_max, its head-of-line request's slack (slots it may still wait,
         over the deadline; 1 with an empty queue), its battery fraction, its rate over the rate at
-        the inner radius with unit fading, its last delay T_n in slots, and the fraction of the ES's
+        the inner radius with unit fading, its last delay T_n over the deadline (requests.deadline_slots
+        slots, whether or not requests are on), and the fraction of the ES's
         SMs (es.sm_range's high) that running HIS phases hold (what the ES tells every UE)."""
         d, xp = self.dynamics, namespace(state.busy_slots)
         ones = xp.float(slot.ue_sms * 0) + 1.0
@@ -330,7 +331,8 @@ class SlotDynamics:
         battery_fraction = state.battery_j / d.battery.capacity_j if d.battery.enabled else ones
         busy = xp.float(slot.es_held) / float(self.config.es.sm_range[1])
         return stack([xp.float(slot.active), queue_fraction, slack, battery_fraction,
-                      slot.downlink_rate / self.reference_rate, state.last_delay_s / d.slot_s,
+                      slot.downlink_rate / self.reference_rate,
+                      state.last_delay_s / (d.slot_s * d.requests.deadline_slots),
                       busy[..., None] * ones], axis=-1)
 
     def state_features(self, state: DynamicsState, slot: Slot):

@@ -115,3 +115,24 @@ def test_the_checked_settings_exercise_every_process():
     assert sum(i["battery_moved_steps"] for i in infos) > 0
     assert max(i["busy_slots"] for i in infos) > 1
     assert max(i["es_held_sms"] for i in infos) > 0
+
+
+def test_each_ue_observes_its_last_delay_over_the_deadline():
+    """The last-delay feature is T_n of the UE's last request (the `delay` info of the step where it
+    was active) over the deadline (3 slots of 1 s here), and 0 before its first request."""
+    from his_env.dynamics.slot import OBSERVATION_FEATURES
+
+    _, episodes = pettingzoo_episodes(overrides_with(list(PROCESSES)), seeds=(0,))
+    episode = episodes[0]
+    agents = list(episode["infos"][0])
+    column = 3 + OBSERVATION_FEATURES.index("last_delay_fraction")
+    deadline_s = PROCESSES["requests"]["dynamics.requests.deadline_slots"] * 1.0
+    last = np.zeros(len(agents))
+    checked = 0
+    for t in range(1, len(episode["obs"])):
+        for n, agent in enumerate(agents):
+            if episode["infos"][t][agent]["active"]:
+                last[n] = episode["infos"][t][agent]["delay"]
+                checked += 1
+        np.testing.assert_allclose(episode["obs"][t][:, column], last / deadline_s, rtol=1e-6, err_msg=f"step {t}")
+    assert checked > 0 and np.any(last > deadline_s)  # delays were seen, some beyond the deadline
