@@ -311,12 +311,13 @@ def _read_saved_settings(path: Path) -> Optional[Dict[str, Any]]:
 
 # ---------------------------------------------------------------------- references
 def model_source_digest() -> str:
-    """Digest of the code and data behind U (simulator, oracle, shared formulas, baselines, evaluation):
+    """Digest of the code and data behind U (simulator with its dynamics and vector env, oracle, shared
+    formulas, baselines, evaluation):
     any change there invalidates the cached references."""
     digest = hashlib.sha256()
     files = [REPO / "agents" / "baselines.py", REPO / "agents" / "evaluation.py"]
     for package in ("his_env", "quality_oracle", "his_common"):
-        files += sorted((REPO / package).glob("*.py")) + sorted((REPO / package / "data").glob("*"))
+        files += sorted((REPO / package).rglob("*.py")) + sorted((REPO / package / "data").glob("*"))
     for path in files:
         if path.is_file():
             digest.update(str(path.relative_to(REPO)).encode())

@@ -8,9 +8,10 @@ similarities at thousands of decision points per second. So every embedding is c
 * `SentenceEmbedder.embed(texts)` looks each text up in memory, then the misses on disk (one
   query), and runs the model only on what is still missing, batched. An embedder whose texts
   are all cached never imports sentence-transformers nor loads the model.
-* A text's vector does not depend on what it was batched with: texts are batched only with
-  texts of the same token length (no padding), which gives bit for bit the vector of encoding
-  the text alone.
+* A text's vector hardly depends on what it was batched with: texts are batched only with
+  texts of the same token length (no padding), which gives the vector of encoding the text alone
+  to float32 rounding (a few 1e-7; the matrix kernels may round differently with the batch's
+  size), and once stored, that vector is the one every later lookup returns.
 * Memory holds at most `memory_entries` vectors (when full it starts afresh; the disk still has
   them), so memory stays flat over long runs.
 * The disk cache is one SQLite database per model, ``<cache_dir>/<model>/embeddings.sqlite``
@@ -31,7 +32,7 @@ import os
 import sqlite3
 import time
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Sequence
 
@@ -54,6 +55,15 @@ _UNIT_NORM_TOLERANCE = 1e-3
 # (connection, lock descriptor) pairs a forked child inherited from its parent's stores: kept here so
 # that the child never uses, closes or finalises them (EmbeddingStore._in_forked_child)
 _INHERITED: list = []
+# SQLite connections this process holds, per (process, database file), and the descriptor through
+# which this process reads the file's header while they are open. Closing any descriptor of a file
+# drops all of the process's POSIX locks on it; another process closing its last connection would then
+# take itself for the file's only user and delete the write-ahead log and its index from under ours
+# (https://sqlite.org/howtocorrupt.html, section 2.2). So the header is read through one descriptor,
+# closed only once no connection of this process has the file open.
+_OPEN_HERE: Counter = Counter()
+_HEADER_FDS: dict = {}
+_REPLACED_FDS: list = []  # descriptors of files since moved aside: kept open, for the same reason
 _QUERY_CHUNK = 500  # digests per SELECT (SQLite's bound-parameter limit is 32,766)
 
 
@@ -360,9 +370,9 @@ class EmbeddingStore:
         self._close()
         if self.path.is_file():
             try:
-                _check_header(self.path)
-                self._conn = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True,
-                                             check_same_thread=False)
+                self._check_header()
+                self._attach(sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True,
+                                             check_same_thread=False))
                 self._check_schema(create=False)
             except sqlite3.DatabaseError as exc:
                 self._close()
@@ -372,10 +382,10 @@ class EmbeddingStore:
 
     def _open_writable(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _check_header(self.path)
+        self._check_header()
         conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None,
                                check_same_thread=False)
-        self._conn = conn
+        self._attach(conn)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         self._check_schema(create=True)
@@ -491,8 +501,38 @@ class EmbeddingStore:
                 self._conn.close()
             except sqlite3.Error:
                 pass
+            key = self._file_key()
+            _OPEN_HERE[key] -= 1
+            if _OPEN_HERE[key] <= 0 and key in _HEADER_FDS:
+                os.close(_HEADER_FDS.pop(key))
         self._conn = None
         self.writable = False
+
+    def _file_key(self) -> tuple[int, str]:
+        return os.getpid(), os.path.realpath(self.path)
+
+    def _attach(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        _OPEN_HERE[self._file_key()] += 1
+
+    def _check_header(self) -> None:
+        """Raise DatabaseError for a non-empty file that does not start like an SQLite database
+        (SQLite would silently take a short one for an empty database); read through this process's
+        one descriptor of the file (`_HEADER_FDS`)."""
+        key = self._file_key()
+        try:
+            inode = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return
+        fd = _HEADER_FDS.get(key)
+        if fd is not None and os.fstat(fd).st_ino != inode:
+            _REPLACED_FDS.append(_HEADER_FDS.pop(key))
+            fd = None
+        if fd is None:
+            fd = _HEADER_FDS[key] = os.open(self.path, os.O_RDONLY)
+        head = os.pread(fd, 16, 0)
+        if head and head != b"SQLite format 3\x00":
+            raise sqlite3.DatabaseError("file is not a database")
 
     def _warn(self, message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=4)
@@ -601,18 +641,6 @@ class EmbeddingStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-
-
-def _check_header(path: Path) -> None:
-    """Raise DatabaseError for a non-empty file that does not start like an SQLite database
-    (SQLite would silently take a short one for an empty database)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-    except FileNotFoundError:
-        return
-    if head and head != b"SQLite format 3\x00":
-        raise sqlite3.DatabaseError("file is not a database")
 
 
 def _now() -> int:
