@@ -472,7 +472,8 @@ def _finish(exp, run: _Run, his_config, metrics: MetricsRows, tracker: CurveTrac
     wb.log_final(table, [plot] if plot is not None else [], summary, step=max(int(exp.n_iters_performed), 1))
     wb.finish()
     log(f"stopped: {stop} | iterations {summary['iterations']} | env steps {int(exp.total_frames):,} | "
-        f"{summary['agent_steps_per_s']:,.0f} agent-steps/s | peak memory {summary['peak_rss_mb']:,.0f} MB")
+        f"{summary['agent_steps_per_s']:,.0f} agent-steps/s | peak memory {summary['peak_rss_mb']:,.0f} MB"
+        + (f", GPU {summary['peak_gpu_mb']:,.0f} MB" if "peak_gpu_mb" in summary else ""))
     if (out / "eval.md").is_file():
         log((out / "eval.md").read_text().rstrip())
     return summary

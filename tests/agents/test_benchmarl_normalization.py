@@ -105,15 +105,15 @@ def test_switches_are_checked_before_anything_is_built():
 
 
 def test_the_experiments_discount_follows_the_task_unless_set(tmp_path):
-    # benchmark.py's runs: 0.5 on a task with independent decision points, 0.99 with dynamics on,
+    # benchmark.py's runs: 0.5 on a task with independent decision points, 0 with dynamics on,
     # and an explicit benchmarl.experiment.gamma wins
     markov = spec("ippo")
     markov.task["env"]["dynamics"] = {"requests": {"enabled": True}}
-    cases = [(spec("ippo"), 0.5), (markov, 0.99)]
+    cases = [(spec("ippo"), 0.5), (markov, 0.0)]
     explicit = spec("ippo")
     explicit.task["env"]["dynamics"] = {"requests": {"enabled": True}}
-    explicit.experiment["gamma"] = 0.0
-    cases.append((explicit, 0.0))
+    explicit.experiment["gamma"] = 0.9
+    cases.append((explicit, 0.9))
     for k, (s, gamma) in enumerate(cases):
         experiment = build_experiment(s, tmp_path / str(k))
         try:

@@ -176,9 +176,21 @@ def test_older_run_records_are_read_with_their_train_config_split(tmp_path):
 
 
 def test_the_discount_follows_the_env_unless_set():
-    # independent decision points (dynamics off): 0.5; the Markov game (any dynamics process on): 0.99
+    # independent decision points (dynamics off): 0.5; the Markov game (any dynamics process on): 0
     assert load_run_config().discount == 0.5
-    assert load_run_config(scenario="seq-small-heavy").discount == 0.99
-    assert load_run_config(overrides=["dynamics.battery.enabled=true"]).discount == 0.99
-    assert load_run_config(scenario="seq-small-heavy", overrides=["algorithm.gamma=0"]).discount == 0.0
+    assert load_run_config(scenario="seq-small-heavy").discount == 0.0
+    assert load_run_config(overrides=["dynamics.battery.enabled=true"]).discount == 0.0
+    assert load_run_config(scenario="seq-small-heavy", overrides=["algorithm.gamma=0.99"]).discount == 0.99
     assert load_run_config(overrides=["algorithm.gamma=0.9"]).discount == 0.9
+
+
+def test_the_n1000_preset_scales_the_cell_and_its_es_with_n():
+    # N = 1,000 and M = 30; the ES's SMs x 20 (Table II's [1026, 1674] at N = 50); shared PPO, 2 epochs,
+    # 64 envs per iteration, 65,536 samples of the one network per gradient step
+    from agents.config import benchmarl_preset_config
+
+    run = load_run_config([benchmarl_preset_config("n1000")])
+    assert (run.env.num_ues, run.env.num_clusters, list(run.env.es.sm_range)) == (1000, 30, [20520, 33480])
+    algo = run.algorithm
+    assert (algo.algo, algo.num_epochs, algo.episodes_per_iteration, algo.minibatch_size) == ("ppo-shared", 2, 64, 65536)
+    assert LEARNERS[algo.algo].shared_module
