@@ -50,6 +50,13 @@ PUBLISHED: Registry[PublishedResult] = Registry("published result")
 _BENCH_BOTH = "python benchmarks/bench_train.py --backend both --seed {seed} --time-limit 90"
 _GRID_7 = ("python benchmark.py --algorithms ippo mappo iql qmix vdn isac masac --schemes his --seeds 3 "
            "--time-budget 45 --absolute-episodes 0 --wandb-mode disabled --no-progress-bar --output-dir {out}/grid")
+_GAMMA_GRID = ("python benchmark.py --algorithms mappo --scenarios seq-medium-heavy --seeds 5 --time-budget 240 --jobs 5 "
+               "--device cuda --absolute-episodes 40 --set benchmarl.experiment.gamma={gamma} "
+               "--set benchmarl.experiment.on_policy_collected_frames_per_batch=12800 "
+               "--set benchmarl.experiment.on_policy_n_envs_per_worker=128 "
+               "--set benchmarl.experiment.on_policy_minibatch_size=1600 "
+               "--set benchmarl.experiment.evaluation_interval=102400 --wandb-mode disabled --no-progress-bar "
+               "--output-dir {{out}}/gamma-{gamma}")
 for _name, _result in {
     "bench_env": PublishedResult(
         "PettingZoo env decision points/s at N = 50 and N = 1,000", "docs/benchmarks.md#throughput-and-learning-speed",
@@ -71,6 +78,14 @@ for _name, _result in {
     "grid_7algos_cpu": PublishedResult(
         "seven discrete BenchMARL algorithms on HIS, 3 seeds, 45 s each", "docs/benchmarks.md#seven-discrete-algorithms-on-his",
         (_GRID_7,), "cpu", 19, "2-core CPU"),
+    "gamma_seq_gpu": PublishedResult(
+        "MAPPO on seq-medium-heavy at discounts 0 / 0.5 / 0.9 / 0.99, 5 seeds, 240 s each",
+        "docs/benchmarks.md#the-discount-on-a-sequential-scenario",
+        tuple(_GAMMA_GRID.format(gamma=g) for g in ("0", "0.5", "0.9", "0.99")), "cuda", 24, "one H100"),
+    "train_n1000_gpu": PublishedResult(
+        "BenchMARL shared PPO at N = 1,000 (preset n1000): agent-steps/s and memory", "docs/benchmarks.md#a-thousand-ues-on-one-gpu",
+        ("python train.py --backend benchmarl --preset n1000 --device cuda --time-limit 120 --wandb-mode disabled "
+         "--output-dir {out}/run",), "cuda", 4, "one H100"),
     **{f"fig{n}": PublishedResult(
         f"Fig. {n} of the paper on this implementation (search and random policies)",
         "docs/evaluation.md#one-command-per-figure",
