@@ -78,6 +78,12 @@ for _name, _result in {
     "grid_7algos_cpu": PublishedResult(
         "seven discrete BenchMARL algorithms on HIS, 3 seeds, 45 s each", "docs/benchmarks.md#seven-discrete-algorithms-on-his",
         (_GRID_7,), "cpu", 19, "2-core CPU"),
+    "grid_7algos_seq_cpu": PublishedResult(
+        "seven discrete BenchMARL algorithms on seq-medium-heavy, 3 seeds, 45 s each",
+        "docs/benchmarks.md#the-discount-on-a-sequential-scenario",
+        ("python benchmark.py --algorithms ippo mappo iql qmix vdn isac masac --scenarios seq-medium-heavy --seeds 3 "
+         "--time-budget 45 --jobs 2 --absolute-episodes 40 --wandb-mode disabled --no-progress-bar --output-dir {out}/grid",),
+        "cpu", 13, "2-core CPU"),
     "gamma_seq_gpu": PublishedResult(
         "MAPPO on seq-medium-heavy at discounts 0 / 0.5 / 0.9 / 0.99, 5 seeds, 240 s each",
         "docs/benchmarks.md#the-discount-on-a-sequential-scenario",
