@@ -32,7 +32,7 @@ import os
 import sqlite3
 import time
 import warnings
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
@@ -55,15 +55,11 @@ _UNIT_NORM_TOLERANCE = 1e-3
 # (connection, lock descriptor) pairs a forked child inherited from its parent's stores: kept here so
 # that the child never uses, closes or finalises them (EmbeddingStore._in_forked_child)
 _INHERITED: list = []
-# SQLite connections this process holds, per (process, database file), and the descriptor through
-# which this process reads the file's header while they are open. Closing any descriptor of a file
-# drops all of the process's POSIX locks on it; another process closing its last connection would then
-# take itself for the file's only user and delete the write-ahead log and its index from under ours
-# (https://sqlite.org/howtocorrupt.html, section 2.2). So the header is read through one descriptor,
-# closed only once no connection of this process has the file open.
-_OPEN_HERE: Counter = Counter()
+# The descriptor through which this process reads each database file's header, never closed: closing
+# any descriptor of a file drops all of the process's POSIX locks on it, and another process closing
+# its last connection would then take itself for the file's only user and delete the write-ahead log
+# and its index from under ours (https://sqlite.org/howtocorrupt.html, section 2.2).
 _HEADER_FDS: dict = {}
-_REPLACED_FDS: list = []  # descriptors of files since moved aside: kept open, for the same reason
 _QUERY_CHUNK = 500  # digests per SELECT (SQLite's bound-parameter limit is 32,766)
 
 
@@ -371,8 +367,8 @@ class EmbeddingStore:
         if self.path.is_file():
             try:
                 self._check_header()
-                self._attach(sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True,
-                                             check_same_thread=False))
+                self._conn = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True,
+                                             check_same_thread=False)
                 self._check_schema(create=False)
             except sqlite3.DatabaseError as exc:
                 self._close()
@@ -385,7 +381,7 @@ class EmbeddingStore:
         self._check_header()
         conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None,
                                check_same_thread=False)
-        self._attach(conn)
+        self._conn = conn
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         self._check_schema(create=True)
@@ -501,34 +497,20 @@ class EmbeddingStore:
                 self._conn.close()
             except sqlite3.Error:
                 pass
-            key = self._file_key()
-            _OPEN_HERE[key] -= 1
-            if _OPEN_HERE[key] <= 0 and key in _HEADER_FDS:
-                os.close(_HEADER_FDS.pop(key))
         self._conn = None
         self.writable = False
-
-    def _file_key(self) -> tuple[int, str]:
-        return os.getpid(), os.path.realpath(self.path)
-
-    def _attach(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-        _OPEN_HERE[self._file_key()] += 1
 
     def _check_header(self) -> None:
         """Raise DatabaseError for a non-empty file that does not start like an SQLite database
         (SQLite would silently take a short one for an empty database); read through this process's
         one descriptor of the file (`_HEADER_FDS`)."""
-        key = self._file_key()
+        key = os.path.realpath(self.path)
         try:
             inode = os.stat(self.path).st_ino
         except FileNotFoundError:
             return
         fd = _HEADER_FDS.get(key)
-        if fd is not None and os.fstat(fd).st_ino != inode:
-            _REPLACED_FDS.append(_HEADER_FDS.pop(key))
-            fd = None
-        if fd is None:
+        if fd is None or os.fstat(fd).st_ino != inode:  # a file moved aside keeps its descriptor open too
             fd = _HEADER_FDS[key] = os.open(self.path, os.O_RDONLY)
         head = os.pread(fd, 16, 0)
         if head and head != b"SQLite format 3\x00":
