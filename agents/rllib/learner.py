@@ -101,7 +101,8 @@ class HISAdvantageEstimation(ConnectorV2):
             if values is None:
                 continue
             if rl_module[mid].is_stateful():
-                raise NotImplementedError("HISAdvantageEstimation supports stateless (MLP) modules only")
+                raise ValueError(f"module {mid!r} is stateful (recurrent); HISAdvantageEstimation computes GAE for "
+                                 "stateless modules only, such as the MLP modules agents.rllib builds")
             device = values.device
             values = convert_to_numpy(values).astype(np.float64)
             module_batch = batch[mid]

@@ -209,3 +209,22 @@ def test_greedy_actions_are_argmax_per_component():
     acts = module.greedy_actions(obs).numpy()
     np.testing.assert_array_equal(acts[:, 0], logits[:, :17].argmax(-1).numpy())
     np.testing.assert_array_equal(acts[:, 1], logits[:, 17:].argmax(-1).numpy())
+
+
+def test_advantage_estimation_refuses_a_recurrent_module_by_name():
+    from agents.rllib.learner import HISAdvantageEstimation
+
+    class Recurrent:
+        def is_stateful(self):
+            return True
+
+    class Modules:
+        def foreach_module(self, func, return_dict):
+            return {"ue_3": torch.zeros(4)}
+
+        def __getitem__(self, mid):
+            return Recurrent()
+
+    gae = HISAdvantageEstimation(gamma=0.5, lambda_=0.95)
+    with pytest.raises(ValueError, match="module 'ue_3' is stateful .* stateless modules only"):
+        gae(rl_module=Modules(), episodes=[], batch={"ue_3": {}})
