@@ -3,6 +3,7 @@
     python benchmarks/bench_vec_env.py [--device cpu|cuda] [--seconds 3] [--batch-sizes 64 256 1024]
                                        [--scenarios paper seq-medium-heavy]
                                        [--no-validate-actions | --compare-validation]
+                                       [--no-capture | --compare-capture]
 
 Random actions are drawn on the device, the env steps (and resets at truncation, as a collector
 would) with no learner attached; one torch thread on the CPU. Actions are validated as by default
@@ -10,12 +11,16 @@ would) with no learner attached; one torch thread on the CPU. Actions are valida
 checks, and `--compare-validation` times every setting both ways: two envs step in turns of
 about 20 ms (1 to 5 steps) for twice `--seconds`, so that a shared machine's load falls on both
 alike, and the validation overhead printed is the median, over adjacent pairs of turns, of the
-extra time per step. Prints, one line each:
+extra time per step. The step is captured as by default (`HISVecEnv(capture=None)`: compiled and
+CUDA-graphed on a GPU, `his_env.vector.capture`); `--no-capture` times the uncaptured step, and
+`--compare-capture` times every setting both ways (one after the other) and prints the speed-up;
+a captured env's first steps compile, timed apart and printed. Prints, one line each:
 
 * the decision-point bank of the default config (N = 50): its size and build time (or load time
   when cached), and a check that it does not change results: U and the mean phi under a random
   policy from the bank against fresh PettingZoo decision points (z of the mean difference, KS p);
-* agent-steps/s (B x N per step) at N = 50 for each scenario, batch size B and reward mode
+* agent-steps/s (B x N per step) and the time of one step at N = 50 for each scenario, batch size
+  B and reward mode
   (`paper`: independent decision points; `seq-medium-heavy`: the Markov game, every dynamics
   process on, N = 50), and each scenario's rate over `paper`'s at the same B and reward mode;
 * the same at N = 1,000, M = 30 (its own, smaller bank);
@@ -55,8 +60,12 @@ def stepper(env):
         td["agents", "action"] = random_actions()
         _, td = env.step_and_maybe_reset(td)
 
-    for _ in range(3):  # warm-up
+    start = time.perf_counter()
+    for _ in range(3):  # warm-up (a captured env compiles here)
         one()
+    if env.device.type == "cuda":
+        torch.cuda.synchronize()
+    one.warm_up_seconds = time.perf_counter() - start
     return one
 
 
@@ -72,15 +81,16 @@ def timed_turn(step, device, steps: int = 5) -> float:
     return time.perf_counter() - start
 
 
-def steps_per_second(env, seconds: float, device) -> float:
-    """Env steps per second: random actions on the device, reset at truncation."""
+def steps_per_second(env, seconds: float, device) -> tuple[float, float]:
+    """Env steps per second (random actions on the device, reset at truncation) and the seconds
+    the three warm-up steps took (with capture, the compilation)."""
     step = stepper(env)
     timed_turn(step, device, 0)  # drains the GPU's queue after the warm-up
     steps, elapsed = 0, 0.0
     while elapsed < seconds:
         elapsed += timed_turn(step, device)
         steps += 5
-    return steps / elapsed
+    return steps / elapsed, step.warm_up_seconds
 
 
 def paired_steps_per_second(first, second, seconds: float, device) -> tuple[float, float, float]:
@@ -160,7 +170,14 @@ def main() -> None:
     validation.add_argument("--compare-validation", action="store_true",
                             help="time each setting with and without action validation, in turns, and print the "
                                  "overhead")
+    capture = parser.add_mutually_exclusive_group()
+    capture.add_argument("--no-capture", action="store_true", help="time HISVecEnv(capture=False): the "
+                         "uncaptured step (the default captures on a GPU)")
+    capture.add_argument("--compare-capture", action="store_true",
+                         help="time each setting captured and uncaptured and print the speed-up")
     args = parser.parse_args()
+    if args.compare_capture and args.compare_validation:
+        parser.error("--compare-capture and --compare-validation: allowed: one of them at a time")
 
     from his_env.scenarios import scenario_config, scenario_names
 
@@ -195,21 +212,34 @@ def main() -> None:
     if args.check_samples:
         print(f"bank check (N=50, random policy): {bank_check(bank, args.check_samples)}", flush=True)
 
-    best, overheads, rates = {}, [], {}
+    best, overheads, rates, speedups = {}, [], {}, []
+    # None: the env's default; with --compare-capture, captured against uncaptured on any device
+    capture_setting = True if args.compare_capture else False if args.no_capture else None
 
     def measure(label: str, n: str, mode: str, b: int, make) -> float:
-        """Time `make(validate_actions)`'s env; print and record its agent-steps/s (and the overhead)."""
-        if not args.compare_validation:
-            env = make(not args.no_validate_actions)
-            rate = steps_per_second(env, args.seconds, device) * b * env.num_ues
-            note = " (actions not validated)" if args.no_validate_actions else ""
-        else:
-            checked = make(True)
-            rate, unchecked, ratio = paired_steps_per_second(checked, make(False), 2 * args.seconds, device)
+        """Time `make(validate_actions, capture)`'s env; print and record its agent-steps/s and step
+        time (and the validation overhead, or the capture's speed-up)."""
+        if args.compare_validation:
+            checked = make(True, capture_setting)
+            rate, unchecked, ratio = paired_steps_per_second(checked, make(False, capture_setting),
+                                                             2 * args.seconds, device)
             rate, unchecked = rate * b * checked.num_ues, unchecked * b * checked.num_ues
             overheads.append(100.0 * (ratio - 1.0))
             note = (f" validated, {unchecked:,.0f} not (in turns); validation overhead {overheads[-1]:+.1f} % "
                     f"time per step")
+            env = checked
+        else:
+            env = make(not args.no_validate_actions, capture_setting)
+            steps, warm_up = steps_per_second(env, args.seconds, device)
+            rate = steps * b * env.num_ues
+            note = " (actions not validated)" if args.no_validate_actions else ""
+            note += f", step {1e3 / steps:.3f} ms" + (f" captured (3 warm-up steps with compilation: {warm_up:.1f} s)"
+                                                        if env.capture else " uncaptured")
+            if args.compare_capture:
+                plain_steps, _ = steps_per_second(make(not args.no_validate_actions, False), args.seconds, device)
+                speedups.append(steps / plain_steps)
+                note += (f"; uncaptured {plain_steps * b * env.num_ues:,.0f} agent-steps/s, step "
+                         f"{1e3 / plain_steps:.3f} ms: captured x{speedups[-1]:.1f}")
         print(f"{label}: {rate:,.0f} agent-steps/s{note}", flush=True)
         best[(n, mode)] = max(best.get((n, mode), (0, 0)), (rate, b))
         return rate
@@ -223,9 +253,9 @@ def main() -> None:
         for mode in args.reward_modes:
             for b in sizes:
                 rates[(scenario, mode, b)] = measure(
-                    f"N=50 {scenario} B={b} reward={mode}", tag, mode, b, lambda flag: HISVecEnv(
+                    f"N=50 {scenario} B={b} reward={mode}", tag, mode, b, lambda flag, capture: HISVecEnv(
                         cfg, num_envs=b, device=device, reward_mode=mode, dtype=dtype, bank=scenario_bank,
-                        validate_actions=flag))
+                        validate_actions=flag, capture=capture))
     ratios = []
     for (scenario, mode, b), rate in rates.items():
         if scenario != "paper" and ("paper", mode, b) in rates:
@@ -237,16 +267,19 @@ def main() -> None:
         large_bank = bank_for(large, args.large_bank_size)
         for mode in args.reward_modes:
             for b in large_sizes:
-                measure(f"N=1000 M=30 B={b} reward={mode}", "1000", mode, b, lambda flag: HISVecEnv(
+                measure(f"N=1000 M=30 B={b} reward={mode}", "1000", mode, b, lambda flag, capture: HISVecEnv(
                     large, num_envs=b, device=device, reward_mode=mode, dtype=dtype, bank=large_bank,
-                    validate_actions=flag))
+                    validate_actions=flag, capture=capture))
     summary = ", ".join(f"N={n} {mode} {rate:,.0f} (B={b})" for (n, mode), (rate, b) in best.items())
     validation = ("actions not validated" if args.no_validate_actions else "actions validated" if not overheads else
                   f"action validation overhead max {max(overheads):+.1f} %, median {np.median(overheads):+.1f} % "
                   f"over {len(overheads)} settings")
     against_paper = f"; dynamics on / off at N=50: x{min(v for _, v in ratios):.2f} at worst" if ratios else ""
-    print(f"SUMMARY bench_vec_env ({args.device}, {args.dtype}): best agent-steps/s: {summary}; {validation}"
-          f"{against_paper}")
+    captured = ("uncaptured" if args.no_capture else
+                f"captured x{min(speedups):.1f} to x{max(speedups):.1f} over uncaptured" if speedups else
+                "captured" if gpu else "uncaptured (the CPU default)")
+    print(f"SUMMARY bench_vec_env ({args.device}, {args.dtype}): best agent-steps/s: {summary}; {validation}; "
+          f"{captured}{against_paper}")
 
 
 if __name__ == "__main__":

@@ -231,6 +231,12 @@ class TorchOps:
         return x.amax(dim=axis)
 
     def any(self, x) -> bool:
+        """Whether any element is true, for loops that stop early once nothing is left to do. While
+        torch compiles or captures a step (`torch.compiler.is_compiling()`), True without looking:
+        reading a value would stop the capture, and every such loop's remaining passes change nothing
+        (they add zero), so the loop runs its full, fixed count with the same result."""
+        if self.torch.compiler.is_compiling():
+            return True
         return bool(x.any())
 
     def argmax(self, x, axis):

@@ -37,6 +37,7 @@ comment each, and Hydra overrides them as `task.<key>=...`):
 | `num_ues` | N (null: the scenario's or config's, else 50) |
 | `reward_mode` | a name of `his_env.reward_modes.REWARD_MODES` (default `DEFAULT_REWARD_MODE` there, `difference`) |
 | `bank_size` | decision-point contexts in the env's pre-computed bank (null: the env's default) |
+| `capture` | compile and CUDA-graph the env's step (`his_env.vector.capture`; null: on for CUDA devices, off on the CPU) |
 | `scenario` | a name of `his_env.scenarios` (`paper`, `seq-<size>-<load>`, `heldout-<k>`) under `config` and `env` (null: none) |
 | `config` | an HIS YAML file overlaid on the defaults (null: `configs/default.yaml`'s values) |
 | `env` | further HIS config keys, dotted (`{"es.sm_range": [800, 1200], "scheme.allocation": "user_equal"}`) |
@@ -86,6 +87,7 @@ class TaskConfig:
     num_ues: Optional[int] = 50  # null: the scenario's (or the config file's)
     reward_mode: str = DEFAULT_REWARD_MODE
     bank_size: Optional[int] = None
+    capture: Optional[bool] = None  # null: on for CUDA devices, off on the CPU
     scenario: Optional[str] = None
     config: Optional[str] = None
     env: Dict[str, Any] = field(default_factory=dict)
@@ -106,6 +108,9 @@ def task_config(values: Optional[Dict[str, Any]] = None) -> TaskConfig:
     if cfg.bank_size is not None and (isinstance(cfg.bank_size, bool) or not isinstance(cfg.bank_size, int)
                                       or cfg.bank_size < 1):
         raise ConfigError(f"task.bank_size has value {cfg.bank_size!r}; allowed: null or an integer >= 1")
+    if cfg.capture not in (None, True, False):
+        raise ConfigError(f"task.capture has value {cfg.capture!r}; allowed: null (on for CUDA devices, off on the "
+                          f"CPU), true or false")
     if cfg.scenario is not None and cfg.scenario not in scenario_names():
         raise ConfigError(f"task.scenario has value {cfg.scenario!r}; allowed: null or {', '.join(scenario_names())}")
     if cfg.config is not None and not Path(cfg.config).is_file():
@@ -153,7 +158,8 @@ class HISTaskClass(TaskClass):
         action_mode = "continuous" if continuous_actions else "categorical"
         return lambda: make_vec_env(his_config, num_envs=num_envs, device=device,
                                     seed=0 if seed is None else int(seed), reward_mode=settings.reward_mode,
-                                    action_mode=action_mode, bank_size=settings.bank_size)
+                                    action_mode=action_mode, bank_size=settings.bank_size,
+                                    capture=settings.capture)
 
     def supports_continuous_actions(self) -> bool:
         return True

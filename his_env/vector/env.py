@@ -65,6 +65,7 @@ from his_env.dynamics.slot import OBSERVATION_HIGH, OBSERVATION_LOW, SlotDynamic
 from his_env.environment import dynamics_generator, load_config
 from his_env.reward_modes import COUNTERFACTUAL_ACTION, DEFAULT_REWARD_MODE, REWARD_MODES
 from his_env.vector.bank import DEFAULT_BANK_SIZE, DecisionBank
+from his_env.vector.capture import captured, resolve_capture
 from his_env.vector.core import Contexts, VectorCore
 
 ACTION_MODES = ("multi_categorical", "categorical", "continuous")
@@ -99,7 +100,7 @@ class HISVecEnv(EnvBase):
                  seed: int | None = 0, reward_mode: str = DEFAULT_REWARD_MODE, action_mode: str = "multi_categorical",
                  bank_size: int | None = None, dtype: torch.dtype = torch.float64,
                  bank: DecisionBank | None = None, validate_actions: bool = True, scenario: str | None = None,
-                 **config_overrides: Any):
+                 capture: bool | None = None, **config_overrides: Any):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs={num_envs!r}; allowed: an integer >= 1")
         if reward_mode not in REWARD_MODES:
@@ -114,6 +115,7 @@ class HISVecEnv(EnvBase):
         if not isinstance(validate_actions, bool):
             raise ValueError(f"validate_actions={validate_actions!r}; allowed: True or False")
         dev = _device(device)
+        self.capture = resolve_capture(capture, dev)
         cfg = load_config(config, scenario, **config_overrides)
         if cfg.oracle.kind != "fitted":
             raise ValueError(f"config key 'oracle.kind' has value {cfg.oracle.kind!r}; the vectorised env allows: "
@@ -142,6 +144,7 @@ class HISVecEnv(EnvBase):
         self.dynamics = (SlotDynamics(cfg, effective_clusters, self.core.scheme.common_phase)
                          if cfg.dynamics.enabled_processes else None)
         self.core.dynamics = self.dynamics
+        self._evaluate = captured(self._evaluation, dev) if self.capture else self._evaluation
         self._like = torch.zeros((), dtype=dtype, device=dev)
         self._dynamics_state = self._slot = None
         self._draws = self._generator  # a GeneratorBatch while mirroring PettingZoo episodes
@@ -248,20 +251,9 @@ class HISVecEnv(EnvBase):
         action = tensordict.get(("agents", "action"))
         self._check_actions(action)
         actions = self.decode_actions(action)
-        ctx = self._contexts
-        mode = REWARD_MODES[self.reward_mode]
-        if mode.needs_counterfactuals:
-            result, without = self.core.evaluate_with_counterfactuals(ctx, actions, COUNTERFACTUAL_ACTION)
-        else:
-            result, without = self.core.evaluate(ctx, actions), None
-        if self.dynamics is not None:  # the requests' waiting and drops (they do not depend on the actions)
-            penalty = self.dynamics.penalty(self._slot)
-            result["reward"] = result["reward"] - penalty
-            result["utility"] = result["utility"] - penalty.sum(-1)
-            result["dynamics_penalty"] = penalty
-            if without is not None:
-                without = without - penalty.sum(-1)[:, None]
-        reward = mode.rewards(result["reward"], result["utility"], without)
+        # the requests' waiting and drops (they do not depend on the actions)
+        penalty = None if self.dynamics is None else self.dynamics.penalty(self._slot)
+        result, reward = self._evaluate(self._contexts, actions, penalty)
         self._steps += 1
         truncated = self._steps >= self.config.episode_length
         if self.dynamics is not None:
@@ -306,6 +298,23 @@ class HISVecEnv(EnvBase):
             "info": TensorDict(network_info, batch_size=(b,), device=dev),
             "done": trunc, "terminated": false, "truncated": trunc,
         }, batch_size=(b,), device=dev)
+
+    def _evaluation(self, ctx: Contexts, actions: torch.Tensor, penalty: torch.Tensor | None):
+        """The results of integer actions (B, N, 2) at decision points `ctx`, the dynamics' charges
+        `penalty` (B, N) subtracted (None: dynamics off), and the reward mode's rewards (B, N). Tensors
+        in and out, no random draws: the part of a step that `capture` compiles."""
+        mode = REWARD_MODES[self.reward_mode]
+        if mode.needs_counterfactuals:
+            result, without = self.core.evaluate_with_counterfactuals(ctx, actions, COUNTERFACTUAL_ACTION)
+        else:
+            result, without = self.core.evaluate(ctx, actions), None
+        if penalty is not None:
+            result["reward"] = result["reward"] - penalty
+            result["utility"] = result["utility"] - penalty.sum(-1)
+            result["dynamics_penalty"] = penalty
+            if without is not None:
+                without = without - penalty.sum(-1)[:, None]
+        return result, mode.rewards(result["reward"], result["utility"], without)
 
     # ------------------------------------------------------------------ action checks
     def _allowed_actions(self) -> str:

@@ -79,6 +79,7 @@ def test_task_yaml_is_read_and_the_scheme_is_the_tasks_name():
     ({"reward_mode": "selfish"}, "task.reward_mode has value 'selfish'; allowed: individual, team, difference"),
     ({"num_agents": 4}, "task.num_agents is not a setting"),
     ({"num_ues": 0}, "task.num_ues has value 0"),
+    ({"capture": "yes"}, "task.capture has value 'yes'; allowed: null (on for CUDA devices, off on the CPU), true or false"),
     ({"env": {"scheme": {"name": "iis"}}}, "task.env.scheme.name cannot be set"),
     ({"env": {"es": {"sm_rang": [1, 2]}}}, "unknown config key"),
 ])
@@ -86,6 +87,13 @@ def test_bad_task_settings_are_refused_with_the_key(settings, fragment):
     with pytest.raises(ConfigError, match=None) as info:
         bt.HISTask.HIS.get_task(settings).his_config()
     assert fragment in str(info.value)
+
+
+def test_the_capture_setting_reaches_the_env():
+    """null: the env's default (off on the CPU); true: captured (compiled at its first step, not here)."""
+    for setting, expected in ((None, False), (True, True), (False, False)):
+        task = bt.HISTask.HIS.get_task({**SMALL_TASK, "capture": setting})
+        assert task.get_env_fun(num_envs=2, continuous_actions=False, seed=0, device="cpu")().capture is expected
 
 
 def test_unknown_task_name_lists_the_allowed_ones():

@@ -1,0 +1,75 @@
+"""Step capture (`his_env.vector.capture`): the compiled step gives the uncaptured step's results."""
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchrl")
+
+from his_env.vector import HISVecEnv  # noqa: E402
+from his_env.vector.capture import resolve_capture  # noqa: E402
+
+torch.set_num_threads(1)
+SMALL = {"num_ues": 6, "num_clusters": 2, "episode_length": 3}
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def paired_envs(device, **kwargs):
+    """The same env uncaptured and captured (same seed, same bank)."""
+    plain = HISVecEnv(num_envs=5, seed=11, device=device, capture=False, bank_size=64, **kwargs)
+    return plain, HISVecEnv(num_envs=5, seed=11, device=device, capture=True, bank=plain.bank, **kwargs)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("setting", ["paper, EC-Diff on", "every dynamics process on"])
+def test_captured_steps_equal_uncaptured_steps(device, setting):
+    """Eight steps with resets between episodes (episode_length 3): every output key of the captured
+    env equals the uncaptured one's (floats to float64 rounding: fused kernels may sum in another
+    order; integers and flags exactly), and results kept from earlier steps are not overwritten."""
+    if setting == "paper, EC-Diff on":
+        envs = paired_envs(device, reward_mode="difference", ecdiff__enabled=True, **SMALL)
+    else:
+        envs = paired_envs(device, reward_mode="difference", scenario="seq-small-heavy", num_ues=6,
+                           episode_length=3)
+    assert envs[1].config.dynamics.enabled_processes or setting.startswith("paper")
+    tds = [env.reset() for env in envs]
+    kept = [[], []]
+    for _ in range(8):
+        action = envs[0].full_action_spec["agents", "action"].rand()
+        for i, env in enumerate(envs):
+            tds[i]["agents", "action"] = action.clone()
+            out, tds[i] = env.step_and_maybe_reset(tds[i])
+            kept[i].append(out["next"])
+    for plain, captured in zip(kept[0], kept[1]):
+        assert set(plain.keys(True, True)) == set(captured.keys(True, True))
+        for key in plain.keys(True, True):
+            a, b = plain[key], captured[key]
+            if a.is_floating_point():
+                torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-9, msg=lambda m: f"{key}: {m}")
+            else:
+                assert torch.equal(a, b), key
+    # the rewards vary over the steps (a step's outputs are not the last replay's, shared)
+    rewards = torch.stack([step["agents", "reward"] for step in kept[1]])
+    assert not torch.equal(rewards[0], rewards[-1])
+
+
+@pytest.mark.parametrize("scenario, overrides", [(None, {"ecdiff__enabled": True}), (None, {}),
+                                                 ("seq-small-heavy", {})])
+def test_the_evaluation_traces_as_one_graph(scenario, overrides):
+    """No graph break in the captured part (a value read back to the host would split it and bring
+    back a sync per step): paper with EC-Diff on and off, and a scenario with every dynamics process on."""
+    env = HISVecEnv(num_envs=4, reward_mode="difference", scenario=scenario, bank_size=16, capture=False,
+                    **({**SMALL, **overrides} if scenario is None else overrides))
+    env.reset()
+    actions = env.decode_actions(env.full_action_spec["agents", "action"].rand())
+    penalty = None if env.dynamics is None else env.dynamics.penalty(env._slot)
+    explanation = torch._dynamo.explain(env._evaluation)(env._contexts, actions, penalty)
+    assert explanation.graph_break_count == 0, [r.reason for r in explanation.break_reasons]
+    assert explanation.graph_count == 1
+
+
+def test_capture_setting():
+    assert resolve_capture(None, torch.device("cuda")) is True
+    assert resolve_capture(None, torch.device("cpu")) is False
+    assert resolve_capture(True, torch.device("cpu")) is True
+    assert HISVecEnv(num_envs=2, bank_size=8, **SMALL).capture is False  # the CPU default
+    with pytest.raises(ValueError, match=r"capture='yes'; allowed: None \(on for CUDA devices, off on the CPU\)"):
+        HISVecEnv(num_envs=2, capture="yes", bank_size=8, **SMALL)
