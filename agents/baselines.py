@@ -19,7 +19,9 @@ Every policy has `reset(env, seed)` and `act(observations, env) -> {agent: actio
   (a coordinate-wise optimum of the myopic utility, which in the paper's setting is also the
   episode's: the next decision point's state does not depend on the actions). With the
   Markov-game dynamics (`his_env.dynamics`) it is myopic: blind to what its choice leaves in the
-  queues, the ES's held SMs and the batteries for later slots.
+  queues, the ES's held SMs and the batteries for later slots. `device=` (a torch device; dynamics
+  off) scores the candidates with the vector env's torch code there (`agents.vector_search`): the
+  same sweeps and actions, fast enough on a GPU for N = 1,000.
 - `OpenLoopPolicy` (`open-loop`): sees only the slot index t. Its schedule (one (x, y) per slot,
   the same for every UE) is fitted once on calibration episodes that evaluation never uses: slot
   by slot, the shared action with the best mean utility over the episodes, which then all take
@@ -116,48 +118,83 @@ class FixedSplitPolicy(Policy):
 
 
 class SearchPolicy(Policy):
-    """Coordinate descent on the env's reward model (see module docstring)."""
+    """Coordinate descent on the env's reward model (see module docstring). `device` None: the
+    candidates are scored by the PettingZoo env's numpy code; a torch device ("cpu", "cuda"): by the
+    vector env's torch code there (`agents.vector_search`, the same sweeps; dynamics off only)."""
 
     name = "search"
 
-    def __init__(self, max_sweeps: int = 4, tol: float = 1e-9, seed: int = 0) -> None:
+    def __init__(self, max_sweeps: int = 4, tol: float = 1e-9, seed: int = 0, device: Optional[str] = None) -> None:
         self.max_sweeps = int(max_sweeps)
         self.tol = float(tol)
         self.rng = np.random.default_rng(seed)
+        self.device = device
         self.last_sweeps = 0
         self.last_utility = float("nan")
+        self._searcher = None
 
     def reset(self, env, seed: Optional[int] = None) -> None:
         if seed is not None:
             self.rng = np.random.default_rng(seed + 104729)
 
+    def _searcher_for(self, base):
+        if self.device is None:
+            return _NumpySearch(base)
+        if self._searcher is None or self._searcher.config is not base.config:
+            from agents.vector_search import DeviceSearch
+
+            self._searcher = DeviceSearch(base, self.device)
+        return self._searcher
+
     def act(self, observations, env):
         agents = [a for a in env.agents if a in observations]
         base = env.unwrapped
         grid = action_grid(env.action_space(agents[0]))
-        n_cand, n_agents = grid.shape[0], len(agents)
+        searcher = self._searcher_for(base)
         # Start: the best joint action with all UEs on the same (x, y).
-        uniform = np.broadcast_to(grid[:, None, :], (n_cand, n_agents, 2)).copy()
-        utility = np.asarray(base.evaluate_joint_actions(uniform)["utility"], dtype=np.float64)
-        best = int(np.argmax(utility))
-        current = uniform[best].copy()
-        best_u = float(utility[best])
+        current, best_u = searcher.start(base, grid)
         sweeps = 0
         for sweeps in range(1, self.max_sweeps + 1):
             start_u = best_u
-            for n in self.rng.permutation(n_agents):
-                batch = np.repeat(current[None], n_cand, axis=0)
-                batch[:, n, :] = grid
-                u = np.asarray(base.evaluate_joint_actions(batch)["utility"], dtype=np.float64)
-                k = int(np.argmax(u))
-                if u[k] > best_u:
-                    best_u = float(u[k])
-                    current[n] = grid[k]
+            current, best_u = searcher.sweep(current, best_u, self.rng.permutation(len(agents)))
             if best_u - start_u <= self.tol * max(1.0, abs(start_u)):
                 break
         self.last_sweeps = sweeps
         self.last_utility = best_u
+        current = searcher.actions(current)
         return {a: current[i].copy() for i, a in enumerate(agents)}
+
+
+class _NumpySearch:
+    """`SearchPolicy`'s start and sweeps with the PettingZoo env's `evaluate_joint_actions`."""
+
+    def __init__(self, base) -> None:
+        self.base = base
+
+    def _utilities(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.base.evaluate_joint_actions(batch)["utility"], dtype=np.float64)
+
+    def start(self, base, grid: np.ndarray):
+        self.grid = grid
+        uniform = np.broadcast_to(grid[:, None, :], (grid.shape[0], base.num_ues, 2)).copy()
+        utility = self._utilities(uniform)
+        best = int(np.argmax(utility))
+        return uniform[best].copy(), float(utility[best])
+
+    def sweep(self, current: np.ndarray, best_u: float, order: np.ndarray):
+        for n in order:
+            batch = np.repeat(current[None], self.grid.shape[0], axis=0)
+            batch[:, n, :] = self.grid
+            u = self._utilities(batch)
+            k = int(np.argmax(u))
+            if u[k] > best_u:
+                best_u = float(u[k])
+                current[n] = self.grid[k]
+        return current, best_u
+
+    @staticmethod
+    def actions(current: np.ndarray) -> np.ndarray:
+        return current
 
 
 class OpenLoopPolicy(Policy):
@@ -347,12 +384,13 @@ def _queue_aware(spec: str, arg: str, seed: int, steps: Optional[StepRanges]) ->
 
 
 def make_baseline(spec: str, seed: int = 0, es_personal_min: Optional[int] = None,
-                  steps: Optional[StepRanges] = None) -> Policy:
+                  steps: Optional[StepRanges] = None, search_device: Optional[str] = None) -> Policy:
     """`random` | `iis-fixed` | `es-only` | `ue-only` | `fixed:X,Y` | `search` | `search:SWEEPS` |
     `open-loop` | `open-loop:EPISODES` | `queue-aware` | `queue-aware:F`.
 
     `steps` (the env's step ranges) checks `fixed:X,Y` against them; without it the defaults
-    of Table II are assumed, with `es_personal_min` as y_min where given.
+    of Table II are assumed, with `es_personal_min` as y_min where given. `search_device` (a torch
+    device) makes `search` score its candidates there (`SearchPolicy(device=...)`); others ignore it.
     """
     if steps is None and es_personal_min is not None:
         steps = StepRanges(min_es_personal=int(es_personal_min),
@@ -360,4 +398,7 @@ def make_baseline(spec: str, seed: int = 0, es_personal_min: Optional[int] = Non
     name, _, arg = str(spec).strip().partition(":")
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {spec!r}; allowed: {BASELINE_USAGE}")
-    return BASELINES[name](spec, arg.strip(), seed, steps)
+    policy = BASELINES[name](spec, arg.strip(), seed, steps)
+    if isinstance(policy, SearchPolicy):
+        policy.device = search_device
+    return policy

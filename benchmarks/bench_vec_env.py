@@ -189,9 +189,9 @@ def main() -> None:
     torch.set_num_threads(1)
     from his_env.config import HISConfig
     from his_env.vector import DEFAULT_BANK_SIZE, DecisionBank, HISVecEnv
-    from his_env.vector.env import _device
+    from his_env.vector.env import checked_device
 
-    device = _device(args.device)  # refuses a device that is not there, before anything runs
+    device = checked_device(args.device)  # refuses a device that is not there, before anything runs
     dtype = getattr(torch, args.dtype)
     gpu = device.type == "cuda"
     sizes = args.batch_sizes or ([256, 1024, 4096, 16384] if gpu else [64, 256, 1024])

@@ -341,10 +341,12 @@ def references_problem(data: Any, seeds: Sequence[int], search_sweeps: int) -> O
     return None
 
 
-def references(his_config, seeds: Sequence[int], search_sweeps: int, log: Callable[[str], None] = print
-               ) -> Dict[str, float]:
+def references(his_config, seeds: Sequence[int], search_sweeps: int, log: Callable[[str], None] = print,
+               search_device: Optional[str] = None) -> Dict[str, float]:
     """U_random and U_search of the PettingZoo env on `seeds` (cached on disk; an unusable cache file
-    is moved aside and recomputed). BenchmarkError when they give no usable normalisation."""
+    is moved aside and recomputed). BenchmarkError when they give no usable normalisation. The search
+    scores its candidates on the torch device `search_device` where given (the same sweeps, so the
+    cache serves both)."""
     from agents.baselines import RandomPolicy, SearchPolicy
     from agents.evaluation import evaluate_policy, mean_metric
 
@@ -361,7 +363,8 @@ def references(his_config, seeds: Sequence[int], search_sweeps: int, log: Callab
     t0 = time.perf_counter()
     u_random = mean_metric(evaluate_policy(RandomPolicy(0), env_dict, seeds))
     t1 = time.perf_counter()
-    u_search = mean_metric(evaluate_policy(SearchPolicy(max_sweeps=search_sweeps), env_dict, seeds))
+    u_search = mean_metric(evaluate_policy(SearchPolicy(max_sweeps=search_sweeps, device=search_device), env_dict,
+                                           seeds))
     t2 = time.perf_counter()
     out = {"random": u_random, "search": u_search, "random_s": t1 - t0, "search_s": t2 - t1,
            "seeds": list(seeds), "search_sweeps": search_sweeps}
@@ -401,6 +404,14 @@ def set_aside_earlier_attempt(folder: str | Path) -> Optional[Path]:
     """Move everything in a cell folder but `superseded/` (the files of an earlier attempt that did
     not finish with a usable result) to `superseded/attempt-<UTC time>/` (his_common.storage)."""
     return set_aside_attempt(folder)
+
+
+def search_device(spec: BenchmarkSpec, his_config) -> Optional[str]:
+    """The torch device the search reference scores its candidates on: the grid's CUDA device for
+    independent decision points (`agents.vector_search`), else None (numpy, the PettingZoo env's code)."""
+    if str(spec.device).startswith("cuda") and not his_config.dynamics.enabled_processes:
+        return spec.device
+    return None
 
 
 def held_out_references(spec: BenchmarkSpec, task: str, log: Callable[[str], None], stop=None) -> Dict[str, Any]:
@@ -736,10 +747,11 @@ def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool, stop) -> Dict[
         if stop.requested:
             return outcome(refs, None)
         his_config = task_by_name(split_task(scheme)[0]).get_task(task_settings(spec, scheme)).his_config()
-        refs[scheme] = references(his_config, spec.eval_seeds, spec.search_sweeps, log)
+        device = search_device(spec, his_config)
+        refs[scheme] = references(his_config, spec.eval_seeds, spec.search_sweeps, log, device)
         if spec.absolute_episodes:
             refs[scheme] = {**refs[scheme], "absolute": references(his_config, spec.absolute_seeds,
-                                                                   spec.search_sweeps, log)}
+                                                                   spec.search_sweeps, log, device)}
         if spec.held_out and split_task(scheme)[1] != PAPER:
             refs[scheme] = {**refs[scheme], "held_out": held_out_references(spec, scheme, log, stop)}
     atomic_write_json(out / "references.json", refs)

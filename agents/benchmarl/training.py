@@ -456,7 +456,8 @@ def _finish(exp, run: _Run, his_config, metrics: MetricsRows, tracker: CurveTrac
                                               tracker.train_seconds()) or "done"
     table = evaluate_final_policy(greedy_policy(exp), f"trained ({learner_label(spec)}, BenchMARL, greedy)",
                                   spec.task["reward_mode"], his_config.to_dict(), eval_baselines, spec.seed,
-                                  int(run.experiment.get("evaluation_episodes", 4)))
+                                  int(run.experiment.get("evaluation_episodes", 4)),
+                                  search_device=spec.device if str(spec.device).startswith("cuda") else None)
     write_tables(table, out)
     plot = plot_learning_curve(rows, out / "plots" / "learning_curve.png",
                                f"BenchMARL {learner_label(spec)}, N={his_config.num_ues}")

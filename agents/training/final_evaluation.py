@@ -34,8 +34,10 @@ def std(values: Sequence[float]) -> float:
 
 def evaluate_final_policy(policy: ModulePolicy, label: str, reward_mode: str, env_config: Mapping[str, Any],
                           baselines: Sequence[str], seed: int, episodes: int,
-                          env_factory: Optional[str] = None) -> List[Dict[str, Any]]:
-    """One summary row per policy (the trained one first, then `baselines`)."""
+                          env_factory: Optional[str] = None, search_device: Optional[str] = None
+                          ) -> List[Dict[str, Any]]:
+    """One summary row per policy (the trained one first, then `baselines`; a `search` baseline
+    scores its candidates on the torch device `search_device` where given)."""
     from agents.baselines import make_baseline
 
     if episodes <= 0:
@@ -43,7 +45,8 @@ def evaluate_final_policy(policy: ModulePolicy, label: str, reward_mode: str, en
     seeds = evaluation_seeds(seed, episodes)
     y_min = int(env_config.get("steps", {}).get("min_es_personal", 0))
     policies = [(label, reward_mode, policy)]
-    policies += [(spec, BASELINE_REWARD_MODE, make_baseline(spec, seed=seed, es_personal_min=y_min))
+    policies += [(spec, BASELINE_REWARD_MODE,
+                  make_baseline(spec, seed=seed, es_personal_min=y_min, search_device=search_device))
                  for spec in baselines]
     table = []
     for name, mode, pol in policies:

@@ -77,7 +77,8 @@ _DYNAMICS_NETWORK_INFO = ("es_available_sms", "es_held_sms")
 _TEXT_FIELDS = ("cluster", "num_clusters", "similarity")
 
 
-def _device(device) -> torch.device:
+def checked_device(device) -> torch.device:
+    """`device` as a torch device, refused with the devices allowed here if it is not one or is not there."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -114,7 +115,7 @@ class HISVecEnv(EnvBase):
             raise ValueError(f"bank_size={bank_size!r}; allowed: None (default {DEFAULT_BANK_SIZE}) or an integer >= 1")
         if not isinstance(validate_actions, bool):
             raise ValueError(f"validate_actions={validate_actions!r}; allowed: True or False")
-        dev = _device(device)
+        dev = checked_device(device)
         self.capture = resolve_capture(capture, dev)
         cfg = load_config(config, scenario, **config_overrides)
         if cfg.oracle.kind != "fitted":
