@@ -184,7 +184,7 @@ def benchmarl_side(args, log) -> dict:
     from agents.benchmarl.experiment import StopTraining, build_task, run_benchmarl
     from agents.benchmarl.training import run_spec_from_settings
     from agents.training.ray_session import quiet_libraries
-    from experiments.benchmark import references
+    from experiments.benchmark import references, search_device
 
     quiet_libraries(verbose=False, libraries=("torchrl",))
     env_cfg, algorithm, experiment, benchmarl = _run_settings(args)  # the preset, then --algo etc. as for RLlib
@@ -197,7 +197,8 @@ def benchmarl_side(args, log) -> dict:
     spec.experiment.update({"evaluation_interval": args.eval_every * frames_per_iter,
                             "exploration_anneal_frames": frames_per_iter})
     task = build_task(spec)
-    refs = references(task.his_config(), spec.eval_seeds, args.search_sweeps, log)
+    refs = references(task.his_config(), spec.eval_seeds, args.search_sweeps, log,
+                      search_device(spec, task.his_config()))
     reached = {}
 
     def on_point(point):

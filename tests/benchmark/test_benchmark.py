@@ -221,7 +221,7 @@ def test_scenarios_make_tasks_of_every_scheme(tmp_path, monkeypatch):
                               Path(folder).name, refs["random"]))
             return Handle(fake_result(0.5))
 
-    def fake_references(his_config, seeds, sweeps, log):
+    def fake_references(his_config, seeds, sweeps, log, search_device=None):
         seen_configs.append(his_config)
         return {"random": float(his_config.num_ues), "search": 1000.0}
 
