@@ -15,7 +15,8 @@ a later process with the same shapes and config builds faster), and so does each
 config in a process, up to torch's `recompile_limit` of variants per function, beyond which torch
 runs the function uncompiled (same results, eager speed) and says so in a warning. The outputs
 are copied out of the graph's memory, which the next replay overwrites, so results kept from
-earlier steps stay valid.
+earlier steps stay valid. Where the compiler cannot run (no C compiler or Triton for the device),
+the first call warns and the env steps uncaptured from then on.
 
 Capture is on by default on CUDA devices and off on the CPU, where inductor's code was measured
 slower than torch's own kernels (B = 1,024, N = 50, difference reward, float64, one thread:
@@ -25,6 +26,7 @@ instead (their remaining passes change nothing), so no value is read back to the
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -56,10 +58,22 @@ def captured(function: Callable[..., Any], device: torch.device) -> Callable[...
     """`function` (tensors in, a nested dict/tuple of tensors out, no random draws, no host reads)
     compiled on first call: CUDA graphs on a CUDA device, fused kernels only on the CPU."""
     mode = "reduce-overhead" if device.type == "cuda" else "default"
-    compiled = torch.compile(function, dynamic=False, mode=mode)
+    compiled = torch.compile(function, mode=mode)  # shapes: static first, dynamic once one changes
+    state = {"call": None}
 
     def run(*args: Any) -> Any:
-        return _copy_out(compiled(*args))
+        if state["call"] is None:  # the first call compiles; a compiler that fails leaves the step uncaptured
+            try:
+                out = _copy_out(compiled(*args))
+            except torch._dynamo.exc.TorchDynamoException as exc:
+                warnings.warn(f"step capture failed, so the env steps uncaptured (same results, more time per "
+                              f"step; HISVecEnv(capture=False) skips the attempt): {type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:300]}", RuntimeWarning, stacklevel=2)
+                state["call"] = function
+                return function(*args)
+            state["call"] = lambda *a: _copy_out(compiled(*a))
+            return out
+        return state["call"](*args)
 
     run.__wrapped__ = function
     return run

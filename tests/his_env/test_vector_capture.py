@@ -73,3 +73,26 @@ def test_capture_setting():
     assert HISVecEnv(num_envs=2, bank_size=8, **SMALL).capture is False  # the CPU default
     with pytest.raises(ValueError, match=r"capture='yes'; allowed: None \(on for CUDA devices, off on the CPU\)"):
         HISVecEnv(num_envs=2, capture="yes", bank_size=8, **SMALL)
+
+
+def test_a_compiler_that_fails_leaves_the_step_uncaptured_with_a_warning(monkeypatch):
+    import his_env.vector.capture as capture
+
+    def failing_compile(function, **kwargs):
+        def compiled(*args):
+            raise torch._dynamo.exc.BackendCompilerFailed(failing_compile, RuntimeError("no C compiler"), None)
+        return compiled
+
+    monkeypatch.setattr(capture.torch, "compile", failing_compile)
+    plain, fallback = paired_envs("cpu", reward_mode="difference", **SMALL)
+    tds = [plain.reset(), fallback.reset()]
+    action = plain.full_action_spec["agents", "action"].rand()
+    outs = []
+    for i, env in enumerate((plain, fallback)):
+        tds[i]["agents", "action"] = action.clone()
+        if i == 1:
+            with pytest.warns(RuntimeWarning, match="step capture failed, so the env steps uncaptured.*no C compiler"):
+                outs.append(env.step(tds[i])["next"])
+        else:
+            outs.append(env.step(tds[i])["next"])
+    torch.testing.assert_close(outs[1]["agents", "reward"], outs[0]["agents", "reward"], rtol=0, atol=0)
