@@ -81,6 +81,15 @@ class NumpyOps:
     def any(self, x) -> bool:
         return bool(np.any(x))
 
+    def may_any(self, x) -> bool:
+        """`any`, for code that only skips work when it is False (see TorchOps.may_any)."""
+        return bool(np.any(x))
+
+    def check(self, ok, message) -> None:
+        """ValueError(message()) unless every element of `ok` is true."""
+        if not np.all(ok):
+            raise ValueError(message())
+
     def argmax(self, x, axis):
         return np.argmax(x, axis=axis)
 
@@ -231,13 +240,26 @@ class TorchOps:
         return x.amax(dim=axis)
 
     def any(self, x) -> bool:
-        """Whether any element is true, for loops that stop early once nothing is left to do. While
-        torch compiles or captures a step (`torch.compiler.is_compiling()`), True without looking:
-        reading a value would stop the capture, and every such loop's remaining passes change nothing
-        (they add zero), so the loop runs its full, fixed count with the same result."""
+        return bool(x.any())
+
+    def may_any(self, x) -> bool:
+        """Whether any element is true, for code that only skips work when it is False (a loop that
+        stops once nothing is left to do, a branch no element needs). While torch compiles or
+        captures a step (`torch.compiler.is_compiling()`), True without looking: reading a value
+        would split the capture, and doing the work anyway changes nothing (a loop's remaining passes
+        add zero; a branch's values are masked out), so the result is the same."""
         if self.torch.compiler.is_compiling():
             return True
         return bool(x.any())
+
+    def check(self, ok, message) -> None:
+        """ValueError(message()) unless every element of `ok` is true. While torch compiles a step,
+        an assertion on the device instead (no value read back): a failure stops the program with
+        torch's device-side assertion error rather than a ValueError."""
+        if self.torch.compiler.is_compiling():
+            self.torch._assert_async(ok.all())
+        elif not bool(ok.all()):
+            raise ValueError(message())
 
     def argmax(self, x, axis):
         return x.argmax(dim=axis)

@@ -88,12 +88,12 @@ def round_allocation(weights, relaxed, budget, valid=None):
 
     for _ in range(num_clusters):  # the minimum of one SM may overshoot the budget: take back
         excess = xp.sum(sms, -1) - budget
-        if not xp.any(excess > 0):
+        if not xp.may_any(excess > 0):
             break
         xp.add_at_last_axis(sms, xp.argmin(loss_of_removing(sms), -1), -xp.int(excess > 0))
     for _ in range(num_clusters + 1):  # rounding down leaves fewer than M SMs unassigned
         left = budget - xp.sum(sms, -1)
-        if not xp.any(left > 0):
+        if not xp.may_any(left > 0):
             break
         xp.add_at_last_axis(sms, xp.argmax(gain_of_adding(sms), -1), xp.int(left > 0))
     for _ in range(4 * num_clusters):  # exchange single SMs while that lowers the objective
@@ -102,7 +102,7 @@ def round_allocation(weights, relaxed, budget, valid=None):
         loss = xp.take_along_axis(losses, give[..., None], -1)[..., 0]
         gain = xp.take_along_axis(gains, take[..., None], -1)[..., 0]
         move = (gain > loss * (1 + 1e-12)) & (give != take)
-        if not xp.any(move):
+        if not xp.may_any(move):
             break
         xp.add_at_last_axis(sms, give, -xp.int(move))
         xp.add_at_last_axis(sms, take, xp.int(move))
@@ -152,7 +152,7 @@ def proportional_allocation(shares, budget, valid=None):
     sms = xp.where(valid, xp.maximum(xp.int(xp.floor(relaxed)), 1), 0)
     for _ in range(shares.shape[-1]):
         diff = budget - xp.sum(sms, -1)
-        if not xp.any(diff != 0):
+        if not xp.may_any(diff != 0):
             break
         remainder = relaxed - sms
         add = xp.argmax(xp.where(valid, remainder, -_INF), -1)

@@ -65,7 +65,7 @@ def bessel_j0(x):
     x = absolute(x)
     small = x <= _SERIES_MAX_ARGUMENT
     # each branch is evaluated only if some argument needs it (Doppler arguments are mostly far)
-    any_small, all_small = xp.any(small), not xp.any(~small)
+    any_small, all_small = xp.may_any(small), not xp.may_any(~small)
     if any_small:
         near = xp.where(small, x, 0.0)
         series = _polynomial(_SERIES, near * near / 4.0)

@@ -149,7 +149,10 @@ def queue_step(state: QueueState, arrivals, free, deadline_slots) -> tuple[Queue
     xp = namespace(state.age, arrivals)
     capacity = state.capacity
     arrivals = xp.int(arrivals)
-    if not is_tensor(deadline_slots) and (np.asarray(deadline_slots) < 1).any():
+    if isinstance(deadline_slots, (int, np.integer)):  # the config's one deadline (checked in Python: no array op)
+        if deadline_slots < 1:
+            raise ValueError(f"deadline_slots {deadline_slots}; allowed: integers >= 1")
+    elif not is_tensor(deadline_slots) and (np.asarray(deadline_slots) < 1).any():
         raise ValueError(f"deadline_slots {deadline_slots}; allowed: integers >= 1")
     deadline = xp.int(deadline_slots)
     if deadline.ndim:

@@ -175,12 +175,43 @@ class SlotDynamics:
         return state
 
     # ------------------------------------------------------------------ steps 1-6
+    def draws(self, source, env_shape: tuple[int, ...], first: bool, dtype=None) -> dict[str, Any]:
+        """The standard draws of one slot from `source`, in the order every env takes them: mobility
+        (or fresh distances), fading (or independent Rayleigh), background load (or a fresh budget),
+        the UEs' SMs, the arrivals. `first`: the slot right after `initial` (no process moves yet)."""
+        d, env_shape = self.dynamics, tuple(env_shape)
+        shape = env_shape + (self.num_ues,)
+        out: dict[str, Any] = {}
+        if d.mobility.enabled:
+            if not first:
+                out["mobility"] = self.mobility_model.draw_step(source, shape, dtype)
+        else:
+            out["distance"] = draws.uniform(source, shape, dtype)
+        if d.channel.enabled:
+            if not first:
+                out["fading"] = channel_memory.draw_fading(source, shape, dtype)
+        elif self.config.channel.rayleigh_fading:
+            out["rayleigh"] = draws.uniform(source, shape, dtype)
+        if d.background_load.enabled:
+            if not first:
+                out["load"] = background_load.draw_background_load(source, env_shape, dtype)
+        else:
+            out["available"] = draws.uniform(source, env_shape, dtype)
+        out["ue_sms"] = draws.uniform(source, shape, dtype)
+        if d.requests.enabled:
+            out["arrivals"] = queues.draw_arrivals(source, shape, dtype)
+        return out
+
     def advance(self, state: DynamicsState, source, first: bool, dtype=None) -> tuple[DynamicsState, Slot]:
         """The decision point of the next slot (the first one after `initial` with first=True): the
         new state and the slot's physical side."""
+        return self.evolve(state, self.draws(source, tuple(state.busy_slots.shape)[:-1], first, dtype), first)
+
+    def evolve(self, state: DynamicsState, drawn: dict[str, Any], first: bool) -> tuple[DynamicsState, Slot]:
+        """`advance` from the slot's draws (`draws`): no random stream is touched, so a vector env can
+        capture it (his_env.vector.capture)."""
         cfg, d = self.config, self.dynamics
         shape = tuple(state.busy_slots.shape)
-        env_shape = shape[:-1]
         xp = namespace(state.busy_slots)
         state = replace(state)
 
@@ -188,11 +219,10 @@ class SlotDynamics:
         if d.mobility.enabled:
             if not first:
                 model = self.mobility_model
-                state.mobility = model.step(state.mobility, self.mobility_params,
-                                            *model.draw_step(source, shape, dtype))
+                state.mobility = model.step(state.mobility, self.mobility_params, *drawn["mobility"])
             distance = mobility.distance_m(state.mobility)
         else:
-            distance = channel.distance_from_area_fraction(draws.uniform(source, shape, dtype), self.cell)
+            distance = channel.distance_from_area_fraction(drawn["distance"], self.cell)
 
         # 2. channel -> downlink rate (Eq. 15)
         gain = channel.path_gain(distance, cfg.channel)
@@ -203,11 +233,10 @@ class SlotDynamics:
                                                             d.slot_s)  # Jakes, each UE's own speed
                 else:
                     rho = d.channel.correlation if d.channel.correlation is not None else self.rho
-                state.fading = channel_memory.fading_step(state.fading, rho,
-                                                          channel_memory.draw_fading(source, shape, dtype))
+                state.fading = channel_memory.fading_step(state.fading, rho, drawn["fading"])
             gain = gain * channel_memory.power_gain(state.fading)
         elif cfg.channel.rayleigh_fading:
-            gain = gain * channel_memory.independent_power_gain(draws.uniform(source, shape, dtype))
+            gain = gain * channel_memory.independent_power_gain(drawn["rayleigh"])
         rate = channel.downlink_rate(gain, cfg.channel)
 
         # 3. the ES: available, held, left for new phases
@@ -216,11 +245,10 @@ class SlotDynamics:
             if not first:
                 mean, std = self.load_moments
                 state.latent_load = background_load.background_load_step(
-                    state.latent_load, background_load.draw_background_load(source, env_shape, dtype), mean, std,
-                    d.background_load.correlation)
+                    state.latent_load, drawn["load"], mean, std, d.background_load.correlation)
             available = background_load.available_es_sms(state.latent_load, cfg.es.sm_range)
         else:
-            available = draws.integers_from_uniform(draws.uniform(source, env_shape, dtype), es_lo, es_hi)
+            available = draws.integers_from_uniform(drawn["available"], es_lo, es_hi)
         clusters = self.max_clusters
         if d.work.enabled:
             held = work.held_es_sms(state.jobs)
@@ -234,7 +262,7 @@ class SlotDynamics:
 
         # 4. the UEs' SMs
         ue_lo, ue_hi = cfg.ue.sm_range
-        ue_sms = draws.integers_from_uniform(draws.uniform(source, shape, dtype), ue_lo, ue_hi)
+        ue_sms = draws.integers_from_uniform(drawn["ue_sms"], ue_lo, ue_hi)
 
         # 5. which UEs can start a request
         free = work.is_free(state.busy_slots) if d.work.enabled else ~xp.zeros(shape, "bool")
@@ -252,8 +280,7 @@ class SlotDynamics:
         none = xp.int(ue_sms * 0)
         if d.requests.enabled:
             r = d.requests
-            arrivals = queues.ARRIVAL_PROCESSES[r.arrivals](queues.draw_arrivals(source, shape, dtype),
-                                                            r.rate_per_slot)
+            arrivals = queues.ARRIVAL_PROCESSES[r.arrivals](drawn["arrivals"], r.rate_per_slot)
             waited = state.queues.length  # every request waiting now waits through the slot just ended
             state.queues, events = queues.queue_step(state.queues, arrivals, free, r.deadline_slots)
             active, arrived = events.served, events.arrived

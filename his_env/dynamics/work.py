@@ -105,9 +105,9 @@ def record_es_jobs(jobs: EsJobs, duration_slots, sms) -> EsJobs:
     free_rank = xp.cumsum(xp.int(free_row), -1) - 1  # k-th free row, from 0
     new_rank = xp.cumsum(xp.int(new), -1) - 1  # k-th new job, from 0
     needed, room = xp.sum(xp.int(new), -1), xp.sum(xp.int(free_row), -1)
-    if xp.any(needed > room):
-        raise ValueError(f"{int((needed - room).max())} ES jobs more than the free rows of the job table "
-                         f"({jobs.max_jobs} rows); allowed: at most the free rows (raise work.max_es_jobs)")
+    xp.check(needed <= room, lambda: f"{int((needed - room).max())} ES jobs more than the free rows of the job "
+                                     f"table ({jobs.max_jobs} rows); allowed: at most the free rows (raise "
+                                     f"work.max_es_jobs)")
     # row j takes the new job whose rank is row j's free rank: the cluster of each rank (..., M), gathered per row
     clusters = new.shape[-1]
     if clusters == 0:

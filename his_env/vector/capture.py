@@ -3,7 +3,10 @@
 A `HISVecEnv` step evaluates its decision points through the shared formula code
 (`his_env.vector.core`): about 1,200 small torch operations per step with the difference reward.
 On a GPU each is a kernel launch, so up to tens of thousands of envs a step costs the same few
-milliseconds whatever B is: the time goes to launching, not to work. `captured(function)` returns
+milliseconds whatever B is: the time goes to launching, not to work. The env captures two parts
+of its step: the evaluation of the actions (results, charges, rewards) and, with the Markov-game
+dynamics, the transition to the next slot (`SlotDynamics.settle`, `evolve` from the slot's draws,
+the observation). `captured(function)` returns
 the same function built, on its first call, by `torch.compile(mode="reduce-overhead")`: inductor
 fuses the element-wise chains into a few dozen kernels and replays them as one CUDA graph. The
 results are those of the uncaptured function to float rounding (fused kernels may sum in another
@@ -22,10 +25,12 @@ Capture is on by default on CUDA devices and off on the CPU, where inductor's co
 slower than torch's own kernels (B = 1,024, N = 50, difference reward, float64, one thread:
 55 ms compiled against 31 ms eager per evaluation, after a 44 s compile); see the Benchmarks
 page. While torch traces, `his_common.arrays` loops that stop early run their fixed count
-instead (their remaining passes change nothing), so no value is read back to the host.
+instead (`may_any`: their remaining passes change nothing), and checks become device-side
+assertions (`check`), so no value is read back to the host.
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any, Callable
 
@@ -44,9 +49,13 @@ def resolve_capture(capture: bool | None, device: torch.device) -> bool:
 
 
 def _copy_out(value: Any) -> Any:
-    """The tensors of a (nested) result copied out of the graph's memory; everything else as is."""
+    """The tensors of a (nested: dicts, tuples, lists, dataclasses) result copied out of the graph's
+    memory; everything else as is."""
     if isinstance(value, torch.Tensor):
         return value.clone()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: _copy_out(getattr(value, f.name))
+                                             for f in dataclasses.fields(value) if f.init})
     if isinstance(value, dict):
         return {key: _copy_out(item) for key, item in value.items()}
     if isinstance(value, (tuple, list)):

@@ -146,6 +146,7 @@ class HISVecEnv(EnvBase):
                          if cfg.dynamics.enabled_processes else None)
         self.core.dynamics = self.dynamics
         self._evaluate = captured(self._evaluation, dev) if self.capture else self._evaluation
+        self._transit = captured(self._transition, dev) if self.capture else self._transition
         self._like = torch.zeros((), dtype=dtype, device=dev)
         self._dynamics_state = self._slot = None
         self._draws = self._generator  # a GeneratorBatch while mirroring PettingZoo episodes
@@ -259,8 +260,11 @@ class HISVecEnv(EnvBase):
         truncated = self._steps >= self.config.episode_length
         if self.dynamics is not None:
             executed = self._slot, self._dynamics_state
-            self._dynamics_state, _ = self.dynamics.settle(self._dynamics_state, self._slot, result)
-            self._next_slot()
+            self._next_rows()  # the draws in the order of every env: the bank's rows, then the slot's
+            drawn = self.dynamics.draws(self._draws, (self.num_envs,), False, self.core.dtype)
+            self._dynamics_state, self._slot, observation = self._transit(self._dynamics_state, self._slot, result,
+                                                                          drawn)
+            self._contexts = self._build_contexts(observation)
             return self._output(result, reward, truncated, executed)
         self._contexts = self.core.sample(self._generator)  # the next decision point, observed at truncation too
         return self._output(result, reward, truncated)
@@ -419,19 +423,25 @@ class HISVecEnv(EnvBase):
                                 device=self.device)
         return episode * length
 
-    def _next_slot(self) -> None:
-        """The next decision point: the bank's next row (the episode's next, or any), then the physical side."""
+    def _next_rows(self) -> None:
+        """The bank rows of the next decision points: the episode's next (or any row, for banks of
+        independent rows); past an episode's end (stepping on without a reset), a new episode."""
         length = self.bank.trajectory_length
         if length == 1:
             self._rows = torch.randint(len(self.bank), (self.num_envs,), generator=self._generator, device=self.device)
-        else:  # the episode's next context; past its end (stepping on without a reset), a new episode
+        else:
             following = self._rows + 1
             self._rows = torch.where(following % length == 0, self._start_rows(), following)
-        self._dynamics_state, self._slot = self.dynamics.advance(self._dynamics_state, self._draws, False,
-                                                                 self.core.dtype)
-        self._contexts = self._build_contexts()
 
-    def _build_contexts(self) -> Contexts:
+    def _transition(self, state, slot, result: dict, drawn: dict):
+        """From the slot just executed (its `result`) and the next slot's draws: the state after it
+        (busy clocks, ES jobs, batteries), the next slot and the UEs' dynamics observation. No random
+        draws: the part of a dynamics step that `capture` compiles."""
+        state, _ = self.dynamics.settle(state, slot, result)
+        state, slot = self.dynamics.evolve(state, drawn, False)
+        return state, slot, self.dynamics.observation(state, slot)
+
+    def _build_contexts(self, observation: torch.Tensor | None = None) -> Contexts:
         if self._replay is None:
             text, rows = self.core.bank_text(self._rows), self._rows
         else:
@@ -442,7 +452,8 @@ class HISVecEnv(EnvBase):
                                    f"(call reset() to leave the mirror)")
             text = tuple(self._replay[k][:, t] for k in _TEXT_FIELDS)
             rows = torch.full((self.num_envs,), -1, dtype=torch.int64, device=self.device)
-        observation = self.dynamics.observation(self._dynamics_state, self._slot)
+        if observation is None:
+            observation = self.dynamics.observation(self._dynamics_state, self._slot)
         return self.core.dynamics_contexts(text, rows, self._slot, observation)
 
     def _dynamics_agent_info(self, slot, state, penalty) -> dict[str, torch.Tensor]:
