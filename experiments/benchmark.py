@@ -44,6 +44,13 @@ Faults:
   the running cells' workers are terminated (they run again on resume), the finished cells are kept
   and reported, and the result says `stopped`; a second signal stops at once (KeyboardInterrupt);
 - local workers die with the driver (PR_SET_PDEATHSIG), so a driver killed with kill -9 leaves none.
+
+Sessions: `stop_after_s` (benchmark.py `--stop-after`) bounds one session's wall time: a cell is
+started only while the session's elapsed time plus the longest cell this session has taken (before
+any finished: 1.25 x the time budget + 60 s, or no bound without a time budget) stays within it;
+the running cells finish, the report covers what is done, and the result says `stopped` = "session
+limit". Every session appends {started (UTC), seconds, cells finished, how it ended} to
+`sessions.json`, and the report says how many sessions the grid took.
 """
 from __future__ import annotations
 
@@ -677,21 +684,50 @@ def progress_line(i: int, total: int, record: Mapping[str, Any]) -> str:
             + (f" | {where}" if where else "") + (" (retried)" if record["attempts"] > 1 else ""))
 
 
+SESSION_LIMIT = "session limit"
+SESSIONS_FILE = "sessions.json"
+
+
+def cell_estimate_s(spec: BenchmarkSpec, durations: Sequence[float]) -> Optional[float]:
+    """Seconds a new cell may take: the longest this session so far, else from the time budget."""
+    if durations:
+        return max(durations)
+    return 1.25 * spec.time_budget_s + 60.0 if spec.time_budget_s else None
+
+
+def read_sessions(out: Path) -> List[Dict[str, Any]]:
+    """The sessions recorded in `sessions.json` (an unusable file is moved aside, with a warning)."""
+    path = out / SESSIONS_FILE
+    if not path.is_file():
+        return []
+    data, problem = _read_json(path)
+    if problem is None and not (isinstance(data, list) and all(isinstance(x, dict) for x in data)):
+        problem = f"a JSON {type(data).__name__}, not a list of sessions"
+    if problem is not None:
+        move_aside(path, problem)
+        return []
+    return data
+
+
 def run_benchmark(spec: BenchmarkSpec, log: Callable[[str], None] = print, jobs: int = 1,
-                  show_bar: bool = True, signals=None) -> Dict[str, Any]:
+                  show_bar: bool = True, signals=None, stop_after_s: Optional[float] = None) -> Dict[str, Any]:
     """Run the grid (see the module docstring). Returns {"records": [...] (finished cells, in grid
     order), "references", "report" (None when stopped before the references were complete),
     "missing": [cells not finished], "stopped": None or the stop signal's name, "output_dir"}.
 
     `signals`: an agents.training.signals.StopSignals the caller has already entered (the command
-    line does, at its start); without one the grid installs its own for its duration."""
+    line does, at its start); without one the grid installs its own for its duration. `stop_after_s`:
+    this session's wall-time bound (see "Sessions" in the module docstring)."""
     from agents.training.signals import StopSignals
 
     cells = validate(spec)
+    if stop_after_s is not None and (not _is_number(stop_after_s) or not math.isfinite(stop_after_s)
+                                     or stop_after_s <= 0):
+        raise BenchmarkError(f"stop_after_s={stop_after_s!r}; allowed: None or a finite number of seconds > 0")
     with StopSignals(log, unit=STOP_UNIT) if signals is None else contextlib.nullcontext(signals) as stop:
         runner = _start_runner(spec, jobs)  # a Ray address that does not answer fails here, before any work
         try:
-            return _run(spec, cells, runner, log, show_bar, stop)
+            return _run(spec, cells, runner, log, show_bar, stop, stop_after_s)
         except BaseException:
             runner.close(interrupted=True)
             raise
@@ -715,19 +751,32 @@ def _start_runner(spec: BenchmarkSpec, jobs: int):
                              f"{RAY_ALLOWED}") from exc
 
 
-def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool, stop) -> Dict[str, Any]:
+def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool, stop, stop_after_s=None) -> Dict[str, Any]:
     from experiments.benchmark_report import write_report
     from agents.benchmarl.task import task_by_name
 
     out = Path(spec.output_dir).resolve()
     names = [cell_name(a, s, seed) for a, s, seed in cells]
     records: Dict[str, Dict[str, Any]] = {}
+    session_start, started_utc = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    limited = []  # set when the session limit kept a cell from starting
+    finished_now = []  # cells finished in this session
+
+    def stopped_by():
+        return stop.requested or (SESSION_LIMIT if limited else None)
 
     def outcome(refs, report) -> Dict[str, Any]:
         missing = [name for name in names if name not in records]
         return {"records": [records[name] for name in names if name in records], "references": refs,
-                "report": report, "missing": missing, "stopped": stop.requested if missing else None,
+                "report": report, "missing": missing, "stopped": stopped_by() if missing else None,
                 "output_dir": str(out)}
+
+    def record_session(missing: Sequence[str]) -> List[Dict[str, Any]]:
+        sessions = read_sessions(out) + [{
+            "started": started_utc, "seconds": round(time.monotonic() - session_start, 1),
+            "cells_finished": len(finished_now), "ended": (stopped_by() or "done") if missing else "done"}]
+        atomic_write_json(out / SESSIONS_FILE, sessions)
+        return sessions
 
     if stop.requested:
         return outcome({}, None)
@@ -767,16 +816,33 @@ def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool, stop) -> Dict[
                    dynamic_ncols=True)
     emit = bar.write if bar is not None else log
     pending: Dict[Any, Tuple[str, str, int, int, List[str]]] = {}
+    started_at: Dict[Any, float] = {}
+    durations: List[float] = []
 
     queue: List[Tuple[str, str, int, int, List[str]]] = [(a, s, seed, 1, []) for a, s, seed in todo]
 
+    def fits() -> bool:
+        """Whether a new cell may start within this session's limit."""
+        if stop_after_s is None:
+            return True
+        estimate = cell_estimate_s(spec, durations)
+        if estimate is None or time.monotonic() - session_start + estimate <= stop_after_s:
+            return True
+        if not limited:
+            limited.append(True)
+            emit(f"benchmark: session limit: {time.monotonic() - session_start:.0f} s of {stop_after_s:g} s used, a "
+                 f"cell takes up to {estimate:.0f} s: no cell starts now (the running ones finish); run the same "
+                 f"command again to continue")
+        return False
+
     def submit_next() -> None:
-        while queue and len(pending) < runner.capacity and not stop.requested:
+        while queue and len(pending) < runner.capacity and not stop.requested and fits():
             algorithm, scheme, seed, attempt, errors = queue.pop(0)
             folder = out / "cells" / cell_name(algorithm, scheme, seed)
             rs = run_spec(spec, algorithm, scheme, seed)
             handle = runner.submit(rs.to_dict(), refs[scheme], str(folder))
             pending[handle] = (algorithm, scheme, seed, attempt, errors)
+            started_at[handle] = time.monotonic()
 
     try:
         done_count = len(records)
@@ -784,10 +850,14 @@ def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool, stop) -> Dict[
         while pending and not stop.requested:
             for handle in runner.wait(list(pending)):
                 algorithm, scheme, seed, attempt, errors = pending.pop(handle)
+                started = started_at.pop(handle)
                 name = cell_name(algorithm, scheme, seed)
                 cell = {"algorithm": algorithm, "scheme": scheme, "seed": seed}
                 try:
-                    result = runner.result(handle)
+                    try:
+                        result = runner.result(handle)
+                    finally:  # how long the cell took, finished or failed
+                        durations.append(time.monotonic() - started)
                     check_result(result)
                 except Exception as exc:  # noqa: BLE001 - any failure of the cell is recorded
                     if stop.requested:  # ended by the stop (or by the same signal): not run, runs again on resume
@@ -809,6 +879,7 @@ def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool, stop) -> Dict[
                             record[extra] = result[extra]
                 atomic_write_json(out / "cells" / name / RESULT_FILE, record)
                 records[name] = record
+                finished_now.append(name)
                 done_count += 1
                 emit(progress_line(done_count, len(cells), record))
                 if bar is not None:
@@ -821,7 +892,8 @@ def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool, stop) -> Dict[
         runner.close(interrupted=True)
     missing = [name for name in names if name not in records]
     ordered = [records[name] for name in names if name in records]
-    report = write_report(ordered, refs, spec, out, log=log, missing=missing)
+    sessions = record_session(missing)
+    report = write_report(ordered, refs, spec, out, log=log, missing=missing, sessions=len(sessions))
     return outcome(refs, report)
 
 

@@ -197,7 +197,8 @@ def _fmt(x: Any, spec: str = "{:.3f}") -> str:
 
 def markdown(summary: Sequence[Mapping[str, Any]], references: Mapping[str, Mapping[str, float]], spec,
              failed: Sequence[Mapping[str, Any]], cells: Sequence[Mapping[str, Any]] = (),
-             missing: Sequence[str] = (), cell_table: bool = True, sections: Sequence[str] = ()) -> str:
+             missing: Sequence[str] = (), cell_table: bool = True, sections: Sequence[str] = (),
+             sessions: Optional[int] = None) -> str:
     budget = (f"{spec.frame_budget:,} frames" if spec.frame_budget else "") + (
         " / " if spec.frame_budget and spec.time_budget_s else "") + (
         f"{spec.time_budget_s:g} s of training" if spec.time_budget_s else "")
@@ -208,7 +209,8 @@ def markdown(summary: Sequence[Mapping[str, Any]], references: Mapping[str, Mapp
              f"N = {sizes if scenarios else task.get('num_ues', 50)}, reward "
              f"{task.get('reward_mode', DEFAULT_REWARD_MODE)}, budget "
              f"{budget or 'the experiment config'} per run, networks {list(spec.hidden)}; greedy policy on "
-             f"evaluation seeds {spec.eval_seeds[0]}..{spec.eval_seeds[-1]} of the PettingZoo env.", "",
+             f"evaluation seeds {spec.eval_seeds[0]}..{spec.eval_seeds[-1]} of the PettingZoo env."
+             + (f" Run in {sessions} session{'' if sessions == 1 else 's'} (sessions.json)." if sessions else ""), "",
              "Score = (U - U_random) / (U_search - U_random): 0 is random play, 1 the model-based search "
              "reference; mean over seeds [95 % bootstrap interval].", ""]
     if scenarios:
@@ -750,8 +752,10 @@ def log_wandb(spec, folder: Path, summary: Sequence[Mapping[str, Any]], plots: S
 
 def write_report(records: Sequence[Mapping[str, Any]], references: Mapping[str, Mapping[str, float]], spec,
                  folder: str | Path, log: Callable[[str], None] = print, missing: Sequence[str] = (),
-                 bootstrap_reps: Optional[int] = None, bootstrap_seed: Optional[int] = None) -> Dict[str, Any]:
-    """The report of the finished cells `records`; `missing` names the grid's cells not finished.
+                 bootstrap_reps: Optional[int] = None, bootstrap_seed: Optional[int] = None,
+                 sessions: Optional[int] = None) -> Dict[str, Any]:
+    """The report of the finished cells `records`; `missing` names the grid's cells not finished;
+    `sessions`, where given, how many sessions (runs of the command) the grid has taken so far.
 
     The field-standard metrics resample `bootstrap_reps` times (else the spec's `bootstrap_reps`,
     else 2,000) from `bootstrap_seed` (else the spec's, else 0). Should they fail, the rest of the
@@ -779,7 +783,7 @@ def write_report(records: Sequence[Mapping[str, Any]], references: Mapping[str, 
     if held:
         atomic_write_text(folder / HELD_OUT_FILE, _csv_text(held_out_rows(records)))
         sections.append(held_out_markdown(held, references))
-    md = markdown(summary, references, spec, failed, rows, missing, sections=sections)
+    md = markdown(summary, references, spec, failed, rows, missing, sections=sections, sessions=sessions)
     atomic_write_text(folder / "report.md", md)
     tasks = list(getattr(spec, "tasks", None) or dict.fromkeys(spec.schemes))
     plots = [p for p in (plot_scores(summary, folder / "scores.png"),

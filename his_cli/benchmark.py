@@ -10,6 +10,8 @@ from typing import Any, Dict, Optional, Sequence
 from his_env.reward_modes import REWARD_MODES, help_text
 from his_cli.args import UsageError, add_set_argument, nonneg_int, parse_overrides, positive_int, positive_seconds
 
+SESSION_LIMIT_EXIT = 3  # --stop-after ended the session with cells left to run
+
 REWARD_MODES_HELP = help_text()
 # algorithm.* keys that mean the same for every BenchMARL algorithm of a grid (the others are RLlib-PPO settings
 # of train.py; BenchMARL's own are benchmarl.experiment.* and benchmarl.algorithm.*)
@@ -21,6 +23,7 @@ finished ones are kept and reported; a second signal stops at once. Killed with 
 worker behind, and the cell that was running moves its files to cells/<cell>/superseded/ when resumed.
 exit status: 0 every cell finished ok, 1 some cells failed (each is run twice) or the run failed,
 2 bad input (flags, settings, cache or output folder, Ray address; nothing was started),
+3 --stop-after ended the session with cells left (run the same command again to continue),
 130 stopped by SIGINT/SIGTERM (finished cells are kept: run the same command again to resume)."""
 
 
@@ -73,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "host:port of a running cluster, checked before anything starts)")
     p.add_argument("--cpus-per-cell", type=float, default=1.0, help="CPUs a Ray cell asks for (default 1)")
     p.add_argument("--jobs", type=positive_int("--jobs"), default=1, help="cells at once without Ray (default 1)")
+    p.add_argument("--stop-after", type=positive_seconds("--stop-after"), default=None, metavar="SECONDS",
+                   help="end this session within SECONDS of wall time: no cell starts that might not finish by then "
+                        "(the longest cell so far, or 1.25 x --time-budget + 60 s), the running ones finish, the "
+                        "report covers what is done; exit code 3 while cells are left (run the same command again)"),
     p.add_argument("--wandb-mode", choices=("online", "offline", "disabled"), default=None,
                    help="W&B for every run and the report (default offline: no key or network needed)")
     p.add_argument("--wandb-project", default="his-marl", help="W&B project (default his-marl)")
@@ -144,14 +151,14 @@ def _main(args, signals) -> int:
     from his_env.config import ConfigError
 
     from agents.benchmarl.experiment import BenchmarlSettingsError
-    from experiments.benchmark import BenchmarkError, failed_cells, run_benchmark
+    from experiments.benchmark import SESSION_LIMIT, BenchmarkError, failed_cells, run_benchmark
     from his_common.storage import CacheLocationError
 
     out = Path(args.output_dir).resolve()
     try:
         spec = spec_from_args(args)
         result = run_benchmark(spec, log=lambda line: print(line, flush=True), jobs=args.jobs,
-                               show_bar=not args.no_progress_bar, signals=signals)
+                               show_bar=not args.no_progress_bar, signals=signals, stop_after_s=args.stop_after)
     except (UsageError, ConfigError, BenchmarkError, BenchmarlSettingsError, CacheLocationError) as exc:
         print(f"benchmark.py: error: {exc}", file=sys.stderr)
         return 2
@@ -163,6 +170,12 @@ def _main(args, signals) -> int:
         print(f"benchmark.py: failed: {exc}; the finished cells in {out} are kept, run the same command again to "
               f"resume", file=sys.stderr)
         return 1
+    if result["stopped"] == SESSION_LIMIT:
+        finished, missing = len(result["records"]), len(result["missing"])
+        print(f"benchmark.py: session limit (--stop-after {args.stop_after:g}): {finished} of {finished + missing} "
+              f"cells finished and kept in {out}; run the same command again for the other {missing}",
+              file=sys.stderr)
+        return SESSION_LIMIT_EXIT
     if result["stopped"]:
         finished, missing = len(result["records"]), len(result["missing"])
         report = " (report.md covers them)" if result["report"] is not None else ""

@@ -300,3 +300,67 @@ def test_a_shared_policy_acts_on_any_number_of_ues_as_on_its_own(tmp_path):
         assert actions[agent].tolist() == [flat // nvec[1], flat % nvec[1]]
     with pytest.raises(ValueError, match="a network per UE for 3 UEs and the env has 7"):
         BenchmarlGreedyPolicy(PerRow(), n_agents=3, shared=False).act(observations, env)
+
+
+def test_a_session_limit_starts_no_cell_that_might_not_finish_and_the_next_session_continues(tmp_path, monkeypatch):
+    """Cells of 100 s (a fake clock) and a 250 s limit: the third cell would end at 300 s, so it does not
+    start; the session ends 'session limit' with two cells kept, and the same call again runs the rest.
+    sessions.json and the report count the sessions."""
+    clock = [1000.0]
+    monkeypatch.setattr(bm.time, "monotonic", lambda: clock[0])
+
+    class TimedRunner(FakeRunner):
+        def result(self, handle):
+            clock[0] += 100.0  # the cell ran 100 s
+            return super().result(handle)
+
+    outcomes = {("ippo", s): [fake_result(0.5)] for s in range(4)}
+    runner = TimedRunner(outcomes)
+    monkeypatch.setattr(bm, "_start_runner", lambda spec, jobs: runner)
+    monkeypatch.setattr(bm, "references", lambda *a, **k: {"random": 0.0, "search": 1.0})
+    lines = []
+    spec = small(tmp_path, seeds=[0, 1, 2, 3])
+    result = bm.run_benchmark(spec, log=lines.append, show_bar=False, stop_after_s=250)
+    assert runner.calls == [("ippo", 0), ("ippo", 1)]
+    assert result["stopped"] == bm.SESSION_LIMIT and len(result["missing"]) == 2
+    assert any("session limit: 200 s of 250 s used, a cell takes up to 100 s" in line for line in lines)
+    sessions = json.loads((tmp_path / "bench" / "sessions.json").read_text())
+    assert [(s["cells_finished"], s["ended"], s["seconds"]) for s in sessions] == [(2, "session limit", 200.0)]
+    assert "Run in 1 session (sessions.json)." in (tmp_path / "bench" / "report.md").read_text()
+    result = bm.run_benchmark(spec, log=lines.append, show_bar=False, stop_after_s=250)
+    assert runner.calls[2:] == [("ippo", 2), ("ippo", 3)] and result["stopped"] is None and not result["missing"]
+    sessions = json.loads((tmp_path / "bench" / "sessions.json").read_text())
+    assert [(s["cells_finished"], s["ended"]) for s in sessions] == [(2, "session limit"), (2, "done")]
+    assert "Run in 2 sessions (sessions.json)." in (tmp_path / "bench" / "report.md").read_text()
+    with pytest.raises(bm.BenchmarkError, match=r"stop_after_s=0; allowed: None or a finite number of seconds > 0"):
+        bm.run_benchmark(spec, log=lines.append, show_bar=False, stop_after_s=0)
+
+
+def test_the_first_cell_of_a_session_is_bounded_by_the_time_budget(tmp_path, monkeypatch):
+    """Before any cell has finished, a cell is taken to need 1.25 x the time budget + 60 s."""
+    monkeypatch.setattr(bm.time, "monotonic", lambda: 0.0)
+    runner = FakeRunner({("ippo", 0): [fake_result(0.5)]})
+    monkeypatch.setattr(bm, "_start_runner", lambda spec, jobs: runner)
+    monkeypatch.setattr(bm, "references", lambda *a, **k: {"random": 0.0, "search": 1.0})
+    spec = small(tmp_path, frame_budget=None, time_budget_s=100.0)
+    assert bm.cell_estimate_s(spec, []) == 185.0 and bm.cell_estimate_s(spec, [30.0, 50.0]) == 50.0
+    result = bm.run_benchmark(spec, log=lambda *_: None, show_bar=False, stop_after_s=180)
+    assert runner.calls == [] and result["stopped"] == bm.SESSION_LIMIT
+    result = bm.run_benchmark(spec, log=lambda *_: None, show_bar=False, stop_after_s=185)
+    assert runner.calls == [("ippo", 0)] and result["stopped"] is None
+
+
+def test_command_line_exit_code_3_after_a_session_limit(tmp_path, monkeypatch, capsys):
+    from his_cli import benchmark as cli
+
+    seen = {}
+
+    def fake_run(spec, log, jobs, show_bar, signals, stop_after_s):
+        seen["stop_after_s"] = stop_after_s
+        return {"records": [{}], "missing": ["x", "y"], "stopped": bm.SESSION_LIMIT, "report": None}
+
+    monkeypatch.setattr(bm, "run_benchmark", fake_run)
+    code = cli.main(["--algorithms", "ippo", "--seeds", "3", "--time-budget", "5", "--stop-after", "540",
+                     "--output-dir", str(tmp_path / "b")])
+    assert code == 3 and seen["stop_after_s"] == 540.0
+    assert "session limit (--stop-after 540): 1 of 3 cells finished" in capsys.readouterr().err
