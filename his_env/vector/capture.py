@@ -1,4 +1,4 @@
-"""Step capture: the vector env's evaluation as one compiled, CUDA-graphed call.
+"""Step capture: the draw-free parts of a vector env step as compiled, CUDA-graphed calls.
 
 A `HISVecEnv` step evaluates its decision points through the shared formula code
 (`his_env.vector.core`): about 1,200 small torch operations per step with the difference reward.
@@ -6,12 +6,11 @@ On a GPU each is a kernel launch, so up to tens of thousands of envs a step cost
 milliseconds whatever B is: the time goes to launching, not to work. The env captures two parts
 of its step: the evaluation of the actions (results, charges, rewards) and, with the Markov-game
 dynamics, the transition to the next slot (`SlotDynamics.settle`, `evolve` from the slot's draws,
-the observation). `captured(function)` returns
-the same function built, on its first call, by `torch.compile(mode="reduce-overhead")`: inductor
-fuses the element-wise chains into a few dozen kernels and replays them as one CUDA graph. The
-results are those of the uncaptured function to float rounding (fused kernels may sum in another
-order: relative differences ~1e-15 in float64); nothing else changes (random draws stay outside,
-on the env's own generator, in the same order).
+the observation). `captured(function)` returns the same function built, on its first call, by
+`torch.compile(mode="reduce-overhead")`: inductor fuses the element-wise chains into far fewer
+kernels and replays them as one CUDA graph. The results are those of the uncaptured function to
+float rounding (fused kernels may sum in another order: relative differences ~1e-15 in float64);
+nothing else changes (random draws stay outside, on the env's own generator, in the same order).
 
 The first call compiles (tens of seconds; inductor keeps the compiled code in its disk cache, so
 a later process with the same shapes and config builds faster), and so does each new shape or
@@ -35,8 +34,6 @@ import warnings
 from typing import Any, Callable
 
 import torch
-
-CAPTURE_SETTINGS = (None, True, False)
 
 
 def resolve_capture(capture: bool | None, device: torch.device) -> bool:
