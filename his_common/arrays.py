@@ -23,6 +23,12 @@ def is_tensor(x: Any) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+def torch_compiling() -> bool:
+    """Whether torch is compiling (tracing) the code that runs now; False where torch is not imported."""
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.compiler.is_compiling()
+
+
 def namespace(*arrays: Any) -> "NumpyOps | TorchOps":
     """The operations for these arrays: torch if any of them is a tensor, else numpy. The float
     dtype is that of the first floating tensor among them (torch's default if none is)."""
@@ -172,6 +178,8 @@ class TorchOps:
     @classmethod
     def for_tensor(cls, t) -> "TorchOps":
         float_dtype = t.dtype if t.is_floating_point() else _default_float()
+        if torch_compiling():  # a fresh one: a lookup would make the compiled code depend on the cache's keys
+            return cls(float_dtype, t.device)
         key = (float_dtype, t.device)
         ops = cls._cache.get(key)
         if ops is None:
@@ -248,7 +256,7 @@ class TorchOps:
         captures a step (`torch.compiler.is_compiling()`), True without looking: reading a value
         would split the capture, and doing the work anyway changes nothing (a loop's remaining passes
         add zero; a branch's values are masked out), so the result is the same."""
-        if self.torch.compiler.is_compiling():
+        if torch_compiling():
             return True
         return bool(x.any())
 
@@ -256,7 +264,7 @@ class TorchOps:
         """ValueError(message()) unless every element of `ok` is true. While torch compiles a step,
         an assertion on the device instead (no value read back): a failure stops the program with
         torch's device-side assertion error rather than a ValueError."""
-        if self.torch.compiler.is_compiling():
+        if torch_compiling():
             self.torch._assert_async(ok.all())
         elif not bool(ok.all()):
             raise ValueError(message())

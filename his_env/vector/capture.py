@@ -45,18 +45,20 @@ def resolve_capture(capture: bool | None, device: torch.device) -> bool:
     return capture
 
 
-def _copy_out(value: Any) -> Any:
-    """The tensors of a (nested: dicts, tuples, lists, dataclasses) result copied out of the graph's
-    memory; everything else as is."""
+def copied(value: Any) -> Any:
+    """The tensors of a nested value (dicts, tuples, lists, dataclasses) copied, each to its own
+    memory; everything else as is. Copies a captured call's results out of the graph's memory, and
+    makes a state built outside a capture (where two fields may be one tensor) look like one built
+    inside, so that the compiled code serves both without compiling again."""
     if isinstance(value, torch.Tensor):
         return value.clone()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(value, **{f.name: _copy_out(getattr(value, f.name))
+        return dataclasses.replace(value, **{f.name: copied(getattr(value, f.name))
                                              for f in dataclasses.fields(value) if f.init})
     if isinstance(value, dict):
-        return {key: _copy_out(item) for key, item in value.items()}
+        return {key: copied(item) for key, item in value.items()}
     if isinstance(value, (tuple, list)):
-        return type(value)(_copy_out(item) for item in value)
+        return type(value)(copied(item) for item in value)
     return value
 
 
@@ -70,14 +72,14 @@ def captured(function: Callable[..., Any], device: torch.device) -> Callable[...
     def run(*args: Any) -> Any:
         if state["call"] is None:  # the first call compiles; a compiler that fails leaves the step uncaptured
             try:
-                out = _copy_out(compiled(*args))
+                out = copied(compiled(*args))
             except torch._dynamo.exc.TorchDynamoException as exc:
                 warnings.warn(f"step capture failed, so the env steps uncaptured (same results, more time per "
                               f"step; HISVecEnv(capture=False) skips the attempt): {type(exc).__name__}: "
                               f"{' '.join(str(exc).split())[:300]}", RuntimeWarning, stacklevel=2)
                 state["call"] = function
                 return function(*args)
-            state["call"] = lambda *a: _copy_out(compiled(*a))
+            state["call"] = lambda *a: copied(compiled(*a))
             return out
         return state["call"](*args)
 

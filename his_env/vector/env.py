@@ -65,7 +65,7 @@ from his_env.dynamics.slot import OBSERVATION_HIGH, OBSERVATION_LOW, SlotDynamic
 from his_env.environment import dynamics_generator, load_config
 from his_env.reward_modes import COUNTERFACTUAL_ACTION, DEFAULT_REWARD_MODE, REWARD_MODES
 from his_env.vector.bank import DEFAULT_BANK_SIZE, DecisionBank
-from his_env.vector.capture import captured, resolve_capture
+from his_env.vector.capture import captured, copied, resolve_capture
 from his_env.vector.core import Contexts, VectorCore
 
 ACTION_MODES = ("multi_categorical", "categorical", "continuous")
@@ -404,6 +404,8 @@ class HISVecEnv(EnvBase):
     def _reset_dynamics(self, mask) -> TensorDict:
         fresh_state = self.dynamics.initial(self._draws, (self.num_envs,), like=self._like, dtype=self.core.dtype)
         fresh_state, fresh_slot = self.dynamics.advance(fresh_state, self._draws, True, self.core.dtype)
+        if self.capture:  # fields that share a tensor here are separate after a captured step
+            fresh_state, fresh_slot = copied((fresh_state, fresh_slot))
         fresh_rows = self._start_rows()
         if mask is None or self._dynamics_state is None:
             self._dynamics_state, self._slot, self._rows = fresh_state, fresh_slot, fresh_rows
@@ -500,6 +502,8 @@ class HISVecEnv(EnvBase):
                                                      dtype=self.core.dtype)
         self._dynamics_state, self._slot = self.dynamics.advance(self._dynamics_state, self._draws, True,
                                                                  self.core.dtype)
+        if self.capture:
+            self._dynamics_state, self._slot = copied((self._dynamics_state, self._slot))
         self._contexts = self._build_contexts()
         return self._output(None, None, torch.zeros(self.num_envs, dtype=torch.bool, device=self.device))
 
