@@ -2,7 +2,7 @@
 
 `SearchPolicy` scores UE n's |A| candidate actions (the others' fixed) in one call of the
 PettingZoo env's `evaluate_joint_actions`: O(|A| N M) numpy work per UE and N calls per sweep,
-about 139 s per decision point at N = 1,000 on one core. `DeviceSearch` runs the same sweeps with
+74-139 s per decision point at N = 1,000, M = 30 on one core (benchmarks/bench_search.py). `DeviceSearch` runs the same sweeps with
 the candidates evaluated by the vector env's torch code (`his_env.vector.core.VectorCore.evaluate`:
 the same formulas as the PettingZoo env) on a CPU or CUDA device. One UE's turn (build the |A|
 joint actions, evaluate them, keep the best if it raises U) is one call, captured

@@ -149,10 +149,11 @@ def queue_step(state: QueueState, arrivals, free, deadline_slots) -> tuple[Queue
     xp = namespace(state.age, arrivals)
     capacity = state.capacity
     arrivals = xp.int(arrivals)
-    if isinstance(deadline_slots, (int, np.integer)):  # the config's one deadline (checked in Python: no array op)
-        if deadline_slots < 1:
-            raise ValueError(f"deadline_slots {deadline_slots}; allowed: integers >= 1")
-    elif not is_tensor(deadline_slots) and (np.asarray(deadline_slots) < 1).any():
+    if isinstance(deadline_slots, (int, np.integer)):  # the config's one deadline: checked in Python, no array op
+        too_short = deadline_slots < 1
+    else:
+        too_short = not is_tensor(deadline_slots) and bool((np.asarray(deadline_slots) < 1).any())
+    if too_short:
         raise ValueError(f"deadline_slots {deadline_slots}; allowed: integers >= 1")
     deadline = xp.int(deadline_slots)
     if deadline.ndim:

@@ -92,6 +92,11 @@ def checked_device(device) -> torch.device:
     return dev
 
 
+def _charged(result: dict, penalty: torch.Tensor) -> dict:
+    """`result` with the dynamics' charges `penalty` (..., N) taken from each UE's reward and the utility."""
+    return {**result, "reward": result["reward"] - penalty, "utility": result["utility"] - penalty.sum(-1)}
+
+
 class HISVecEnv(EnvBase):
     """The HIS environment, B copies batched in torch (see the module docstring)."""
 
@@ -314,8 +319,7 @@ class HISVecEnv(EnvBase):
         else:
             result, without = self.core.evaluate(ctx, actions), None
         if penalty is not None:
-            result["reward"] = result["reward"] - penalty
-            result["utility"] = result["utility"] - penalty.sum(-1)
+            result = _charged(result, penalty)
             result["dynamics_penalty"] = penalty
             if without is not None:
                 without = without - penalty.sum(-1)[:, None]
@@ -524,8 +528,5 @@ class HISVecEnv(EnvBase):
         result = self.core.evaluate(self._contexts, actions.to(self.device))
         if self.dynamics is not None:  # the same charges as `step` (they do not depend on the actions)
             penalty = self.dynamics.penalty(self._slot)
-            if actions.dim() == 4:
-                penalty = penalty[:, None]
-            result["reward"] = result["reward"] - penalty
-            result["utility"] = result["utility"] - penalty.sum(-1)
+            result = _charged(result, penalty[:, None] if actions.dim() == 4 else penalty)
         return result
