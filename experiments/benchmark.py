@@ -349,21 +349,25 @@ def references_problem(data: Any, seeds: Sequence[int], search_sweeps: int) -> O
 
 
 def references(his_config, seeds: Sequence[int], search_sweeps: int, log: Callable[[str], None] = print,
-               search_device: Optional[str] = None) -> Dict[str, float]:
+               search_device: Optional[str] = None, backlog: bool = False) -> Dict[str, float]:
     """U_random and U_search of the PettingZoo env on `seeds` (cached on disk; an unusable cache file
     is moved aside and recomputed). BenchmarkError when they give no usable normalisation. The search
     scores its candidates on the torch device `search_device` where given (the same sweeps, so the
-    cache serves both)."""
-    from agents.baselines import RandomPolicy, SearchPolicy
+    cache serves both). `backlog` with request queues on: also U of the backlog search
+    (`agents.baselines`, `backlog-search`), "backlog_search", a policy above the myopic search."""
+    from agents.baselines import BACKLOG_WEIGHT, RandomPolicy, SearchPolicy
     from agents.evaluation import evaluate_policy, mean_metric
 
     env_dict = his_config.to_dict()
+    backlog = backlog and his_config.dynamics.requests.enabled
     key = settings_key({"env": env_dict, "seeds": list(seeds), "search_sweeps": search_sweeps,
-                        "code": model_source_digest()})
+                        "code": model_source_digest(), **({"backlog_weight": BACKLOG_WEIGHT} if backlog else {})})
     path = cache_root() / "benchmark" / f"references-{key}.json"
     if path.is_file():
         data, problem = _read_json(path)
         problem = problem or references_problem(data, seeds, search_sweeps)
+        if problem is None and backlog and not _finite(data.get("backlog_search")):
+            problem = f"backlog_search = {data.get('backlog_search')!r}; allowed: a finite number"
         if problem is None:
             return data
         move_aside(path, problem)
@@ -375,6 +379,10 @@ def references(his_config, seeds: Sequence[int], search_sweeps: int, log: Callab
     t2 = time.perf_counter()
     out = {"random": u_random, "search": u_search, "random_s": t1 - t0, "search_s": t2 - t1,
            "seeds": list(seeds), "search_sweeps": search_sweeps}
+    if backlog:
+        out["backlog_search"] = mean_metric(evaluate_policy(
+            SearchPolicy(max_sweeps=search_sweeps, backlog_weight=BACKLOG_WEIGHT), env_dict, seeds))
+        out["backlog_search_s"], out["backlog_weight"] = time.perf_counter() - t2, BACKLOG_WEIGHT
     where = f"{env_dict['scheme']['name']}, N={env_dict['num_ues']}, seeds {seeds[0]}..{seeds[-1]}"
     problem = references_problem(out, seeds, search_sweeps)
     if problem is not None:
@@ -382,7 +390,8 @@ def references(his_config, seeds: Sequence[int], search_sweeps: int, log: Callab
                              f"the evaluation episodes or the search sweeps")
     write_cache_file(path, json.dumps(out, indent=1, sort_keys=True), "benchmark references")
     log(f"references ({where}): U_random {u_random:.4f} ({t1 - t0:.1f} s), U_search {u_search:.4f} "
-        f"({t2 - t1:.1f} s)")
+        f"({t2 - t1:.1f} s)" + (f", U_backlog_search {out['backlog_search']:.4f} ({out['backlog_search_s']:.1f} s)"
+                                if backlog else ""))
     return out
 
 
@@ -797,7 +806,7 @@ def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool, stop, stop_aft
             return outcome(refs, None)
         his_config = task_by_name(split_task(scheme)[0]).get_task(task_settings(spec, scheme)).his_config()
         device = search_device(spec, his_config)
-        refs[scheme] = references(his_config, spec.eval_seeds, spec.search_sweeps, log, device)
+        refs[scheme] = references(his_config, spec.eval_seeds, spec.search_sweeps, log, device, backlog=True)
         if spec.absolute_episodes:
             refs[scheme] = {**refs[scheme], "absolute": references(his_config, spec.absolute_seeds,
                                                                    spec.search_sweeps, log, device)}

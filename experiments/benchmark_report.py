@@ -195,6 +195,19 @@ def _fmt(x: Any, spec: str = "{:.3f}") -> str:
     return "n/a" if not isinstance(x, (int, float)) or not math.isfinite(x) else spec.format(x)
 
 
+def _backlog_text(references: Mapping[str, Mapping[str, Any]]) -> str:
+    """The backlog search's score on each task that has one (the references' "backlog_search")."""
+    from agents.evaluation import normalized_score
+
+    scores = [f"{normalized_score(ref['backlog_search'], ref['random'], ref['search']):.2f} on {task}"
+              for task, ref in references.items() if isinstance(ref, Mapping) and
+              all(isinstance(ref.get(k), (int, float)) for k in ("backlog_search", "random", "search"))]
+    if not scores:
+        return ""
+    return (" The backlog search (`backlog-search`, agents.baselines: the same search, with each active UE's delay "
+            "also charged to the requests waiting behind it) scores " + ", ".join(scores) + ".")
+
+
 def markdown(summary: Sequence[Mapping[str, Any]], references: Mapping[str, Mapping[str, float]], spec,
              failed: Sequence[Mapping[str, Any]], cells: Sequence[Mapping[str, Any]] = (),
              missing: Sequence[str] = (), cell_table: bool = True, sections: Sequence[str] = (),
@@ -217,7 +230,7 @@ def markdown(summary: Sequence[Mapping[str, Any]], references: Mapping[str, Mapp
         lines[-1:-1] = ["On the sequential scenarios (" + ", ".join(scenarios) + ") the search is myopic: the best "
                         "joint action of each slot on its own, blind to what waits in the queues, what the running "
                         "phases hold and what the batteries can pay later. It is not optimal there: learned policies "
-                        "can, and should, score above 1.", ""]
+                        "can, and should, score above 1." + _backlog_text(references), ""]
     for scheme in dict.fromkeys(r["scheme"] for r in summary):
         ref = references.get(scheme, {})
         lines += [f"### {scheme} (U_random {_fmt(ref.get('random'), '{:.4f}')}, U_search "

@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "ue-only (0, y_min) | fixed:X,Y (X common steps in "
                         "0..steps.max_common, Y ES personalised steps in steps.min_es_personal..max_es_personal) | "
                         "search | search:SWEEPS (coordinate descent on the reward model, SWEEPS >= 0, default 4; "
-                        "myopic with dynamics on) | open-loop | open-loop:EPISODES (one shared action per slot "
+                        "myopic with dynamics on) | backlog-search | backlog-search:ALPHA (the search, with each "
+                        "active UE's delay also charged ALPHA times to the requests waiting behind it, default 4; "
+                        "needs request queues) | open-loop | open-loop:EPISODES (one shared action per slot "
                         "index, fitted on EPISODES calibration episodes, default 4) | queue-aware | queue-aware:F "
                         "(offload a queue at least F full while the ES has room, default 0.25)")
     p.add_argument("--runs", nargs="+", default=[], metavar="RUN_DIR", help="train.py output folders (Fig. 15)")

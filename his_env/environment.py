@@ -393,7 +393,8 @@ class HISParallelEnv(ParallelEnv):
         """Utility of B candidate joint actions (B, N, 2) at the current decision point, without stepping.
 
         Uses the same rules as `step` (projection, IIS, allocation, EC-Diff). Returns "utility" (B,),
-        "rewards" (B, N), "quality", "delay", "energy" (B,) network totals.
+        "rewards" (B, N), "quality", "delay", "energy" (B,) network totals, and "ue_delay" (B, N): each
+        UE's T_n (Eq. 19).
         """
         if self._point is None:
             raise RuntimeError("call reset() before evaluate_joint_actions()")
@@ -411,7 +412,7 @@ class HISParallelEnv(ParallelEnv):
             result["reward"] = result["reward"] - penalty
             result["utility"] = result["utility"] - np.sum(penalty)
         return {"utility": result["utility"], "rewards": result["reward"], "quality": result["total_quality"],
-                "delay": result["total_delay"], "energy": result["total_energy"]}
+                "delay": result["total_delay"], "energy": result["total_energy"], "ue_delay": result["delay"]}
 
     def decode_actions(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(x, y, z) that `step` would apply to an (..., N, 2) array of actions."""
@@ -423,11 +424,14 @@ class HISParallelEnv(ParallelEnv):
         `prompt_index` (N,) indices into `pool.texts`, `cluster` (N,) m(n), `num_clusters`,
         `similarity` (N,) phi_{n,m(n)} of Eq. (5) as the quality oracle receives it, `es_sm_budget`,
         `ue_sms` (N,), `distance_m` (N,), `downlink_rate_bps` (N,) (Eq. 15); with dynamics also
-        `active` (N,) (the UEs that serve a request) and `ue_step_limit` (N,) (UE steps the battery pays)."""
+        `active` (N,) (the UEs that serve a request) and `ue_step_limit` (N,) (UE steps the battery pays),
+        and with requests on `queue_length` (N,) (requests waiting behind the one each active UE starts)."""
         self._require_reset("decision_context")
         point = self._point
         extra = {} if self.dynamics is None else {"active": np.asarray(self._slot.active, dtype=bool).copy(),
                                                    "ue_step_limit": np.asarray(self._slot.ue_step_limit).copy()}
+        if self.dynamics is not None and self._dynamics_state.queues is not None:
+            extra["queue_length"] = np.asarray(self._dynamics_state.queues.length, dtype=np.int64).copy()
         return {**extra,
             "prompt_index": np.asarray(self._prompt_index, dtype=np.int64).copy(),
             "cluster": np.asarray(point.cluster, dtype=np.int64).copy(),

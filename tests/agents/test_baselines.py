@@ -43,6 +43,9 @@ def test_make_baseline_rejects_unknown_names():
     ("open-loop:0", "EPISODES=0 is out of range"),
     ("open-loop:x", "'open-loop:EPISODES' with EPISODES an integer >= 1"),
     ("queue-aware:1.5", "F=1.5 is out of range; allowed: 'queue-aware' or 'queue-aware:F'"),
+    ("backlog-search:-1", "ALPHA=-1.0 is out of range; allowed: 'backlog-search' or 'backlog-search:ALPHA'"),
+    ("backlog-search:nan", "ALPHA=nan is out of range"),
+    ("backlog-search:x", "'backlog-search:ALPHA' with ALPHA a number >= 0"),
 ])
 def test_make_baseline_rejects_arguments_out_of_range(spec, needle):
     with pytest.raises(ValueError, match=re.escape(needle)):
@@ -214,3 +217,83 @@ def test_queue_aware_offloads_a_backlog_while_the_es_has_room():
     paper.reset(seed=0)
     with pytest.raises(ValueError, match="'dynamics.requests.enabled' is false"):
         make_baseline("queue-aware").reset(paper, 0)
+
+
+def _busy_sequential_env(seed: int = 3):
+    """SEQUENTIAL_SMALL stepped until some active UE has requests waiting behind the one it starts."""
+    env = make_env(**{**SEQUENTIAL_SMALL, "episode_length": 40})
+    env.reset(seed=seed)
+    middle = np.array([0, 5])
+    for _ in range(39):
+        context = env.unwrapped.decision_context()
+        if np.any(context["active"] & (context["queue_length"] > 0)):
+            return env, context
+        env.step({agent: middle for agent in env.agents})
+    raise AssertionError("no active UE with a backlog in 39 slots")
+
+
+@pytest.mark.slow
+def test_backlog_search_charges_each_active_ues_delay_to_the_requests_behind_it():
+    env, context = _busy_sequential_env()
+    base = env.unwrapped
+    grid = action_grid(env.action_space("ue_0"))
+    rng = np.random.default_rng(0)
+    joint = grid[rng.integers(len(grid), size=(5, base.num_ues))]
+    scored = base.evaluate_joint_actions(joint)
+    # ue_delay is the T_n that stepping reports
+    for k in range(2):
+        fresh = make_env(**{**SEQUENTIAL_SMALL, "episode_length": 40})
+        fresh.reset(seed=3)
+        while fresh.unwrapped._step_count < base._step_count:
+            fresh.step({agent: np.array([0, 5]) for agent in fresh.agents})
+        _, _, _, _, infos = fresh.step(dict(zip(fresh.agents, joint[k])))
+        assert [infos[a]["delay"] for a in fresh.possible_agents] == pytest.approx(scored["ue_delay"][k].tolist())
+    # the objective, by hand: U - ALPHA w_T sum over active UEs of q_n T_n
+    alpha, w_t = 2.5, base.config.reward.delay_weight
+    expected = [scored["utility"][k] - alpha * w_t * sum(
+        context["queue_length"][n] * scored["ue_delay"][k][n] for n in range(base.num_ues) if context["active"][n])
+        for k in range(len(joint))]
+    policy = SearchPolicy(backlog_weight=alpha)
+    policy.reset(env, 0)
+    assert policy._searcher_for(base)._utilities(joint) == pytest.approx(expected, rel=1e-12)
+    assert any(context["active"][n] and context["queue_length"][n] > 0 and scored["ue_delay"][0][n] > 0
+               for n in range(base.num_ues))  # the charge is not zero here
+
+
+@pytest.mark.slow
+def test_backlog_search_is_coordinatewise_optimal_for_its_objective_and_zero_weight_is_the_search():
+    env, context = _busy_sequential_env()
+    base = env.unwrapped
+    obs = {agent: None for agent in env.agents}
+    policy = make_baseline("backlog-search:3")
+    assert policy.name == "backlog-search" and policy.backlog_weight == 3.0
+    policy.reset(env, 0)
+    actions = policy.act(obs, env)
+    joint = np.stack([actions[a] for a in env.agents])
+    grid = action_grid(env.action_space("ue_0"))
+    charge = np.where(context["active"], context["queue_length"], 0) * 3.0 * base.config.reward.delay_weight
+
+    def objective(batch):
+        scored = base.evaluate_joint_actions(batch)
+        return scored["utility"] - scored["ue_delay"] @ charge
+
+    best = float(objective(joint[None])[0])
+    for n in range(base.num_ues):
+        cand = np.repeat(joint[None], len(grid), axis=0)
+        cand[:, n] = grid
+        assert np.max(objective(cand)) <= best + 1e-9 * max(1.0, abs(best))
+    myopic, zero = SearchPolicy(seed=4), make_baseline("backlog-search:0", seed=4)
+    assert zero.name == "search"
+    for p in (myopic, zero):
+        p.reset(env, 0)
+    a, b = myopic.act(obs, env), zero.act(obs, env)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_backlog_search_needs_the_request_queues_and_the_numpy_search():
+    paper = make_env(num_ues=4, num_clusters=2)
+    paper.reset(seed=0)
+    with pytest.raises(ValueError, match="'backlog-search' weighs the request queues"):
+        make_baseline("backlog-search").reset(paper, 0)
+    assert make_baseline("backlog-search", search_device="cpu").device is None
+    assert make_baseline("search", search_device="cpu").device == "cpu"

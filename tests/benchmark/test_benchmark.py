@@ -221,9 +221,10 @@ def test_scenarios_make_tasks_of_every_scheme(tmp_path, monkeypatch):
                               Path(folder).name, refs["random"]))
             return Handle(fake_result(0.5))
 
-    def fake_references(his_config, seeds, sweeps, log, search_device=None):
+    def fake_references(his_config, seeds, sweeps, log, search_device=None, backlog=False):
         seen_configs.append(his_config)
-        return {"random": float(his_config.num_ues), "search": 1000.0}
+        extra = {"backlog_search": 1300.0} if backlog and his_config.dynamics.requests.enabled else {}
+        return {"random": float(his_config.num_ues), "search": 1000.0, **extra}
 
     monkeypatch.setattr(bm, "_start_runner", lambda spec, jobs: Recording({}))
     monkeypatch.setattr(bm, "references", fake_references)
@@ -239,6 +240,11 @@ def test_scenarios_make_tasks_of_every_scheme(tmp_path, monkeypatch):
     assert scenario_configs and all(c.dynamics.requests.enabled for c in scenario_configs)
     refs = json.loads((tmp_path / "bench" / "references.json").read_text())
     assert set(refs) == {"his", "iis", "his@seq-small-light", "iis@seq-small-light"}
+    # the backlog search's score, a reference above the myopic search, on the sequential tasks only
+    report = (tmp_path / "bench" / "report.md").read_text()
+    assert "backlog-search" in report and f"scores {(1300 - 10) / (1000 - 10):.2f} on his@seq-small-light, " \
+        f"{(1300 - 10) / (1000 - 10):.2f} on iis@seq-small-light." in report
+    assert "backlog_search" not in refs["his"] and refs["his@seq-small-light"]["backlog_search"] == 1300.0
     with pytest.raises(bm.BenchmarkError, match="scenario has value 'seq-tiny'; allowed: paper, seq-large-heavy"):
         bm.validate(small(tmp_path / "other", scenarios=["seq-tiny"]))
 
@@ -258,7 +264,10 @@ def test_held_out_scenarios_score_a_shared_policy_and_report_the_gap(tmp_path):
     result = bm.run_benchmark(spec, log=lambda *_: None, show_bar=False)
     record = result["records"][0]
     assert record["status"] == "ok"
-    refs = json.loads((tmp_path / "bench" / "references.json").read_text())["his@seq-small-light"]["held_out"]
+    main = json.loads((tmp_path / "bench" / "references.json").read_text())["his@seq-small-light"]
+    assert np.isfinite(main["backlog_search"]) and main["backlog_weight"] == 4.0  # the backlog search ran
+    refs = main["held_out"]
+    assert all("backlog_search" not in ref for ref in refs.values())  # not on every held-out scenario
     assert sorted(refs) == ["heldout-0", "heldout-1"]
     from his_env.scenarios import scenario_config
 
