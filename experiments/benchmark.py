@@ -50,7 +50,9 @@ started only while the session's elapsed time plus the longest cell this session
 any finished: 1.25 x the time budget + 60 s, or no bound without a time budget) stays within it;
 the running cells finish, the report covers what is done, and the result says `stopped` = "session
 limit". Every session appends {started (UTC), seconds, cells finished, how it ended} to
-`sessions.json`, and the report says how many sessions the grid took.
+`sessions.json`, and the report says how many sessions the grid took. The references before the
+cells are bounded alike: each reference episode is cached as it ends and starts only while the
+longest one so far fits (`references`).
 """
 from __future__ import annotations
 
@@ -348,15 +350,48 @@ def references_problem(data: Any, seeds: Sequence[int], search_sweeps: int) -> O
     return None
 
 
+class ReferencesUnfinished(Exception):
+    """The session limit came before every reference episode had run (those that ran are kept)."""
+
+
+def _reference_policy(name: str, search_sweeps: int, search_device: Optional[str]):
+    from agents.baselines import BACKLOG_WEIGHT, RandomPolicy, SearchPolicy
+
+    if name == "random":
+        return RandomPolicy(0)
+    if name == "search":
+        return SearchPolicy(max_sweeps=search_sweeps, device=search_device)
+    return SearchPolicy(max_sweeps=search_sweeps, backlog_weight=BACKLOG_WEIGHT)
+
+
+def reference_episode(env_dict: Dict[str, Any], name: str, seed: int, search_sweeps: int,
+                      search_device: Optional[str] = None) -> Dict[str, float]:
+    """U (the episode's mean per decision point) and wall time of one reference policy ("random",
+    "search", "backlog_search") on one seed: the unit the references are computed, cached and run
+    in parallel by (each policy is reset per seed, so a seed's episode does not depend on the others)."""
+    from agents.evaluation import evaluate_policy
+
+    _quiet_worker()
+    row = evaluate_policy(_reference_policy(name, search_sweeps, search_device), env_dict, [int(seed)])[0]
+    return {"utility": float(row["utility"]), "wall_s": float(row["wall_s"])}
+
+
 def references(his_config, seeds: Sequence[int], search_sweeps: int, log: Callable[[str], None] = print,
-               search_device: Optional[str] = None, backlog: bool = False) -> Dict[str, float]:
+               search_device: Optional[str] = None, backlog: bool = False, pool=None, pool_size: int = 1,
+               may_start: Optional[Callable[[float], bool]] = None) -> Dict[str, float]:
     """U_random and U_search of the PettingZoo env on `seeds` (cached on disk; an unusable cache file
     is moved aside and recomputed). BenchmarkError when they give no usable normalisation. The search
     scores its candidates on the torch device `search_device` where given (the same sweeps, so the
     cache serves both). `backlog` with request queues on: also U of the backlog search
-    (`agents.baselines`, `backlog-search`), "backlog_search", a policy above the myopic search."""
-    from agents.baselines import BACKLOG_WEIGHT, RandomPolicy, SearchPolicy
-    from agents.evaluation import evaluate_policy, mean_metric
+    (`agents.baselines`, `backlog-search`), "backlog_search", a policy above the myopic search.
+
+    Each (policy, seed) episode is a unit, cached as soon as it has run (`references-<key>.parts/`),
+    so an interrupted computation resumes where it stopped; `pool` (a concurrent.futures executor of
+    `pool_size` workers) runs the numpy units side by side (units on a `search_device` run here, one
+    at a time). `may_start(seconds)`: whether a unit that may take that long (the longest so far)
+    may start now (the session limit, a stop signal); once it says no, ReferencesUnfinished after
+    the running units are done."""
+    from agents.baselines import BACKLOG_WEIGHT
 
     env_dict = his_config.to_dict()
     backlog = backlog and his_config.dynamics.requests.enabled
@@ -371,28 +406,82 @@ def references(his_config, seeds: Sequence[int], search_sweeps: int, log: Callab
         if problem is None:
             return data
         move_aside(path, problem)
-    t0 = time.perf_counter()
-    u_random = mean_metric(evaluate_policy(RandomPolicy(0), env_dict, seeds))
-    t1 = time.perf_counter()
-    u_search = mean_metric(evaluate_policy(SearchPolicy(max_sweeps=search_sweeps, device=search_device), env_dict,
-                                           seeds))
-    t2 = time.perf_counter()
-    out = {"random": u_random, "search": u_search, "random_s": t1 - t0, "search_s": t2 - t1,
-           "seeds": list(seeds), "search_sweeps": search_sweeps}
+    names = ["random", "search"] + (["backlog_search"] if backlog else [])
+    episodes = _reference_episodes(env_dict, names, seeds, search_sweeps, search_device,
+                                   path.with_name(f"references-{key}.parts"), pool, pool_size, may_start)
+    out: Dict[str, Any] = {"seeds": list(seeds), "search_sweeps": search_sweeps}
+    for name in names:
+        runs = [episodes[(name, int(seed))] for seed in seeds]
+        out[name] = math.fsum(r["utility"] for r in runs) / len(runs)
+        out[f"{name}_s"] = float(sum(r["wall_s"] for r in runs))
     if backlog:
-        out["backlog_search"] = mean_metric(evaluate_policy(
-            SearchPolicy(max_sweeps=search_sweeps, backlog_weight=BACKLOG_WEIGHT), env_dict, seeds))
-        out["backlog_search_s"], out["backlog_weight"] = time.perf_counter() - t2, BACKLOG_WEIGHT
+        out["backlog_weight"] = BACKLOG_WEIGHT
     where = f"{env_dict['scheme']['name']}, N={env_dict['num_ues']}, seeds {seeds[0]}..{seeds[-1]}"
     problem = references_problem(out, seeds, search_sweeps)
     if problem is not None:
         raise BenchmarkError(f"references ({where}): {problem}; no cell could be scored: change the env settings, "
                              f"the evaluation episodes or the search sweeps")
     write_cache_file(path, json.dumps(out, indent=1, sort_keys=True), "benchmark references")
-    log(f"references ({where}): U_random {u_random:.4f} ({t1 - t0:.1f} s), U_search {u_search:.4f} "
-        f"({t2 - t1:.1f} s)" + (f", U_backlog_search {out['backlog_search']:.4f} ({out['backlog_search_s']:.1f} s)"
-                                if backlog else ""))
+    log(f"references ({where}): " + ", ".join(f"U_{name} {out[name]:.4f} ({out[name + '_s']:.1f} s)"
+                                              for name in names))
     return out
+
+
+def _reference_episodes(env_dict, names, seeds, search_sweeps, search_device, parts: Path, pool, pool_size: int,
+                        may_start):
+    """{(name, seed): {"utility", "wall_s"}} for every reference unit: from `parts` where cached, else
+    run (numpy units in `pool` where given) and cached there one by one."""
+    done: Dict[Tuple[str, int], Dict[str, float]] = {}
+    todo: List[Tuple[str, int]] = []
+    for name in names:
+        for seed in seeds:
+            part = parts / f"{name}-{int(seed)}.json"
+            data, problem = _read_json(part) if part.is_file() else (None, None)
+            if isinstance(data, dict) and _finite(data.get("utility")) and _finite(data.get("wall_s")):
+                done[(name, int(seed))] = data
+            else:
+                if part.is_file():
+                    move_aside(part, problem or f"{data!r} holds no finite utility and wall_s")
+                todo.append((name, int(seed)))
+    longest = [0.0]
+    refused = []
+
+    def keep(unit, result):
+        done[unit] = result
+        longest[0] = max(longest[0], result["wall_s"])
+        write_cache_file(parts / f"{unit[0]}-{unit[1]}.json", json.dumps(result), "benchmark reference episode")
+
+    def fits() -> bool:
+        if not refused and may_start is not None and not may_start(longest[0]):
+            refused.append(True)
+        return not refused
+
+    def device_of(name):
+        return search_device if name == "search" else None
+
+    here = [u for u in todo if pool is None or device_of(u[0]) is not None]
+    queue = [u for u in todo if u not in here]
+    pending: Dict[Any, Tuple[str, int]] = {}
+
+    def submit_more():
+        while queue and len(pending) < max(1, pool_size) and fits():
+            unit = queue.pop(0)
+            pending[pool.submit(reference_episode, env_dict, unit[0], unit[1], search_sweeps, None)] = unit
+
+    submit_more()
+    for unit in here:
+        if not fits():
+            break
+        keep(unit, reference_episode(env_dict, unit[0], unit[1], search_sweeps, device_of(unit[0])))
+    while pending:
+        finished, _ = futures.wait(list(pending), return_when=futures.FIRST_COMPLETED)
+        for handle in finished:
+            keep(pending.pop(handle), handle.result())
+        submit_more()
+    left = [u for u in todo if u not in done]
+    if left:
+        raise ReferencesUnfinished(f"{len(left)} of {len(names) * len(seeds)} reference episodes left to run")
+    return done
 
 
 # ---------------------------------------------------------------------- one cell
@@ -430,9 +519,11 @@ def search_device(spec: BenchmarkSpec, his_config) -> Optional[str]:
     return None
 
 
-def held_out_references(spec: BenchmarkSpec, task: str, log: Callable[[str], None], stop=None) -> Dict[str, Any]:
+def held_out_references(spec: BenchmarkSpec, task: str, log: Callable[[str], None], stop=None,
+                        run_in: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Per held-out scenario (heldout-0 .. heldout-<held_out - 1>): its env config (the task's scheme
-    and settings on that scenario, its own N) and its U_random and U_search on the evaluation seeds."""
+    and settings on that scenario, its own N) and its U_random and U_search on the evaluation seeds
+    (`run_in`: `references`' pool, pool_size and may_start)."""
     from agents.benchmarl.task import task_by_name
     from his_env.scenarios import held_out_names
 
@@ -443,7 +534,7 @@ def held_out_references(spec: BenchmarkSpec, task: str, log: Callable[[str], Non
             break
         settings = {**task_settings(spec, task_label(scheme, name)), "num_ues": spec.task.get("num_ues")}
         his_config = task_by_name(scheme).get_task(settings).his_config()
-        out[name] = {**references(his_config, spec.eval_seeds, spec.search_sweeps, log),
+        out[name] = {**references(his_config, spec.eval_seeds, spec.search_sweeps, log, **(run_in or {})),
                      "config": his_config.to_dict()}
     return out
 
@@ -774,10 +865,10 @@ def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool, stop, stop_aft
     def stopped_by():
         return stop.requested or (SESSION_LIMIT if limited else None)
 
-    def outcome(refs, report) -> Dict[str, Any]:
+    def outcome(refs, report, unfinished: bool = False) -> Dict[str, Any]:
         missing = [name for name in names if name not in records]
         return {"records": [records[name] for name in names if name in records], "references": refs,
-                "report": report, "missing": missing, "stopped": stopped_by() if missing else None,
+                "report": report, "missing": missing, "stopped": stopped_by() if missing or unfinished else None,
                 "output_dir": str(out)}
 
     def record_session(missing: Sequence[str]) -> List[Dict[str, Any]]:
@@ -801,17 +892,35 @@ def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool, stop, stop_aft
         else:
             todo.append((algorithm, scheme, seed))
     refs: Dict[str, Dict[str, float]] = {}
-    for scheme in spec.tasks:  # a task label: his, or his@seq-medium-heavy
+
+    def may_start(estimate_s: float) -> bool:  # a reference episode, within this session's limit
+        if stop.requested:
+            return False
+        return stop_after_s is None or time.monotonic() - session_start + estimate_s <= stop_after_s
+
+    # the reference episodes run in the cells' local workers (one at a time on a Ray cluster's driver)
+    run_in = {"pool": getattr(runner, "pool", None), "pool_size": getattr(runner, "jobs", 1), "may_start": may_start}
+    try:
+        for scheme in spec.tasks:  # a task label: his, or his@seq-medium-heavy
+            if stop.requested:
+                return outcome(refs, None)
+            his_config = task_by_name(split_task(scheme)[0]).get_task(task_settings(spec, scheme)).his_config()
+            device = search_device(spec, his_config)
+            refs[scheme] = references(his_config, spec.eval_seeds, spec.search_sweeps, log, device, backlog=True,
+                                      **run_in)
+            if spec.absolute_episodes:
+                refs[scheme] = {**refs[scheme], "absolute": references(his_config, spec.absolute_seeds,
+                                                                       spec.search_sweeps, log, device, **run_in)}
+            if spec.held_out and split_task(scheme)[1] != PAPER:
+                refs[scheme] = {**refs[scheme], "held_out": held_out_references(spec, scheme, log, stop, run_in)}
+    except ReferencesUnfinished as exc:
         if stop.requested:
             return outcome(refs, None)
-        his_config = task_by_name(split_task(scheme)[0]).get_task(task_settings(spec, scheme)).his_config()
-        device = search_device(spec, his_config)
-        refs[scheme] = references(his_config, spec.eval_seeds, spec.search_sweeps, log, device, backlog=True)
-        if spec.absolute_episodes:
-            refs[scheme] = {**refs[scheme], "absolute": references(his_config, spec.absolute_seeds,
-                                                                   spec.search_sweeps, log, device)}
-        if spec.held_out and split_task(scheme)[1] != PAPER:
-            refs[scheme] = {**refs[scheme], "held_out": held_out_references(spec, scheme, log, stop)}
+        limited.append(True)
+        log(f"benchmark: session limit: {time.monotonic() - session_start:.0f} s of {stop_after_s:g} s used "
+            f"computing the references ({exc}; those that ran are kept): run the same command again to continue")
+        record_session(names)
+        return outcome(refs, None, unfinished=True)
     atomic_write_json(out / "references.json", refs)
     log(f"benchmark: {len(cells)} cells ({len(spec.algorithms)} algorithms x {len(spec.tasks)} tasks x "
         f"{len(spec.seeds)} seeds), {len(records)} already finished, {len(todo)} to run"

@@ -221,7 +221,7 @@ def test_scenarios_make_tasks_of_every_scheme(tmp_path, monkeypatch):
                               Path(folder).name, refs["random"]))
             return Handle(fake_result(0.5))
 
-    def fake_references(his_config, seeds, sweeps, log, search_device=None, backlog=False):
+    def fake_references(his_config, seeds, sweeps, log, search_device=None, backlog=False, **run_in):
         seen_configs.append(his_config)
         extra = {"backlog_search": 1300.0} if backlog and his_config.dynamics.requests.enabled else {}
         return {"random": float(his_config.num_ues), "search": 1000.0, **extra}
@@ -343,6 +343,69 @@ def test_a_session_limit_starts_no_cell_that_might_not_finish_and_the_next_sessi
     assert "Run in 2 sessions (sessions.json)." in (tmp_path / "bench" / "report.md").read_text()
     with pytest.raises(bm.BenchmarkError, match=r"stop_after_s=0; allowed: None or a finite number of seconds > 0"):
         bm.run_benchmark(spec, log=lines.append, show_bar=False, stop_after_s=0)
+
+
+def _fake_episodes(monkeypatch, clock=None, seconds=100.0):
+    """reference_episode replaced by U = the seed's last digit (+10 for the search, +20 for the backlog
+    search), each 'taking' `seconds` on the fake clock; returns the list of the units that ran."""
+    ran = []
+
+    def fake(env_dict, name, seed, sweeps, search_device=None):
+        ran.append((name, seed))
+        if clock is not None:
+            clock[0] += seconds
+        return {"utility": seed % 10 + {"random": 0.0, "search": 10.0, "backlog_search": 20.0}[name],
+                "wall_s": seconds}
+
+    monkeypatch.setattr(bm, "reference_episode", fake)
+    return ran
+
+
+def test_references_run_episode_by_episode_and_resume_where_they_stopped(tmp_path, monkeypatch):
+    """Each (policy, seed) episode is cached as it ends: a computation stopped after three units
+    resumes with the other three, and the means are those of all six; a pool runs them too."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from his_env.scenarios import scenario_config
+
+    monkeypatch.setenv("HIS_MARL_CACHE", str(tmp_path / "cache"))
+    ran = _fake_episodes(monkeypatch)
+    config = scenario_config("seq-small-heavy")
+    allowed = iter([True, True, True, False])
+    with pytest.raises(bm.ReferencesUnfinished, match="3 of 6 reference episodes left"):
+        bm.references(config, [1, 2], 1, log=lambda *_: None, backlog=True, may_start=lambda s: next(allowed))
+    assert ran == [("random", 1), ("random", 2), ("search", 1)]
+    with ThreadPoolExecutor(2) as pool:
+        refs = bm.references(config, [1, 2], 1, log=lambda *_: None, backlog=True, pool=pool, pool_size=2)
+    assert sorted(ran[3:]) == [("backlog_search", 1), ("backlog_search", 2), ("search", 2)]
+    assert (refs["random"], refs["search"], refs["backlog_search"]) == (1.5, 11.5, 21.5)
+    assert refs["search_s"] == 200.0 and refs["backlog_weight"] == 4.0
+    assert bm.references(config, [1, 2], 1, log=lambda *_: None, backlog=True) == refs and len(ran) == 6  # cached
+    paper = bm.references(scenario_config("paper"), [1], 1, log=lambda *_: None, backlog=True)
+    assert "backlog_search" not in paper and ran[6:] == [("random", 1), ("search", 1)]  # no queues: no backlog search
+
+
+def test_a_session_limit_while_the_references_run_keeps_the_episodes_that_ran(tmp_path, monkeypatch):
+    """Reference episodes of 100 s (a fake clock) and a 250 s limit: two run, the third would end past
+    the limit; the session ends 'session limit' (exit 3 on the command line) with no cell started, and
+    the same call again finishes the references and the grid."""
+    clock = [1000.0]
+    monkeypatch.setattr(bm.time, "monotonic", lambda: clock[0])
+    monkeypatch.setenv("HIS_MARL_CACHE", str(tmp_path / "cache"))
+    ran = _fake_episodes(monkeypatch, clock)
+    runner = FakeRunner({("ippo", 0): [fake_result(0.5)]})
+    monkeypatch.setattr(bm, "_start_runner", lambda spec, jobs: runner)
+    lines = []
+    spec = small(tmp_path, absolute_episodes=0, eval_episodes=2)
+    result = bm.run_benchmark(spec, log=lines.append, show_bar=False, stop_after_s=250)
+    assert len(ran) == 2 and runner.calls == [] and result["stopped"] == bm.SESSION_LIMIT
+    assert any("session limit: 200 s of 250 s used computing the references (2 of 4 reference episodes left"
+               in line for line in lines)
+    sessions = json.loads((tmp_path / "bench" / "sessions.json").read_text())
+    assert [(s["cells_finished"], s["ended"]) for s in sessions] == [(0, "session limit")]
+    result = bm.run_benchmark(spec, log=lines.append, show_bar=False, stop_after_s=500)
+    assert len(ran) == 4 and runner.calls == [("ippo", 0)] and result["stopped"] is None
+    assert "Run in 2 sessions (sessions.json)." in (tmp_path / "bench" / "report.md").read_text()
 
 
 def test_the_first_cell_of_a_session_is_bounded_by_the_time_budget(tmp_path, monkeypatch):

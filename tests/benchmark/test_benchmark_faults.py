@@ -53,7 +53,7 @@ def fake_evaluation(tmp_path, monkeypatch):
 
     def evaluate(policy, env_dict, seeds, **kw):
         calls.append(type(policy).__name__)
-        return [{"utility": 3.0 if isinstance(policy, SearchPolicy) else 1.0} for _ in seeds]
+        return [{"utility": 3.0 if isinstance(policy, SearchPolicy) else 1.0, "wall_s": 0.5} for _ in seeds]
 
     monkeypatch.setattr(agents.evaluation, "evaluate_policy", evaluate)
     monkeypatch.setenv("HIS_MARL_CACHE", str(tmp_path / "cache"))
@@ -80,10 +80,17 @@ def test_unusable_references_cache_is_moved_aside_and_recomputed(fake_evaluation
     with pytest.warns(RuntimeWarning, match="unusable") as seen:
         again = bm.references(his_config, [90000], 1, log=lambda *_: None)
     assert len(seen) == 1 and reason in str(seen[0].message)
-    assert (again["random"], again["search"]) == (1.0, 3.0) and len(calls) == 4  # recomputed
+    # put together again from the episodes, each cached as it ended (none runs again)
+    assert (again["random"], again["search"]) == (1.0, 3.0) and len(calls) == 2
     assert json.loads(path.read_text())["search"] == 3.0  # and written again
     (kept,) = unusable(path.parent, path.name)
     assert kept.read_bytes() == content
+    (part,) = path.with_name(path.stem + ".parts").glob("search-*.json")
+    part.write_bytes(content)  # an unusable episode is moved aside and runs again
+    path.unlink()
+    with pytest.warns(RuntimeWarning, match="unusable"):
+        assert bm.references(his_config, [90000], 1, log=lambda *_: None)["search"] == 3.0
+    assert calls[2:] == ["SearchPolicy"] and len(unusable(part.parent, part.name)) == 1
 
 
 def test_read_only_cache_folder_costs_a_warning_not_the_run(fake_evaluation, tmp_path, monkeypatch):
@@ -108,7 +115,8 @@ def test_references_that_cannot_normalise_stop_the_benchmark_with_a_message(fake
     his_config, _ = fake_evaluation
     import agents.evaluation
 
-    monkeypatch.setattr(agents.evaluation, "evaluate_policy", lambda policy, env, seeds, **kw: [{"utility": 2.0}])
+    monkeypatch.setattr(agents.evaluation, "evaluate_policy",
+                        lambda policy, env, seeds, **kw: [{"utility": 2.0, "wall_s": 0.5}])
     with pytest.raises(bm.BenchmarkError, match=r"references \(his, N=4, seeds 90000..90000\): search = random = 2.0"):
         bm.references(his_config, [90000], 1, log=lambda *_: None)
 
