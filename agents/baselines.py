@@ -67,12 +67,22 @@ def action_grid(action_space) -> np.ndarray:
 class Policy(ABC):
     name = "policy"
 
+    def check_config(self, config) -> None:
+        """ValueError (naming the key and what is allowed) if this policy cannot act on envs of this
+        `HISConfig`; callers check before any episode runs."""
+
     def reset(self, env, seed: Optional[int] = None) -> None:  # noqa: D401 - protocol
         pass
 
     @abstractmethod
     def act(self, observations: Mapping[str, np.ndarray], env) -> Dict[str, np.ndarray]:
         """Actions of the live agents at the env's current decision point."""
+
+
+def _needs_requests(policy: str, verb: str, config) -> None:
+    if not config.dynamics.requests.enabled:
+        raise ValueError(f"policy {policy!r} {verb} the request queues, and config key 'dynamics.requests.enabled' "
+                         "is false; allowed: a config or scenario with requests on (e.g. --scenario seq-medium-heavy)")
 
 
 class RandomPolicy(Policy):
@@ -150,11 +160,12 @@ class SearchPolicy(Policy):
         self.last_utility = float("nan")
         self._searcher = None
 
+    def check_config(self, config) -> None:
+        if self.backlog_weight > 0:
+            _needs_requests("backlog-search", "weighs", config)
+
     def reset(self, env, seed: Optional[int] = None) -> None:
-        if self.backlog_weight > 0 and not env.unwrapped.config.dynamics.requests.enabled:
-            raise ValueError("policy 'backlog-search' weighs the request queues, and config key "
-                             "'dynamics.requests.enabled' is false; allowed: a config or scenario with requests on "
-                             "(e.g. --scenario seq-medium-heavy)")
+        self.check_config(env.unwrapped.config)
         if seed is not None:
             self.rng = np.random.default_rng(seed + 104729)
 
@@ -292,11 +303,11 @@ class QueueAwarePolicy(Policy):
             raise ValueError(f"queue-aware threshold {queue_fraction!r}; allowed: a fraction in (0, 1]")
         self.queue_fraction = float(queue_fraction)
 
+    def check_config(self, config) -> None:
+        _needs_requests("queue-aware", "reads", config)
+
     def reset(self, env, seed: Optional[int] = None) -> None:
-        if not env.unwrapped.config.dynamics.requests.enabled:
-            raise ValueError("policy 'queue-aware' reads the request queues, and config key "
-                             "'dynamics.requests.enabled' is false; allowed: a config or scenario with requests on "
-                             "(e.g. --scenario seq-medium-heavy)")
+        self.check_config(env.unwrapped.config)
 
     def act(self, observations, env):
         from his_env.dynamics.slot import OBSERVATION_FEATURES

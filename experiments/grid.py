@@ -114,8 +114,9 @@ def variant_env_config(base: Mapping[str, Any], variant: Variant) -> Dict[str, A
 
 def check_grid(policies: Sequence[PolicySpec], variants: Sequence[Variant], base: Mapping[str, Any]) -> None:
     """Everything `run_grid` will meet, checked before any episode: each policy's env factory,
-    every variant's env config, per-variant checkpoints naming existing variants, and each
-    trained policy's number of UEs against the envs it acts on."""
+    every variant's env config, per-variant checkpoints naming existing variants, each
+    trained policy's number of UEs against the envs it acts on, and what each baseline needs of
+    them (`Policy.check_config`: the queue rules need request queues)."""
     labels = [v.label for v in variants]
     for spec in policies:
         check_env_factory(spec.env_factory, "--env-factory" if spec.checkpoint is None else
@@ -133,6 +134,13 @@ def check_grid(policies: Sequence[PolicySpec], variants: Sequence[Variant], base
                 raise ExperimentError(f"{spec.name} ({spec.checkpoint}) was trained with num_ues={trained_n}, but "
                                       f"variant {variant.label!r} has num_ues={env_cfg['num_ues']}; a trained "
                                       f"policy acts on envs with the number of UEs it was trained for")
+        config = HISConfig.from_dict(env_cfg)
+        for spec in policies:  # a baseline that cannot act on this env (e.g. queue rules without queues)
+            if spec.checkpoint is None and spec.variant in (None, variant.label):
+                try:
+                    spec.make().check_config(config)
+                except ValueError as exc:
+                    raise ExperimentError(f"variant {variant.label!r}: {exc}") from None
         if any(s.label.startswith("fixed") for s in policies):
             steps = StepRanges.from_env_config(env_cfg)
             for spec in policies:

@@ -31,6 +31,10 @@ TINY = {"num_ues": 3, "num_clusters": 1, "episode_length": 2}
     ({"baselines": ["random"], "overrides": {"num_ues": -3}}, ConfigError, "num_ues"),
     ({"baselines": ["random"], "scenario": "seq-huge"}, ConfigError, "scenario 'seq-huge'; allowed: paper"),
     ({"checkpoints": ["/nonexistent"]}, CheckpointError, "does not exist"),
+    ({"baselines": ["random", "backlog-search"]}, ExperimentError,
+     "variant 'base': policy 'backlog-search' weighs the request queues, and config key "
+     "'dynamics.requests.enabled' is false"),
+    ({"baselines": ["queue-aware"], "figure": 10}, ExperimentError, "policy 'queue-aware' reads the request queues"),
 ])
 def test_bad_requests_are_refused_before_anything_runs(kwargs, error, needle, tmp_path):
     out = tmp_path / "out"
