@@ -43,6 +43,7 @@ class PolicySpec:
     env_factory: Optional[str] = None
     reward_mode: str = BASELINE_REWARD_MODE  # the reward a checkpoint was trained with; `none` for baselines
     checkpoint: Optional[Path] = None
+    baseline: Optional[tuple] = None  # make_baseline's (spec, seed, steps): rebuilt in a worker process
 
 
 def baseline_name(spec: str) -> str:
@@ -104,7 +105,7 @@ def baseline_policies(names: Sequence[str], steps: StepRanges, seed: int,
     for spec in names:
         make_baseline(spec, seed=seed, steps=steps)  # raises on a bad name or argument
         specs.append(PolicySpec(spec, baseline_name(spec), lambda s=spec: make_baseline(s, seed=seed, steps=steps),
-                                env_factory=env_factory))
+                                env_factory=env_factory, baseline=(spec, seed, steps)))
     return specs
 
 
@@ -151,24 +152,66 @@ def check_grid(policies: Sequence[PolicySpec], variants: Sequence[Variant], base
                         raise ExperimentError(f"variant {variant.label!r}: {exc}") from None
 
 
+def baseline_episode(baseline: tuple, env_cfg: Dict[str, Any], seed: int,
+                     env_factory: Optional[str]) -> Dict[str, float]:
+    """One episode of a baseline (rebuilt from make_baseline's arguments) on one seed: a worker's unit.
+    Every baseline is reset per seed, so an episode does not depend on the ones before it."""
+    spec, policy_seed, steps = baseline
+    return evaluate_policy(make_baseline(spec, seed=policy_seed, steps=steps), env_cfg, [seed],
+                           env_factory=env_factory)[0]
+
+
+def _worker_start() -> None:
+    """A pool worker: one torch thread, and it ends with the driver."""
+    import os
+
+    from agents.training.signals import exit_with_parent
+
+    exit_with_parent()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
 def run_grid(policies: Sequence[PolicySpec], variants: Sequence[Variant], base: Mapping[str, Any],
-             seeds: Sequence[int], log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+             seeds: Sequence[int], log: Callable[[str], None] = print, jobs: int = 1) -> List[Dict[str, Any]]:
     """One row per policy x variant x episode (seed): the episode means of the env's metrics,
     tagged with the policy (`policy`, `name`, `reward_mode`) and the variant (`variant`,
-    `variant_name`, `group`, `x`)."""
+    `variant_name`, `group`, `x`). `jobs` > 1: the baselines' episodes run side by side in that many
+    worker processes (the same rows: each episode is seeded on its own); trained policies here."""
+    cells = [(spec, variant) for spec in policies for variant in variants
+             if spec.variant is None or spec.variant == variant.label]
+    pool, pending = None, {}
+    if jobs > 1 and any(spec.baseline is not None for spec, _ in cells):
+        import concurrent.futures as futures
+        import multiprocessing
+
+        pool = futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=_worker_start)
+        for spec, variant in cells:
+            if spec.baseline is not None:
+                env_cfg = variant_env_config(base, variant)
+                pending[(spec.label, variant.label)] = [pool.submit(baseline_episode, spec.baseline, env_cfg, seed,
+                                                                    spec.env_factory) for seed in seeds]
     rows: List[Dict[str, Any]] = []
-    for spec in policies:
-        policy = spec.make()
-        for variant in variants:
-            if spec.variant is not None and spec.variant != variant.label:
-                continue
-            env_cfg = variant_env_config(base, variant)
+    try:
+        policy, policy_of = None, None
+        for spec, variant in cells:
             t0 = time.perf_counter()
-            episodes = evaluate_policy(policy, env_cfg, seeds, env_factory=spec.env_factory)
+            handles = pending.get((spec.label, variant.label))
+            if handles is not None:
+                episodes = [handle.result() for handle in handles]
+                took = f"{sum(e['wall_s'] for e in episodes):.1f} s of episodes in {jobs} workers"
+            else:
+                if policy_of is not spec:
+                    policy, policy_of = spec.make(), spec
+                episodes = evaluate_policy(policy, variant_env_config(base, variant), seeds,
+                                           env_factory=spec.env_factory)
+                took = f"{time.perf_counter() - t0:.1f} s"
             rows += [{"policy": spec.label, "name": spec.name, "reward_mode": spec.reward_mode,
                       "variant": variant.label, "variant_name": variant.display, "group": variant.group,
                       "x": variant.x, **ep} for ep in episodes]
             u = float(np.mean([e.get("utility", np.nan) for e in episodes]))
-            log(f"  {spec.name:>32} | {variant.display:<22} U {u:10.4f}  ({len(episodes)} episodes, "
-                f"{time.perf_counter() - t0:.1f} s)")
+            log(f"  {spec.name:>32} | {variant.display:<22} U {u:10.4f}  ({len(episodes)} episodes, {took})")
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
     return rows

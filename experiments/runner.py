@@ -44,6 +44,7 @@ class EvaluationRequest:
     seed_base: int = DEFAULT_SEED_BASE
     output_dir: Optional[str | Path] = None
     env_factory: Optional[str] = None  # for the baselines (default: a checkpoint's)
+    jobs: int = 1  # worker processes for the baselines' episodes
 
 
 @dataclass
@@ -56,6 +57,7 @@ class EvaluationPlan:
     base: Dict[str, Any]
     seeds: List[int]
     out_dir: Path
+    jobs: int = 1
 
 
 @dataclass
@@ -118,6 +120,8 @@ def prepare(request: EvaluationRequest) -> EvaluationPlan | CurvesPlan:
             raise ExperimentError(f"--figure: {exc}") from None
     if int(request.episodes) < 1:
         raise ExperimentError(f"episodes has value {request.episodes!r}; allowed: an integer >= 1")
+    if isinstance(request.jobs, bool) or not isinstance(request.jobs, int) or request.jobs < 1:
+        raise ExperimentError(f"jobs has value {request.jobs!r}; allowed: an integer >= 1")
     if int(request.seed_base) < 0:
         raise ExperimentError(f"seed base has value {request.seed_base!r}; allowed: an integer >= 0")
     out_dir = Path(request.output_dir) if request.output_dir else default_output_dir(request.figure)
@@ -143,7 +147,7 @@ def prepare(request: EvaluationRequest) -> EvaluationPlan | CurvesPlan:
         title = f"N = {base.get('num_ues')}, scheme {base.get('scheme', {}).get('name')}"
     check_grid(policies, variants, base)
     seeds = [int(request.seed_base) + i for i in range(int(request.episodes))]
-    return EvaluationPlan(figure, title, metrics, policies, variants, base, seeds, out_dir)
+    return EvaluationPlan(figure, title, metrics, policies, variants, base, seeds, out_dir, int(request.jobs))
 
 
 def execute(plan: EvaluationPlan | CurvesPlan, log: Callable[[str], None] = print) -> Report:
@@ -160,7 +164,7 @@ def execute(plan: EvaluationPlan | CurvesPlan, log: Callable[[str], None] = prin
     seeds = plan.seeds
     log(f"{plan.title}: {len(plan.policies)} policies x {len(plan.variants)} variants x {len(seeds)} episodes "
         f"(seeds {seeds[0]}..{seeds[-1]}), N = {plan.base.get('num_ues')}")
-    rows = run_grid(plan.policies, plan.variants, plan.base, seeds, log)
+    rows = run_grid(plan.policies, plan.variants, plan.base, seeds, log, plan.jobs)
     report = write_grid_report(rows, plan.figure, plan.metrics, plan.title, seeds, plan.base.get("num_ues"),
                                plan.out_dir)
     figure = plan.figure

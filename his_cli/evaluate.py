@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="episodes per policy and variant (default 5)")
     p.add_argument("--seed-base", type=nonneg_int("--seed-base"), default=20_000,
                    help="episode i uses seed SEED_BASE + i, the same for every policy and variant (default 20000)")
+    p.add_argument("--jobs", type=positive_int("--jobs"), default=1,
+                   help="worker processes that run the baselines' episodes side by side (default 1; the same "
+                        "numbers: each episode is seeded on its own)")
     p.add_argument("--output-dir", default=None, metavar="DIR",
                    help="results folder (default results/fig<N>, or results/eval without --figure)")
     p.add_argument("--env-factory", default=None, metavar="MODULE:FUNCTION",
@@ -106,7 +109,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             figure=args.figure, checkpoints=args.checkpoint, baselines=args.policy, runs=args.runs,
             labels=args.labels, config=args.config, scenario=args.scenario, overrides=env_overrides(args.overrides),
             episodes=args.episodes, seed_base=args.seed_base, output_dir=args.output_dir,
-            env_factory=args.env_factory)
+            env_factory=args.env_factory, jobs=args.jobs)
         report = run_evaluation(request, log=lambda line: print(line, flush=True))
     except (UsageError, ExperimentError, ConfigError, CheckpointError, EnvFactoryError) as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
