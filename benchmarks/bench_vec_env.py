@@ -3,7 +3,7 @@
     python benchmarks/bench_vec_env.py [--device cpu|cuda] [--seconds 3] [--batch-sizes 64 256 1024]
                                        [--scenarios paper seq-medium-heavy]
                                        [--no-validate-actions | --compare-validation]
-                                       [--no-capture | --compare-capture]
+                                       [--no-capture | --compare-capture] [--breakdown]
 
 Random actions are drawn on the device, the env steps (and resets at truncation, as a collector
 would) with no learner attached; one torch thread on the CPU. Actions are validated as by default
@@ -14,7 +14,8 @@ alike, and the validation overhead printed is the median, over adjacent pairs of
 extra time per step. The step is captured as by default (`HISVecEnv(capture=None)`: compiled and
 CUDA-graphed on a GPU, `his_env.vector.capture`); `--no-capture` times the uncaptured step, and
 `--compare-capture` times every setting both ways (one after the other) and prints the speed-up;
-a captured env's first steps compile, timed apart and printed. Prints, one line each:
+a captured env's first steps compile, timed apart and printed. `--breakdown` also times the parts
+of a step of each dynamics-off setting apart (`step_breakdown`). Prints, one line each:
 
 * the decision-point bank of the default config (N = 50): its size and build time (or load time
   when cached), and a check that it does not change results: U and the mean phi under a random
@@ -111,6 +112,31 @@ def paired_steps_per_second(first, second, seconds: float, device) -> tuple[floa
     return per_turn * turns / totals[0], per_turn * turns / totals[1], float(np.median(ratios))
 
 
+def step_breakdown(env, reps: int = 200) -> str:
+    """Milliseconds per call of the parts of one step of `env` (dynamics off), each timed alone over
+    `reps` calls with the GPU's queue drained: the evaluation of the actions (as the env runs it, and
+    uncaptured), the bank draw of the next decision points, the output TensorDict, the action check,
+    and the whole step (random actions, reset at truncation)."""
+    import torch
+
+    shape = env.full_action_spec["agents", "action"].shape
+    actions = (torch.rand(shape, device=env.device) * torch.tensor(env.core.action_nvec, device=env.device)).long()
+    done = torch.zeros(env.num_envs, dtype=torch.bool, device=env.device)
+    step = stepper(env)
+
+    def ms(fn) -> float:
+        fn()
+        return 1e3 * timed_turn(fn, env.device, reps) / reps
+
+    parts = {"evaluation": lambda: env._evaluate(env._contexts, actions, None),
+             "evaluation uncaptured": lambda: env._evaluation(env._contexts, actions, None),
+             "bank draw": lambda: env.core.sample(env._generator),
+             "output": lambda: env._output(None, None, done),
+             "action check": lambda: env._check_actions(actions),
+             "whole step": step}
+    return ", ".join(f"{name} {ms(fn):.3f} ms" for name, fn in parts.items())
+
+
 def bank_check(bank, samples: int, seed: int = 0) -> str:
     """U and mean phi under a random policy: bank contexts against fresh PettingZoo decision points."""
     import torch
@@ -175,6 +201,9 @@ def main() -> None:
                          "uncaptured step (the default captures on a GPU)")
     capture.add_argument("--compare-capture", action="store_true",
                          help="time each setting captured and uncaptured and print the speed-up")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time the parts of one step (evaluation captured and not, bank draw, output, "
+                             "action check) for each dynamics-off setting")
     args = parser.parse_args()
     if args.compare_capture and args.compare_validation:
         parser.error("--compare-capture and --compare-validation: allowed: one of them at a time")
@@ -241,6 +270,8 @@ def main() -> None:
                 note += (f"; uncaptured {plain_steps * b * env.num_ues:,.0f} agent-steps/s, step "
                          f"{1e3 / plain_steps:.3f} ms: captured x{speedups[-1]:.1f}")
         print(f"{label}: {rate:,.0f} agent-steps/s{note}", flush=True)
+        if args.breakdown and not env.core.config.dynamics.enabled_processes:
+            print(f"  breakdown (ms per call): {step_breakdown(env)}", flush=True)
         best[(n, mode)] = max(best.get((n, mode), (0, 0)), (rate, b))
         return rate
 
