@@ -92,6 +92,19 @@ for _name, _result in {
         "BenchMARL shared PPO at N = 1,000 (preset n1000): agent-steps/s and memory", "docs/benchmarks.md#a-thousand-ues-on-one-gpu",
         ("python train.py --backend benchmarl --preset n1000 --device cuda --time-limit 120 --wandb-mode disabled "
          "--output-dir {out}/run",), "cuda", 4, "one H100"),
+    "baselines_seq_cpu": PublishedResult(
+        "the baselines (backlog-search, open-loop, queue rules, fixed splits) on seq-medium-heavy and seq-large-heavy",
+        "docs/evaluation.md#policies",
+        tuple(f"python evaluate.py --scenario {s} --policy random --policy search --policy backlog-search "
+              "--policy open-loop --policy queue-aware --policy iis-fixed --policy es-only --policy ue-only "
+              f"--episodes 4 --seed-base 90000 --jobs 2 --output-dir {{out}}/{s}"
+              for s in ("seq-medium-heavy", "seq-large-heavy")), "cpu", 15, "2-core CPU"),
+    "capture_gpu": PublishedResult(
+        "the captured step against the uncaptured one on one GPU, and a breakdown of its parts",
+        "docs/benchmarks.md#step-capture",
+        ("python benchmarks/bench_vec_env.py --device cuda --seconds 1 --check-samples 0 --skip-large "
+         "--compare-capture --reward-modes difference individual --batch-sizes 1024 16384 --scenarios paper "
+         "--breakdown",), "cuda", 5, "one H200"),
     **{f"fig{n}": PublishedResult(
         f"Fig. {n} of the paper on this implementation (search and random policies)",
         "docs/evaluation.md#one-command-per-figure",
