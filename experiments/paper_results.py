@@ -67,7 +67,7 @@ for _name, _result in {
     "bench_vec_env_gpu": PublishedResult(
         "HISVecEnv agent-steps/s on one GPU, and the cost of the action checks",
         "docs/benchmarks.md#throughput-and-learning-speed",
-        ("python benchmarks/bench_vec_env.py --device cuda --compare-validation",), "cuda", 5, "one H200"),
+        ("python benchmarks/bench_vec_env.py --device cuda --compare-validation --no-capture",), "cuda", 5, "one H200"),
     "bench_train_rllib": PublishedResult(
         "RLlib IPPO agent-steps/s and training time to a score of 0.9", "docs/benchmarks.md#throughput-and-learning-speed",
         ("python benchmarks/bench_train.py",), "cpu", 3, "2-core CPU"),
