@@ -61,10 +61,8 @@ import contextlib
 import hashlib
 import json
 import math
-import multiprocessing
 import numbers
 import os
-import signal
 import socket
 import sys
 import time
@@ -75,6 +73,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from his_common.storage import (CacheLocationError, atomic_write_json, cache_root, move_aside,
                                 set_aside_attempt, write_cache_file)
+from experiments.workers import QUIET_ENV, quiet_worker, worker_pool
 
 EVAL_SEED_BASE = 90_000
 PAPER = "paper"  # the scenario of the paper's setting: a task of it is named by its scheme alone
@@ -371,7 +370,7 @@ def reference_episode(env_dict: Dict[str, Any], name: str, seed: int, search_swe
     in parallel by (each policy is reset per seed, so a seed's episode does not depend on the others)."""
     from agents.evaluation import evaluate_policy
 
-    _quiet_worker()
+    quiet_worker()
     row = evaluate_policy(_reference_policy(name, search_sweeps, search_device), env_dict, [int(seed)])[0]
     return {"utility": float(row["utility"]), "wall_s": float(row["wall_s"])}
 
@@ -485,26 +484,6 @@ def _reference_episodes(env_dict, names, seeds, search_sweeps, search_device, pa
 
 
 # ---------------------------------------------------------------------- one cell
-QUIET_ENV = {"TQDM_DISABLE": "1", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-             "PYTHONWARNINGS": "ignore"}
-
-
-def _quiet_worker() -> None:
-    """Worker start: no per-iteration progress bars or library chatter from the cells, one torch thread."""
-    for key, value in QUIET_ENV.items():
-        os.environ.setdefault(key, value)
-
-
-def _pool_worker() -> None:
-    """Start of a local pool worker: it dies with the driver (even one killed with kill -9), and
-    ignores Ctrl-C, which the terminal sends to the whole process group: the driver decides."""
-    from agents.training.signals import exit_with_parent
-
-    exit_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _quiet_worker()
-
-
 def set_aside_earlier_attempt(folder: str | Path) -> Optional[Path]:
     """Move everything in a cell folder but `superseded/` (the files of an earlier attempt that did
     not finish with a usable result) to `superseded/attempt-<UTC time>/` (his_common.storage)."""
@@ -544,7 +523,7 @@ def run_cell(spec_dict: Dict[str, Any], refs: Dict[str, float], folder: str) -> 
     cell folder is: an earlier attempt's files there go to superseded/ first)."""
     from agents.training.ray_session import quiet_libraries
 
-    _quiet_worker()
+    quiet_worker()
     quiet_libraries(False, ("torchrl",))  # after torchrl's import, which sets its own logger and warning filters
     from agents.benchmarl.experiment import RunSpec, run_benchmarl
 
@@ -597,8 +576,7 @@ class _LocalRunner:
         self.pool = self._new_pool()
 
     def _new_pool(self):
-        return futures.ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"),
-                                           initializer=_pool_worker)
+        return worker_pool(self.jobs)
 
     def submit(self, spec_dict, refs, folder):
         try:
@@ -893,10 +871,11 @@ def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool, stop, stop_aft
             todo.append((algorithm, scheme, seed))
     refs: Dict[str, Dict[str, float]] = {}
 
-    def may_start(estimate_s: float) -> bool:  # a reference episode, within this session's limit
-        if stop.requested:
-            return False
+    def within_session(estimate_s: float) -> bool:  # work of that length would end within the session's limit
         return stop_after_s is None or time.monotonic() - session_start + estimate_s <= stop_after_s
+
+    def may_start(estimate_s: float) -> bool:  # a reference episode
+        return not stop.requested and within_session(estimate_s)
 
     # the reference episodes run in the cells' local workers (one at a time on a Ray cluster's driver)
     run_in = {"pool": getattr(runner, "pool", None), "pool_size": getattr(runner, "jobs", 1), "may_start": may_start}
@@ -944,7 +923,7 @@ def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool, stop, stop_aft
         if stop_after_s is None:
             return True
         estimate = cell_estimate_s(spec, durations)
-        if estimate is None or time.monotonic() - session_start + estimate <= stop_after_s:
+        if estimate is None or within_session(estimate):
             return True
         if not limited:
             limited.append(True)

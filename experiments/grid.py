@@ -161,16 +161,6 @@ def baseline_episode(baseline: tuple, env_cfg: Dict[str, Any], seed: int,
                            env_factory=env_factory)[0]
 
 
-def _worker_start() -> None:
-    """A pool worker: one torch thread, and it ends with the driver."""
-    import os
-
-    from agents.training.signals import exit_with_parent
-
-    exit_with_parent()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
 def run_grid(policies: Sequence[PolicySpec], variants: Sequence[Variant], base: Mapping[str, Any],
              seeds: Sequence[int], log: Callable[[str], None] = print, jobs: int = 1) -> List[Dict[str, Any]]:
     """One row per policy x variant x episode (seed): the episode means of the env's metrics,
@@ -181,11 +171,9 @@ def run_grid(policies: Sequence[PolicySpec], variants: Sequence[Variant], base: 
              if spec.variant is None or spec.variant == variant.label]
     pool, pending = None, {}
     if jobs > 1 and any(spec.baseline is not None for spec, _ in cells):
-        import concurrent.futures as futures
-        import multiprocessing
+        from experiments.workers import worker_pool
 
-        pool = futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                           initializer=_worker_start)
+        pool = worker_pool(jobs)
         for spec, variant in cells:
             if spec.baseline is not None:
                 env_cfg = variant_env_config(base, variant)
