@@ -119,6 +119,10 @@ class NumpyOps:
     def broadcast_to(self, x, shape):
         return np.broadcast_to(x, shape)
 
+    def rows(self, table, index):
+        """table[index[...]] along the first axis: int index (...) -> (..., *table.shape[1:])."""
+        return table[index]
+
     def arange(self, n, like=None):
         return np.arange(n, dtype=np.int64)
 
@@ -287,6 +291,10 @@ class TorchOps:
 
     def broadcast_to(self, x, shape):
         return x.expand(shape) if is_tensor(x) else self.torch.as_tensor(x, device=self.device).expand(shape)
+
+    def rows(self, table, index):
+        # index_select on the flat index: several times faster on a CPU than advanced indexing
+        return table.index_select(0, index.reshape(-1)).reshape(tuple(index.shape) + tuple(table.shape[1:]))
 
     def arange(self, n, like=None):
         return self.torch.arange(n, device=self.device)

@@ -123,18 +123,20 @@ def empty_queues(num_ues_shape: tuple[int, ...], capacity: int, like=None) -> Qu
     return QueueState(xp.zeros(shape + (int(capacity),), "int"), *zeros)
 
 
-def _logical_position(head, capacity: int, xp):
-    """Position of each cell in FIFO order, 0 at the head (..., N, Q_max): a row of the Q x Q table
-    (cell - head) mod Q per UE, one lookup (integer remainder over the whole buffer is slow)."""
+def _ring_cells(start, count, capacity: int, xp):
+    """The cells start, start + 1, ..., start + count - 1 (mod Q) of each ring buffer, as 0/1 ints
+    (..., N, Q), for start in [0, Q) and count in [0, Q]: one row per UE of the table of every
+    (start, count), a lookup instead of integer arithmetic over the whole buffer."""
     cells = xp.arange(capacity)
-    table = cells[None, :] - cells[:, None]
-    table = xp.where(table < 0, table + capacity, table)
-    return table[head]
+    position = cells[None, :] - cells[:, None]  # (start, cell): the cell's place after start
+    position = position + capacity * xp.int(position < 0)
+    table = xp.int(position[:, None, :] < xp.arange(capacity + 1)[None, :, None])  # (start, count, cell)
+    return xp.rows(table.reshape(capacity * (capacity + 1), capacity), start * (capacity + 1) + count)
 
 
 def _wrap(x, capacity: int, xp):
     """x mod capacity for x in [0, 2 capacity)."""
-    return xp.where(x >= capacity, x - capacity, x)
+    return x - capacity * xp.int(x >= capacity)
 
 
 def queue_step(state: QueueState, arrivals, free, deadline_slots) -> tuple[QueueState, QueueEvents]:
@@ -142,27 +144,31 @@ def queue_step(state: QueueState, arrivals, free, deadline_slots) -> tuple[Queue
     (..., N): the UE can start a request now; `deadline_slots`: int >= 1, one for all or (..., N),
     fixed over an episode.
 
-    Every cell is located once, by its FIFO position p relative to the slot's first head; the drops,
-    arrivals and service of the slot are ranges of p: old requests p < L (the queue length), of
-    which the first d expire; the accepted arrivals take p in [L, L + a); the served request is the
-    first one left. The cells still holding an old request after the slot are p in [d + s, L)."""
+    The drops, arrivals and service of the slot are ranges of the FIFO positions p relative to the
+    slot's first head: old requests p < L (the queue length), of which the first d expire; the
+    accepted arrivals take p in [L, L + a); the served request is the first one left. The cells
+    still holding an old request after the slot are p in [d + s, L): the ring cells from the new
+    head on, as many as the old requests kept and not served."""
     xp = namespace(state.age, arrivals)
     capacity = state.capacity
     arrivals = xp.int(arrivals)
-    if isinstance(deadline_slots, (int, np.integer)):  # the config's one deadline: checked in Python, no array op
+    one_deadline = isinstance(deadline_slots, (int, np.integer))
+    if one_deadline:  # the config's one deadline: checked in Python, no array op
         too_short = deadline_slots < 1
     else:
         too_short = not is_tensor(deadline_slots) and bool((np.asarray(deadline_slots) < 1).any())
     if too_short:
         raise ValueError(f"deadline_slots {deadline_slots}; allowed: integers >= 1")
-    deadline = xp.int(deadline_slots)
-    if deadline.ndim:
+    deadline = int(deadline_slots) if one_deadline else xp.int(deadline_slots)
+    if not one_deadline and deadline.ndim:
         deadline = deadline[..., None]
-    position = _logical_position(state.head, capacity, xp)
-    waiting_cell = position < state.length[..., None]
 
-    # 1-2: every waiting request ages by one slot; those that reach deadline_slots are dropped (a prefix)
-    dropped_deadline = xp.sum(xp.int(waiting_cell & (state.age >= deadline - 1)), -1)
+    # 1-2: every waiting request ages by one slot; those that reach deadline_slots are dropped (a prefix).
+    # Empty cells hold age 0, so with one deadline of 2 slots or more only waiting cells can expire
+    expired = state.age >= deadline - 1
+    if not (one_deadline and deadline >= 2):
+        expired = expired & (_ring_cells(state.head, state.length, capacity, xp) > 0)
+    dropped_deadline = xp.int(xp.sum(expired, -1))
     kept_old = state.length - dropped_deadline
     head = _wrap(state.head + dropped_deadline, capacity, xp)  # head < Q, drops <= length <= Q
 
@@ -173,15 +179,15 @@ def queue_step(state: QueueState, arrivals, free, deadline_slots) -> tuple[Queue
 
     # 4: a free UE starts its head-of-line request: an old one (its age + 1) or, if none is left, a new one (0)
     served = free & (length > 0)
-    old_head_age = xp.take_along_axis(state.age, head[..., None], -1)[..., 0] + 1
-    served_wait = xp.where(served, xp.where(kept_old > 0, old_head_age, 0), -1)
     served_count = xp.int(served)
+    aged = state.age + 1
+    old_head_age = xp.take_along_axis(aged, head[..., None], -1)[..., 0]
+    served_wait = served_count * (1 + xp.int(kept_old > 0) * old_head_age) - 1  # -1 where none started
     head = _wrap(head + served_count, capacity, xp)
     length = length - served_count
 
     # the old requests still waiting, aged; every other cell 0 (empty or a new request)
-    still_old = waiting_cell & (position >= (dropped_deadline + served_count)[..., None])
-    age = xp.where(still_old, state.age + 1, 0)
+    age = aged * _ring_cells(head, xp.maximum(kept_old - served_count, 0), capacity, xp)
     new_state = QueueState(age, head, length, state.arrived + arrivals, state.served + served_count,
                            state.dropped_deadline + dropped_deadline, state.dropped_overflow + dropped_overflow)
     return new_state, QueueEvents(arrivals, dropped_deadline, dropped_overflow, served, served_wait, length)
