@@ -45,11 +45,18 @@ _HANKEL_P = tuple((-1) ** k * _hankel_coefficient(2 * k) for k in range(13))
 _HANKEL_Q = tuple(-((-1) ** k) * _hankel_coefficient(2 * k + 1) for k in range(12))
 
 
-def _polynomial(coefficients, t):
-    """sum_k c_k t^k by Horner's rule."""
-    total = coefficients[-1] + 0.0 * t
-    for c in reversed(coefficients[:-1]):
-        total = total * t + c
+def _polynomials(rows, t):
+    """sum_k c_k t^k for each row of coefficients c_0, c_1, ... (lowest degree first), by Horner's
+    rule, all rows at once: (rows, *t.shape). A row shorter than the longest gets zero leading
+    coefficients, which change no bit (0 t + c = c)."""
+    xp = namespace(t)
+    degree = max(len(row) for row in rows)
+    table = xp.float([list(row) + [0.0] * (degree - len(row)) for row in rows])
+    table = table.reshape(tuple(table.shape) + (1,) * len(getattr(t, "shape", ())))
+    total = table[:, -1] + 0.0 * t
+    for k in range(degree - 2, -1, -1):  # in place: the running total stays one buffer
+        total *= t
+        total += table[:, k]
     return total
 
 
@@ -68,13 +75,12 @@ def bessel_j0(x):
     any_small, all_small = xp.may_any(small), not xp.may_any(~small)
     if any_small:
         near = xp.where(small, x, 0.0)
-        series = _polynomial(_SERIES, near * near / 4.0)
+        series = _polynomials((_SERIES,), near * near / 4.0)[0]
         if all_small:
             return series
-    far = xp.where(small, _SERIES_MAX_ARGUMENT, x)
-    inverse_square = 1.0 / (far * far)
-    p = _polynomial(_HANKEL_P, inverse_square)
-    q = _polynomial(_HANKEL_Q, inverse_square) / far
+    far = xp.where(small, _SERIES_MAX_ARGUMENT, x) if any_small else x
+    p, q = _polynomials((_HANKEL_P, _HANKEL_Q), 1.0 / (far * far))
+    q = q / far
     chi = far - math.pi / 4.0
     asymptotic = xp.sqrt(2.0 / (math.pi * far)) * (p * cos(chi) - q * sin(chi))
     return xp.where(small, series, asymptotic) if any_small else asymptotic
@@ -109,7 +115,8 @@ def fading_step(fading, correlation, normal):
 
 def power_gain(fading):
     """|h|^2 (..., N): Exp(1) at every slot, the factor `his_env.channel.channel_gain` draws afresh today."""
-    return namespace(fading).sum(fading * fading, axis=-1)
+    squares = fading * fading
+    return squares[..., 0] + squares[..., 1]
 
 
 def independent_power_gain(uniform):

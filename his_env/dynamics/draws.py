@@ -72,9 +72,12 @@ def standard_normal(generator: Any, shape: tuple[int, ...], dtype: Any = None):
     count = math.prod(shape)
     half = (count + 1) // 2
     uniform = torch.rand((2, half), generator=generator, device=generator.device, dtype=dtype)
-    radius = torch.sqrt(-2.0 * torch.log1p(-uniform[0]))
-    angle = (2.0 * math.pi) * uniform[1]
-    return torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)])[:count].reshape(shape)
+    radius = uniform[0].neg_().log1p_().mul_(-2.0).sqrt_()  # in place: the uniforms are not needed again
+    angle = uniform[1].mul_(2.0 * math.pi)
+    normal = torch.empty_like(uniform)  # (cos, sin) rows, the pairs' two normals
+    torch.cos(angle, out=normal[0]).mul_(radius)
+    torch.sin(angle, out=normal[1]).mul_(radius)
+    return normal.reshape(-1)[:count].reshape(shape)
 
 
 def integers_from_uniform(uniform, low: int, high: int):
