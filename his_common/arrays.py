@@ -56,6 +56,9 @@ class NumpyOps:
     def asarray(self, x, dtype=None):
         return np.asarray(x, dtype=dtype)
 
+    def is_floating(self, x) -> bool:
+        return np.asarray(x).dtype.kind == "f"
+
     def where(self, cond, a, b):
         return np.where(cond, a, b)
 
@@ -204,6 +207,9 @@ class TorchOps:
         if is_tensor(x):
             return x
         return self.torch.as_tensor(np.asarray(x), device=self.device)
+
+    def is_floating(self, x) -> bool:
+        return x.is_floating_point() if is_tensor(x) else np.asarray(x).dtype.kind == "f"
 
     def where(self, cond, a, b):
         return self.torch.where(cond, a, b)

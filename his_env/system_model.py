@@ -52,7 +52,9 @@ class DecisionPoint:
             self.max_clusters = int(self.num_clusters)
         ones = xp.float(xp.broadcast_to(xp.float(1.0), self.cluster.shape))
         if self.active is not None:
-            ones = xp.float(xp.broadcast_to(self.active, self.cluster.shape))
+            # 1 for an active UE, 0 for another: the masks of `active_only`
+            ones = self.active_float = xp.float(xp.broadcast_to(self.active, self.cluster.shape))
+            self.active_int = xp.int(self.active_float)
         self.cluster_sizes = xp.segment_sum(ones, self.cluster, self.max_clusters)  # |N_m| (..., M)
         self.cluster_valid = xp.arange(self.max_clusters) < xp.int(self.num_clusters)[..., None]  # (..., M)
 
@@ -89,10 +91,15 @@ def of_own_cluster(values, point: DecisionPoint):
 
 
 def active_only(values, point: DecisionPoint):
-    """values (..., N) of the active UEs, 0 for the others (unchanged when every UE is active)."""
+    """values (..., N) of the active UEs, 0 for the others (unchanged when every UE is active).
+
+    The values (finite) are multiplied by the 0/1 mask, which a select is several times slower
+    than on a CPU; floats then get + 0.0, so an inactive UE's 0 is never -0.0."""
     if point.active is None:
         return values
-    return point.xp.where(point.active, values, 0)
+    if point.xp.is_floating(values):
+        return values * point.active_float + 0.0
+    return values * point.active_int
 
 
 @dataclass

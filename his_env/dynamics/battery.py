@@ -85,6 +85,8 @@ def move_unaffordable_steps(common_steps, es_personal_steps, ue_steps, ue_step_l
     step beyond it finds room, so z ends at min(z, limit); x + y + z is unchanged."""
     xp = namespace(ue_steps, ue_step_limit)
     excess = xp.maximum(xp.int(ue_steps) - xp.int(ue_step_limit), 0)
+    if not xp.may_any(excess > 0):  # every battery pays its UE steps: nothing moves
+        return xp.int(common_steps), xp.int(es_personal_steps), xp.int(ue_steps), excess
     to_personal = xp.minimum(excess, max_es_personal - xp.int(es_personal_steps))
     to_common = xp.minimum(excess - to_personal, max_common - xp.int(common_steps)) if common_phase else excess * 0
     moved = to_personal + to_common

@@ -277,7 +277,6 @@ class SlotDynamics:
             limit = xp.int(ue_sms * 0 + self.total_steps)
 
         # 6. the queues
-        none = xp.int(ue_sms * 0)
         if d.requests.enabled:
             r = d.requests
             arrivals = queues.ARRIVAL_PROCESSES[r.arrivals](drawn["arrivals"], r.rate_per_slot)
@@ -286,6 +285,7 @@ class SlotDynamics:
             active, arrived = events.served, events.arrived
             dropped = events.dropped_deadline + events.dropped_overflow
         else:
+            none = xp.int(ue_sms * 0)
             active, arrived, dropped, waited = free, none, none, none
         return state, Slot(distance, rate, ue_sms, available, held, budget, can_start, allocation_budget, free,
                            active, limit, arrived, dropped, waited)
@@ -328,7 +328,8 @@ class SlotDynamics:
         step = None
         if d.battery.enabled:
             b = d.battery
-            used = xp.where(active, xp.float(result["ue_energy"]), 0.0)
+            # E_n of the active UEs; evaluate gives an inactive UE no energy (system_model.active_only)
+            used = xp.float(result["ue_energy"])
             step = battery.battery_step(state.battery_j, used, b.trickle_charge_w * d.slot_s, b.capacity_j)
             state.battery_j = step.level_j
             state.battery_drained_j = state.battery_drained_j + step.drained_j
@@ -346,21 +347,20 @@ class SlotDynamics:
         slots, whether or not requests are on), and the fraction of the ES's
         SMs (es.sm_range's high) that running HIS phases hold (what the ES tells every UE)."""
         d, xp = self.dynamics, namespace(state.busy_slots)
-        ones = xp.float(slot.ue_sms * 0) + 1.0
+        shape = tuple(slot.downlink_rate.shape)
         if d.requests.enabled:
             q, deadline = state.queues, d.requests.deadline_slots
-            length = xp.float(q.length)
             head_age = xp.float(xp.take_along_axis(q.age, q.head[..., None], -1)[..., 0])
-            queue_fraction = length / q.capacity
+            queue_fraction = xp.float(q.length) / q.capacity
             slack = xp.where(q.length > 0, (deadline - 1.0 - head_age) / deadline, 1.0)
         else:
-            queue_fraction, slack = ones * 0.0, ones
-        battery_fraction = state.battery_j / d.battery.capacity_j if d.battery.enabled else ones
+            queue_fraction, slack = 0.0, 1.0
+        battery_fraction = state.battery_j / d.battery.capacity_j if d.battery.enabled else 1.0
         busy = xp.float(slot.es_held) / float(self.config.es.sm_range[1])
-        return stack([xp.float(slot.active), queue_fraction, slack, battery_fraction,
-                      slot.downlink_rate / self.reference_rate,
-                      state.last_delay_s / (d.slot_s * d.requests.deadline_slots),
-                      busy[..., None] * ones], axis=-1)
+        features = (xp.float(slot.active), queue_fraction, slack, battery_fraction,
+                    slot.downlink_rate / self.reference_rate,
+                    state.last_delay_s / (d.slot_s * d.requests.deadline_slots), busy[..., None])
+        return stack([xp.broadcast_to(xp.float(f), shape) for f in features], axis=-1)
 
     def state_features(self, state: DynamicsState, slot: Slot):
         """The global state beyond the observations (..., N + 1), `STATE_FEATURES`: each UE's service

@@ -150,9 +150,13 @@ class VectorCore:
         """Eq. (31) min-max normalised as the PettingZoo env does, float32 (B, N, 3); with dynamics
         followed by each UE's dynamics features (B, N, 10)."""
         eq31 = (self.raw_observation(ctx) - self._obs_offset) / self._obs_scale
-        if ctx.dynamics_observation is not None:
-            eq31 = torch.cat([eq31, ctx.dynamics_observation.to(eq31.dtype)], dim=-1)
-        return eq31.to(torch.float32)
+        if ctx.dynamics_observation is None:
+            return eq31.to(torch.float32)
+        width = eq31.shape[-1]
+        out = eq31.new_empty(eq31.shape[:-1] + (width + ctx.dynamics_observation.shape[-1],), dtype=torch.float32)
+        out[..., :width] = eq31  # each value rounded to float32 once, as the whole would be
+        out[..., width:] = ctx.dynamics_observation
+        return out
 
     # ------------------------------------------------------------------ evaluation
     def _point(self, ctx: Contexts, candidates: bool) -> system_model.DecisionPoint:
