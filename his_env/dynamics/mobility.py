@@ -123,12 +123,15 @@ def fold_into_annulus(x_m, y_m, radius_range_m):
     lo, hi = _check_annulus(radius_range_m)
     width = hi - lo
     r = hypot(x_m, y_m)
-    widths = (r - lo) / width
-    crossings = xp.floor(widths)
-    within = widths - crossings
+    within = r - lo  # then in place (fresh arrays): (r - r_min) / width, its fractional part
+    within /= width
+    crossings = xp.floor(within)
+    within -= crossings
     odd = remainder(crossings, 2.0) == 1.0
-    folded = lo + width * xp.where(odd, 1.0 - within, within)
-    scale = folded / xp.maximum(r, 1e-300)
+    scale = xp.where(odd, 1.0 - within, within)  # then in place: the folded radius over r
+    scale *= width
+    scale += lo
+    scale /= xp.maximum(r, 1e-300)
     return x_m * scale, y_m * scale, odd
 
 
@@ -146,20 +149,29 @@ def gauss_markov_initial(params: GaussMarkovParams, uniform, normal) -> GaussMar
 def gauss_markov_step(state: GaussMarkovState, params: GaussMarkovParams, normal) -> GaussMarkovState:
     """One slot from standard normals (..., N, 2): (speed noise, heading noise)."""
     xp = namespace(state.x_m, normal)
+    # the sums are built in place on fresh arrays, in the order the formulas write them
     travel = state.speed_mps * params.slot_s  # the move uses s_{t-1}, d_{t-1} (Camp et al. 2002)
-    x = state.x_m + travel * cos(state.heading_rad)
-    y = state.y_m + travel * sin(state.heading_rad)
+    x = cos(state.heading_rad)  # x + s T cos d
+    x *= travel
+    x += state.x_m
+    y = sin(state.heading_rad)  # y + s T sin d
+    y *= travel
+    y += state.y_m
     alpha = params.memory
     innovation = math.sqrt(max(1.0 - alpha * alpha, 0.0))
-    speed = alpha * state.speed_mps + (1.0 - alpha) * params.mean_speed_mps \
-        + innovation * params.speed_std_mps * normal[..., 0]
-    heading = alpha * state.heading_rad + (1.0 - alpha) * state.mean_heading_rad \
-        + innovation * params.heading_std_rad * normal[..., 1]
+    speed = state.speed_mps * alpha  # alpha s + (1 - alpha) s_mean + sqrt(1 - alpha^2) sigma_s w_s
+    speed += (1.0 - alpha) * params.mean_speed_mps
+    speed += normal[..., 0] * (innovation * params.speed_std_mps)
+    heading = state.heading_rad * alpha  # alpha d + (1 - alpha) d_mean + sqrt(1 - alpha^2) sigma_d w_d
+    heading += state.mean_heading_rad * (1.0 - alpha)
+    heading += normal[..., 1] * (innovation * params.heading_std_rad)
     x, y, reflected = fold_into_annulus(x, y, params.radius_range_m)
-    bearing = atan2(y, x)  # the border's normal at the folded position
-    heading = xp.where(reflected, 2.0 * bearing - heading + math.pi, heading)
-    mean_heading = xp.where(reflected, 2.0 * bearing - state.mean_heading_rad + math.pi, state.mean_heading_rad)
-    turns = xp.floor(mean_heading / _TWO_PI + 0.5) * _TWO_PI  # keep angles near (-pi, pi]
+    twice_bearing = 2.0 * atan2(y, x)  # the border's normal at the folded position
+    heading = xp.where(reflected, twice_bearing - heading + math.pi, heading)
+    mean_heading = xp.where(reflected, twice_bearing - state.mean_heading_rad + math.pi, state.mean_heading_rad)
+    turns = mean_heading / _TWO_PI  # keep angles near (-pi, pi]: floor(d_mean / 2 pi + 1/2) 2 pi
+    turns += 0.5
+    turns = xp.floor(turns) * _TWO_PI
     return GaussMarkovState(x, y, speed, heading - turns, mean_heading - turns)
 
 

@@ -251,9 +251,8 @@ class SlotDynamics:
             available = draws.integers_from_uniform(drawn["available"], es_lo, es_hi)
         clusters = self.max_clusters
         if d.work.enabled:
-            held = work.held_es_sms(state.jobs)
+            held, free_rows = work.held_es_sms_and_free_rows(state.jobs)
             budget = work.es_sm_budget(available, held)
-            free_rows = work.free_rows(state.jobs)
             can_start = (budget >= clusters) & (free_rows >= clusters)
         else:
             held, budget = available * 0, available
@@ -339,15 +338,10 @@ class SlotDynamics:
         return state, step
 
     # ------------------------------------------------------------------ what the agents see
-    def observation(self, state: DynamicsState, slot: Slot):
-        """Each UE's own dynamics features (..., N, 7), `OBSERVATION_FEATURES`: whether it serves a
-        request, its queue length / Q_max, its head-of-line request's slack (slots it may still wait,
-        over the deadline; 1 with an empty queue), its battery fraction, its rate over the rate at
-        the inner radius with unit fading, its last delay T_n over the deadline (requests.deadline_slots
-        slots, whether or not requests are on), and the fraction of the ES's
-        SMs (es.sm_range's high) that running HIS phases hold (what the ES tells every UE)."""
+    def observation_features(self, state: DynamicsState, slot: Slot) -> tuple:
+        """The 7 features of `observation`, in `OBSERVATION_FEATURES` order, each an array that
+        broadcasts to (..., N) (a number where it is one for every UE): `active` bool, the others float."""
         d, xp = self.dynamics, namespace(state.busy_slots)
-        shape = tuple(slot.downlink_rate.shape)
         if d.requests.enabled:
             q, deadline = state.queues, d.requests.deadline_slots
             head_age = xp.float(xp.take_along_axis(q.age, q.head[..., None], -1)[..., 0])
@@ -357,10 +351,18 @@ class SlotDynamics:
             queue_fraction, slack = 0.0, 1.0
         battery_fraction = state.battery_j / d.battery.capacity_j if d.battery.enabled else 1.0
         busy = xp.float(slot.es_held) / float(self.config.es.sm_range[1])
-        features = (xp.float(slot.active), queue_fraction, slack, battery_fraction,
-                    slot.downlink_rate / self.reference_rate,
-                    state.last_delay_s / (d.slot_s * d.requests.deadline_slots), busy[..., None])
-        return stack([xp.broadcast_to(xp.float(f), shape) for f in features], axis=-1)
+        return (slot.active, queue_fraction, slack, battery_fraction, slot.downlink_rate / self.reference_rate,
+                state.last_delay_s / (d.slot_s * d.requests.deadline_slots), busy[..., None])
+
+    def observation(self, state: DynamicsState, slot: Slot):
+        """Each UE's own dynamics features (..., N, 7), `OBSERVATION_FEATURES`: whether it serves a
+        request, its queue length / Q_max, its head-of-line request's slack (slots it may still wait,
+        over the deadline; 1 with an empty queue), its battery fraction, its rate over the rate at
+        the inner radius with unit fading, its last delay T_n over the deadline (requests.deadline_slots
+        slots, whether or not requests are on), and the fraction of the ES's
+        SMs (es.sm_range's high) that running HIS phases hold (what the ES tells every UE)."""
+        xp, shape = namespace(state.busy_slots), tuple(slot.downlink_rate.shape)
+        return stack([xp.broadcast_to(xp.float(f), shape) for f in self.observation_features(state, slot)], axis=-1)
 
     def state_features(self, state: DynamicsState, slot: Slot):
         """The global state beyond the observations (..., N + 1), `STATE_FEATURES`: each UE's service

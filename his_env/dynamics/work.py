@@ -88,6 +88,13 @@ def held_es_sms(jobs: EsJobs):
     return xp.sum(xp.where(_running(jobs), jobs.sms, 0), -1)
 
 
+def held_es_sms_and_free_rows(jobs: EsJobs):
+    """(`held_es_sms`, `free_rows`) of the table, from one look at which rows run."""
+    xp = namespace(jobs.remaining_slots, jobs.sms)
+    running = xp.int(_running(jobs))
+    return xp.sum(jobs.sms * running, -1), jobs.max_jobs - xp.sum(running, -1)
+
+
 def es_sm_budget(available_sms, held_sms):
     """SMs free for new phases this slot: max(available - held, 0) (int)."""
     xp = namespace(available_sms, held_sms)
@@ -101,21 +108,21 @@ def record_es_jobs(jobs: EsJobs, duration_slots, sms) -> EsJobs:
     xp = namespace(jobs.remaining_slots, duration_slots, sms)
     duration_slots, sms = xp.float(duration_slots), xp.int(sms)
     new = (sms > 0) & (duration_slots > FREE_TOLERANCE_SLOTS)  # (..., M)
+    clusters = new.shape[-1]
+    if clusters == 0:
+        return jobs
     free_row = ~_running(jobs)  # (..., J)
     free_rank = xp.cumsum(xp.int(free_row), -1) - 1  # k-th free row, from 0
     new_rank = xp.cumsum(xp.int(new), -1) - 1  # k-th new job, from 0
-    needed, room = xp.sum(xp.int(new), -1), xp.sum(xp.int(free_row), -1)
+    needed, room = new_rank[..., -1] + 1, free_rank[..., -1] + 1  # the counts: the last ranks + 1
     xp.check(needed <= room, lambda: f"{int((needed - room).max())} ES jobs more than the free rows of the job "
                                      f"table ({jobs.max_jobs} rows); allowed: at most the free rows (raise "
                                      f"work.max_es_jobs)")
     # row j takes the new job whose rank is row j's free rank: the cluster of each rank (..., M), gathered per row
-    clusters = new.shape[-1]
-    if clusters == 0:
-        return jobs
     ranks = xp.arange(clusters)
     job_of_rank = xp.sum(xp.where(new[..., None, :] & (new_rank[..., None, :] == ranks[:, None]), ranks, 0), -1)
     taken = free_row & (free_rank < needed[..., None])
-    job = xp.take_along_axis(job_of_rank, xp.minimum(xp.maximum(free_rank, 0), clusters - 1), -1)  # (..., J)
+    job = xp.take_along_axis(job_of_rank, xp.clip(free_rank, 0, clusters - 1), -1)  # (..., J)
     remaining = xp.where(taken, xp.take_along_axis(duration_slots, job, -1), jobs.remaining_slots)
     held = xp.where(taken, xp.take_along_axis(sms, job, -1), xp.where(free_row, 0, jobs.sms))
     return EsJobs(remaining, held)

@@ -43,19 +43,21 @@ class Contexts:
     active: torch.Tensor | None = None  # bool (B, N): the UEs that serve a request
     ue_step_limit: torch.Tensor | None = None  # int64 (B, N): UE steps the battery pays
     observed_es_budget: torch.Tensor | None = None  # int64 (B,): the budget left for new phases, as observed
-    dynamics_observation: torch.Tensor | None = None  # float (B, N, 7): `slot.OBSERVATION_FEATURES`
+    # the 7 `slot.OBSERVATION_FEATURES`, each broadcasting to (B, N) (`SlotDynamics.observation_features`)
+    dynamics_observation: tuple | None = None
 
     def where(self, mask: torch.Tensor, other: "Contexts") -> "Contexts":
         """Rows of `other` where mask (B,) is True, of self elsewhere."""
         out = {}
-        for f in fields(self):
-            mine, theirs = getattr(self, f.name), getattr(other, f.name)
-            if mine is None:
-                out[f.name] = None
-                continue
-            m = mask.reshape(mask.shape + (1,) * (mine.dim() - 1))
-            out[f.name] = torch.where(m, theirs, mine)
-        return Contexts(**out)
+        def rows(mine, theirs):
+            if isinstance(mine, tuple):
+                return tuple(rows(*pair) for pair in zip(mine, theirs))
+            if not isinstance(mine, torch.Tensor):  # a number for every env
+                return mine
+            return torch.where(mask.reshape(mask.shape + (1,) * (mine.dim() - 1)), theirs, mine)
+
+        return Contexts(**{f.name: None if getattr(self, f.name) is None else
+                           rows(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)})
 
 
 class VectorCore:
@@ -110,9 +112,10 @@ class VectorCore:
         """The text side of bank rows (B,): clusters, cluster counts, phi."""
         return self._bank_cluster[row], self._bank_num_clusters[row], self._bank_similarity[row]
 
-    def dynamics_contexts(self, text, row: torch.Tensor, slot, observation: torch.Tensor) -> Contexts:
+    def dynamics_contexts(self, text, row: torch.Tensor, slot, observation: tuple) -> Contexts:
         """Contexts of a slot with dynamics: the text side (cluster, num_clusters, similarity), the
-        bank rows they came from (-1: replayed), the `Slot` and the UEs' dynamics features (B, N, 7)."""
+        bank rows they came from (-1: replayed), the `Slot` and the UEs' dynamics features
+        (`SlotDynamics.observation_features`)."""
         cluster, num_clusters, similarity = text
         return Contexts(cluster, num_clusters, similarity, slot.allocation_budget, slot.ue_sms, slot.distance_m,
                         slot.downlink_rate, row, slot.active, slot.ue_step_limit, slot.es_budget, observation)
@@ -153,9 +156,10 @@ class VectorCore:
         if ctx.dynamics_observation is None:
             return eq31.to(torch.float32)
         width = eq31.shape[-1]
-        out = eq31.new_empty(eq31.shape[:-1] + (width + ctx.dynamics_observation.shape[-1],), dtype=torch.float32)
+        out = eq31.new_empty(eq31.shape[:-1] + (width + len(ctx.dynamics_observation),), dtype=torch.float32)
         out[..., :width] = eq31  # each value rounded to float32 once, as the whole would be
-        out[..., width:] = ctx.dynamics_observation
+        for k, feature in enumerate(ctx.dynamics_observation):  # no (B, N, 7) float array in between
+            out[..., width + k] = feature
         return out
 
     # ------------------------------------------------------------------ evaluation

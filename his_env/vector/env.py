@@ -441,13 +441,13 @@ class HISVecEnv(EnvBase):
 
     def _transition(self, state, slot, result: dict, drawn: dict):
         """From the slot just executed (its `result`) and the next slot's draws: the state after it
-        (busy clocks, ES jobs, batteries), the next slot and the UEs' dynamics observation. No random
+        (busy clocks, ES jobs, batteries), the next slot and the UEs' dynamics features. No random
         draws: the part of a dynamics step that `capture` compiles."""
         state, _ = self.dynamics.settle(state, slot, result)
         state, slot = self.dynamics.evolve(state, drawn, False)
-        return state, slot, self.dynamics.observation(state, slot)
+        return state, slot, self.dynamics.observation_features(state, slot)
 
-    def _build_contexts(self, observation: torch.Tensor | None = None) -> Contexts:
+    def _build_contexts(self, observation: tuple | None = None) -> Contexts:
         if self._replay is None:
             text, rows = self.core.bank_text(self._rows), self._rows
         else:
@@ -459,7 +459,7 @@ class HISVecEnv(EnvBase):
             text = tuple(self._replay[k][:, t] for k in _TEXT_FIELDS)
             rows = torch.full((self.num_envs,), -1, dtype=torch.int64, device=self.device)
         if observation is None:
-            observation = self.dynamics.observation(self._dynamics_state, self._slot)
+            observation = self.dynamics.observation_features(self._dynamics_state, self._slot)
         return self.core.dynamics_contexts(text, rows, self._slot, observation)
 
     def _dynamics_agent_info(self, slot, state, penalty) -> dict[str, torch.Tensor]:
