@@ -99,6 +99,14 @@ class NumpyOps:
         if not np.all(ok):
             raise ValueError(message())
 
+    def count(self, mask, axis):
+        """The true elements of a bool array along `axis` (int)."""
+        return np.count_nonzero(mask, axis=axis).astype(np.int64)
+
+    def add_product(self, x, a, b):
+        """x + a b for integer arrays."""
+        return x + a * b
+
     def argmax(self, x, axis):
         return np.argmax(x, axis=axis)
 
@@ -278,6 +286,14 @@ class TorchOps:
             self.torch._assert_async(ok.all())
         elif not bool(ok.all()):
             raise ValueError(message())
+
+    def count(self, mask, axis):
+        if mask.shape[axis] < 256:  # counted in bytes (no int64 copy of the mask), then widened
+            return mask.view(self.torch.uint8).sum(dim=axis, dtype=self.torch.uint8).to(self.torch.int64)
+        return mask.sum(dim=axis)
+
+    def add_product(self, x, a, b):
+        return self.torch.addcmul(x, a, b)  # one pass; exact for integers
 
     def argmax(self, x, axis):
         return x.argmax(dim=axis)

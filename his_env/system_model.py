@@ -93,13 +93,11 @@ def of_own_cluster(values, point: DecisionPoint):
 def active_only(values, point: DecisionPoint):
     """values (..., N) of the active UEs, 0 for the others (unchanged when every UE is active).
 
-    The values (finite) are multiplied by the 0/1 mask, which a select is several times slower
-    than on a CPU; floats then get + 0.0, so an inactive UE's 0 is never -0.0."""
+    The values (finite) are multiplied by the 0/1 mask (a select is several times slower on a
+    CPU), so an inactive UE's negative float becomes -0.0, which equals 0."""
     if point.active is None:
         return values
-    if point.xp.is_floating(values):
-        return values * point.active_float + 0.0
-    return values * point.active_int
+    return values * (point.active_float if point.xp.is_floating(values) else point.active_int)
 
 
 @dataclass

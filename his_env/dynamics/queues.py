@@ -168,7 +168,7 @@ def queue_step(state: QueueState, arrivals, free, deadline_slots) -> tuple[Queue
     expired = state.age >= deadline - 1
     if not (one_deadline and deadline >= 2):
         expired = expired & (_ring_cells(state.head, state.length, capacity, xp) > 0)
-    dropped_deadline = xp.int(xp.sum(expired, -1))
+    dropped_deadline = xp.count(expired, -1)
     kept_old = state.length - dropped_deadline
     head = _wrap(state.head + dropped_deadline, capacity, xp)  # head < Q, drops <= length <= Q
 
@@ -180,14 +180,15 @@ def queue_step(state: QueueState, arrivals, free, deadline_slots) -> tuple[Queue
     # 4: a free UE starts its head-of-line request: an old one (its age + 1) or, if none is left, a new one (0)
     served = free & (length > 0)
     served_count = xp.int(served)
-    aged = state.age + 1
-    old_head_age = xp.take_along_axis(aged, head[..., None], -1)[..., 0]
+    old_head_age = xp.take_along_axis(state.age, head[..., None], -1)[..., 0] + 1
     served_wait = served_count * (1 + xp.int(kept_old > 0) * old_head_age) - 1  # -1 where none started
     head = _wrap(head + served_count, capacity, xp)
     length = length - served_count
 
-    # the old requests still waiting, aged; every other cell 0 (empty or a new request)
-    age = aged * _ring_cells(head, xp.maximum(kept_old - served_count, 0), capacity, xp)
+    # the old requests still waiting, aged (still_old (age + 1) = still_old + still_old age); every other
+    # cell 0 (empty or a new request)
+    still_old = _ring_cells(head, xp.maximum(kept_old - served_count, 0), capacity, xp)
+    age = xp.add_product(still_old, still_old, state.age)
     new_state = QueueState(age, head, length, state.arrived + arrivals, state.served + served_count,
                            state.dropped_deadline + dropped_deadline, state.dropped_overflow + dropped_overflow)
     return new_state, QueueEvents(arrivals, dropped_deadline, dropped_overflow, served, served_wait, length)
