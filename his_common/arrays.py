@@ -308,8 +308,10 @@ class TorchOps:
         return x.cummax(dim=axis).values
 
     def take_along_axis(self, x, index, axis=-1):
-        lead = self.torch.broadcast_shapes(x.shape[:-1], index.shape[:-1])
-        return self.torch.gather(x.expand(lead + x.shape[-1:]), -1, index.expand(lead + index.shape[-1:]))
+        if x.shape[:-1] != index.shape[:-1]:  # (torch.broadcast_shapes is slow Python: skipped when not needed)
+            lead = self.torch.broadcast_shapes(x.shape[:-1], index.shape[:-1])
+            x, index = x.expand(lead + x.shape[-1:]), index.expand(lead + index.shape[-1:])
+        return self.torch.gather(x, -1, index)
 
     def broadcast_to(self, x, shape):
         return x.expand(shape) if is_tensor(x) else self.torch.as_tensor(x, device=self.device).expand(shape)
@@ -330,13 +332,13 @@ class TorchOps:
         return self.torch.nn.functional.one_hot(index, num_classes).to(self.float_dtype)
 
     def segment_sum(self, values, index, num_segments):
-        shape = self.torch.broadcast_shapes(values.shape, index.shape)
+        shape = values.shape if values.shape == index.shape else self.torch.broadcast_shapes(values.shape, index.shape)
         values = values.expand(shape)
         out = self.torch.zeros(shape[:-1] + (num_segments,), dtype=values.dtype, device=values.device)
         return out.scatter_add_(-1, index.expand(shape), values)
 
     def segment_max(self, values, index, num_segments):
-        shape = self.torch.broadcast_shapes(values.shape, index.shape)
+        shape = values.shape if values.shape == index.shape else self.torch.broadcast_shapes(values.shape, index.shape)
         values = values.expand(shape)
         out = self.torch.zeros(shape[:-1] + (num_segments,), dtype=values.dtype, device=values.device)
         return out.scatter_reduce_(-1, index.expand(shape), values, reduce="amax", include_self=True)

@@ -463,12 +463,15 @@ class HISVecEnv(EnvBase):
         return self.core.dynamics_contexts(text, rows, self._slot, observation)
 
     def _dynamics_agent_info(self, slot, state, penalty) -> dict[str, torch.Tensor]:
-        dtype, zeros = self.core.dtype, torch.zeros((self.num_envs, self.num_ues), dtype=self.core.dtype,
-                                                    device=self.device)
+        dtype = self.core.dtype
+
+        def zeros():  # a process that is off
+            return torch.zeros((self.num_envs, self.num_ues), dtype=dtype, device=self.device)
+
         return {"active": slot.active.to(dtype),
-                "queue_length": zeros if state.queues is None else state.queues.length.to(dtype),
+                "queue_length": zeros() if state.queues is None else state.queues.length.to(dtype),
                 "requests_dropped": slot.dropped.to(dtype), "dynamics_penalty": penalty.to(dtype),
-                "battery_j": zeros if state.battery_j is None else state.battery_j.to(dtype)}
+                "battery_j": zeros() if state.battery_j is None else state.battery_j.to(dtype)}
 
     def mirror(self, episodes: dict[str, Any], seeds) -> TensorDict:
         """Replay B PettingZoo episodes number for number: env b takes the text side of each slot from
