@@ -109,7 +109,7 @@ class QueueEvents:
     dropped_deadline: Any  # requests dropped at their deadline
     dropped_overflow: Any  # arrivals that found the queue full
     served: Any  # bool: a request started service
-    served_wait_slots: Any  # its wait in slots (-1 where none started)
+    served_wait_slots: Any  # its wait in slots (-1 where none started; None unless asked for)
     waiting: Any  # queue length after the slot
 
 
@@ -139,10 +139,12 @@ def _wrap(x, capacity: int, xp):
     return x - capacity * xp.int(x >= capacity)
 
 
-def queue_step(state: QueueState, arrivals, free, deadline_slots) -> tuple[QueueState, QueueEvents]:
+def queue_step(state: QueueState, arrivals, free, deadline_slots,
+               served_waits: bool = True) -> tuple[QueueState, QueueEvents]:
     """One slot of the queues (see the module docstring). `arrivals` int (..., N); `free` bool
     (..., N): the UE can start a request now; `deadline_slots`: int >= 1, one for all or (..., N),
-    fixed over an episode.
+    fixed over an episode; `served_waits`: also the waits of the requests served
+    (`QueueEvents.served_wait_slots`, a look into every queue; None without).
 
     The drops, arrivals and service of the slot are ranges of the FIFO positions p relative to the
     slot's first head: old requests p < L (the queue length), of which the first d expire; the
@@ -180,8 +182,10 @@ def queue_step(state: QueueState, arrivals, free, deadline_slots) -> tuple[Queue
     # 4: a free UE starts its head-of-line request: an old one (its age + 1) or, if none is left, a new one (0)
     served = free & (length > 0)
     served_count = xp.int(served)
-    old_head_age = xp.take_along_axis(state.age, head[..., None], -1)[..., 0] + 1
-    served_wait = served_count * (1 + xp.int(kept_old > 0) * old_head_age) - 1  # -1 where none started
+    served_wait = None
+    if served_waits:  # the head-of-line request's age + 1 if it is an old one
+        old_head_age = xp.take_along_axis(state.age, head[..., None], -1)[..., 0] + 1
+        served_wait = served_count * (1 + xp.int(kept_old > 0) * old_head_age) - 1  # -1 where none started
     head = _wrap(head + served_count, capacity, xp)
     length = length - served_count
 

@@ -280,7 +280,8 @@ class SlotDynamics:
             r = d.requests
             arrivals = queues.ARRIVAL_PROCESSES[r.arrivals](drawn["arrivals"], r.rate_per_slot)
             waited = state.queues.length  # every request waiting now waits through the slot just ended
-            state.queues, events = queues.queue_step(state.queues, arrivals, free, r.deadline_slots)
+            state.queues, events = queues.queue_step(state.queues, arrivals, free, r.deadline_slots,
+                                                     served_waits=False)
             active, arrived = events.served, events.arrived
             dropped = events.dropped_deadline + events.dropped_overflow
         else:
