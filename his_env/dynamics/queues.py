@@ -123,15 +123,21 @@ def empty_queues(num_ues_shape: tuple[int, ...], capacity: int, like=None) -> Qu
     return QueueState(xp.zeros(shape + (int(capacity),), "int"), *zeros)
 
 
-def _ring_cells(start, count, capacity: int, xp):
-    """The cells start, start + 1, ..., start + count - 1 (mod Q) of each ring buffer, as 0/1 ints
-    (..., N, Q), for start in [0, Q) and count in [0, Q]: one row per UE of the table of every
-    (start, count), a lookup instead of integer arithmetic over the whole buffer."""
+def _ring_table(capacity: int, xp):
+    """The cells start, start + 1, ..., start + count - 1 (mod Q) of a ring buffer of Q cells, as 0/1
+    ints, for every start in [0, Q) and count in [0, Q]: row start (Q + 1) + count of (Q (Q + 1), Q)."""
     cells = xp.arange(capacity)
     position = cells[None, :] - cells[:, None]  # (start, cell): the cell's place after start
     position = position + capacity * xp.int(position < 0)
     table = xp.int(position[:, None, :] < xp.arange(capacity + 1)[None, :, None])  # (start, count, cell)
-    return xp.rows(table.reshape(capacity * (capacity + 1), capacity), start * (capacity + 1) + count)
+    return table.reshape(capacity * (capacity + 1), capacity)
+
+
+def _ring_cells(table, start, count, capacity: int, xp):
+    """The cells start, ..., start + count - 1 (mod Q) of each ring buffer, as 0/1 ints (..., N, Q),
+    for start in [0, Q) and count in [0, Q]: one row of `_ring_table` per UE, a lookup instead of
+    integer arithmetic over the whole buffer."""
+    return xp.rows(table, start * (capacity + 1) + count)
 
 
 def _wrap(x, capacity: int, xp):
@@ -167,9 +173,10 @@ def queue_step(state: QueueState, arrivals, free, deadline_slots,
 
     # 1-2: every waiting request ages by one slot; those that reach deadline_slots are dropped (a prefix).
     # Empty cells hold age 0, so with one deadline of 2 slots or more only waiting cells can expire
+    table = _ring_table(capacity, xp)
     expired = state.age >= deadline - 1
     if not (one_deadline and deadline >= 2):
-        expired = expired & (_ring_cells(state.head, state.length, capacity, xp) > 0)
+        expired = expired & (_ring_cells(table, state.head, state.length, capacity, xp) > 0)
     dropped_deadline = xp.count(expired, -1)
     kept_old = state.length - dropped_deadline
     head = _wrap(state.head + dropped_deadline, capacity, xp)  # head < Q, drops <= length <= Q
@@ -191,7 +198,7 @@ def queue_step(state: QueueState, arrivals, free, deadline_slots,
 
     # the old requests still waiting, aged (still_old (age + 1) = still_old + still_old age); every other
     # cell 0 (empty or a new request)
-    still_old = _ring_cells(head, xp.maximum(kept_old - served_count, 0), capacity, xp)
+    still_old = _ring_cells(table, head, xp.maximum(kept_old - served_count, 0), capacity, xp)
     age = xp.add_product(still_old, still_old, state.age)
     new_state = QueueState(age, head, length, state.arrived + arrivals, state.served + served_count,
                            state.dropped_deadline + dropped_deadline, state.dropped_overflow + dropped_overflow)

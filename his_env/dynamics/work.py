@@ -76,23 +76,17 @@ def _running(jobs: EsJobs):
     return (jobs.remaining_slots > FREE_TOLERANCE_SLOTS) & (jobs.sms > 0)
 
 
-def free_rows(jobs: EsJobs):
-    """Rows of the table free for new jobs (int (...))."""
+def held_es_sms_and_free_rows(jobs: EsJobs):
+    """The SMs the running jobs hold now and the rows of the table free for new jobs (int (...) each),
+    from one look at which rows run."""
     xp = namespace(jobs.remaining_slots, jobs.sms)
-    return xp.sum(xp.int(~_running(jobs)), -1)
+    running = xp.int(_running(jobs))
+    return xp.sum(jobs.sms * running, -1), jobs.max_jobs - xp.sum(running, -1)
 
 
 def held_es_sms(jobs: EsJobs):
     """SMs the running jobs hold now (int (...))."""
-    xp = namespace(jobs.remaining_slots, jobs.sms)
-    return xp.sum(xp.where(_running(jobs), jobs.sms, 0), -1)
-
-
-def held_es_sms_and_free_rows(jobs: EsJobs):
-    """(`held_es_sms`, `free_rows`) of the table, from one look at which rows run."""
-    xp = namespace(jobs.remaining_slots, jobs.sms)
-    running = xp.int(_running(jobs))
-    return xp.sum(jobs.sms * running, -1), jobs.max_jobs - xp.sum(running, -1)
+    return held_es_sms_and_free_rows(jobs)[0]
 
 
 def es_sm_budget(available_sms, held_sms):
