@@ -288,7 +288,10 @@ class TorchOps:
             raise ValueError(message())
 
     def count(self, mask, axis):
-        if mask.shape[axis] < 256:  # counted in bytes (no int64 copy of the mask), then widened
+        # Eagerly, counted in bytes (no int64 copy of the mask), then widened. Not while torch compiles:
+        # inductor cannot lower a bool tensor viewed as bytes (CUDA: a LoweringException, so the whole
+        # step ran uncaptured; CPU: wrong counts), and it fuses the plain sum anyway.
+        if mask.shape[axis] < 256 and not torch_compiling():
             return mask.view(self.torch.uint8).sum(dim=axis, dtype=self.torch.uint8).to(self.torch.int64)
         return mask.sum(dim=axis)
 
