@@ -57,6 +57,13 @@ class Learner:
 
 # `train.py --backend benchmarl --preset NAME`: configs/presets/benchmarl_<name>.yaml, laid under --config and --set
 DEFAULT_BENCHMARL_PRESET = "fast"  # the settings measured fastest to a score of 0.9 on the 2-core CPU
+MARKOV_GAME_PRESET = "markov"  # the default instead where any dynamics process is on (measured stable there)
+
+
+def default_benchmarl_preset(env: HISConfig) -> str:
+    """The preset `train.py --backend benchmarl` starts from when `--preset` is not given: `markov` if
+    any dynamics process of `env` is on (a sequential scenario), else `fast`."""
+    return MARKOV_GAME_PRESET if env.dynamics.enabled_processes else DEFAULT_BENCHMARL_PRESET
 
 
 def benchmarl_preset_names() -> list[str]:
@@ -78,7 +85,8 @@ LEARNERS.register("mappo", Learner("one actor per UE, critics that see all UEs' 
 ACTIVATIONS = ("tanh", "relu")
 INDEPENDENT_DRAWS_GAMMA = 0.5  # dynamics off: each decision point an independent draw, a long horizon only adds noise
 # dynamics on: measured best of 0 / 0.5 / 0.9 / 0.99 (MAPPO, seq-medium-heavy, 5 seeds, ~310,000 frames:
-# scores 0.66 / 0.58 / 0.42 / 0.25, docs/benchmarks.md); longer horizons pay off only beyond that budget, if at all
+# scores 0.66 / 0.58 / 0.42 / 0.25), and of 0 / 0.99 with the markov preset (~1.1 M frames: 0.90 / 0.74),
+# docs/benchmarks.md; longer horizons pay off only beyond those budgets, if at all
 MARKOV_GAME_GAMMA = 0.0
 
 
@@ -412,6 +420,6 @@ def named_key(name: str) -> str:
 
 
 __all__ = ["ACTIVATIONS", "AlgorithmConfig", "BENCHMARL_SECTIONS", "ConfigError", "ExperimentConfig",
-           "INDEPENDENT_DRAWS_GAMMA", "LEARNERS", "LEARNER_SWITCHES", "Learner", "MARKOV_GAME_GAMMA", "NAMESPACES",
-           "REWARD_MODES", "RunConfig", "default_discount", "load_run_config", "route_key", "route_overrides",
+           "INDEPENDENT_DRAWS_GAMMA", "LEARNERS", "LEARNER_SWITCHES", "Learner", "MARKOV_GAME_GAMMA",
+           "MARKOV_GAME_PRESET", "NAMESPACES", "REWARD_MODES", "RunConfig", "default_benchmarl_preset", "default_discount", "load_run_config", "route_key", "route_overrides",
            "split_file_dict", "split_train_section"]

@@ -174,6 +174,26 @@ def test_the_like_for_like_preset_is_per_ue_ippo_with_4_epochs_and_the_fast_one_
     assert (rllib.algo, rllib.num_epochs) == ("ippo", 4)  # the RLlib backend's defaults are unchanged
 
 
+def test_a_sequential_scenario_starts_from_the_markov_preset_unless_another_is_named():
+    from his_cli import train
+
+    def algorithm(*argv):
+        args = train.build_parser().parse_args(list(argv))
+        return train.resolve_config(args, "benchmarl").algorithm
+
+    seq = algorithm("--scenario", "seq-small-heavy")
+    assert (seq.algo, seq.lr, seq.episodes_per_iteration, seq.minibatch_size, seq.value_clip) == (
+        "ppo-shared", 0.0005, 128, 32000, None)
+    # dynamics switched on by --set alone count too; paper keeps the fast preset
+    assert algorithm("--set", "dynamics.requests.enabled=true").lr == 0.0005
+    assert algorithm("--scenario", "paper").lr == 0.005
+    named = algorithm("--scenario", "seq-small-heavy", "--preset", "fast")
+    assert (named.lr, named.episodes_per_iteration, named.value_clip) == (0.005, 8, 0.2)
+    assert algorithm("--scenario", "seq-small-heavy", "--set", "algorithm.lr=0.001").lr == 0.001  # --set wins
+    rllib = train.resolve_config(train.build_parser().parse_args(["--scenario", "seq-small-heavy"]), "rllib")
+    assert rllib.algorithm.lr == 0.005  # the RLlib backend has no presets
+
+
 @pytest.mark.slow
 def test_evaluate_scores_the_benchmarl_run_in_the_table_of_an_rllib_run(history, tmp_path):
     import csv
