@@ -262,8 +262,9 @@ def main() -> None:
             steps, warm_up = steps_per_second(env, args.seconds, device)
             rate = steps * b * env.num_ues
             note = " (actions not validated)" if args.no_validate_actions else ""
-            note += f", step {1e3 / steps:.3f} ms" + (f" captured (3 warm-up steps with compilation: {warm_up:.1f} s)"
-                                                        if env.capture else " uncaptured")
+            note += f", step {1e3 / steps:.3f} ms" + (
+                " uncaptured (not off: the compiler failed, see the warning above)" if env.capture_failed else
+                f" captured (3 warm-up steps with compilation: {warm_up:.1f} s)" if env.capture else " uncaptured")
             if args.compare_capture:
                 plain_steps, _ = steps_per_second(make(not args.no_validate_actions, False), args.seconds, device)
                 speedups.append(steps / plain_steps)

@@ -84,4 +84,6 @@ def captured(function: Callable[..., Any], device: torch.device) -> Callable[...
         return state["call"](*args)
 
     run.__wrapped__ = function
+    # True once compiled, False once the compiler failed and the function runs uncaptured, None before the first call
+    run.is_captured = lambda: None if state["call"] is None else state["call"] is not function
     return run

@@ -162,6 +162,13 @@ class HISVecEnv(EnvBase):
         self.set_seed(seed)
 
     # ------------------------------------------------------------------ specs
+    @property
+    def capture_failed(self) -> bool:
+        """Whether a part of the step set to be captured runs uncaptured because the compiler failed
+        (its warning said why): same results, eager speed."""
+        parts = (self._evaluate, self._transit) if self.capture else ()
+        return any(part.is_captured() is False for part in parts)
+
     def _make_specs(self) -> None:
         b, n, dev, cfg = self.num_envs, self.num_ues, self.device, self.config
         nx, ny = self.core.action_nvec
