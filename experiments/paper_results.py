@@ -92,6 +92,36 @@ for _name, _result in {
         "BenchMARL shared PPO at N = 1,000 (preset n1000): agent-steps/s and memory", "docs/benchmarks.md#a-thousand-ues-on-one-gpu",
         ("python train.py --backend benchmarl --preset n1000 --device cuda --time-limit 120 --wandb-mode disabled "
          "--output-dir {out}/run",), "cuda", 4, "one H100"),
+    "discount_presets_seq_gpu": PublishedResult(
+        "train.py's shared PPO on seq-medium-heavy: the fast preset (64 envs) at discounts 0 / 0.99 / 0.99 without "
+        "value clip and the markov preset at 0 / 0.99, 5 seeds each, with each seed's random and search references",
+        "docs/benchmarks.md#the-discount-on-a-sequential-scenario",
+        tuple(f"python train.py --backend benchmarl --device cuda --scenario seq-medium-heavy --seed {seed} {preset} "
+              f"--set algorithm.gamma={gamma} --timesteps {frames} --eval-baselines none --checkpoint-every 0 "
+              f"--wandb-mode disabled --output-dir {{out}}/{name}-gamma{gamma}-seed{seed}"
+              for name, preset, frames, gammas in (
+                  ("fast", "--preset fast --set algorithm.episodes_per_iteration=64", 249600, ("0", "0.99")),
+                  ("fast-no-value-clip", "--preset fast --set algorithm.episodes_per_iteration=64 "
+                                         "--set algorithm.value_clip=null", 249600, ("0.99",)),
+                  ("markov", "--preset markov", 1100800, ("0", "0.99")))
+              for gamma in gammas for seed in range(5))
+        + tuple(f"python evaluate.py --scenario seq-medium-heavy --policy random --policy search --policy backlog-search "
+                f"--episodes 4 --seed-base {10000 + 1000 * seed} --output-dir {{out}}/references-seed{seed}"
+                for seed in range(5)), "cuda", 150, "one H200 (fast) and one H100 (markov), runs side by side"),
+    "train_scale_gpu": PublishedResult(
+        "the n1000 preset at N = 250 and 1,000 (the cell grown with N, a bank of 1,024): agent-steps/s and memory",
+        "docs/benchmarks.md#a-thousand-ues-on-one-gpu",
+        tuple(f"python train.py --backend benchmarl --preset n1000 --device cuda --set num_ues={n} "
+              f"--set num_clusters={n * 30 // 1000} --set es.sm_range=[{1026 * n // 50},{1674 * n // 50}] "
+              f"--set benchmarl.task.bank_size=1024 --set experiment.evaluation_episodes=0 --time-limit 90 "
+              f"--eval-baselines none --checkpoint-every 0 --wandb-mode disabled --output-dir {{out}}/n{n}"
+              for n in (250, 1000)), "cuda", 8, "one H100"),
+    "dynamics_gpu": PublishedResult(
+        "the dynamics step against the paper step on one GPU (N = 50, B = 1,024)",
+        "docs/benchmarks.md#the-markov-game-dynamics-on",
+        ("python benchmarks/bench_vec_env.py --device cuda --seconds 1 --check-samples 0 --skip-large "
+         "--reward-modes difference individual --batch-sizes 1024 --scenarios paper seq-medium-heavy",), "cuda", 3,
+        "one H100"),
     "baselines_seq_cpu": PublishedResult(
         "the baselines (backlog-search, open-loop, queue rules, fixed splits) on seq-medium-heavy and seq-large-heavy",
         "docs/evaluation.md#policies",
