@@ -383,6 +383,20 @@ def _first_field(section: str) -> str:
     return dataclasses.fields(SECTIONS[section])[0].name
 
 
+def load_benchmarl_run_config(preset: Optional[str], config_files: Sequence[str | Path] = (),
+                              overrides: Sequence[str] = (), **named: Any) -> "RunConfig":
+    """`load_run_config` with the BenchMARL backend's preset `preset` laid under `config_files`; None: by
+    the env (`default_benchmarl_preset` of the config the fast preset gives: no preset switches dynamics)."""
+    def load(name: str) -> RunConfig:
+        return load_run_config([benchmarl_preset_config(name), *config_files], overrides, **named)
+
+    if preset is not None:
+        return load(preset)
+    run = load(DEFAULT_BENCHMARL_PRESET)
+    chosen = default_benchmarl_preset(run.env)
+    return run if chosen == DEFAULT_BENCHMARL_PRESET else load(chosen)
+
+
 def load_run_config(config_files: Sequence[str | Path] = (), overrides: Sequence[str] = (),
                     scenario: Optional[str] = None, **named: Any) -> RunConfig:
     """configs/default.yaml, then the env overlay of `scenario` (his_env.scenarios: `paper`, the ladder
@@ -421,5 +435,6 @@ def named_key(name: str) -> str:
 
 __all__ = ["ACTIVATIONS", "AlgorithmConfig", "BENCHMARL_SECTIONS", "ConfigError", "ExperimentConfig",
            "INDEPENDENT_DRAWS_GAMMA", "LEARNERS", "LEARNER_SWITCHES", "Learner", "MARKOV_GAME_GAMMA",
-           "MARKOV_GAME_PRESET", "NAMESPACES", "REWARD_MODES", "RunConfig", "default_benchmarl_preset", "default_discount", "load_run_config", "route_key", "route_overrides",
+           "MARKOV_GAME_PRESET", "NAMESPACES", "REWARD_MODES", "RunConfig", "default_benchmarl_preset", "default_discount",
+           "load_benchmarl_run_config", "load_run_config", "route_key", "route_overrides",
            "split_file_dict", "split_train_section"]

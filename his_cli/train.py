@@ -6,8 +6,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from agents.config import (DEFAULT_BENCHMARL_PRESET, LEARNERS, benchmarl_preset_config,
-                           benchmarl_preset_names, default_benchmarl_preset)
+from agents.config import DEFAULT_BENCHMARL_PRESET, LEARNERS, benchmarl_preset_names
 from his_cli.args import UsageError, add_set_argument, nonneg_int, parse_overrides, positive_int, positive_seconds
 
 REWARD_NOTE = """Reward: by default each UE learns from the difference reward (algorithm.reward_mode=difference:
@@ -94,25 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(args, backend: str = "rllib"):
     """The run's agents.config.RunConfig from the preset (benchmarl), --config, --set and the named flags."""
-    from agents.config import load_run_config
+    from agents.config import load_benchmarl_run_config, load_run_config
 
     if args.preset and backend != "benchmarl":
         raise UsageError(f"--preset {args.preset} is for --backend benchmarl; the rllib backend's settings are "
                          f"configs/default.yaml's")
-    def load(preset: Optional[str]):
-        presets = [benchmarl_preset_config(preset)] if preset else []
-        return load_run_config(presets + (args.config or []), args.overrides, scenario=args.scenario, algo=args.algo,
-                               seed=args.seed, num_env_runners=args.num_env_runners)
-
-    if backend != "benchmarl":
-        run = load(None)
-    elif args.preset:
-        run = load(args.preset)
-    else:  # by the env: the markov preset where any dynamics process is on (a preset never switches them)
-        run = load(DEFAULT_BENCHMARL_PRESET)
-        preset = default_benchmarl_preset(run.env)
-        if preset != DEFAULT_BENCHMARL_PRESET:
-            run = load(preset)
+    named = dict(scenario=args.scenario, algo=args.algo, seed=args.seed, num_env_runners=args.num_env_runners)
+    if backend == "benchmarl":
+        run = load_benchmarl_run_config(args.preset, args.config or [], args.overrides, **named)
+    else:
+        run = load_run_config(args.config or [], args.overrides, **named)
     if run.has_benchmarl_settings and backend != "benchmarl":
         raise UsageError(f"{', '.join(run.benchmarl_keys())}: the benchmarl.* settings are BenchMARL's own, for "
                          f"--backend benchmarl; the {backend} backend's settings are algorithm.* and experiment.*")
