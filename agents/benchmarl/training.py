@@ -1,4 +1,4 @@
-"""Training on the vectorised env with BenchMARL's IPPO or MAPPO, in train.py's run-folder layout.
+r"""Training on the vectorised env with BenchMARL's IPPO or MAPPO, in train.py's run-folder layout.
 
     from agents.benchmarl.training import resume_benchmarl, train_benchmarl
     summary = train_benchmarl(env_config, {"algo": "mappo", "lr": 0.005}, {"seed": 3}, "runs/my-run",
