@@ -10,7 +10,9 @@ r"""Training on the vectorised env with BenchMARL's IPPO or MAPPO, in train.py's
 names; missing keys take train.py's defaults, those of its RLlib backend). train.py --backend
 benchmarl lays a preset under its --config and --set first (configs/presets/benchmarl_fast.yaml
 by default: ppo-shared, 2 epochs, 8 episodes per iteration, minibatches of 6,400 samples;
-`--preset like-for-like`: RLlib's settings). What the settings become in BenchMARL:
+benchmarl_markov.yaml where any dynamics process is on: lr 0.0005, 128 episodes per iteration,
+minibatches of 32,000 samples, no value clip; `--preset like-for-like`: RLlib's settings). What the
+settings become in BenchMARL:
 
 | run setting | BenchMARL |
 |---|---|
