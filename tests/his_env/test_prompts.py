@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import importlib.util
 import re
-import time
 
 import numpy as np
 import pytest
@@ -261,13 +260,7 @@ def test_distinct_public_prompts_saturate_and_generation_is_fast(pool):
     outputs = [generator.generate_for(c) for c in pure + mixed]
     assert len(set(outputs)) <= 300
     assert len(set(outputs[:2500])) <= 3 * pool.num_subjects
-    timings = []
-    for _ in range(5):
-        start = time.perf_counter()
-        for c in pure[:500]:
-            generator.generate_for(c)
-        timings.append((time.perf_counter() - start) / 500)
-    assert min(timings) < 50e-6, timings
+    # the generator's time per cluster is a benchmark line (benchmarks/bench_prompts.py), not a timed test
 
 
 @pytest.fixture(scope="module")

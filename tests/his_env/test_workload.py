@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import time
 from collections import Counter
 
 import numpy as np
@@ -210,15 +209,8 @@ def test_fewer_subjects_than_groups_uses_all(tmp_path):
         Workload(two, num_intent_groups=0)
 
 
-def test_sample_is_reproducible_and_fast(pool):
+def test_sample_is_reproducible(pool):
+    # its speed is a benchmark line (benchmarks/bench_prompts.py: workload.sample(50)), not a timed test
     workload = Workload(pool)
     a = [workload.sample(50, np.random.default_rng(5)) for _ in range(2)]
     np.testing.assert_array_equal(a[0], a[1])
-    rng = np.random.default_rng(0)
-    timings = []
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(2000):
-            workload.sample(50, rng)
-        timings.append((time.perf_counter() - start) / 2000)
-    assert min(timings) < 20e-6, timings
