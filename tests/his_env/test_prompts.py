@@ -250,7 +250,7 @@ def test_public_prompt_errors(pool):
         PublicPromptGenerator(shared_fraction=0)
 
 
-def test_distinct_public_prompts_saturate_and_generation_is_fast(pool):
+def test_distinct_public_prompts_saturate(pool):
     generator = PublicPromptGenerator.from_pool(pool)
     rng = np.random.default_rng(0)
     workload = Workload(pool)
