@@ -259,7 +259,8 @@ def check_learner_switches(spec: RunSpec) -> None:
 class BenchmarlGreedyPolicy(Policy):
     """The deterministic actions of a BenchMARL policy, acting on the HIS PettingZoo env.
 
-    Observations of all UEs go through the policy in one batch, as the vector env would give them;
+    Observations of all UEs go through the policy in one batch, as the vector env would give them
+    (with the vector env's action mask, from the observed `active` flag, where the policy reads one);
     the actions (one categorical index or two values in [0, 1] per UE) are turned into the
     PettingZoo env's MultiDiscrete indices by the vector env's own decoding.
 
@@ -284,6 +285,9 @@ class BenchmarlGreedyPolicy(Policy):
         from tensordict import TensorDict
         from torchrl.envs.utils import ExplorationType, set_exploration_type
 
+        from his_env.dynamics.slot import OBSERVATION_FEATURES
+        from his_env.vector import action_mask
+
         agents = [a for a in env.possible_agents if a in observations]
         obs = torch.as_tensor(np.stack([np.asarray(observations[a], dtype=np.float32) for a in agents]),
                               device=self.device)
@@ -295,7 +299,12 @@ class BenchmarlGreedyPolicy(Policy):
         groups = -(-n // width)
         padded = torch.cat([obs, obs[:1].expand(groups * width - n, -1)]) if groups * width > n else obs
         batch = padded.reshape(groups, width, -1)
-        td = TensorDict({self.group: TensorDict({"observation": batch}, batch_size=(groups, width))},
+        agent_td = {"observation": batch}
+        if (self.group, "action_mask") in self.policy.in_keys:  # a masked policy (dynamics on, discrete actions)
+            active = batch[..., 3 + OBSERVATION_FEATURES.index("active")] > 0.5  # after Eq. (31)'s three values
+            agent_td["action_mask"] = action_mask(active, self.action_mode,
+                                                  env.action_space(agents[0]).nvec)
+        td = TensorDict({self.group: TensorDict(agent_td, batch_size=(groups, width))},
                         batch_size=(groups,), device=self.device)
         with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
             action = self.policy(td)[self.group, "action"]

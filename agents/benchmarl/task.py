@@ -38,6 +38,7 @@ comment each, and Hydra overrides them as `task.<key>=...`):
 | `reward_mode` | a name of `his_env.reward_modes.REWARD_MODES` (default `DEFAULT_REWARD_MODE` there, `difference`) |
 | `bank_size` | decision-point contexts in the env's pre-computed bank (null: the env's default) |
 | `capture` | compile and CUDA-graph the env's step (`his_env.vector.capture`; null: on for CUDA devices, off on the CPU) |
+| `action_mask` | with dynamics on and discrete actions, the env's `("agents", "action_mask")`: UEs that start no request in the slot may take only action 0, so that BenchMARL's masked policies and Q-learners neither sample nor learn from actions that change nothing (default true; `HISVecEnv`'s module docstring) |
 | `scenario` | a name of `his_env.scenarios` (`paper`, `seq-<size>-<load>`, `heldout-<k>`) under `config` and `env` (null: none) |
 | `config` | an HIS YAML file overlaid on the defaults (null: `configs/default.yaml`'s values) |
 | `env` | further HIS config keys, dotted (`{"es.sm_range": [800, 1200], "scheme.allocation": "user_equal"}`) |
@@ -88,6 +89,7 @@ class TaskConfig:
     reward_mode: str = DEFAULT_REWARD_MODE
     bank_size: Optional[int] = None
     capture: Optional[bool] = None  # null: on for CUDA devices, off on the CPU
+    action_mask: bool = True  # mask inactive UEs' actions (dynamics on, discrete actions)
     scenario: Optional[str] = None
     config: Optional[str] = None
     env: Dict[str, Any] = field(default_factory=dict)
@@ -111,6 +113,9 @@ def task_config(values: Optional[Dict[str, Any]] = None) -> TaskConfig:
     if cfg.capture not in (None, True, False):
         raise ConfigError(f"task.capture has value {cfg.capture!r}; allowed: null (on for CUDA devices, off on the "
                           f"CPU), true or false")
+    if not isinstance(cfg.action_mask, bool):
+        raise ConfigError(f"task.action_mask has value {cfg.action_mask!r}; allowed: true (mask the actions of UEs "
+                          f"that start no request, where dynamics are on and actions discrete) or false")
     if cfg.scenario is not None and cfg.scenario not in scenario_names():
         raise ConfigError(f"task.scenario has value {cfg.scenario!r}; allowed: null or {', '.join(scenario_names())}")
     if cfg.config is not None and not Path(cfg.config).is_file():
@@ -159,7 +164,7 @@ class HISTaskClass(TaskClass):
         return lambda: make_vec_env(his_config, num_envs=num_envs, device=device,
                                     seed=0 if seed is None else int(seed), reward_mode=settings.reward_mode,
                                     action_mode=action_mode, bank_size=settings.bank_size,
-                                    capture=settings.capture)
+                                    capture=settings.capture, action_mask=settings.action_mask)
 
     def supports_continuous_actions(self) -> bool:
         return True
@@ -179,8 +184,9 @@ class HISTaskClass(TaskClass):
     def observation_spec(self, env: EnvBase) -> Composite:
         spec = env.full_observation_spec_unbatched
         group = spec[GROUP].clone()
-        if "info" in group.keys():
-            del group["info"]
+        for key in ("info", "action_mask"):
+            if key in group.keys():
+                del group[key]
         return Composite({GROUP: group})
 
     def info_spec(self, env: EnvBase) -> Optional[Composite]:
@@ -196,7 +202,10 @@ class HISTaskClass(TaskClass):
         return env.full_action_spec_unbatched
 
     def action_mask_spec(self, env: EnvBase) -> Optional[Composite]:
-        return None
+        group = env.full_observation_spec_unbatched[GROUP]
+        if "action_mask" not in group.keys():
+            return None
+        return Composite({GROUP: Composite({"action_mask": group["action_mask"].clone()}, shape=group.shape)})
 
     @staticmethod
     def env_name() -> str:

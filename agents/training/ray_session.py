@@ -38,6 +38,9 @@ def quiet_libraries(verbose: bool, libraries: Sequence[str] = ("ray",)) -> None:
         warnings.filterwarnings("ignore", message=".*is not exactly divisible by frames_per_batch.*")
         # BenchMARL, when an iteration ends no episode (the Markov game's 100-slot episodes): expected
         warnings.filterwarnings("ignore", message=".*No episode terminated this iteration.*")
+        # TorchRL's MaskedCategorical.log_prob (masked policies on sequential scenarios) calls cross_entropy
+        # with the legacy reduce=False; the values are right
+        warnings.filterwarnings("ignore", message=".*size_average and reduce args will be deprecated.*")
 
     ignore_warnings()  # the imports warn
     for library in libraries:

@@ -8,7 +8,7 @@ values of `HISVecEnv(reward_mode=...)`. Importing this package needs torch, tens
 from his_env.reward_modes import REWARD_MODES
 from his_env.vector.bank import DEFAULT_BANK_SIZE, DecisionBank, decision_context
 from his_env.vector.core import Contexts, VectorCore
-from his_env.vector.env import ACTION_MODES, HISVecEnv
+from his_env.vector.env import ACTION_MODES, HISVecEnv, action_mask
 
 __all__ = ["ACTION_MODES", "Contexts", "DEFAULT_BANK_SIZE", "DecisionBank", "HISVecEnv", "REWARD_MODES",
-           "VectorCore", "decision_context"]
+           "VectorCore", "action_mask", "decision_context"]

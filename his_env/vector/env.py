@@ -17,6 +17,7 @@ One agent group, "agents", of the N UEs; every step is one decision point of eve
 | ("agents", "action") | (B, N, 2) int64 | `multi_categorical` (default): (x, y - y_min) in {0..x_max} x {0..y_max - y_min} |
 | | (B, N) int64 | `categorical`: one index over the (x_max + 1)(y_max - y_min + 1) pairs, x major |
 | | (B, N, 2) float32 | `continuous`: two values in [0, 1], rounded to the nearest step |
+| ("agents", "action_mask") | (B, N, K) bool | with dynamics on and discrete actions (`action_mask=True`, the default): the actions that have an effect, `action_mask` below; K = (x_max + 1)(y_max - y_min + 1) for `categorical`, x_max + 1 + y_max - y_min + 1 for `multi_categorical` (TorchRL's layouts) |
 | ("agents", "reward") | (B, N, 1) float32 | the per-UE reward of `reward_mode`, a name of `his_env.reward_modes.REWARD_MODES` (default `DEFAULT_REWARD_MODE` there) |
 | "done", "terminated", "truncated" | (B, 1) bool | episodes end by truncation after `episode_length` decision points |
 | ("agents", "done"/"terminated"/"truncated") | (B, N, 1) bool | the same per agent |
@@ -40,6 +41,15 @@ disk; SMs, distances and fading are drawn afresh in torch at every step. Floats 
 keep `dtype` (so do their specs and the BenchMARL task's info spec). Reward modes that need
 counterfactual utilities (`difference`) get them from `VectorCore.evaluate_with_counterfactuals`:
 O(N M) per env with EC-Diff off, N + 1 joint actions with it on.
+
+Action masks: with dynamics on, only the UEs that start a request in the slot (its *active* UEs,
+observation feature `active`) have actions with an effect; an inactive UE's action is ignored
+(`system_model.active_only`). The mask marks every action of an active UE and only action 0 of
+an inactive one, so that masked learners (BenchMARL's `MaskedCategorical`, Q-learning's masked
+argmax) neither sample nor learn from actions that change nothing (Huang and Ontanon, "A Closer
+Look at Invalid Action Masking in Policy Gradient Algorithms", 2020; SMAC's no-op for dead
+agents). The env does not enforce it: any valid action of an inactive UE is accepted and ignored.
+The paper's setting (dynamics off), where every action counts, has no mask.
 
 Seeding: `set_seed(s)` (or `seed=` at construction) seeds the env's own torch generator, and
 `reset(seed=s)` reseeds it before resetting, as PettingZoo's `reset(seed=s)` does; after either,
@@ -97,6 +107,22 @@ def _charged(result: dict, penalty: torch.Tensor) -> dict:
     return {**result, "reward": result["reward"] - penalty, "utility": result["utility"] - penalty.sum(-1)}
 
 
+def action_mask(active: torch.Tensor, action_mode: str, action_nvec) -> torch.Tensor:
+    """The actions with an effect (..., N, K) bool of UEs that start a request (`active` (..., N) bool):
+    all of an active UE's, only action 0 (x = 0, y = y_min) of an inactive one. K and the layout
+    are TorchRL's: one flag per index for `categorical` (nx * ny), the flags of x then of y for
+    `multi_categorical` (nx + ny)."""
+    nx, ny = (int(v) for v in action_nvec)
+    if action_mode == "categorical":
+        first = torch.arange(nx * ny, device=active.device) == 0
+    elif action_mode == "multi_categorical":
+        first = torch.zeros(nx + ny, dtype=torch.bool, device=active.device)
+        first[0] = first[nx] = True
+    else:
+        raise ValueError(f"action_mode={action_mode!r} has no action mask; allowed: categorical, multi_categorical")
+    return active.to(torch.bool)[..., None] | first
+
+
 class HISVecEnv(EnvBase):
     """The HIS environment, B copies batched in torch (see the module docstring)."""
 
@@ -106,7 +132,7 @@ class HISVecEnv(EnvBase):
                  seed: int | None = 0, reward_mode: str = DEFAULT_REWARD_MODE, action_mode: str = "multi_categorical",
                  bank_size: int | None = None, dtype: torch.dtype = torch.float64,
                  bank: DecisionBank | None = None, validate_actions: bool = True, scenario: str | None = None,
-                 capture: bool | None = None, **config_overrides: Any):
+                 capture: bool | None = None, action_mask: bool = True, **config_overrides: Any):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs={num_envs!r}; allowed: an integer >= 1")
         if reward_mode not in REWARD_MODES:
@@ -120,6 +146,9 @@ class HISVecEnv(EnvBase):
             raise ValueError(f"bank_size={bank_size!r}; allowed: None (default {DEFAULT_BANK_SIZE}) or an integer >= 1")
         if not isinstance(validate_actions, bool):
             raise ValueError(f"validate_actions={validate_actions!r}; allowed: True or False")
+        if not isinstance(action_mask, bool):
+            raise ValueError(f"action_mask={action_mask!r}; allowed: True (a mask where dynamics are on and actions "
+                             f"are discrete) or False (none)")
         dev = checked_device(device)
         self.capture = resolve_capture(capture, dev)
         cfg = load_config(config, scenario, **config_overrides)
@@ -150,6 +179,8 @@ class HISVecEnv(EnvBase):
         self.dynamics = (SlotDynamics(cfg, effective_clusters, self.core.scheme.common_phase)
                          if cfg.dynamics.enabled_processes else None)
         self.core.dynamics = self.dynamics
+        # ("agents", "action_mask") is observed: dynamics on (inactive UEs exist) and discrete actions
+        self.masks_actions = action_mask and self.dynamics is not None and action_mode != "continuous"
         self._evaluate = captured(self._evaluation, dev) if self.capture else self._evaluation
         self._transit = captured(self._transition, dev) if self.capture else self._transition
         self._like = torch.zeros((), dtype=dtype, device=dev)
@@ -190,10 +221,15 @@ class HISVecEnv(EnvBase):
         info_dtype = self.core.dtype
         agent_info = _AGENT_INFO + (_DYNAMICS_AGENT_INFO if self.dynamics is not None else ())
         network_info = tuple(_NETWORK_INFO) + (_DYNAMICS_NETWORK_INFO if self.dynamics is not None else ())
+        mask = {}
+        if self.masks_actions:
+            flags = nx * ny if self.action_mode == "categorical" else nx + ny
+            mask["action_mask"] = Categorical(2, shape=(b, n, flags), dtype=torch.bool, device=dev)
         self.observation_spec = Composite(
             agents=Composite(
                 observation=Bounded(low.expand(b, n, features), high.expand(b, n, features), shape=(b, n, features),
                                     dtype=torch.float32, device=dev),
+                **mask,
                 info=Composite({k: Unbounded(shape=(b, n), dtype=info_dtype, device=dev) for k in agent_info},
                                shape=(b, n), device=dev),
                 shape=(b, n), device=dev),
@@ -305,6 +341,8 @@ class HISVecEnv(EnvBase):
                   "truncated": trunc[:, :, None].expand(b, n, 1)}
         if reward is not None:
             agents["reward"] = reward.to(torch.float32)[..., None]
+        if self.masks_actions:
+            agents["action_mask"] = action_mask(self._slot.active, self.action_mode, self.core.action_nvec)
         state = obs.reshape(b, -1)
         if dynamic:
             extra = self.dynamics.state_features(self._dynamics_state, self._slot)

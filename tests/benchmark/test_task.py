@@ -122,7 +122,7 @@ def test_specs_seen_by_benchmarl(continuous):
 def small_spec(algorithm, **kw):
     from agents.benchmarl.experiment import RunSpec
 
-    return RunSpec(algorithm=algorithm, scheme=kw.pop("scheme", "his"), seed=kw.pop("seed", 0), task=dict(SMALL_TASK),
+    return RunSpec(algorithm=algorithm, scheme=kw.pop("scheme", "his"), seed=kw.pop("seed", 0), task=kw.pop("task", dict(SMALL_TASK)),
                    experiment=dict(SMALL_EXPERIMENT), frame_budget=kw.pop("frame_budget", 3 * FRAMES_PER_BATCH),
                    eval_seeds=[90_000], hidden=[16, 16], **kw)
 
@@ -211,3 +211,51 @@ def test_benchmarls_own_run_script_finds_the_task(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Algorithm: vdn, Task: his/iis" in proc.stdout
     assert list(tmp_path.glob("vdn_iis_mlp_*/config.pkl"))
+
+
+SEQUENTIAL_TASK = {**SMALL_TASK, "scenario": "seq-small-heavy"}
+
+
+def test_a_sequential_task_gives_benchmarl_the_action_mask_apart_from_the_observation():
+    task = bt.HISTask.HIS.get_task(SEQUENTIAL_TASK)
+    env = task.get_env_fun(num_envs=2, continuous_actions=False, seed=0, device="cpu")()
+    mask = task.action_mask_spec(env)
+    # BenchMARL's check: one ("agents", "action_mask") entry, a flag per categorical action
+    assert list(mask.keys(True, True)) == [("agents", "action_mask")]
+    assert mask["agents", "action_mask"].shape == (4, 17 * 12)
+    assert "action_mask" not in task.observation_spec(env)["agents"].keys()
+    for settings, continuous in ((SMALL_TASK, False), (SEQUENTIAL_TASK, True),
+                                 ({**SEQUENTIAL_TASK, "action_mask": False}, False)):
+        task = bt.HISTask.HIS.get_task(settings)
+        env = task.get_env_fun(num_envs=2, continuous_actions=continuous, seed=0, device="cpu")()
+        assert task.action_mask_spec(env) is None, settings
+    with pytest.raises(ConfigError, match="task.action_mask has value 1; allowed: true"):
+        bt.HISTask.HIS.get_task({**SEQUENTIAL_TASK, "action_mask": 1})
+
+
+@pytest.mark.parametrize("algorithm", DISCRETE)
+def test_every_discrete_algorithm_acts_masked_on_a_sequential_scenario(algorithm, tmp_path):
+    """Trained on a sequential scenario, each discrete algorithm's policy reads the mask; acting greedily
+    on the PettingZoo env, every UE that starts no request takes action (0, 0)."""
+    import numpy as np
+
+    import his_env
+    from agents.benchmarl.experiment import greedy_policy, run_benchmarl
+    from his_env.dynamics.slot import OBSERVATION_FEATURES
+
+    out = run_benchmarl(small_spec(algorithm, task=dict(SEQUENTIAL_TASK)), tmp_path)
+    policy = greedy_policy(out["experiment"])
+    assert ("agents", "action_mask") in policy.policy.in_keys
+    env = his_env.parallel_env(out["task"].his_config())
+    observations, _ = env.reset(seed=3)
+    active = 3 + OBSERVATION_FEATURES.index("active")  # after Eq. (31)'s three values
+    counts = {True: 0, False: 0}
+    for _ in range(12):
+        actions = policy.act(observations, env)
+        for agent, obs in observations.items():
+            counts[bool(obs[active] > 0.5)] += 1
+            if obs[active] < 0.5:
+                assert actions[agent].tolist() == [0, 0], (agent, actions[agent])
+        observations, *_ = env.step(actions)
+    assert counts[True] > 0 and counts[False] > 0
+    assert np.isfinite(out["summary"]["utility"])
