@@ -38,7 +38,7 @@ comment each, and Hydra overrides them as `task.<key>=...`):
 | `reward_mode` | a name of `his_env.reward_modes.REWARD_MODES` (default `DEFAULT_REWARD_MODE` there, `difference`) |
 | `bank_size` | decision-point contexts in the env's pre-computed bank (null: the env's default) |
 | `capture` | compile and CUDA-graph the env's step (`his_env.vector.capture`; null: on for CUDA devices, off on the CPU) |
-| `action_mask` | with dynamics on and discrete actions, the env's `("agents", "action_mask")`: UEs that start no request in the slot may take only action 0, so that BenchMARL's masked policies and Q-learners neither sample nor learn from actions that change nothing (default true; `HISVecEnv`'s module docstring) |
+| `action_mask` | with dynamics on and discrete actions, the env's `("agents", "action_mask")`: UEs that start no request in the slot may take only action 0, so that BenchMARL's masked policies and Q-learners neither sample nor learn from actions that change nothing (`HISVecEnv`'s module docstring). Default false: on `seq-medium-heavy` the masked shared PPO of `train.py` collapsed late in 2 of 5 runs at discount 0 (docs/dynamics.md) |
 | `scenario` | a name of `his_env.scenarios` (`paper`, `seq-<size>-<load>`, `heldout-<k>`) under `config` and `env` (null: none) |
 | `config` | an HIS YAML file overlaid on the defaults (null: `configs/default.yaml`'s values) |
 | `env` | further HIS config keys, dotted (`{"es.sm_range": [800, 1200], "scheme.allocation": "user_equal"}`) |
@@ -89,7 +89,7 @@ class TaskConfig:
     reward_mode: str = DEFAULT_REWARD_MODE
     bank_size: Optional[int] = None
     capture: Optional[bool] = None  # null: on for CUDA devices, off on the CPU
-    action_mask: bool = True  # mask inactive UEs' actions (dynamics on, discrete actions)
+    action_mask: bool = False  # mask inactive UEs' actions (dynamics on, discrete actions); off: see the docstring
     scenario: Optional[str] = None
     config: Optional[str] = None
     env: Dict[str, Any] = field(default_factory=dict)

@@ -49,7 +49,8 @@ an inactive one, so that masked learners (BenchMARL's `MaskedCategorical`, Q-lea
 argmax) neither sample nor learn from actions that change nothing (Huang and Ontanon, "A Closer
 Look at Invalid Action Masking in Policy Gradient Algorithms", 2020; SMAC's no-op for dead
 agents). The env does not enforce it: any valid action of an inactive UE is accepted and ignored.
-The paper's setting (dynamics off), where every action counts, has no mask.
+The paper's setting (dynamics off), where every action counts, has no mask. The BenchMARL task
+passes it on to its algorithms only with `task.action_mask=true` (docs/dynamics.md says why).
 
 Seeding: `set_seed(s)` (or `seed=` at construction) seeds the env's own torch generator, and
 `reset(seed=s)` reseeds it before resetting, as PettingZoo's `reset(seed=s)` does; after either,

@@ -213,7 +213,7 @@ def test_benchmarls_own_run_script_finds_the_task(tmp_path):
     assert list(tmp_path.glob("vdn_iis_mlp_*/config.pkl"))
 
 
-SEQUENTIAL_TASK = {**SMALL_TASK, "scenario": "seq-small-heavy"}
+SEQUENTIAL_TASK = {**SMALL_TASK, "scenario": "seq-small-heavy", "action_mask": True}
 
 
 def test_a_sequential_task_gives_benchmarl_the_action_mask_apart_from_the_observation():
@@ -224,7 +224,8 @@ def test_a_sequential_task_gives_benchmarl_the_action_mask_apart_from_the_observ
     assert list(mask.keys(True, True)) == [("agents", "action_mask")]
     assert mask["agents", "action_mask"].shape == (4, 17 * 12)
     assert "action_mask" not in task.observation_spec(env)["agents"].keys()
-    for settings, continuous in ((SMALL_TASK, False), (SEQUENTIAL_TASK, True),
+    unmasked = {key: value for key, value in SEQUENTIAL_TASK.items() if key != "action_mask"}  # the default: off
+    for settings, continuous in ((SMALL_TASK, False), (SEQUENTIAL_TASK, True), (unmasked, False),
                                  ({**SEQUENTIAL_TASK, "action_mask": False}, False)):
         task = bt.HISTask.HIS.get_task(settings)
         env = task.get_env_fun(num_envs=2, continuous_actions=continuous, seed=0, device="cpu")()
