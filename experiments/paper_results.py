@@ -108,6 +108,16 @@ for _name, _result in {
         + tuple(f"python evaluate.py --scenario seq-medium-heavy --policy random --policy search --policy backlog-search "
                 f"--episodes 4 --seed-base {10000 + 1000 * seed} --output-dir {{out}}/references-seed{seed}"
                 for seed in range(5)), "cuda", 150, "one H200 (fast) and one H100 (markov), runs side by side"),
+    "action_mask_seq_gpu": PublishedResult(
+        "train.py's markov preset on seq-medium-heavy with inactive UEs' actions masked: discounts 0 / 0.99 at "
+        "entropy 0.002, discount 0 at entropy 0.01, 5 seeds each (references: discount_presets_seq_gpu's)",
+        "docs/benchmarks.md#the-discount-on-a-sequential-scenario",
+        tuple(f"python train.py --backend benchmarl --device cuda --scenario seq-medium-heavy --seed {seed} "
+              f"--set algorithm.gamma={gamma} --set algorithm.entropy={entropy} --set benchmarl.task.action_mask=true "
+              f"--iterations 87 --eval-baselines none --checkpoint-every 0 --wandb-mode disabled "
+              f"--output-dir {{out}}/masked-entropy{entropy}-gamma{gamma}-seed{seed}"
+              for entropy, gammas in (("0.002", ("0", "0.99")), ("0.01", ("0",)))
+              for gamma in gammas for seed in range(5)), "cuda", 70, "one H100, six to eight runs side by side"),
     "train_scale_gpu": PublishedResult(
         "the n1000 preset at N = 250 and 1,000 (the cell grown with N, a bank of 1,024): agent-steps/s and memory",
         "docs/benchmarks.md#a-thousand-ues-on-one-gpu",
