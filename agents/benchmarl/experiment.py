@@ -300,7 +300,8 @@ class BenchmarlGreedyPolicy(Policy):
         padded = torch.cat([obs, obs[:1].expand(groups * width - n, -1)]) if groups * width > n else obs
         batch = padded.reshape(groups, width, -1)
         agent_td = {"observation": batch}
-        if (self.group, "action_mask") in self.policy.in_keys:  # a masked policy (dynamics on, discrete actions)
+        # a masked policy (dynamics on, discrete actions, task.action_mask) reads the vector env's mask
+        if (self.group, "action_mask") in getattr(self.policy, "in_keys", ()):
             active = batch[..., 3 + OBSERVATION_FEATURES.index("active")] > 0.5  # after Eq. (31)'s three values
             agent_td["action_mask"] = action_mask(active, self.action_mode,
                                                   env.action_space(agents[0]).nvec)
