@@ -189,6 +189,7 @@ def settings_key(settings: Mapping[str, Any]) -> str:
 def validate(spec: BenchmarkSpec) -> List[Tuple[str, str, int]]:
     """The grid's cells, or a BenchmarkError / ConfigError naming what is wrong and what is allowed."""
     from agents.benchmarl.experiment import WANDB_MODES, algorithm_registry, validate_spec
+    from agents.training.wandb_logger import WandbSetupError, check_wandb
     from his_env.schemes import SCHEMES
 
     registry = algorithm_registry()
@@ -233,6 +234,10 @@ def validate(spec: BenchmarkSpec) -> List[Tuple[str, str, int]]:
                                  f"--set benchmarl.experiment.share_policy_params=true")
     if spec.wandb_mode not in WANDB_MODES:
         raise BenchmarkError(f"wandb mode {spec.wandb_mode!r}; allowed: {', '.join(WANDB_MODES)}")
+    try:  # the wandb package and, online, the credentials: every cell and the report log there
+        check_wandb(spec.wandb_mode)
+    except WandbSetupError as exc:
+        raise BenchmarkError(str(exc)) from exc
     if not spec.cpus_per_cell > 0:
         raise BenchmarkError(f"cpus_per_cell {spec.cpus_per_cell!r}; allowed: a number > 0")
     if spec.frame_budget is not None and not (_is_integer(spec.frame_budget) and spec.frame_budget >= 1):

@@ -85,7 +85,7 @@ from agents.training.run_folder import (ResumePlan, continue_history, plan_resum
                                         resume_backend)
 from agents.training.signals import StopSignals
 from agents.training.stop_rules import StopRules
-from agents.training.wandb_logger import open_wandb_run
+from agents.training.wandb_logger import WandbSetupError, check_wandb, open_wandb_run
 from his_common.storage import atomic_write_text
 
 SWITCH_KEYS = ("reward_normalization", "reward_norm_clip", "advantage_normalization", "value_clip")
@@ -239,6 +239,10 @@ def check_settings(iterations, timesteps, time_limit_s, checkpoint_every, keep_c
     check_cache_folder()
     if wandb_mode not in WANDB_MODES:
         raise BenchmarlSettingsError(f"wandb mode {wandb_mode!r}; allowed: {', '.join(WANDB_MODES)}")
+    try:  # the wandb package and, online, the credentials, before the task is built
+        check_wandb(wandb_mode)
+    except WandbSetupError as exc:
+        raise BenchmarlSettingsError(str(exc)) from exc
 
 
 @dataclass

@@ -153,6 +153,20 @@ def test_the_library_refuses_a_cache_folder_that_is_a_file_before_anything_is_wr
     assert not out.exists()
 
 
+def test_a_wandb_mode_without_the_wandb_package_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    import sys
+
+    from agents.benchmarl.training import BenchmarlSettingsError, train_benchmarl
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError, as where it is not installed
+    out = tmp_path / "run"
+    with pytest.raises(BenchmarlSettingsError, match="W&B mode 'offline' needs the wandb package .*--wandb-mode "
+                                                     "disabled"):
+        train_benchmarl({"num_ues": 4, "episode_length": 10}, {"hidden": [16]}, {}, out, iterations=1,
+                        wandb_mode="offline", log=lambda line: None)
+    assert not out.exists()
+
+
 def test_a_failure_while_running_exits_1_with_a_message(tmp_path, monkeypatch, capsys):
     from agents.benchmarl import training as benchmarl_training
     from his_cli import train

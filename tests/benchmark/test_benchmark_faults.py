@@ -210,6 +210,18 @@ def test_budgets_that_never_end_or_make_no_sense_are_refused(tmp_path, change, f
     assert not (tmp_path / "bench").exists()
 
 
+def test_a_wandb_mode_without_the_wandb_package_is_refused_before_anything_starts(tmp_path, monkeypatch, capsys):
+    """Not after the grid, when the report logs to W&B."""
+    from his_cli.benchmark import main
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError, as where it is not installed
+    code = main(["--algorithms", "ippo", "--num-ues", "4", "--frame-budget", "80", "--output-dir",
+                 str(tmp_path / "b"), "--wandb-mode", "offline"])
+    err = capsys.readouterr().err
+    assert code == 2 and "W&B mode 'offline' needs the wandb package" in err and "--wandb-mode disabled" in err
+    assert "Traceback" not in err and not (tmp_path / "b").exists()
+
+
 def test_command_line_refuses_an_infinite_time_budget(tmp_path, capsys):
     from his_cli.benchmark import main
 
