@@ -371,6 +371,22 @@ class HISVecEnv(EnvBase):
                 without = without - penalty.sum(-1)[:, None]
         return result, mode.rewards(result["reward"], result["utility"], without)
 
+    def rand_action(self, tensordict: TensorDict | None = None) -> TensorDict:
+        """Uniformly random actions from the action spec, written into `tensordict` (as TorchRL's
+        `EnvBase.rand_action`; `rollout` without a policy uses it). `multi_categorical` actions are
+        drawn here, one `randint` per component from the global torch generator as the spec draws
+        them: TorchRL's `MultiCategorical.rand` samples element by element in Python (~250 ms at
+        B = 1,024, N = 50, ten times the step)."""
+        if self.action_mode != "multi_categorical":
+            return super().rand_action(tensordict)
+        b, n, dev = self.num_envs, self.num_ues, self.device
+        action = torch.stack([torch.randint(0, int(top), (b, n), device=dev) for top in self.core.action_nvec], -1)
+        drawn = TensorDict({"agents": TensorDict({"action": action}, batch_size=(b, n), device=dev)},
+                           batch_size=(b,), device=dev)
+        if tensordict is None:
+            return drawn
+        return tensordict.update(drawn)
+
     # ------------------------------------------------------------------ action checks
     def _allowed_actions(self) -> str:
         nx, ny = self.core.action_nvec

@@ -232,3 +232,19 @@ def test_counterfactual_utilities_equal_evaluating_n_plus_one_joint_actions(sche
                     seen["tied max"] |= at_max > 1 and int(members.max()) > 0
     if vec.core.scheme.common_phase:  # IIS: x = 0, so no maximum and no projection to speak of
         assert seen == {"unique max": True, "tied max": True, "projected": True}
+
+
+@pytest.mark.parametrize("action_mode", ["multi_categorical", "categorical", "continuous"])
+def test_random_actions_cover_the_action_spec(action_mode):
+    """`rand_action` (what `rollout` without a policy draws): in the spec, of its dtype and shape, and every
+    value of a discrete component drawn (3,200 draws over 17 or 12 values)."""
+    env = HISVecEnv(num_envs=64, action_mode=action_mode, bank_size=64)
+    spec = env.full_action_spec["agents", "action"]
+    td = env.rand_action(env.reset())
+    action = td["agents", "action"]
+    assert action.shape == spec.shape and action.dtype == spec.dtype and spec.is_in(action)
+    if action_mode == "multi_categorical":
+        assert sorted(action[..., 0].unique().tolist()) == list(range(17))
+        assert sorted(action[..., 1].unique().tolist()) == list(range(12))
+    assert env.rand_action()["agents", "action"].shape == spec.shape  # no tensordict: a new one
+    env.step(td)  # accepted
