@@ -299,18 +299,18 @@ class BenchmarlGreedyPolicy(Policy):
         groups = -(-n // width)
         padded = torch.cat([obs, obs[:1].expand(groups * width - n, -1)]) if groups * width > n else obs
         batch = padded.reshape(groups, width, -1)
+        nvec = env.action_space(agents[0]).nvec
         agent_td = {"observation": batch}
         # a masked policy (dynamics on, discrete actions, task.action_mask) reads the vector env's mask
         if (self.group, "action_mask") in getattr(self.policy, "in_keys", ()):
             active = batch[..., 3 + OBSERVATION_FEATURES.index("active")] > 0.5  # after Eq. (31)'s three values
-            agent_td["action_mask"] = action_mask(active, self.action_mode,
-                                                  env.action_space(agents[0]).nvec)
+            agent_td["action_mask"] = action_mask(active, self.action_mode, nvec)
         td = TensorDict({self.group: TensorDict(agent_td, batch_size=(groups, width))},
                         batch_size=(groups,), device=self.device)
         with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
             action = self.policy(td)[self.group, "action"]
             action = action.reshape(groups * width, *action.shape[2:])[:n]
-        indices = decode_actions(action.cpu(), self.action_mode, env.action_space(agents[0]).nvec)
+        indices = decode_actions(action.cpu(), self.action_mode, nvec)
         return {agent: indices[i] for i, agent in enumerate(agents)}
 
 

@@ -61,6 +61,7 @@ is a `ValueError`. `step()` before the first `reset()` (or `load_decision_contex
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -108,20 +109,25 @@ def _charged(result: dict, penalty: torch.Tensor) -> dict:
     return {**result, "reward": result["reward"] - penalty, "utility": result["utility"] - penalty.sum(-1)}
 
 
+@functools.lru_cache(maxsize=None)
+def _action_zero_flags(action_mode: str, nx: int, ny: int, device: torch.device) -> torch.Tensor:
+    """The mask row (K,) bool of action 0 alone in the action mode's layout (TorchRL's): one flag per
+    index for `categorical` (nx * ny), the flags of x then of y for `multi_categorical` (nx + ny)."""
+    if action_mode == "categorical":
+        return torch.arange(nx * ny, device=device) == 0
+    if action_mode == "multi_categorical":
+        flags = torch.zeros(nx + ny, dtype=torch.bool, device=device)
+        flags[0] = flags[nx] = True
+        return flags
+    raise ValueError(f"action_mode={action_mode!r} has no action mask; allowed: categorical, multi_categorical")
+
+
 def action_mask(active: torch.Tensor, action_mode: str, action_nvec) -> torch.Tensor:
     """The actions with an effect (..., N, K) bool of UEs that start a request (`active` (..., N) bool):
-    all of an active UE's, only action 0 (x = 0, y = y_min) of an inactive one. K and the layout
-    are TorchRL's: one flag per index for `categorical` (nx * ny), the flags of x then of y for
-    `multi_categorical` (nx + ny)."""
+    all of an active UE's, only action 0 (x = 0, y = y_min) of an inactive one, in the layout of
+    `_action_zero_flags`."""
     nx, ny = (int(v) for v in action_nvec)
-    if action_mode == "categorical":
-        first = torch.arange(nx * ny, device=active.device) == 0
-    elif action_mode == "multi_categorical":
-        first = torch.zeros(nx + ny, dtype=torch.bool, device=active.device)
-        first[0] = first[nx] = True
-    else:
-        raise ValueError(f"action_mode={action_mode!r} has no action mask; allowed: categorical, multi_categorical")
-    return active.to(torch.bool)[..., None] | first
+    return active.to(torch.bool)[..., None] | _action_zero_flags(action_mode, nx, ny, active.device)
 
 
 class HISVecEnv(EnvBase):
@@ -224,7 +230,7 @@ class HISVecEnv(EnvBase):
         network_info = tuple(_NETWORK_INFO) + (_DYNAMICS_NETWORK_INFO if self.dynamics is not None else ())
         mask = {}
         if self.masks_actions:
-            flags = nx * ny if self.action_mode == "categorical" else nx + ny
+            flags = _action_zero_flags(self.action_mode, nx, ny, dev).numel()
             mask["action_mask"] = Categorical(2, shape=(b, n, flags), dtype=torch.bool, device=dev)
         self.observation_spec = Composite(
             agents=Composite(

@@ -122,7 +122,8 @@ def test_specs_seen_by_benchmarl(continuous):
 def small_spec(algorithm, **kw):
     from agents.benchmarl.experiment import RunSpec
 
-    return RunSpec(algorithm=algorithm, scheme=kw.pop("scheme", "his"), seed=kw.pop("seed", 0), task=kw.pop("task", dict(SMALL_TASK)),
+    return RunSpec(algorithm=algorithm, scheme=kw.pop("scheme", "his"), seed=kw.pop("seed", 0),
+                   task=kw.pop("task", dict(SMALL_TASK)),
                    experiment=dict(SMALL_EXPERIMENT), frame_budget=kw.pop("frame_budget", 3 * FRAMES_PER_BATCH),
                    eval_seeds=[90_000], hidden=[16, 16], **kw)
 
