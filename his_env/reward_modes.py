@@ -11,9 +11,17 @@ utility UE n adds, Wolpert & Tumer's difference reward).
 A mode is one `@reward_mode(...)` declaration here: a name, a one-line description, whether it
 needs the counterfactual utilities, and one function of the per-UE Eq. (33) rewards r_n (..., N),
 the network utility U (...), the counterfactual utilities (..., N) (U with UE n's action replaced
-by `COUNTERFACTUAL_ACTION`; None unless the mode asks for them) and N. It receives float arrays of
+by `COUNTERFACTUAL_ACTION`; None unless the mode asks for them), each UE's dynamics charges (..., N)
+(None with dynamics off) and N. It receives float arrays of
 one library, numpy or torch, and uses operators or `his_common.arrays.namespace(...)` for anything
 else, so the same code serves both envs.
+With dynamics on (a sequential scenario) r_n, U and every counterfactual utility already carry the
+slot's charges: w_t T_slot per request waiting in a UE's queue and the drop penalty per dropped
+request, each charged to the UE that owns the request (`his_env.dynamics`). They follow from the
+state the slot starts in, not from the slot's actions, so they cancel in U(a) - U(a with UE n at
+(0, 0)): the difference reward charges each UE its own (as r_n does), or no UE's return would ever
+see the backlog that its earlier choices built (the waits and drops are most of U on
+`seq-medium-heavy`). `individual` and `team` already contain them.
 The envs compute the counterfactuals only for modes that need them (the vectorised env in O(N M)
 with EC-Diff off, by N + 1 joint actions with it on; the adapter by N joint actions).
 """
@@ -37,19 +45,20 @@ class RewardMode:
     name: str
     description: str  # one line, for CLI help and the docs' tables
     needs_counterfactuals: bool
-    function: Callable[..., Any]  # (individual, utility, counterfactual, num_ues) -> (..., N)
+    function: Callable[..., Any]  # (individual, utility, counterfactual, charges, num_ues) -> (..., N)
 
-    def rewards(self, individual, utility, counterfactual=None):
+    def rewards(self, individual, utility, counterfactual=None, charges=None):
         """Per-UE rewards (..., N) from the Eq. (33) rewards `individual` (..., N), the utility U
-        (...) and, for modes that need them, the counterfactual utilities (..., N)."""
+        (...), for modes that need them the counterfactual utilities (..., N), and with dynamics on
+        each UE's charges (..., N), already taken from `individual`, `utility` and `counterfactual`."""
         if self.needs_counterfactuals and counterfactual is None:
             raise ValueError(f"reward mode {self.name!r} needs the counterfactual utilities "
                              f"(U with UE n at {COUNTERFACTUAL_ACTION}); none were given")
-        xp = namespace(individual, utility, counterfactual)
+        xp = namespace(individual, utility, counterfactual, charges)
         individual = xp.float(individual)
         out = self.function(individual=individual, utility=xp.float(utility),
                             counterfactual=None if counterfactual is None else xp.float(counterfactual),
-                            num_ues=individual.shape[-1])
+                            charges=None if charges is None else xp.float(charges), num_ues=individual.shape[-1])
         return xp.broadcast_to(xp.float(out), individual.shape)
 
 
@@ -66,19 +75,20 @@ def reward_mode(name: str, description: str, needs_counterfactuals: bool = False
 
 
 @reward_mode("individual", "r_n of Eq. (33), as the env returns it")
-def individual_reward(individual, utility, counterfactual, num_ues):
-    return individual
+def individual_reward(individual, utility, counterfactual, charges, num_ues):
+    return individual  # r_n of Eq. (33), less UE n's charges with dynamics on
 
 
 @reward_mode("team", "U / N to every UE: the network utility shared")
-def team_reward(individual, utility, counterfactual, num_ues):
-    return utility[..., None] / num_ues  # U = sum_n r_n, Eq. (23)
+def team_reward(individual, utility, counterfactual, charges, num_ues):
+    return utility[..., None] / num_ues  # U = sum_n r_n, Eq. (23), every UE's charges in it
 
 
-@reward_mode("difference", "D_n = U(a) - U(a with UE n at (0, 0)): the network utility the UE adds",
-             needs_counterfactuals=True)
-def difference_reward(individual, utility, counterfactual, num_ues):
-    return utility[..., None] - counterfactual
+@reward_mode("difference", "D_n = U(a) - U(a with UE n at (0, 0)): the network utility the UE adds "
+             "(less its own queue's charges with dynamics on)", needs_counterfactuals=True)
+def difference_reward(individual, utility, counterfactual, charges, num_ues):
+    added = utility[..., None] - counterfactual
+    return added if charges is None else added - charges  # the charges cancel in the difference: each UE's own
 
 
 def _label(name: str) -> str:

@@ -8,7 +8,8 @@
   `DEFAULT_REWARD_MODE` there, `difference`; train.py passes `algorithm.reward_mode`), from the
   env's per-UE rewards r_n (Eq. 33) and U = sum_n r_n (Eq. 23). For modes that need the
   counterfactual utilities (`difference`: D_n = U(a) - U(a with UE n at (0, 0)), which for UE
-  n's own choice ranks actions exactly as U does, without the other UEs' exploration noise)
+  n's own choice ranks actions exactly as U does, without the other UEs' exploration noise; with
+  dynamics on, less UE n's own charges, read from its info's `dynamics_penalty`)
   the adapter evaluates the N joint actions with one UE at the counterfactual action through
   `env.unwrapped.evaluate_joint_actions` before stepping (the PettingZoo env offers no O(N M)
   counterfactuals of its own; the vector env has them);
@@ -127,7 +128,9 @@ class HISMultiAgentEnv(MultiAgentEnv):
         if rewards:  # every UE acts at every step, so the rewards are in agent order as the counterfactuals
             agents = [a for a in self.possible_agents if a in rewards]
             individual = np.array([rewards[a] for a in agents], dtype=np.float64)
-            shaped = mode.rewards(individual, individual.sum(), counterfactual)  # U = sum r_n, Eq. (23)
+            charges = (np.array([infos[a]["dynamics_penalty"] for a in agents], dtype=np.float64)
+                       if "dynamics_penalty" in infos[agents[0]] else None)  # each UE's own, dynamics on
+            shaped = mode.rewards(individual, individual.sum(), counterfactual, charges)  # U = sum r_n, Eq. (23)
             rewards = dict(zip(agents, shaped.tolist()))
         summary_of = getattr(self.par_env.unwrapped, "network_summary", None)
         for k, v in step_metrics(infos, self.possible_agents, summary_of() if summary_of else None).items():

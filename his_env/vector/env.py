@@ -375,7 +375,7 @@ class HISVecEnv(EnvBase):
             result["dynamics_penalty"] = penalty
             if without is not None:
                 without = without - penalty.sum(-1)[:, None]
-        return result, mode.rewards(result["reward"], result["utility"], without)
+        return result, mode.rewards(result["reward"], result["utility"], without, penalty)
 
     def rand_action(self, tensordict: TensorDict | None = None) -> TensorDict:
         """Uniformly random actions from the action spec, written into `tensordict` (as TorchRL's

@@ -136,3 +136,49 @@ def test_each_ue_observes_its_last_delay_over_the_deadline():
                 checked += 1
         np.testing.assert_allclose(episode["obs"][t][:, column], last / deadline_s, rtol=1e-6, err_msg=f"step {t}")
     assert checked > 0 and np.any(last > deadline_s)  # delays were seen, some beyond the deadline
+
+
+def test_the_difference_reward_charges_each_ue_its_own_queue():
+    """With dynamics on, D_n = U(a) - U(a with UE n at (0, 0)) - c_n: U from stepping copies of the
+    PettingZoo env (both sides carry the slot's charges, which cancel), c_n UE n's own charges (its
+    info's `dynamics_penalty`). The RLlib adapter and HISVecEnv (replaying the same episodes) both
+    give it, and the charges are not all zero, so the term is exercised."""
+    import copy
+
+    from agents.rllib.env_adapter import HISMultiAgentEnv
+    from his_env.config import HISConfig
+
+    kwargs = overrides_with(list(PROCESSES))
+    env, episodes = pettingzoo_episodes(kwargs, seeds=(0,))
+    agents = env.possible_agents
+    config = HISConfig().with_overrides(**kwargs)
+    adapter = HISMultiAgentEnv({"env": config.to_dict(), "reward_mode": "difference"})
+    adapter.reset(seed=0)
+    reference = his_env.parallel_env(**kwargs)
+    reference.reset(seed=0)
+    vec = HISVecEnv(num_envs=1, reward_mode="difference", **kwargs)
+    td = vec.mirror(text_side(episodes), (0,))
+    charged = 0
+    for t in range(SMALL["episode_length"]):
+        actions = episodes[0]["actions"][t]
+        joint = {a: actions[n] for n, a in enumerate(agents)}
+
+        def utility_after(step_actions):
+            _, rewards, _, _, infos = copy.deepcopy(reference).step(step_actions)
+            return sum(rewards.values()), infos
+
+        utility, infos = utility_after(joint)
+        charges = np.array([infos[a]["dynamics_penalty"] for a in agents])
+        expected = np.array([utility - utility_after({**joint, a: np.zeros(2, dtype=np.int64)})[0]
+                             for a in agents]) - charges
+        charged += int(np.count_nonzero(charges))
+        _, adapter_rewards, *_ = adapter.step(joint)
+        np.testing.assert_allclose([adapter_rewards[a] for a in agents], expected, rtol=1e-9, atol=1e-9,
+                                   err_msg=f"adapter, step {t}")
+        td["agents", "action"] = torch.as_tensor(actions[None].astype(np.int64))
+        out = vec.step(td)["next"]
+        np.testing.assert_allclose(out["agents", "reward"][0, :, 0].numpy(), expected, rtol=1e-6, atol=1e-6,
+                                   err_msg=f"HISVecEnv, step {t}")
+        td = out.clone()
+        reference.step(joint)
+    assert charged > 0

@@ -81,7 +81,7 @@ def blend(monkeypatch):
     monkeypatch.setattr(REWARD_MODES, "_entries", dict(REWARD_MODES._entries))
 
     @reward_mode("blend", "half Eq. (33), half the difference reward", needs_counterfactuals=True)
-    def _blend(individual, utility, counterfactual, num_ues):
+    def _blend(individual, utility, counterfactual, charges, num_ues):
         return 0.5 * individual + 0.5 * (utility[..., None] - counterfactual)
 
     return "blend"
