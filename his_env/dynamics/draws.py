@@ -12,7 +12,6 @@ tensor (`HISVecEnv.mirror` runs the vectorised env on the very draws of B Pettin
 """
 from __future__ import annotations
 
-import math
 import sys
 from typing import Any
 
@@ -60,24 +59,17 @@ def uniform(generator: Any, shape: tuple[int, ...], dtype: Any = None):
 def standard_normal(generator: Any, shape: tuple[int, ...], dtype: Any = None):
     """Standard normal draws N(0, 1) of `shape`.
 
-    From a torch generator by the Box-Muller transform of its uniforms (Box & Muller, Ann. Math.
-    Statist. 29(2), 1958): z = sqrt(-2 ln(1 - u1)) (cos, sin)(2 pi u2), computed in float64 (float32
-    when asked for): torch's own float64 normals take five times as long on a CPU."""
+    From a torch generator in float32, widened to `dtype` (torch's default unless given): float32
+    normals take a third of the time of float64 ones on a CPU (B = 1,024, N = 50: 0.36 ms against
+    1.9 ms for torch's float64 normals and 1.0 ms for a float64 Box-Muller transform of its
+    uniforms), and 24 bits of each draw are far below what the processes resolve."""
     if isinstance(generator, np.random.Generator):
         return generator.standard_normal(shape)
     if isinstance(generator, GeneratorBatch):
         return generator.draw("standard_normal", shape, dtype)
     torch = _torch_generator(generator)
-    shape = tuple(shape)
-    count = math.prod(shape)
-    half = (count + 1) // 2
-    uniform = torch.rand((2, half), generator=generator, device=generator.device, dtype=dtype)
-    radius = uniform[0].neg_().log1p_().mul_(-2.0).sqrt_()  # in place: the uniforms are not needed again
-    angle = uniform[1].mul_(2.0 * math.pi)
-    normal = torch.empty_like(uniform)  # (cos, sin) rows, the pairs' two normals
-    torch.cos(angle, out=normal[0]).mul_(radius)
-    torch.sin(angle, out=normal[1]).mul_(radius)
-    return normal.reshape(-1)[:count].reshape(shape)
+    normal = torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=torch.float32)
+    return normal.to(dtype or torch.get_default_dtype())
 
 
 def integers_from_uniform(uniform, low: int, high: int):
