@@ -79,7 +79,7 @@ from agents.checkpoints import (BENCHMARL, BENCHMARL_RECORD_KEY, CHECKPOINTS_DIR
 from agents.training.final_evaluation import (evaluate_final_policy, evaluation_seeds, plot_learning_curve,
                                               write_tables)
 from agents.training.metrics_files import MetricsFiles, progress_line
-from agents.training.preflight import check_cache_folder
+from agents.training.preflight import PreflightError, check_baselines, check_cache_folder
 from agents.training.ray_session import quiet_libraries
 from agents.training.run_folder import (ResumePlan, continue_history, plan_resume, restore_metrics_rows,
                                         resume_backend)
@@ -245,6 +245,14 @@ def check_settings(iterations, timesteps, time_limit_s, checkpoint_every, keep_c
         raise BenchmarlSettingsError(str(exc)) from exc
 
 
+def _check_baselines(eval_baselines: Sequence[str], run: "_Run") -> None:
+    """The final evaluation's baselines, checked against the run's env before anything is built or written."""
+    try:
+        check_baselines(eval_baselines, run.spec.seed, run.task.his_config())
+    except PreflightError as exc:
+        raise BenchmarlSettingsError(str(exc)) from exc
+
+
 @dataclass
 class _Run:
     """A new or resumed run, checked and ready to train: its spec, settings and folder."""
@@ -306,6 +314,7 @@ def train_benchmarl(env_config, algorithm: Mapping[str, Any], experiment: Mappin
     out = Path(out_dir).resolve()
     run = _prepare(env_config, algorithm, experiment, out, StopRules(iterations, timesteps, time_limit_s),
                    checkpoint_every, keep_checkpoints, device, benchmarl=benchmarl)
+    _check_baselines(eval_baselines, run)
     check_new_run_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     MetricsFiles(out).rewrite([])
@@ -352,6 +361,7 @@ def resume_benchmarl(path: str | Path, *, output_dir: Optional[str | Path] = Non
         "keep_checkpoints", recorded.get("keep_checkpoints_num") or 2))
     run = _prepare(run_config.env, run_config.algorithm.to_dict(), run_config.experiment.to_dict(), plan.run_dir,
                    StopRules(iterations, timesteps, time_limit_s), every, keep, device, plan, run_config.benchmarl)
+    _check_baselines(eval_baselines, run)
     if run.spec.experiment["on_policy_collected_frames_per_batch"] != per_iter:
         raise CheckpointError(f"the run in {str(plan.run_dir)!r} collected {per_iter} env steps per iteration, and "
                               f"its settings now give {run.spec.experiment['on_policy_collected_frames_per_batch']}: "

@@ -88,12 +88,16 @@ def probe_env(env_config: Mapping[str, Any], global_obs: bool, reward_mode: str,
     return EnvProbe(agents, shapes)
 
 
-def check_baselines(specs: Sequence[str], seed: int) -> None:
+def check_baselines(specs: Sequence[str], seed: int, env_config=None) -> None:
+    """Each of the final evaluation's baselines parses and, given the run's `HISConfig`, can act on its
+    env (e.g. `backlog-search` needs request queues), before any training (PreflightError otherwise)."""
     from agents.baselines import make_baseline
 
     for spec in specs:
         try:
-            make_baseline(spec, seed=seed)
+            policy = make_baseline(spec, seed=seed)
+            if env_config is not None:
+                policy.check_config(env_config)
         except ValueError as exc:
             raise PreflightError(f"--eval-baselines: {exc}") from exc
 

@@ -147,7 +147,7 @@ def _prepare(req: TrainingRequest) -> _Prepared:
     preflight.check_cache_folder()
     preflight.check_env_factory(experiment.env_factory, "experiment.env_factory")
     check_wandb(req.wandb_mode)
-    preflight.check_baselines(req.eval_baselines, experiment.seed)
+    preflight.check_baselines(req.eval_baselines, experiment.seed, run.env)
     probe = preflight.probe_env(run.env.to_dict(), algorithm.learner.global_critic, algorithm.reward_mode,
                                 experiment.env_factory, experiment.seed,
                                 lambda agents: module_ids(algorithm.algo, agents))

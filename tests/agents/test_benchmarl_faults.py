@@ -167,6 +167,23 @@ def test_a_wandb_mode_without_the_wandb_package_is_refused_before_anything_is_wr
     assert not out.exists()
 
 
+@pytest.mark.parametrize("baseline, message", [
+    ("random search", "unknown baseline 'random search'; allowed: random \\| iis-fixed"),
+    ("backlog-search", "'backlog-search' weighs the request queues, and config key 'dynamics.requests.enabled' "
+                       "is false"),
+])
+def test_final_evaluation_baselines_are_checked_before_anything_is_written(tmp_path, baseline, message):
+    """A baseline that does not parse, or cannot act on the run's env, is refused before training (the
+    final evaluation would otherwise fail after the whole budget)."""
+    from agents.benchmarl.training import BenchmarlSettingsError, train_benchmarl
+
+    out = tmp_path / "run"
+    with pytest.raises(BenchmarlSettingsError, match=f"--eval-baselines: .*{message}"):
+        train_benchmarl({"num_ues": 4, "episode_length": 10}, {"hidden": [16]}, {}, out, iterations=1,
+                        eval_baselines=("random", baseline), wandb_mode="disabled", log=lambda line: None)
+    assert not out.exists()
+
+
 def test_a_failure_while_running_exits_1_with_a_message(tmp_path, monkeypatch, capsys):
     from agents.benchmarl import training as benchmarl_training
     from his_cli import train

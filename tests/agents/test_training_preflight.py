@@ -58,6 +58,10 @@ def test_bad_baseline_argument_is_refused(tmp_path):
     with pytest.raises(PreflightError, match="--eval-baselines: policy 'search:abc'"):
         run_training(request(tmp_path, eval_baselines=["random", "search:abc"]), log=lambda line: None)
     assert not (tmp_path / "run").exists()
+    # one that parses but cannot act on the run's env (no request queues without dynamics)
+    with pytest.raises(PreflightError, match="--eval-baselines: policy 'backlog-search' weighs the request queues"):
+        run_training(request(tmp_path, eval_baselines=["random", "backlog-search"]), log=lambda line: None)
+    assert not (tmp_path / "run").exists()
 
 
 def test_online_wandb_without_credentials_is_refused(tmp_path, monkeypatch):
