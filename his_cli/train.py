@@ -6,6 +6,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from agents.baselines import BASELINE_USAGE
 from agents.config import DEFAULT_BENCHMARL_PRESET, LEARNERS, benchmarl_preset_names
 from his_cli.args import UsageError, add_set_argument, nonneg_int, parse_overrides, positive_int, positive_seconds
 
@@ -84,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "<time>); "
                    "with --resume only the resumed run's own folder is allowed")
     p.add_argument("--eval-baselines", default="random,iis-fixed",
-                   help="baselines evaluated beside the final policy, comma-separated from random, iis-fixed, "
-                        "fixed:X,Y, search, search:SWEEPS (default random,iis-fixed; 'none' for none)")
+                   help="baselines evaluated beside the final policy, comma-separated, each one of: "
+                        f"{BASELINE_USAGE} (default random,iis-fixed; 'none' for none; e.g. "
+                        "random,search,backlog-search on a sequential scenario)")
     p.add_argument("--verbose", action="store_true", help="show the libraries' own warnings and log output (Ray, "
                    "RLlib, TorchRL) and, on a terminal, BenchMARL's progress bar")
     return p

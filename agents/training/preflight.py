@@ -9,6 +9,7 @@ which a resumed run checks against the modules in its checkpoint.
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Mapping, Optional, Sequence
@@ -103,10 +104,12 @@ def check_baselines(specs: Sequence[str], seed: int, env_config=None) -> None:
 
 
 def parse_baselines(text: str) -> List[str]:
-    """`random,iis-fixed` -> ["random", "iis-fixed"]; "" or "none" -> []."""
+    """`random,iis-fixed` -> ["random", "iis-fixed"]; "" or "none" -> []. A comma before a number
+    belongs to the spec before it (`fixed:3,2,search` -> ["fixed:3,2", "search"]): no baseline's name
+    starts with a digit."""
     if text.strip().lower() in ("", "none"):
         return []
-    return [b.strip() for b in text.split(",") if b.strip()]
+    return [b.strip() for b in re.split(r",(?![\s]*[-+.]?[0-9])", text) if b.strip()]
 
 
 def check_resumed_modules(expected: ModuleShapes, checkpoint: Path, agents: Sequence[str]) -> None:

@@ -111,3 +111,12 @@ def test_run_record_that_disagrees_with_the_weights_is_refused(tmp_path, trained
                          log=lambda line: None)
         assert needle in str(exc.value), (label, str(exc.value))
         assert (run / "metrics.jsonl").read_text() == before  # nothing touched
+
+
+def test_eval_baselines_split_on_commas_except_inside_a_fixed_split():
+    from agents.training.preflight import parse_baselines
+
+    assert parse_baselines("random,iis-fixed") == ["random", "iis-fixed"]
+    assert parse_baselines("fixed:3,2,search") == ["fixed:3,2", "search"]  # fixed:X,Y keeps its comma
+    assert parse_baselines("random, backlog-search:4.5,open-loop") == ["random", "backlog-search:4.5", "open-loop"]
+    assert parse_baselines("none") == [] and parse_baselines("") == []
