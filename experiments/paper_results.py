@@ -118,6 +118,23 @@ for _name, _result in {
               f"--output-dir {{out}}/masked-entropy{entropy}-gamma{gamma}-seed{seed}"
               for entropy, gammas in (("0.002", ("0", "0.99")), ("0.01", ("0",)))
               for gamma in gammas for seed in range(5)), "cuda", 70, "one H100, six to eight runs side by side"),
+    "charged_reward_seq_gpu": PublishedResult(
+        "train.py's markov preset on seq-medium-heavy with the difference reward charging each UE its own queue: "
+        "discounts 0 / 0.9 / 0.99, seeds 0 and 1 (references: discount_presets_seq_gpu's)",
+        "docs/benchmarks.md#the-discount-on-a-sequential-scenario",
+        tuple(f"python train.py --backend benchmarl --device cuda --scenario seq-medium-heavy --seed {seed} "
+              f"--set algorithm.gamma={gamma} --iterations 300 --time-limit 300 --eval-baselines none "
+              f"--checkpoint-every 0 --wandb-mode disabled --output-dir {{out}}/charged-gamma{gamma}-seed{seed}"
+              for seed in range(2) for gamma in ("0.99", "0.9", "0")), "cuda", 6, "one H100, six runs side by side"),
+    "charged_reward_seq_small_cpu": PublishedResult(
+        "the same on seq-small-heavy on one CPU core: discounts 0 / 0.9 / 0.99 and 0.99 with the action mask, seed 0",
+        "docs/benchmarks.md#the-discount-on-a-sequential-scenario",
+        tuple(f"python train.py --backend benchmarl --scenario seq-small-heavy --seed 0 --set algorithm.gamma={gamma} "
+              f"{mask}--set algorithm.episodes_per_iteration=32 --set algorithm.minibatch_size=8000 --time-limit 600 "
+              f"--eval-baselines random,search,backlog-search --checkpoint-every 0 --wandb-mode disabled "
+              f"--output-dir {{out}}/charged-gamma{gamma}{'-masked' if mask else ''}"
+              for gamma, mask in (("0", ""), ("0.9", ""), ("0.99", ""),
+                                  ("0.99", "--set benchmarl.task.action_mask=true "))), "cpu", 42, "one CPU core"),
     "train_scale_gpu": PublishedResult(
         "the n1000 preset at N = 250 and 1,000 (the cell grown with N, a bank of 1,024): agent-steps/s and memory",
         "docs/benchmarks.md#a-thousand-ues-on-one-gpu",
