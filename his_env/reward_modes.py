@@ -27,6 +27,7 @@ with EC-Diff off, by N + 1 joint actions with it on; the adapter by N joint acti
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -66,9 +67,20 @@ REWARD_MODES: Registry[RewardMode] = Registry("reward mode")
 DEFAULT_REWARD_MODE = "difference"
 
 
+MODE_ARGUMENTS = ("individual", "utility", "counterfactual", "charges", "num_ues")  # what a mode's function takes
+
+
 def reward_mode(name: str, description: str, needs_counterfactuals: bool = False):
-    """Decorator: register the function as reward mode `name`."""
+    """Decorator: register the function as reward mode `name`. Its function takes the keyword
+    arguments `MODE_ARGUMENTS` (see the module docstring); one without them is refused here."""
     def decorator(function: Callable[..., Any]) -> Callable[..., Any]:
+        parameters = inspect.signature(function).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        missing = [arg for arg in MODE_ARGUMENTS if arg not in parameters and not takes_any]
+        if missing:
+            raise TypeError(f"reward mode {name!r}: its function takes ({', '.join(parameters)}), without "
+                            f"{', '.join(missing)}; allowed: a function of ({', '.join(MODE_ARGUMENTS)}), where "
+                            f"charges (..., N) are each UE's dynamics charges, None with dynamics off")
         REWARD_MODES.register(name, RewardMode(name, description, needs_counterfactuals, function))
         return function
     return decorator
@@ -107,5 +119,5 @@ def markdown_table() -> str:
     return "\n".join(["| reward mode | reward of UE n | needs counterfactuals |", "|---|---|---|", *rows])
 
 
-__all__ = ["COUNTERFACTUAL_ACTION", "DEFAULT_REWARD_MODE", "REWARD_MODES", "RewardMode", "help_text",
+__all__ = ["COUNTERFACTUAL_ACTION", "DEFAULT_REWARD_MODE", "MODE_ARGUMENTS", "REWARD_MODES", "RewardMode", "help_text",
            "markdown_table", "reward_mode"]

@@ -263,3 +263,15 @@ def test_benchmarl_keeps_infos_in_float64():
     batch = TensorDict({("next", "info", "energy"): torch.tensor([1e8 + 1, 1e8 + 1], dtype=torch.float64)},
                        batch_size=[2])
     assert task.log_info(batch) == {"collection/his/energy": 1e8 + 1}
+
+
+def test_a_reward_mode_without_the_charges_argument_is_refused_at_declaration(monkeypatch):
+    """A mode written against the signature before the dynamics' charges (no `charges`) would leave
+    each UE's waiting and drop charges out; it is refused when declared, naming what is missing."""
+    monkeypatch.setattr(REWARD_MODES, "_entries", dict(REWARD_MODES._entries))
+    with pytest.raises(TypeError, match=r"reward mode 'old': its function takes \(individual, utility, "
+                                        r"counterfactual, num_ues\), without charges; allowed"):
+        @reward_mode("old", "four arguments", needs_counterfactuals=True)
+        def _old(individual, utility, counterfactual, num_ues):
+            return utility[..., None] - counterfactual
+    assert "old" not in REWARD_MODES.names
