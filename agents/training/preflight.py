@@ -109,7 +109,7 @@ def parse_baselines(text: str) -> List[str]:
     starts with a digit."""
     if text.strip().lower() in ("", "none"):
         return []
-    return [b.strip() for b in re.split(r",(?![\s]*[-+.]?[0-9])", text) if b.strip()]
+    return [b.strip() for b in re.split(r",(?!\s*[-+.]?[0-9])", text) if b.strip()]
 
 
 def check_resumed_modules(expected: ModuleShapes, checkpoint: Path, agents: Sequence[str]) -> None:
