@@ -83,6 +83,7 @@ distances, rates) for tools that act on it.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from itertools import repeat
 from numbers import Integral
 from pathlib import Path
@@ -389,10 +390,13 @@ class HISParallelEnv(ParallelEnv):
         return {key: np.array(value, copy=True) for key, value in self.dynamics.books(self._dynamics_state).items()}
 
     # ------------------------------------------------------------------ for planners and tools
-    def evaluate_joint_actions(self, actions: np.ndarray) -> dict[str, np.ndarray]:
+    def evaluate_joint_actions(self, actions: np.ndarray, es_sm_budget: np.ndarray | None = None
+                               ) -> dict[str, np.ndarray]:
         """Utility of B candidate joint actions (B, N, 2) at the current decision point, without stepping.
 
-        Uses the same rules as `step` (projection, IIS, allocation, EC-Diff). Returns "utility" (B,),
+        Uses the same rules as `step` (projection, IIS, allocation, EC-Diff); `es_sm_budget` (B,)
+        gives each candidate its own ES SM budget for the allocation (None: the decision point's;
+        the difference reward's counterfactuals use `decision_context()["es_sm_budget_without_ue"]`). Returns "utility" (B,),
         "rewards" (B, N), "quality", "delay", "energy" (B,) network totals, and "ue_delay" (B, N): each
         UE's T_n (Eq. 19).
         """
@@ -405,8 +409,15 @@ class HISParallelEnv(ParallelEnv):
         if actions.ndim != 3 or actions.shape[1:] != (self.num_ues, 2):
             raise ValueError(f"actions of shape {actions.shape}; allowed: (B, {self.num_ues}, 2)")
         self._check_action_values(actions.reshape(-1, 2), None)
+        point = None
+        if es_sm_budget is not None:
+            es_sm_budget = np.asarray(es_sm_budget)
+            if es_sm_budget.shape != (len(actions),) or es_sm_budget.dtype.kind not in "iu" or (es_sm_budget < 1).any():
+                raise ValueError(f"es_sm_budget of shape {es_sm_budget.shape} and dtype {es_sm_budget.dtype}; allowed: "
+                                 f"integers >= 1 of shape ({len(actions)},), one per candidate")
+            point = replace(self._point, es_sm_budget=es_sm_budget.astype(np.int64))
         common, personal, ue, _ = self._apply_action_rules(actions.astype(np.int64))
-        result = self._evaluate(common, personal, ue, for_step=False)
+        result = self._evaluate(common, personal, ue, for_step=False, point=point)
         if self.dynamics is not None:  # the same charges as `step` (they do not depend on the actions)
             penalty = self.dynamics.penalty(self._slot)
             result["reward"] = result["reward"] - penalty
@@ -424,12 +435,17 @@ class HISParallelEnv(ParallelEnv):
         `prompt_index` (N,) indices into `pool.texts`, `cluster` (N,) m(n), `num_clusters`,
         `similarity` (N,) phi_{n,m(n)} of Eq. (5) as the quality oracle receives it, `es_sm_budget`,
         `ue_sms` (N,), `distance_m` (N,), `downlink_rate_bps` (N,) (Eq. 15); with dynamics also
-        `active` (N,) (the UEs that serve a request) and `ue_step_limit` (N,) (UE steps the battery pays),
-        and with requests on `queue_length` (N,) (requests waiting behind the one each active UE starts)."""
+        `active` (N,) (the UEs that serve a request), `ue_step_limit` (N,) (UE steps the battery pays)
+        and `es_sm_budget_without_ue` (N,) (the ES budget of the slot with the SMs UE n's running
+        phases hold returned: the difference reward's counterfactual), and with requests on
+        `queue_length` (N,) (requests waiting behind the one each active UE starts)."""
         self._require_reset("decision_context")
         point = self._point
-        extra = {} if self.dynamics is None else {"active": np.asarray(self._slot.active, dtype=bool).copy(),
-                                                   "ue_step_limit": np.asarray(self._slot.ue_step_limit).copy()}
+        extra = {} if self.dynamics is None else {
+            "active": np.asarray(self._slot.active, dtype=bool).copy(),
+            "ue_step_limit": np.asarray(self._slot.ue_step_limit).copy(),
+            "es_sm_budget_without_ue": np.array(np.broadcast_to(self._slot.absent_budget, (self.num_ues,)),
+                                                dtype=np.int64)}
         if self.dynamics is not None and self._dynamics_state.queues is not None:
             extra["queue_length"] = np.asarray(self._dynamics_state.queues.length, dtype=np.int64).copy()
         return {**extra,
@@ -678,8 +694,8 @@ class HISParallelEnv(ParallelEnv):
         common, personal, ue, moved = self.dynamics.battery_rule(self._slot.ue_step_limit, common, personal, ue)
         return common, personal, ue, projected, np.where(self._slot.active, moved, 0)  # inactive: nothing moved
 
-    def _evaluate(self, common, personal, ue, for_step: bool) -> dict[str, np.ndarray]:
-        point = self._point
+    def _evaluate(self, common, personal, ue, for_step: bool, point=None) -> dict[str, np.ndarray]:
+        point = self._point if point is None else point
         work = system_model.es_work(self.config, point, common, personal, self._ecdiff is not None)
         request = QualityRequest(
             common_steps=common, es_personal_steps=personal, ue_steps=ue, similarity=self._phi,

@@ -10,8 +10,9 @@ utility UE n adds, Wolpert & Tumer's difference reward).
 
 A mode is one `@reward_mode(...)` declaration here: a name, a one-line description, whether it
 needs the counterfactual utilities, and one function of the per-UE Eq. (33) rewards r_n (..., N),
-the network utility U (...), the counterfactual utilities (..., N) (U with UE n's action replaced
-by `COUNTERFACTUAL_ACTION`; None unless the mode asks for them), each UE's dynamics charges (..., N)
+the network utility U (...), the counterfactual utilities (..., N) (U without UE n: its action replaced
+by `COUNTERFACTUAL_ACTION` and, with `dynamics.work` on, the ES SMs its running phases hold returned to
+the slot's budget; None unless the mode asks for them), each UE's dynamics charges (..., N)
 (None with dynamics off) and N. It receives float arrays of
 one library, numpy or torch, and uses operators or `his_common.arrays.namespace(...)` for anything
 else, so the same code serves both envs.
@@ -22,6 +23,14 @@ state the slot starts in, not from the slot's actions, so they cancel in U(a) - 
 (0, 0)): the difference reward charges each UE its own (as r_n does), or no UE's return would ever
 see the backlog that its earlier choices built (the waits and drops are most of U on
 `seq-medium-heavy`). `individual` and `team` already contain them.
+With `dynamics.work` on, a request's ES phases hold their SMs into later slots and shrink the budget
+that the UEs starting requests there share (Theorem 1). A counterfactual that only changes UE n's
+action in the slot never sees that, and the ES becomes a commons: from every UE at (16, 0) on
+`seq-medium-heavy`, one UE moving to 10 ES-personalised steps raised its own difference reward
+(-0.10 to +0.15 per slot) while every UE doing so lowers U from -4.6 to about -23. So the
+counterfactual also returns the SMs UE n's running phases hold (its share of its cluster's, by its
+share of the cluster's ES calls, `his_env.dynamics.work.budget_without_ue`): a UE is charged what
+its phases keep from the others for as long as they run.
 The envs compute the counterfactuals only for modes that need them (the vectorised env in O(N M)
 with EC-Diff off, by N + 1 joint actions with it on; the adapter by N joint actions).
 """
@@ -96,8 +105,9 @@ def team_reward(individual, utility, counterfactual, charges, num_ues):
     return utility[..., None] / num_ues  # U = sum_n r_n, Eq. (23), every UE's charges in it
 
 
-@reward_mode("difference", "D_n = U(a) - U(a with UE n at (0, 0)): the network utility the UE adds "
-             "(less its own queue's charges with dynamics on)", needs_counterfactuals=True)
+@reward_mode("difference", "D_n = U(a) - U(a without UE n: its action at (0, 0), with dynamics the ES SMs its "
+             "running phases hold returned): the network utility the UE adds (less its own queue's charges with "
+             "dynamics on)", needs_counterfactuals=True)
 def difference_reward(individual, utility, counterfactual, charges, num_ues):
     added = utility[..., None] - counterfactual
     return added if charges is None else added - charges  # the charges cancel in the difference: each UE's own

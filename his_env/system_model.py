@@ -255,6 +255,12 @@ def evaluate(config: HISConfig, point: DecisionPoint, common_steps, es_personal_
     es_energy_share = common_share * of_own_cluster(c.common_energy, point) + personal_share * of_own_cluster(
         c.personal_energy, point)
     energy_n = ue_side_energy + es_energy_share
+    # the SMs of its cluster's ES phases each UE holds: v_m(n) times its share of the cluster's ES calls,
+    # the share of E_m that Eq. (33) gives it (every call of a cluster costs the same energy)
+    own_es_energy = of_own_cluster(es_energy_m, point)
+    own_sms = xp.float(of_own_cluster(c.es_sms, point))
+    ue_es_sms = xp.where(own_es_energy > 0, es_energy_share / xp.where(own_es_energy > 0, own_es_energy, 1.0),
+                         0.0) * own_sms
     reward = w.quality_weight * quality - w.delay_weight * delay - w.energy_weight * energy_n
 
     total_quality = xp.sum(quality, -1)  # Eq. (21)
@@ -263,7 +269,7 @@ def evaluate(config: HISConfig, point: DecisionPoint, common_steps, es_personal_
     utility = network_utility(config, total_quality, total_delay, total_energy)  # Eq. (23)
     return {
         "reward": reward, "quality": quality, "delay": delay, "energy": energy_n, "ue_energy": ue_side_energy,
-        "es_energy_share": es_energy_share,
+        "es_energy_share": es_energy_share, "ue_es_sms": ue_es_sms,
         "transmission_delay": xp.broadcast_to(u.transmission_delay, delay.shape), "ue_compute_delay": u.compute_delay,
         "es_delay": es_delay_n, "es_sms": c.es_sms, "es_energy": es_energy_m, "common_calls": common_calls,
         "personal_calls": personal_calls, "approximated_steps": work.approximated_steps,
@@ -275,9 +281,10 @@ def evaluate(config: HISConfig, point: DecisionPoint, common_steps, es_personal_
 
 def counterfactual_utilities(config: HISConfig, point: DecisionPoint, common_steps, es_personal_steps, ue_steps,
                              quality, default_common, default_personal, default_ue, default_quality,
-                             allocation_rule: str):
+                             allocation_rule: str, counterfactual_budget=None):
     """U (Eq. 23) of the step decisions with UE n's (x, y, z) and Q_n replaced by a default's
-    (x_d, y_d, z_d, Q_d,n), for every n at once: (..., N).
+    (x_d, y_d, z_d, Q_d,n), for every n at once: (..., N). `counterfactual_budget` (..., N): the ES
+    SM budget of UE n's counterfactual (None: the decision point's, `point.es_sm_budget`, for all).
 
     Only UE n's own terms and its cluster m(n)'s ES work change: m(n)'s common run becomes
     max(max of the other members' x, x_d) (from each cluster's largest x, how many members reach
@@ -317,8 +324,9 @@ def counterfactual_utilities(config: HISConfig, point: DecisionPoint, common_ste
     common_calls = xp.where(own_cluster, own_common[..., None], xp.float(top)[..., None, :])
     personal_calls = xp.where(own_cluster, own_personal[..., None], personal_m[..., None, :])
     sizes = point.cluster_sizes[..., None, :]
-    c = cluster_costs(config, sizes, point.cluster_valid[..., None, :], xp.int(point.es_sm_budget)[..., None],
-                      common_calls, personal_calls, allocation_rule)
+    budget = xp.int(point.es_sm_budget)[..., None] if counterfactual_budget is None else xp.int(counterfactual_budget)
+    c = cluster_costs(config, sizes, point.cluster_valid[..., None, :], budget, common_calls, personal_calls,
+                      allocation_rule)
     es_delay = xp.sum(sizes * (c.common_delay + c.personal_delay), -1)  # sum_n of T^C + T^P-E, Eq. (19)
     es_energy = xp.sum(c.common_energy + c.personal_energy, -1)  # sum_m E_m, Eq. (22)
 

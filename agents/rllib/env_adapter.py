@@ -105,15 +105,18 @@ class HISMultiAgentEnv(MultiAgentEnv):
         return self._obs(obs), {}
 
     def counterfactual_utilities(self, action_dict) -> np.ndarray:
-        """U of the joint action with UE n's action replaced by `COUNTERFACTUAL_ACTION`, for each
-        UE n in agent order (N,), at the current decision point, from the env's own reward model
-        (`evaluate_joint_actions`)."""
+        """U of the joint action with UE n's action replaced by `COUNTERFACTUAL_ACTION` (with dynamics,
+        and the ES SMs its running phases hold returned to the budget), for each UE n in agent order
+        (N,), at the current decision point, from the env's own reward model (`evaluate_joint_actions`)."""
         joint = np.stack([np.asarray(action_dict[a], dtype=np.int64) for a in self.possible_agents])
         n = len(joint)
         batch = np.repeat(joint[None], n, axis=0)
         batch[np.arange(n), np.arange(n), :] = COUNTERFACTUAL_ACTION
         try:
-            result = self.par_env.unwrapped.evaluate_joint_actions(batch)
+            env = self.par_env.unwrapped
+            # with dynamics, UE n's counterfactual also returns the ES SMs its running phases hold
+            budget = env.decision_context().get("es_sm_budget_without_ue")
+            result = env.evaluate_joint_actions(batch) if budget is None else env.evaluate_joint_actions(batch, budget)
         except (AttributeError, RuntimeError) as exc:
             others = [m for m in REWARD_MODES if not REWARD_MODES[m].needs_counterfactuals]
             raise RuntimeError(f"reward_mode {self.reward_mode!r} needs env.unwrapped.evaluate_joint_actions "

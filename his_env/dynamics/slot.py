@@ -68,6 +68,8 @@ class DynamicsState:
 
     busy_slots: Any  # float (..., N): service time left, in slots (0 without work)
     last_delay_s: Any  # float (..., N): T_n of the UE's last request (0 before any)
+    held_sms: Any = None  # float (..., N): the ES SMs each UE's running phases hold (work.ue_held_sms)
+    held_slots: Any = None  # float (..., N): the time they still hold them, in slots
     mobility: Any = None  # the mobility model's state
     fading: Any = None  # float (..., N, 2)
     latent_load: Any = None  # float (...)
@@ -99,6 +101,7 @@ class Slot:
     arrived: Any  # int (..., N): requests that arrived this slot (0 without requests)
     dropped: Any  # int (..., N): requests dropped this slot (deadline + overflow)
     waited: Any  # int (..., N): requests charged one slot of waiting
+    absent_budget: Any  # int (..., N): the budget of the counterfactual without UE n (work.budget_without_ue)
 
 
 def _where(mask, new, old):
@@ -172,6 +175,7 @@ class SlotDynamics:
             state.queues = queues.empty_queues(shape, d.requests.queue_capacity, like=like)
         if d.work.enabled:
             state.jobs = work.no_es_jobs(env_shape, d.work.max_es_jobs, like=like)
+            state.held_sms = state.held_slots = zeros
         return state
 
     # ------------------------------------------------------------------ steps 1-6
@@ -258,6 +262,11 @@ class SlotDynamics:
             held, budget = available * 0, available
             can_start = budget >= clusters  # always: es.sm_range's low bound is >= num_clusters
         allocation_budget = xp.where(can_start, budget, clusters)
+        if d.work.enabled:
+            absent_budget = work.budget_without_ue(allocation_budget, can_start,
+                                                   work.ue_held_sms(state.held_sms, state.held_slots))
+        else:
+            absent_budget = xp.broadcast_to(allocation_budget[..., None], shape)
 
         # 4. the UEs' SMs
         ue_lo, ue_hi = cfg.ue.sm_range
@@ -288,7 +297,7 @@ class SlotDynamics:
             none = xp.int(ue_sms * 0)
             active, arrived, dropped, waited = free, none, none, none
         return state, Slot(distance, rate, ue_sms, available, held, budget, can_start, allocation_budget, free,
-                           active, limit, arrived, dropped, waited)
+                           active, limit, arrived, dropped, waited, absent_budget)
 
     # ------------------------------------------------------------------ steps 7-8
     def battery_rule(self, ue_step_limit, common_steps, es_personal_steps, ue_steps):
@@ -325,6 +334,11 @@ class SlotDynamics:
             sms = xp.where(slot.can_start[..., None], xp.int(result["es_sms"]), 0)
             jobs = work.record_es_jobs(state.jobs, duration, sms)
             state.busy_slots, state.jobs = work.advance_work(busy), work.advance_es_jobs(jobs)
+            # each UE's part of its cluster's job: its share of the SMs, as long as the job runs
+            started = active & slot.can_start[..., None]
+            held_sms = xp.where(started, xp.float(result["ue_es_sms"]), state.held_sms)
+            held_slots = xp.where(started, xp.float(result["es_delay"]) / d.slot_s, state.held_slots)
+            state.held_sms, state.held_slots = held_sms, work.advance_work(held_slots)
         step = None
         if d.battery.enabled:
             b = d.battery

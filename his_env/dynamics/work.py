@@ -14,6 +14,10 @@ running ones in a fixed-size table (..., J), filled by `record_es_jobs` and aged
 `advance_es_jobs`. The next slot's ES budget is `es_sm_budget(available, held_es_sms(jobs))`: the
 SMs the ES has minus those still held, never negative, so new phases are never given SMs that
 running ones hold.
+
+Each UE's part of a job: v_m(n) times its share of the cluster's ES calls, for the job's time
+(`SlotDynamics.settle` keeps it per UE); `ue_held_sms` what it holds now, and `budget_without_ue`
+the slot's budget with it returned (the difference reward's counterfactual).
 """
 from __future__ import annotations
 
@@ -120,6 +124,24 @@ def record_es_jobs(jobs: EsJobs, duration_slots, sms) -> EsJobs:
     remaining = xp.where(taken, xp.take_along_axis(duration_slots, job, -1), jobs.remaining_slots)
     held = xp.where(taken, xp.take_along_axis(sms, job, -1), xp.where(free_row, 0, jobs.sms))
     return EsJobs(remaining, held)
+
+
+def ue_held_sms(held_sms, held_slots):
+    """The SMs each UE's running ES phases hold now (float (..., N)): its share `held_sms` of its
+    cluster's job (v_m(n) times its share of the cluster's ES calls) while the job runs, else 0."""
+    xp = namespace(held_sms, held_slots)
+    return xp.where(held_slots > FREE_TOLERANCE_SLOTS, held_sms, 0.0)
+
+
+def budget_without_ue(allocation_budget, can_start, ue_held):
+    """The ES budget of the slot without UE n, for each n (int (..., N)): the budget that Theorem 1
+    splits (`allocation_budget` (...)) plus the SMs UE n's running phases hold (`ue_held` (..., N),
+    rounded to whole SMs), where phases start this slot (`can_start` (...)); the counterfactual of
+    the difference reward (his_env.reward_modes) returns them, so a UE is charged for what its
+    phases keep from later slots."""
+    xp = namespace(allocation_budget, ue_held)
+    returned = xp.where(can_start[..., None], xp.int(xp.floor(ue_held + 0.5)), 0)
+    return xp.int(allocation_budget)[..., None] + returned
 
 
 def advance_es_jobs(jobs: EsJobs) -> EsJobs:

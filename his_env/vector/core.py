@@ -45,6 +45,7 @@ class Contexts:
     observed_es_budget: torch.Tensor | None = None  # int64 (B,): the budget left for new phases, as observed
     # the 7 `slot.OBSERVATION_FEATURES`, each broadcasting to (B, N) (`SlotDynamics.observation_features`)
     dynamics_observation: tuple | None = None
+    absent_budget: torch.Tensor | None = None  # int64 (B, N): the budget without UE n (`Slot.absent_budget`)
 
     def where(self, mask: torch.Tensor, other: "Contexts") -> "Contexts":
         """Rows of `other` where mask (B,) is True, of self elsewhere."""
@@ -118,7 +119,8 @@ class VectorCore:
         (`SlotDynamics.observation_features`)."""
         cluster, num_clusters, similarity = text
         return Contexts(cluster, num_clusters, similarity, slot.allocation_budget, slot.ue_sms, slot.distance_m,
-                        slot.downlink_rate, row, slot.active, slot.ue_step_limit, slot.es_budget, observation)
+                        slot.downlink_rate, row, slot.active, slot.ue_step_limit, slot.es_budget, observation,
+                        slot.absent_budget)
 
     def contexts_from(self, context: dict[str, Any]) -> Contexts:
         """Contexts from explicit values (`bank.decision_context` layout), one for all envs or (B, ...) each."""
@@ -163,10 +165,12 @@ class VectorCore:
         return out
 
     # ------------------------------------------------------------------ evaluation
-    def _point(self, ctx: Contexts, candidates: bool) -> system_model.DecisionPoint:
-        """The decision points, with a candidate axis (B, 1, ...) for candidates (B, K, N, 2)."""
+    def _point(self, ctx: Contexts, candidates: bool, budget: torch.Tensor | None = None) -> system_model.DecisionPoint:
+        """The decision points, with a candidate axis (B, 1, ...) for candidates (B, K, N, 2);
+        `budget` (B, K): each candidate's ES budget instead of the decision point's."""
         lift = (lambda t: t[:, None]) if candidates else (lambda t: t)
-        return system_model.DecisionPoint(lift(ctx.cluster), lift(ctx.num_clusters), lift(ctx.es_sm_budget),
+        budget = lift(ctx.es_sm_budget) if budget is None else budget
+        return system_model.DecisionPoint(lift(ctx.cluster), lift(ctx.num_clusters), budget,
                                           lift(ctx.ue_sms), lift(ctx.downlink_rate), self.max_clusters,
                                           None if ctx.active is None else lift(ctx.active))
 
@@ -180,9 +184,11 @@ class VectorCore:
         quality = eq7_quality(common, similarity, self._knots, self._coefficients, self._step_range)
         return common, personal, ue, quality
 
-    def evaluate(self, ctx: Contexts, actions: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Costs, rewards and utility of integer actions (B, N, 2) or candidates (B, K, N, 2)."""
-        point = self._point(ctx, actions.dim() == 4)
+    def evaluate(self, ctx: Contexts, actions: torch.Tensor, budget: torch.Tensor | None = None
+                 ) -> dict[str, torch.Tensor]:
+        """Costs, rewards and utility of integer actions (B, N, 2) or candidates (B, K, N, 2) (with
+        `budget` (B, K), each candidate's ES budget)."""
+        point = self._point(ctx, actions.dim() == 4, budget)
         common, personal, ue, quality = self._decisions(ctx, actions)
         work = system_model.es_work(self.config, point, common, personal, self.config.ecdiff.enabled)
         if self._approximation_loss:
@@ -191,7 +197,8 @@ class VectorCore:
 
     def evaluate_with_counterfactuals(self, ctx: Contexts, actions: torch.Tensor, default_action):
         """The results of the actions (B, N, 2) and U of the N counterfactuals (B, N): for each UE n,
-        the actions with n's replaced by `default_action`.
+        the actions with n's replaced by `default_action` (and with dynamics, the ES budget
+        `ctx.absent_budget`: the SMs n's running phases hold returned).
 
         With EC-Diff off, `system_model.counterfactual_utilities` gives all N in O(N M) per env;
         with EC-Diff on (members' call schedules and approximation losses are coupled), the N + 1
@@ -207,7 +214,7 @@ class VectorCore:
         default_common, default_personal, default_ue, default_quality = self._decisions(ctx, default)
         without = system_model.counterfactual_utilities(
             self.config, point, common, personal, ue, quality, default_common, default_personal, default_ue,
-            default_quality, self.scheme.allocation)
+            default_quality, self.scheme.allocation, ctx.absent_budget)
         return actual, without
 
     def counterfactuals_by_candidates(self, ctx: Contexts, actions: torch.Tensor, default_action):
@@ -226,7 +233,10 @@ class VectorCore:
             candidates = torch.arange(first, min(first + per_group, n + 1), device=self.device)
             replaced = (candidates[:, None] - 1 == torch.arange(n, device=self.device))[None, :, :, None]
             batch = torch.where(replaced, default, actions[:, None].expand(b, len(candidates), n, 2))
-            results = self.evaluate(ctx, batch)
+            budget = None
+            if ctx.absent_budget is not None:  # candidate 0 at the slot's budget, candidate n + 1 without UE n's SMs
+                budget = torch.cat([ctx.es_sm_budget[:, None], ctx.absent_budget], dim=1)[:, candidates]
+            results = self.evaluate(ctx, batch, budget)
             if first == 0:
                 actual = {key: value[:, 0] for key, value in results.items()}
             utilities.append(results["utility"])

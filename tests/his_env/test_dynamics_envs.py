@@ -138,12 +138,48 @@ def test_each_ue_observes_its_last_delay_over_the_deadline():
     assert checked > 0 and np.any(last > deadline_s)  # delays were seen, some beyond the deadline
 
 
-def test_the_difference_reward_charges_each_ue_its_own_queue():
-    """With dynamics on, D_n = U(a) - U(a with UE n at (0, 0)) - c_n: U from stepping copies of the
-    PettingZoo env (both sides carry the slot's charges, which cancel), c_n UE n's own charges (its
-    info's `dynamics_penalty`). The RLlib adapter and HISVecEnv (replaying the same episodes) both
-    give it, and the charges are not all zero, so the term is exercised."""
+class HeldSms:
+    """Each UE's share of the ES SMs its cluster's running phases hold, rebuilt from the step infos
+    alone: when UE n starts a request in slot t, its cluster m holds v_m SMs (info `es_sms`) for
+    T^C + T^P-E = (x_m^max + sum y) xi / f(v_m) seconds (Eqs. 8, 12; EC-Diff off, a call is a
+    step), and UE n's part is its share of those calls: x_m^max x_n / sum x + y_n (the common run
+    split by common steps, as Eq. (33) splits its energy)."""
+
+    def __init__(self, config, num_ues):
+        from his_env import system_model
+
+        self.config, self.rate = config, lambda sms: system_model.flops_rate(sms, config.es)
+        self.sms, self.until = np.zeros(num_ues), np.full(num_ues, -np.inf)
+
+    def at(self, t):
+        """The SMs each UE holds at the start of slot t."""
+        return np.where(t < self.until - 1e-9, self.sms, 0.0)
+
+    def record(self, t, infos, agents):
+        info = [infos[a] for a in agents]
+        active = np.array([i["active"] for i in info], dtype=bool)
+        cluster = np.array([i["cluster"] for i in info])
+        x = np.array([i["common_steps"] for i in info], dtype=float) * active
+        y = np.array([i["es_personal_steps"] for i in info], dtype=float) * active
+        for n in np.flatnonzero(active):
+            members = cluster == cluster[n]
+            common_calls, personal_calls = x[members].max(), y[members].sum()
+            calls = common_calls * x[n] / x[members].sum() if x[members].sum() > 0 else 0.0
+            sms = info[n]["es_sms"]
+            seconds = (common_calls + personal_calls) * self.config.es.flops_per_step / self.rate(sms)
+            self.sms[n] = sms * (calls + y[n]) / (common_calls + personal_calls)
+            self.until[n] = t + seconds / self.config.dynamics.slot_s
+
+
+def test_the_difference_reward_charges_each_ue_its_queue_and_held_sms():
+    """With dynamics on, D_n = U(a) - U(a without UE n) - c_n: U from stepping copies of the
+    PettingZoo env, "without UE n" its action at (0, 0) and the ES SMs its running phases hold
+    (rebuilt by `HeldSms` from the infos) added to the slot's budget; c_n UE n's own charges (its
+    info's `dynamics_penalty`; both U carry the slot's charges, which cancel). The RLlib adapter and
+    HISVecEnv (replaying the same episodes) both give it; the charges and the held SMs are not all
+    zero, and the held SMs change some rewards, so both terms are exercised."""
     import copy
+    from dataclasses import replace
 
     from agents.rllib.env_adapter import HISMultiAgentEnv
     from his_env.config import HISConfig
@@ -158,20 +194,28 @@ def test_the_difference_reward_charges_each_ue_its_own_queue():
     reference.reset(seed=0)
     vec = HISVecEnv(num_envs=1, reward_mode="difference", **kwargs)
     td = vec.mirror(text_side(episodes), (0,))
-    charged = 0
+    held = HeldSms(config, len(agents))
+    charged = changed_by_held = 0
     for t in range(SMALL["episode_length"]):
         actions = episodes[0]["actions"][t]
         joint = {a: actions[n] for n, a in enumerate(agents)}
 
-        def utility_after(step_actions):
-            _, rewards, _, _, infos = copy.deepcopy(reference).step(step_actions)
+        def utility_after(step_actions, extra_sms=0.0):
+            env_copy = copy.deepcopy(reference)
+            budget = env_copy._point.es_sm_budget
+            env_copy._point = replace(env_copy._point, es_sm_budget=int(np.floor(budget + extra_sms + 0.5)))
+            _, rewards, _, _, infos = env_copy.step(step_actions)
             return sum(rewards.values()), infos
 
         utility, infos = utility_after(joint)
         charges = np.array([infos[a]["dynamics_penalty"] for a in agents])
-        expected = np.array([utility - utility_after({**joint, a: np.zeros(2, dtype=np.int64)})[0]
-                             for a in agents]) - charges
+        holding = held.at(t)
+        without = {a: np.zeros(2, dtype=np.int64) for a in agents}
+        expected = np.array([utility - utility_after({**joint, a: without[a]}, holding[n])[0]
+                             for n, a in enumerate(agents)]) - charges
+        action_only = np.array([utility - utility_after({**joint, a: without[a]})[0] for a in agents]) - charges
         charged += int(np.count_nonzero(charges))
+        changed_by_held += int(np.count_nonzero(np.abs(expected - action_only) > 1e-9))
         _, adapter_rewards, *_ = adapter.step(joint)
         np.testing.assert_allclose([adapter_rewards[a] for a in agents], expected, rtol=1e-9, atol=1e-9,
                                    err_msg=f"adapter, step {t}")
@@ -180,5 +224,6 @@ def test_the_difference_reward_charges_each_ue_its_own_queue():
         np.testing.assert_allclose(out["agents", "reward"][0, :, 0].numpy(), expected, rtol=1e-6, atol=1e-6,
                                    err_msg=f"HISVecEnv, step {t}")
         td = out.clone()
-        reference.step(joint)
-    assert charged > 0
+        _, _, _, _, step_infos = reference.step(joint)
+        held.record(t, step_infos, agents)
+    assert charged > 0 and changed_by_held > 0
