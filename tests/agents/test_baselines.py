@@ -190,7 +190,63 @@ def test_open_loop_sees_only_the_slot_index_and_fits_slot_zero_by_stepping():
             _, rewards, *_ = fresh.step({agent: action for agent in fresh.possible_agents})
             totals.append(sum(rewards.values()))
         mean_u.append(np.mean(totals))
-    assert tuple(grid[int(np.argmax(mean_u))]) == taken[0][0]
+    assert tuple(grid[int(np.argmax(mean_u))]) == taken[0][0]  # here the myopic schedule scores higher
+
+
+TINY = {"num_ues": 4, "num_clusters": 2, "episode_length": 6, "steps": {"total": 24}}
+
+
+@pytest.mark.parametrize("overrides, decisions", [
+    # an ES of 2-3 SMs takes seconds a step (an UE step ~0.05 s): every step on the UE, x = y = 0
+    ({"es": {"sm_range": [2, 3]}}, (0, 0, 24)),
+    # a UE of one SM takes ~3 s a step: the ES takes all it can, x + y = 24 - z_min = 23 with y at y_max = 11
+    ({"ue": {"sm_range": [1, 1]}}, (12, 11, 1)),
+])
+def test_best_constant_action_on_networks_where_it_is_known(overrides, decisions):
+    from agents.baselines import best_constant_action
+    from his_env.config import HISConfig
+
+    config = HISConfig.from_dict({**TINY, **overrides})
+    action = best_constant_action(config, episodes=2, seed=0)
+    common, personal, ue = make_env(**TINY, **overrides).unwrapped.decode_actions(action[None])
+    assert (int(common[0]), int(personal[0]), int(ue[0])) == decisions
+
+
+def test_open_loop_keeps_the_schedule_that_scores_higher_on_validation_episodes():
+    """On seq-small-heavy the myopic schedule (rebuilt here slot by slot) congests the ES and the
+    best constant action beats it on the validation episodes (each U summed here by stepping the
+    env): the policy keeps the constant one."""
+    import his_env
+    from agents.baselines import OpenLoopPolicy, best_constant_action
+    from his_env.environment import HISParallelEnv
+
+    config = his_env.parallel_env(scenario="seq-small-heavy").unwrapped.config
+    policy = OpenLoopPolicy(calibration_episodes=2)
+    schedule = policy.fit(config)
+
+    envs = [HISParallelEnv(config) for _ in range(2)]
+    for k, env in enumerate(envs):
+        env.reset(seed=policy.CALIBRATION_SEED + k)
+    grid = action_grid(envs[0].action_space(envs[0].possible_agents[0]))
+    uniform = np.broadcast_to(grid[:, None, :], (len(grid), config.num_ues, 2))
+    myopic = []
+    while envs[0].agents:
+        best = grid[int(np.argmax(np.mean([env.evaluate_joint_actions(uniform)["utility"] for env in envs], 0)))]
+        myopic.append(best)
+        for env in envs:
+            env.step({agent: best for agent in env.possible_agents})
+    constant = [best_constant_action(config, 2, policy.CALIBRATION_SEED)] * config.episode_length
+
+    def validation_utility(actions):
+        env, total = HISParallelEnv(config), 0.0
+        for k in range(2):
+            env.reset(seed=policy.VALIDATION_SEED + k)
+            for action in actions:
+                total += sum(env.step({agent: action for agent in env.possible_agents})[1].values())
+        return total / (2 * config.episode_length)
+
+    assert validation_utility(constant) > validation_utility(myopic) + 0.2
+    np.testing.assert_array_equal(schedule, np.stack(constant))
 
 
 def test_queue_aware_offloads_a_backlog_while_the_es_has_room():
