@@ -359,19 +359,21 @@ class ReferencesUnfinished(Exception):
 
 
 def _reference_policy(name: str, search_sweeps: int, search_device: Optional[str]):
-    from agents.baselines import BACKLOG_WEIGHT, RandomPolicy, SearchPolicy
+    from agents.baselines import BACKLOG_WEIGHT, OpenLoopPolicy, RandomPolicy, SearchPolicy
 
     if name == "random":
         return RandomPolicy(0)
     if name == "search":
         return SearchPolicy(max_sweeps=search_sweeps, device=search_device)
+    if name == "open_loop":
+        return OpenLoopPolicy()
     return SearchPolicy(max_sweeps=search_sweeps, backlog_weight=BACKLOG_WEIGHT)
 
 
 def reference_episode(env_dict: Dict[str, Any], name: str, seed: int, search_sweeps: int,
                       search_device: Optional[str] = None) -> Dict[str, float]:
     """U (the episode's mean per decision point) and wall time of one reference policy ("random",
-    "search", "backlog_search") on one seed: the unit the references are computed, cached and run
+    "search", "backlog_search", "open_loop") on one seed: the unit the references are computed, cached and run
     in parallel by (each policy is reset per seed, so a seed's episode does not depend on the others)."""
     from agents.evaluation import evaluate_policy
 
@@ -387,7 +389,9 @@ def references(his_config, seeds: Sequence[int], search_sweeps: int, log: Callab
     is moved aside and recomputed). BenchmarkError when they give no usable normalisation. The search
     scores its candidates on the torch device `search_device` where given (the same sweeps, so the
     cache serves both). `backlog` with request queues on: also U of the backlog search
-    (`agents.baselines`, `backlog-search`), "backlog_search", a policy above the myopic search.
+    (`agents.baselines`, `backlog-search`), "backlog_search", a policy above the myopic search, and
+    of the open-loop policy (`open-loop`), "open_loop", what holding the best schedule without
+    looking at the state gets.
 
     Each (policy, seed) episode is a unit, cached as soon as it has run (`references-<key>.parts/`),
     so an interrupted computation resumes where it stopped; `pool` (a concurrent.futures executor of
@@ -400,17 +404,19 @@ def references(his_config, seeds: Sequence[int], search_sweeps: int, log: Callab
     env_dict = his_config.to_dict()
     backlog = backlog and his_config.dynamics.requests.enabled
     key = settings_key({"env": env_dict, "seeds": list(seeds), "search_sweeps": search_sweeps,
-                        "code": model_source_digest(), **({"backlog_weight": BACKLOG_WEIGHT} if backlog else {})})
+                        "code": model_source_digest(),
+                        **({"backlog_weight": BACKLOG_WEIGHT, "open_loop": True} if backlog else {})})
     path = cache_root() / "benchmark" / f"references-{key}.json"
     if path.is_file():
         data, problem = _read_json(path)
         problem = problem or references_problem(data, seeds, search_sweeps)
-        if problem is None and backlog and not _finite(data.get("backlog_search")):
-            problem = f"backlog_search = {data.get('backlog_search')!r}; allowed: a finite number"
+        for name in (("backlog_search", "open_loop") if backlog else ()):
+            if problem is None and not _finite(data.get(name)):
+                problem = f"{name} = {data.get(name)!r}; allowed: a finite number"
         if problem is None:
             return data
         move_aside(path, problem)
-    names = ["random", "search"] + (["backlog_search"] if backlog else [])
+    names = ["random", "search"] + (["backlog_search", "open_loop"] if backlog else [])
     episodes = _reference_episodes(env_dict, names, seeds, search_sweeps, search_device,
                                    path.with_name(f"references-{key}.parts"), pool, pool_size, may_start)
     out: Dict[str, Any] = {"seeds": list(seeds), "search_sweeps": search_sweeps}

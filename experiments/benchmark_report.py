@@ -196,16 +196,24 @@ def _fmt(x: Any, spec: str = "{:.3f}") -> str:
 
 
 def _backlog_text(references: Mapping[str, Mapping[str, Any]]) -> str:
-    """The backlog search's score on each task that has one (the references' "backlog_search")."""
+    """The backlog search's and the open-loop policy's scores on each task that has them (the
+    references' "backlog_search" and "open_loop")."""
     from agents.evaluation import normalized_score
 
-    scores = [f"{normalized_score(ref['backlog_search'], ref['random'], ref['search']):.2f} on {task}"
-              for task, ref in references.items() if isinstance(ref, Mapping) and
-              all(isinstance(ref.get(k), (int, float)) for k in ("backlog_search", "random", "search"))]
-    if not scores:
-        return ""
-    return (" The backlog search (`backlog-search`, agents.baselines: the same search, with each active UE's delay "
-            "also charged to the requests waiting behind it) scores " + ", ".join(scores) + ".")
+    def scores(name):
+        return [f"{normalized_score(ref[name], ref['random'], ref['search']):.2f} on {task}"
+                for task, ref in references.items() if isinstance(ref, Mapping) and
+                all(isinstance(ref.get(k), (int, float)) for k in (name, "random", "search"))]
+
+    text = ""
+    if scores("backlog_search"):
+        text += (" The backlog search (`backlog-search`, agents.baselines: the same search, with each active UE's "
+                 "delay also charged to the requests waiting behind it) scores " + ", ".join(scores("backlog_search"))
+                 + ".")
+    if scores("open_loop"):
+        text += (" The open-loop policy (`open-loop`: one shared action per slot index, blind to the state) scores "
+                 + ", ".join(scores("open_loop")) + ".")
+    return text
 
 
 def markdown(summary: Sequence[Mapping[str, Any]], references: Mapping[str, Mapping[str, float]], spec,

@@ -223,7 +223,8 @@ def test_scenarios_make_tasks_of_every_scheme(tmp_path, monkeypatch):
 
     def fake_references(his_config, seeds, sweeps, log, search_device=None, backlog=False, **run_in):
         seen_configs.append(his_config)
-        extra = {"backlog_search": 1300.0} if backlog and his_config.dynamics.requests.enabled else {}
+        extra = ({"backlog_search": 1300.0, "open_loop": 1500.0} if backlog and his_config.dynamics.requests.enabled
+                 else {})
         return {"random": float(his_config.num_ues), "search": 1000.0, **extra}
 
     monkeypatch.setattr(bm, "_start_runner", lambda spec, jobs: Recording({}))
@@ -240,11 +241,15 @@ def test_scenarios_make_tasks_of_every_scheme(tmp_path, monkeypatch):
     assert scenario_configs and all(c.dynamics.requests.enabled for c in scenario_configs)
     refs = json.loads((tmp_path / "bench" / "references.json").read_text())
     assert set(refs) == {"his", "iis", "his@seq-small-light", "iis@seq-small-light"}
-    # the backlog search's score, a reference above the myopic search, on the sequential tasks only
+    # the backlog search's and the open-loop policy's scores, references above the myopic search, on the
+    # sequential tasks only
     report = (tmp_path / "bench" / "report.md").read_text()
     assert "backlog-search" in report and f"scores {(1300 - 10) / (1000 - 10):.2f} on his@seq-small-light, " \
         f"{(1300 - 10) / (1000 - 10):.2f} on iis@seq-small-light." in report
+    assert "open-loop" in report and f"scores {(1500 - 10) / (1000 - 10):.2f} on his@seq-small-light, " \
+        f"{(1500 - 10) / (1000 - 10):.2f} on iis@seq-small-light." in report
     assert "backlog_search" not in refs["his"] and refs["his@seq-small-light"]["backlog_search"] == 1300.0
+    assert "open_loop" not in refs["his"] and refs["his@seq-small-light"]["open_loop"] == 1500.0
     with pytest.raises(bm.BenchmarkError, match="scenario has value 'seq-tiny'; allowed: paper, seq-large-heavy"):
         bm.validate(small(tmp_path / "other", scenarios=["seq-tiny"]))
 
@@ -266,6 +271,7 @@ def test_held_out_scenarios_score_a_shared_policy_and_report_the_gap(tmp_path):
     assert record["status"] == "ok"
     main = json.loads((tmp_path / "bench" / "references.json").read_text())["his@seq-small-light"]
     assert np.isfinite(main["backlog_search"]) and main["backlog_weight"] == 4.0  # the backlog search ran
+    assert np.isfinite(main["open_loop"])  # and the open-loop policy
     refs = main["held_out"]
     assert all("backlog_search" not in ref for ref in refs.values())  # not on every held-out scenario
     assert sorted(refs) == ["heldout-0", "heldout-1"]
@@ -347,14 +353,15 @@ def test_a_session_limit_starts_no_cell_that_might_not_finish_and_the_next_sessi
 
 def _fake_episodes(monkeypatch, clock=None, seconds=100.0):
     """reference_episode replaced by U = the seed's last digit (+10 for the search, +20 for the backlog
-    search), each 'taking' `seconds` on the fake clock; returns the list of the units that ran."""
+    search, +30 for the open-loop policy), each 'taking' `seconds` on the fake clock; returns the list
+    of the units that ran."""
     ran = []
 
     def fake(env_dict, name, seed, sweeps, search_device=None):
         ran.append((name, seed))
         if clock is not None:
             clock[0] += seconds
-        return {"utility": seed % 10 + {"random": 0.0, "search": 10.0, "backlog_search": 20.0}[name],
+        return {"utility": seed % 10 + {"random": 0.0, "search": 10.0, "backlog_search": 20.0, "open_loop": 30.0}[name],
                 "wall_s": seconds}
 
     monkeypatch.setattr(bm, "reference_episode", fake)
@@ -363,7 +370,7 @@ def _fake_episodes(monkeypatch, clock=None, seconds=100.0):
 
 def test_references_run_episode_by_episode_and_resume_where_they_stopped(tmp_path, monkeypatch):
     """Each (policy, seed) episode is cached as it ends: a computation stopped after three units
-    resumes with the other three, and the means are those of all six; a pool runs them too."""
+    resumes with the other five, and the means are those of all eight; a pool runs them too."""
     from concurrent.futures import ThreadPoolExecutor
 
     from his_env.scenarios import scenario_config
@@ -372,17 +379,19 @@ def test_references_run_episode_by_episode_and_resume_where_they_stopped(tmp_pat
     ran = _fake_episodes(monkeypatch)
     config = scenario_config("seq-small-heavy")
     allowed = iter([True, True, True, False])
-    with pytest.raises(bm.ReferencesUnfinished, match="3 of 6 reference episodes left"):
+    with pytest.raises(bm.ReferencesUnfinished, match="5 of 8 reference episodes left"):
         bm.references(config, [1, 2], 1, log=lambda *_: None, backlog=True, may_start=lambda s: next(allowed))
     assert ran == [("random", 1), ("random", 2), ("search", 1)]
     with ThreadPoolExecutor(2) as pool:
         refs = bm.references(config, [1, 2], 1, log=lambda *_: None, backlog=True, pool=pool, pool_size=2)
-    assert sorted(ran[3:]) == [("backlog_search", 1), ("backlog_search", 2), ("search", 2)]
-    assert (refs["random"], refs["search"], refs["backlog_search"]) == (1.5, 11.5, 21.5)
+    assert sorted(ran[3:]) == [("backlog_search", 1), ("backlog_search", 2), ("open_loop", 1), ("open_loop", 2),
+                               ("search", 2)]
+    assert (refs["random"], refs["search"], refs["backlog_search"], refs["open_loop"]) == (1.5, 11.5, 21.5, 31.5)
     assert refs["search_s"] == 200.0 and refs["backlog_weight"] == 4.0
-    assert bm.references(config, [1, 2], 1, log=lambda *_: None, backlog=True) == refs and len(ran) == 6  # cached
+    assert bm.references(config, [1, 2], 1, log=lambda *_: None, backlog=True) == refs and len(ran) == 8  # cached
     paper = bm.references(scenario_config("paper"), [1], 1, log=lambda *_: None, backlog=True)
-    assert "backlog_search" not in paper and ran[6:] == [("random", 1), ("search", 1)]  # no queues: no backlog search
+    assert "backlog_search" not in paper and "open_loop" not in paper  # no queues: neither
+    assert ran[8:] == [("random", 1), ("search", 1)]
 
 
 def test_a_session_limit_while_the_references_run_keeps_the_episodes_that_ran(tmp_path, monkeypatch):
