@@ -37,9 +37,10 @@ Every policy has `reset(env, seed)` and `act(observations, env) -> {agent: actio
   the same for every UE) is fitted once on calibration episodes that evaluation never uses, as
   the better, by the mean utility on as many validation episodes (seeds 71000..), of two: slot by
   slot the shared action with the best mean utility of that slot (myopic), and the best constant
-  action (every shared action held for whole episodes, `best_constant_action`). With the dynamics the second often wins: on
-  `seq-medium-heavy` every UE at (x_max, y_min) keeps the ES uncongested and beats the myopic
-  search. It measures what a policy gains without observing the state.
+  action (every shared action held for whole episodes, `best_constant_action`). With the dynamics
+  the second often wins: on `seq-medium-heavy` every UE at (x_max, y_min) keeps the ES
+  uncongested and beats the myopic search. It measures what a policy gains without observing the
+  state.
 - `QueueAwarePolicy` (`queue-aware:F`): a practitioner's threshold rule for the dynamics'
   request queues: a UE with a backlog (its queue holds at least a fraction F of its capacity,
   default 0.25, or its head-of-line request has used half its deadline) hands the ES all it can
@@ -275,7 +276,7 @@ class OpenLoopPolicy(Policy):
         """The schedule: the myopic one (slot by slot, the shared action with the best mean U over
         the calibration episodes, stepped in lockstep with it, so each slot's state is the one the
         schedule leads to) or the best constant action held every slot, whichever has the higher
-        mean U over the same calibration episodes."""
+        mean U over the validation episodes (`_mean_utility`)."""
         from his_env.environment import HISParallelEnv
 
         envs = [HISParallelEnv(config) for _ in range(self.calibration_episodes)]

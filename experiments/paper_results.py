@@ -156,6 +156,14 @@ for _name, _result in {
               "--policy open-loop --policy queue-aware --policy iis-fixed --policy es-only --policy ue-only "
               f"--episodes 4 --seed-base 90000 --jobs 2 --output-dir {{out}}/{s}"
               for s in ("seq-medium-heavy", "seq-large-heavy")), "cpu", 15, "2-core CPU"),
+    "open_loop_seq_cpu": PublishedResult(
+        "the open-loop baseline (the better of the myopic schedule and the best constant action) on the heavy "
+        "sequential scenarios, and the references of the medium one's training seeds 0-4",
+        "docs/evaluation.md#policies",
+        tuple(f"python evaluate.py --scenario seq-{size}-heavy --policy random --policy search --policy open-loop "
+              f"--episodes 4 --seed-base {base} --jobs 2 --output-dir {{out}}/{size}-{base}"
+              for size, base in (("small", 90000), ("medium", 90000), ("large", 90000),
+                                 *(("medium", 10000 + 1000 * s) for s in range(5)))), "cpu", 40, "2-core CPU"),
     "capture_gpu": PublishedResult(
         "the captured step against the uncaptured one on one GPU, and a breakdown of its parts",
         "docs/benchmarks.md#step-capture",

@@ -396,9 +396,9 @@ class HISParallelEnv(ParallelEnv):
 
         Uses the same rules as `step` (projection, IIS, allocation, EC-Diff); `es_sm_budget` (B,)
         gives each candidate its own ES SM budget for the allocation (None: the decision point's;
-        the difference reward's counterfactuals use `decision_context()["es_sm_budget_without_ue"]`). Returns "utility" (B,),
-        "rewards" (B, N), "quality", "delay", "energy" (B,) network totals, and "ue_delay" (B, N): each
-        UE's T_n (Eq. 19).
+        the difference reward's counterfactuals use `decision_context()["es_sm_budget_without_ue"]`).
+        Returns "utility" (B,), "rewards" (B, N), "quality", "delay", "energy" (B,) network totals,
+        and "ue_delay" (B, N): each UE's T_n (Eq. 19).
         """
         if self._point is None:
             raise RuntimeError("call reset() before evaluate_joint_actions()")

@@ -25,12 +25,13 @@ see the backlog that its earlier choices built (the waits and drops are most of 
 `seq-medium-heavy`). `individual` and `team` already contain them.
 With `dynamics.work` on, a request's ES phases hold their SMs into later slots and shrink the budget
 that the UEs starting requests there share (Theorem 1). A counterfactual that only changes UE n's
-action in the slot never sees that, and the ES becomes a commons: from every UE at (16, 0) on
-`seq-medium-heavy`, one UE moving to 10 ES-personalised steps raised its own difference reward
-(-0.10 to +0.15 per slot) while every UE doing so lowers U from -4.6 to about -23. So the
-counterfactual also returns the SMs UE n's running phases hold (its share of its cluster's, by its
-share of the cluster's ES calls, `his_env.dynamics.work.budget_without_ue`): a UE is charged what
-its phases keep from the others for as long as they run.
+action in the slot never sees that, and the ES becomes a commons. On `seq-medium-heavy`, U is
+about -24 per slot with every UE at (16, 10) and -4.6 with every UE at (16, 0), yet there one UE
+moving from (16, 10) to (16, 0) did not raise its difference reward (-0.46 and -0.48 per slot, 256
+envs x 100 slots): nothing pulled the UEs out of the congestion. So the counterfactual also returns the SMs
+UE n's running phases hold (its share of its cluster's, by its share of the cluster's ES calls,
+`his_env.dynamics.work.budget_without_ue`): a UE is charged what its phases keep from the others
+for as long as they run, and the same move gains it 0.77 per slot (-2.37 to -1.60).
 The envs compute the counterfactuals only for modes that need them (the vectorised env in O(N M)
 with EC-Diff off, by N + 1 joint actions with it on; the adapter by N joint actions).
 """

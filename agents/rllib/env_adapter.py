@@ -9,7 +9,8 @@
   env's per-UE rewards r_n (Eq. 33) and U = sum_n r_n (Eq. 23). For modes that need the
   counterfactual utilities (`difference`: D_n = U(a) - U(a with UE n at (0, 0)), which for UE
   n's own choice ranks actions exactly as U does, without the other UEs' exploration noise; with
-  dynamics on, less UE n's own charges, read from its info's `dynamics_penalty`)
+  dynamics on, the counterfactual also returns the ES SMs UE n's running phases hold, and D_n is
+  less UE n's own charges, read from its info's `dynamics_penalty`)
   the adapter evaluates the N joint actions with one UE at the counterfactual action through
   `env.unwrapped.evaluate_joint_actions` before stepping (the PettingZoo env offers no O(N M)
   counterfactuals of its own; the vector env has them);

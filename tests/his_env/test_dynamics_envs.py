@@ -227,3 +227,23 @@ def test_the_difference_reward_charges_each_ue_its_queue_and_held_sms():
         _, _, _, _, step_infos = reference.step(joint)
         held.record(t, step_infos, agents)
     assert charged > 0 and changed_by_held > 0
+
+
+def test_evaluate_joint_actions_takes_a_budget_per_candidate_and_refuses_a_bad_one():
+    """Each candidate's own ES budget: a larger budget never lowers U of the same joint action here
+    (ES phases only get faster), the decision point's own budget gives the default's U, and a budget
+    of the wrong shape, dtype or value is refused naming what is allowed."""
+    env = his_env.parallel_env(**overrides_with(list(PROCESSES)))
+    env.reset(seed=0)
+    env.step({a: np.array([4, 3]) for a in env.agents})  # slot 1: six UEs start requests
+    assert env.decision_context()["active"].any()
+    joint = np.full((3, env.num_ues, 2), [4, 3])
+    budget = env.decision_context()["es_sm_budget"]
+    point_budget = int(env.unwrapped._point.es_sm_budget)
+    u = env.evaluate_joint_actions(joint, np.array([point_budget, point_budget + 50, point_budget + 500]))["utility"]
+    assert u[0] == pytest.approx(env.evaluate_joint_actions(joint[:1])["utility"][0], abs=1e-12)
+    assert u[0] <= u[1] <= u[2] and u[2] > u[0] and budget >= 0  # some UE is active: its ES phases speed up
+    for bad, needle in ((np.array([10, 10]), r"shape \(2,\)"), (np.array([10.0, 10.0, 10.0]), "dtype float64"),
+                        (np.array([10, 0, 10]), "integers >= 1")):
+        with pytest.raises(ValueError, match=needle):
+            env.evaluate_joint_actions(joint, bad)
