@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "myopic with dynamics on) | backlog-search | backlog-search:ALPHA (the search, with each "
                         "active UE's delay also charged ALPHA times to the requests waiting behind it, default 4; "
                         "needs request queues) | open-loop | open-loop:EPISODES (one shared action per slot "
-                        "index, fitted on EPISODES calibration episodes, default 4) | queue-aware | queue-aware:F "
+                        "index: the better of a slot-by-slot schedule and the best constant action, fitted on "
+                        "EPISODES calibration episodes, default 4) | queue-aware | queue-aware:F "
                         "(offload a queue at least F full while the ES has room, default 0.25)")
     p.add_argument("--runs", nargs="+", default=[], metavar="RUN_DIR", help="train.py output folders (Fig. 15)")
     p.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
