@@ -135,6 +135,15 @@ for _name, _result in {
               f"--output-dir {{out}}/charged-gamma{gamma}{'-masked' if mask else ''}"
               for gamma, mask in (("0", ""), ("0.9", ""), ("0.99", ""),
                                   ("0.99", "--set benchmarl.task.action_mask=true "))), "cpu", 42, "one CPU core"),
+    "held_sms_reward_seq_small_cpu": PublishedResult(
+        "the difference reward that also returns each UE's held ES SMs, on seq-small-heavy: discounts 0 and 0.99, "
+        "seeds 0-4, one CPU core per run",
+        "docs/benchmarks.md#the-discount-on-a-sequential-scenario",
+        tuple(f"python train.py --backend benchmarl --scenario seq-small-heavy --seed {seed} --set algorithm.gamma={gamma} "
+              f"--set algorithm.episodes_per_iteration=32 --set algorithm.minibatch_size=8000 --time-limit 600 "
+              f"--eval-baselines random,search,open-loop --checkpoint-every 0 --wandb-mode disabled "
+              f"--output-dir {{out}}/gamma{gamma}-seed{seed}"
+              for seed in range(5) for gamma in ("0", "0.99")), "cpu", 110, "one CPU core per run, two at a time"),
     "train_scale_gpu": PublishedResult(
         "the n1000 preset at N = 250 and 1,000 (the cell grown with N, a bank of 1,024): agent-steps/s and memory",
         "docs/benchmarks.md#a-thousand-ues-on-one-gpu",
