@@ -1,4 +1,6 @@
 """HISVecEnv against the PettingZoo env: the same decision point and actions give the same numbers."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -221,6 +223,12 @@ def test_counterfactual_utilities_equal_evaluating_n_plus_one_joint_actions(sche
             torch.testing.assert_close(fast, reference, rtol=1e-9, atol=0.0)
             for key, value in actual.items():
                 torch.testing.assert_close(fast_actual[key], value, rtol=1e-12, atol=0.0)
+        # each UE's counterfactual at its own budget (the dynamics' held SMs returned): both paths agree
+        absent = replace(ctx, absent_budget=ctx.es_sm_budget[:, None] + torch.as_tensor(rng.integers(0, 300, (6, 10))))
+        _, fast = vec.core.evaluate_with_counterfactuals(absent, actions, (0, 0))
+        _, reference = vec.core.counterfactuals_by_candidates(absent, actions, (0, 0))
+        torch.testing.assert_close(fast, reference, rtol=1e-9, atol=0.0)
+        assert not torch.allclose(fast, vec.core.evaluate_with_counterfactuals(ctx, actions, (0, 0))[1])
         x, _, _, projected = system_model.apply_action_rules(actions, steps, vec.core.scheme.common_phase)
         seen["projected"] |= bool(projected.any())
         for b in range(6):
