@@ -144,6 +144,13 @@ for _name, _result in {
               f"--eval-baselines random,search,open-loop --checkpoint-every 0 --wandb-mode disabled "
               f"--output-dir {{out}}/gamma{gamma}-seed{seed}"
               for seed in range(5) for gamma in ("0", "0.99")), "cpu", 110, "one CPU core per run, two at a time"),
+    "held_sms_reward_seq_medium_cpu": PublishedResult(
+        "the same on seq-medium-heavy, seed 0, the markov preset on one CPU core per run, 1,500 s",
+        "docs/benchmarks.md#the-discount-on-a-sequential-scenario",
+        tuple(f"python train.py --backend benchmarl --scenario seq-medium-heavy --seed 0 --set algorithm.gamma={gamma} "
+              f"--time-limit 1500 --eval-baselines none --checkpoint-every 0 --wandb-mode disabled "
+              f"--output-dir {{out}}/gamma{gamma}" for gamma in ("0", "0.99")), "cpu", 52,
+        "one CPU core per run, two at a time"),
     "train_scale_gpu": PublishedResult(
         "the n1000 preset at N = 250 and 1,000 (the cell grown with N, a bank of 1,024): agent-steps/s and memory",
         "docs/benchmarks.md#a-thousand-ues-on-one-gpu",
