@@ -435,17 +435,16 @@ class HISParallelEnv(ParallelEnv):
         `prompt_index` (N,) indices into `pool.texts`, `cluster` (N,) m(n), `num_clusters`,
         `similarity` (N,) phi_{n,m(n)} of Eq. (5) as the quality oracle receives it, `es_sm_budget`,
         `ue_sms` (N,), `distance_m` (N,), `downlink_rate_bps` (N,) (Eq. 15); with dynamics also
-        `active` (N,) (the UEs that serve a request), `ue_step_limit` (N,) (UE steps the battery pays)
-        and `es_sm_budget_without_ue` (N,) (the ES budget of the slot with the SMs UE n's running
-        phases hold returned: the difference reward's counterfactual), and with requests on
-        `queue_length` (N,) (requests waiting behind the one each active UE starts)."""
+        `active` (N,) (the UEs that serve a request) and `ue_step_limit` (N,) (UE steps the battery
+        pays), with work on `es_sm_budget_without_ue` (N,) (the ES budget of the slot with the SMs UE
+        n's running phases hold returned: the difference reward's counterfactual), and with requests
+        on `queue_length` (N,) (requests waiting behind the one each active UE starts)."""
         self._require_reset("decision_context")
         point = self._point
-        extra = {} if self.dynamics is None else {
-            "active": np.asarray(self._slot.active, dtype=bool).copy(),
-            "ue_step_limit": np.asarray(self._slot.ue_step_limit).copy(),
-            "es_sm_budget_without_ue": np.array(np.broadcast_to(self._slot.absent_budget, (self.num_ues,)),
-                                                dtype=np.int64)}
+        extra = {} if self.dynamics is None else {"active": np.asarray(self._slot.active, dtype=bool).copy(),
+                                                   "ue_step_limit": np.asarray(self._slot.ue_step_limit).copy()}
+        if self.dynamics is not None and self._slot.absent_budget is not None:
+            extra["es_sm_budget_without_ue"] = np.array(self._slot.absent_budget, dtype=np.int64)
         if self.dynamics is not None and self._dynamics_state.queues is not None:
             extra["queue_length"] = np.asarray(self._dynamics_state.queues.length, dtype=np.int64).copy()
         return {**extra,

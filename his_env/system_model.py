@@ -255,21 +255,15 @@ def evaluate(config: HISConfig, point: DecisionPoint, common_steps, es_personal_
     es_energy_share = common_share * of_own_cluster(c.common_energy, point) + personal_share * of_own_cluster(
         c.personal_energy, point)
     energy_n = ue_side_energy + es_energy_share
-    # the SMs of its cluster's ES phases each UE holds: v_m(n) times its share of the cluster's ES calls,
-    # the share of E_m that Eq. (33) gives it (every call of a cluster costs the same energy)
-    own_es_energy = of_own_cluster(es_energy_m, point)
-    own_sms = xp.float(of_own_cluster(c.es_sms, point))
-    ue_es_sms = xp.where(own_es_energy > 0, es_energy_share / xp.where(own_es_energy > 0, own_es_energy, 1.0),
-                         0.0) * own_sms
     reward = w.quality_weight * quality - w.delay_weight * delay - w.energy_weight * energy_n
 
     total_quality = xp.sum(quality, -1)  # Eq. (21)
     total_delay = xp.sum(delay, -1)  # Eq. (21)
     total_energy = xp.sum(es_energy_m, -1) + xp.sum(ue_side_energy, -1)  # Eq. (22)
     utility = network_utility(config, total_quality, total_delay, total_energy)  # Eq. (23)
-    return {
+    out = {
         "reward": reward, "quality": quality, "delay": delay, "energy": energy_n, "ue_energy": ue_side_energy,
-        "es_energy_share": es_energy_share, "ue_es_sms": ue_es_sms,
+        "es_energy_share": es_energy_share,
         "transmission_delay": xp.broadcast_to(u.transmission_delay, delay.shape), "ue_compute_delay": u.compute_delay,
         "es_delay": es_delay_n, "es_sms": c.es_sms, "es_energy": es_energy_m, "common_calls": common_calls,
         "personal_calls": personal_calls, "approximated_steps": work.approximated_steps,
@@ -277,6 +271,13 @@ def evaluate(config: HISConfig, point: DecisionPoint, common_steps, es_personal_
         "total_quality": total_quality, "total_delay": total_delay, "total_energy": total_energy,
         "utility": utility,
     }
+    if config.dynamics.work.enabled:  # phases that outlast the slot: the SMs each UE holds (dynamics.work)
+        # v_m(n) times its share of the cluster's ES calls, the share of E_m that Eq. (33) gives it (every
+        # call of a cluster costs the same energy)
+        own_es_energy = of_own_cluster(es_energy_m, point)
+        share = xp.where(own_es_energy > 0, es_energy_share / xp.where(own_es_energy > 0, own_es_energy, 1.0), 0.0)
+        out["ue_es_sms"] = share * xp.float(of_own_cluster(c.es_sms, point))
+    return out
 
 
 def counterfactual_utilities(config: HISConfig, point: DecisionPoint, common_steps, es_personal_steps, ue_steps,

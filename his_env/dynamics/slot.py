@@ -101,7 +101,8 @@ class Slot:
     arrived: Any  # int (..., N): requests that arrived this slot (0 without requests)
     dropped: Any  # int (..., N): requests dropped this slot (deadline + overflow)
     waited: Any  # int (..., N): requests charged one slot of waiting
-    absent_budget: Any  # int (..., N): the budget of the counterfactual without UE n (work.budget_without_ue)
+    absent_budget: Any  # int (..., N): the budget of the counterfactual without UE n (work.budget_without_ue;
+    # None without work: nothing outlasts the slot, and every counterfactual has the slot's budget)
 
 
 def _where(mask, new, old):
@@ -262,11 +263,8 @@ class SlotDynamics:
             held, budget = available * 0, available
             can_start = budget >= clusters  # always: es.sm_range's low bound is >= num_clusters
         allocation_budget = xp.where(can_start, budget, clusters)
-        if d.work.enabled:
-            absent_budget = work.budget_without_ue(allocation_budget, can_start,
-                                                   work.ue_held_sms(state.held_sms, state.held_slots))
-        else:
-            absent_budget = xp.broadcast_to(allocation_budget[..., None], shape)
+        absent_budget = work.budget_without_ue(allocation_budget, can_start, work.ue_held_sms(
+            state.held_sms, state.held_slots)) if d.work.enabled else None
 
         # 4. the UEs' SMs
         ue_lo, ue_hi = cfg.ue.sm_range
