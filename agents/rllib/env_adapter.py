@@ -115,8 +115,9 @@ class HISMultiAgentEnv(MultiAgentEnv):
         batch[np.arange(n), np.arange(n), :] = COUNTERFACTUAL_ACTION
         try:
             env = self.par_env.unwrapped
-            # with dynamics, UE n's counterfactual also returns the ES SMs its running phases hold
-            budget = env.decision_context().get("es_sm_budget_without_ue")
+            # with dynamics.work, UE n's counterfactual also returns the ES SMs its running phases hold
+            context = getattr(env, "decision_context", None)  # an env of --env-factory may have none
+            budget = None if context is None else context().get("es_sm_budget_without_ue")
             result = env.evaluate_joint_actions(batch) if budget is None else env.evaluate_joint_actions(batch, budget)
         except (AttributeError, RuntimeError) as exc:
             others = [m for m in REWARD_MODES if not REWARD_MODES[m].needs_counterfactuals]
