@@ -327,13 +327,13 @@ def best_constant_action(config, episodes: int, seed: int) -> np.ndarray:
     every slot of `episodes` episodes of its own (the vectorised env seeded with `seed`, one batch
     of |A| x episodes envs on the CPU: 204 x 4 envs of N = 50 over 100 slots take seconds). Needs
     the fitted oracle, as every baseline that evaluates actions."""
+    import gymnasium as gym
     import torch
 
     from his_env.vector import HISVecEnv
 
     probe = HISVecEnv(config, num_envs=1, seed=seed, action_mask=False, reward_mode="individual")
-    nx, ny = probe.core.action_nvec
-    grid = np.stack(np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij"), -1).reshape(-1, 2)
+    grid = action_grid(gym.spaces.MultiDiscrete(probe.core.action_nvec))
     env = HISVecEnv(config, num_envs=len(grid) * episodes, seed=seed, action_mask=False, reward_mode="individual",
                     bank=probe.bank)
     actions = torch.as_tensor(np.repeat(grid, episodes, axis=0))[:, None, :].expand(env.num_envs, env.num_ues, 2)
