@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HIS schemes, each a BenchMARL task his/<scheme>: his ppgfis cfis iis (default his)")
     p.add_argument("--scenarios", nargs="+", default=["paper"], metavar="SCENARIO",
                    help="scenarios of his_env.scenarios, each with every scheme a task (<scheme>@<scenario>): paper "
-                        "(default), seq-<small|medium|large>-<light|heavy>, heldout-<0..7>")
+                        "(default), seq-<small|medium|large>-<light|moderate|heavy>, heldout-<0..7>")
     p.add_argument("--seeds", type=positive_int("--seeds"), default=10,
                    help="seeds 0..K-1 per algorithm and scheme (default 10, the field's standard for a published "
                         "grid: Agarwal et al. 2021, Gorsane et al. 2022)")

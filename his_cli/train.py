@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "; benchmarl.* only with --backend benchmarl")
     p.add_argument("--scenario", default=None, metavar="NAME",
                    help="a named scenario laid over configs/default.yaml, under --config and --set: paper (the "
-                        "default config), seq-<small|medium|large>-<light|heavy> (the sequential ladder), "
+                        "default config), seq-<small|medium|large>-<light|moderate|heavy> (the sequential ladder), "
                         "heldout-<0..7> (held-out tests); see his_env.scenarios")
     p.add_argument("--algo", choices=LEARNERS.names, help="learner (default: algorithm.algo: ippo, or the benchmarl preset's)")
     p.add_argument("--backend", choices=("rllib", "benchmarl"), default=None,

@@ -7,7 +7,7 @@
 
 `paper` is the paper's setting (every dynamics process off: each decision point an independent
 draw). The sequential ladder `seq-<size>-<load>` switches every process on, in three sizes
-(N = 10 / 50 / 200, M = 2 / 3 / 6, the ES growing with N) under two loads (0.05 and 0.2 requests
+(N = 10 / 50 / 200, M = 2 / 3 / 6, the ES growing with N) under three loads (0.05, 0.1 and 0.2 requests
 per UE per slot). Adding a scenario is adding one file `configs/scenarios/<name>.yaml`: the registry
 is the folder.
 

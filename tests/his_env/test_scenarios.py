@@ -1,5 +1,5 @@
 """Scenarios: the registry is the folder configs/scenarios; `paper` is the default config; the ladder
-is 3 sizes x 2 loads with every dynamics process on; held-out scenarios are drawn reproducibly from
+is 3 sizes x 3 loads with every dynamics process on; held-out scenarios are drawn reproducibly from
 their documented ranges and differ from every ladder scenario."""
 import pytest
 
@@ -7,7 +7,7 @@ from his_env.config import ConfigError, HISConfig
 from his_env.scenarios import (HELD_OUT_COUNT, HELD_OUT_RANGES, SCENARIOS, held_out_overlay, scenario_config,
                                scenario_names, scenario_overlay)
 
-LADDER = [f"seq-{size}-{load}" for size in ("small", "medium", "large") for load in ("light", "heavy")]
+LADDER = [f"seq-{size}-{load}" for size in ("small", "medium", "large") for load in ("light", "moderate", "heavy")]
 
 
 def test_paper_is_the_default_config():
@@ -15,7 +15,7 @@ def test_paper_is_the_default_config():
     assert scenario_config("paper").dynamics.enabled_processes == ()
 
 
-def test_the_ladder_is_three_sizes_by_two_loads_with_every_process_on():
+def test_the_ladder_is_three_sizes_by_three_loads_with_every_process_on():
     assert sorted(LADDER) == sorted(n for n in SCENARIOS.names if n.startswith("seq-"))
     sizes = {}
     for name in LADDER:
@@ -23,12 +23,22 @@ def test_the_ladder_is_three_sizes_by_two_loads_with_every_process_on():
         assert set(cfg.dynamics.enabled_processes) == {"channel", "mobility", "background_load", "requests", "work",
                                                        "intent", "battery"}
         size, load = name.split("-")[1:]
-        assert cfg.dynamics.requests.rate_per_slot == {"light": 0.05, "heavy": 0.2}[load]
+        assert cfg.dynamics.requests.rate_per_slot == {"light": 0.05, "moderate": 0.1, "heavy": 0.2}[load]
         sizes[size] = (cfg.num_ues, cfg.num_clusters, list(cfg.es.sm_range))
         assert SCENARIOS[name].summary.startswith(f'Scenario "{name}"')
     # N = 10 / 50 / 200, M growing, the ES's SMs per UE those of Table II at N = 50 (1026-1674 SMs / 50 UEs)
     assert sizes == {"small": (10, 2, [205, 335]), "medium": (50, 3, [1026, 1674]), "large": (200, 6, [4104, 6696])}
 
+
+
+def test_the_loads_of_a_size_differ_in_the_arrival_rate_alone():
+    for size in ("small", "medium", "large"):
+        heavy = scenario_config(f"seq-{size}-heavy").to_dict()
+        for load in ("light", "moderate"):
+            other = scenario_config(f"seq-{size}-{load}").to_dict()
+            assert other["dynamics"]["requests"].pop("rate_per_slot") != heavy["dynamics"]["requests"]["rate_per_slot"]
+            other["dynamics"]["requests"]["rate_per_slot"] = heavy["dynamics"]["requests"]["rate_per_slot"]
+            assert other == heavy, (size, load)
 
 def test_held_out_scenarios_are_reproducible_inside_their_ranges_and_new():
     ladder = [scenario_config(name).to_dict() for name in LADDER]
