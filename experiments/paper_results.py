@@ -145,12 +145,34 @@ for _name, _result in {
               f"--output-dir {{out}}/gamma{gamma}-seed{seed}"
               for seed in range(5) for gamma in ("0", "0.99")), "cpu", 110, "one CPU core per run, two at a time"),
     "held_sms_reward_seq_medium_cpu": PublishedResult(
-        "the same on seq-medium-heavy, seed 0, the markov preset on one CPU core per run, 1,500 s",
+        "the same on seq-medium-heavy, seeds 0-2, the markov preset on one CPU core per run, 19 iterations",
         "docs/benchmarks.md#the-discount-on-a-sequential-scenario",
-        tuple(f"python train.py --backend benchmarl --scenario seq-medium-heavy --seed 0 --set algorithm.gamma={gamma} "
-              f"--time-limit 1500 --eval-baselines none --checkpoint-every 0 --wandb-mode disabled "
-              f"--output-dir {{out}}/gamma{gamma}" for gamma in ("0", "0.99")), "cpu", 52,
-        "one CPU core per run, two at a time"),
+        tuple(f"python train.py --backend benchmarl --scenario seq-medium-heavy --seed {seed} --set algorithm.gamma={gamma} "
+              f"--iterations 19 --eval-baselines none --checkpoint-every 0 --wandb-mode disabled "
+              f"--output-dir {{out}}/gamma{gamma}-seed{seed}" for seed in range(3) for gamma in ("0", "0.99")),
+        "cpu", 80, "one CPU core per run, two at a time"),
+    "gamma_seq_medium_moderate_gpu": PublishedResult(
+        "discount 0 against 0.99 on seq-medium-moderate, 5 seeds each, the markov preset, 420 s per run",
+        "docs/benchmarks.md#the-discount-across-loads",
+        tuple(f"python train.py --backend benchmarl --device cuda --scenario seq-medium-moderate --seed {seed} "
+              f"--set algorithm.gamma={gamma} --time-limit 420 --eval-baselines none --checkpoint-every 0 "
+              f"--wandb-mode disabled --output-dir {{out}}/gamma{gamma}-seed{seed}"
+              for seed in range(5) for gamma in ("0", "0.99")), "cuda", 16, "one H100, five runs at a time"),
+    "scenario_loads_cpu": PublishedResult(
+        "the baselines on the three loads of the ladder (medium cell; the moderate load on every size), and the "
+        "references of seq-medium-moderate's training seeds 0-4",
+        "docs/scenarios.md#the-ladder",
+        tuple(f"python evaluate.py --scenario seq-medium-{load} --policy random --policy search --policy backlog-search "
+              f"--policy open-loop --policy fixed:16,0 --policy fixed:16,2 --policy fixed:16,5 --policy fixed:16,8 "
+              f"--policy fixed:16,11 --policy fixed:8,5 --episodes 4 --seed-base 90000 --jobs 2 --output-dir {{out}}/medium-{load}"
+              for load in ("light", "moderate", "heavy"))
+        + tuple(f"python evaluate.py --scenario seq-{size}-moderate --policy random --policy search --policy backlog-search "
+                f"--policy open-loop --episodes 4 --seed-base 90000 --jobs 2 --output-dir {{out}}/{size}-moderate"
+                for size in ("small", "large"))
+        + tuple(f"python evaluate.py --scenario seq-medium-moderate --policy random --policy search --policy backlog-search "
+                f"--policy open-loop --episodes 4 --seed-base {10000 + 1000 * seed} --jobs 2 "
+                f"--output-dir {{out}}/medium-moderate-{10000 + 1000 * seed}" for seed in range(5)),
+        "cpu", 90, "2-core CPU"),
     "train_scale_gpu": PublishedResult(
         "the n1000 preset at N = 250 and 1,000 (the cell grown with N, a bank of 1,024): agent-steps/s and memory",
         "docs/benchmarks.md#a-thousand-ues-on-one-gpu",
