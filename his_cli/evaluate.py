@@ -59,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(only its env keys are used; default: the first checkpoint's env, else configs/default.yaml)")
     p.add_argument("--scenario", default=None, metavar="NAME",
                    help="a named scenario laid over configs/default.yaml, under --config and --set: paper, "
-                        "seq-<small|medium|large>-<light|moderate|heavy> (the sequential ladder), heldout-<0..7> (held-out "
-                        "tests); see his_env.scenarios")
+                        "seq-<small|medium|large>-<light|moderate|heavy> (the sequential ladder), heldout-<0..7> "
+                        "(held-out tests); see his_env.scenarios")
     add_set_argument(p, ("env",), "num_ues=10", " of the base config")
     p.add_argument("--episodes", type=positive_int("--episodes"), default=5,
                    help="episodes per policy and variant (default 5)")

@@ -30,7 +30,6 @@ def test_the_ladder_is_three_sizes_by_three_loads_with_every_process_on():
     assert sizes == {"small": (10, 2, [205, 335]), "medium": (50, 3, [1026, 1674]), "large": (200, 6, [4104, 6696])}
 
 
-
 def test_the_loads_of_a_size_differ_in_the_arrival_rate_alone():
     for size in ("small", "medium", "large"):
         heavy = scenario_config(f"seq-{size}-heavy").to_dict()
@@ -39,6 +38,7 @@ def test_the_loads_of_a_size_differ_in_the_arrival_rate_alone():
             assert other["dynamics"]["requests"].pop("rate_per_slot") != heavy["dynamics"]["requests"]["rate_per_slot"]
             other["dynamics"]["requests"]["rate_per_slot"] = heavy["dynamics"]["requests"]["rate_per_slot"]
             assert other == heavy, (size, load)
+
 
 def test_held_out_scenarios_are_reproducible_inside_their_ranges_and_new():
     ladder = [scenario_config(name).to_dict() for name in LADDER]
