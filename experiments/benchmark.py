@@ -256,8 +256,9 @@ def validate(spec: BenchmarkSpec) -> List[Tuple[str, str, int]]:
         cache_root()
     except CacheLocationError as exc:
         raise BenchmarkError(str(exc)) from None
-    cells = [(a, s, int(seed)) for a in dict.fromkeys(spec.algorithms) for s in spec.tasks
-             for seed in dict.fromkeys(spec.seeds)]
+    # seed-major: a grid stopped by a session limit holds whole seeds (every algorithm on every task) first
+    cells = [(a, s, int(seed)) for seed in dict.fromkeys(spec.seeds) for s in spec.tasks
+             for a in dict.fromkeys(spec.algorithms)]
     checked = set()
     for algorithm, scheme, _ in cells:  # the device, budget and settings checks, once per (algorithm, scheme)
         if (algorithm, scheme) not in checked:

@@ -150,6 +150,12 @@ def test_a_failing_cell_is_retried_once_then_reported(tmp_path, monkeypatch):
     assert result["report"]["summary"][0]["score_mean"] == pytest.approx(0.7)
 
 
+def test_cells_run_seed_by_seed_so_a_stopped_grid_holds_whole_seeds(tmp_path):
+    cells = bm.validate(small(tmp_path, seeds=[0, 1], algorithms=["ippo", "qmix"], schemes=["his", "iis"]))
+    assert cells == [("ippo", "his", 0), ("qmix", "his", 0), ("ippo", "iis", 0), ("qmix", "iis", 0),
+                     ("ippo", "his", 1), ("qmix", "his", 1), ("ippo", "iis", 1), ("qmix", "iis", 1)]
+
+
 def test_other_settings_in_the_same_folder_are_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(bm, "_start_runner", lambda spec, jobs: FakeRunner({("ippo", 0): [fake_result(0.5)]}))
     monkeypatch.setattr(bm, "references", lambda *a, **k: {"random": 0.0, "search": 1.0})
