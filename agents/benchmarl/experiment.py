@@ -36,6 +36,7 @@ from benchmarl.experiment.callback import Callback
 from benchmarl.utils import seed_everything
 
 from agents.baselines import Policy
+from agents.benchmarl import compat
 from agents.config import default_discount
 from his_common.registry import Registry
 from his_common.storage import atomic_write_bytes
@@ -405,6 +406,7 @@ class HISExperiment(Experiment):
         self.fixed_folder = Path(folder).resolve() if folder is not None else None
         self.stop_reason: Optional[str] = None
         self.progress_bar = progress_bar
+        compat.apply()  # MASAC on a GPU
         super().__init__(*args, **kwargs)
 
     def _collection_loop(self) -> None:
