@@ -84,6 +84,14 @@ for _name, _result in {
         ("python benchmark.py --algorithms ippo mappo iql qmix vdn isac masac --scenarios seq-medium-heavy --seeds 3 "
          "--time-budget 45 --jobs 2 --absolute-episodes 40 --wandb-mode disabled --no-progress-bar --output-dir {out}/grid",),
         "cpu", 13, "2-core CPU"),
+    "grid_7algos_seq_moderate_gpu": PublishedResult(
+        "seven discrete BenchMARL algorithms on paper and seq-medium-moderate, 10 seeds, 90 s each (the first "
+        "102 cells published)",
+        "docs/benchmarks.md#seven-algorithms-a-sequential-task-ten-seeds-gpu-partial",
+        ("python benchmark.py --algorithms ippo mappo iql qmix vdn isac masac --scenarios paper seq-medium-moderate "
+         "--seeds 10 --time-budget 90 --device cuda --jobs 10 --wandb-mode disabled --no-progress-bar "
+         "--output-dir {out}/grid",),
+        "cuda", 25, "one H100"),
     "gamma_seq_gpu": PublishedResult(
         "MAPPO on seq-medium-heavy at discounts 0 / 0.5 / 0.9 / 0.99, 5 seeds, 240 s each",
         "docs/benchmarks.md#the-discount-on-a-sequential-scenario",
