@@ -87,6 +87,21 @@ class NumpyOps:
     def amax(self, x, axis):
         return np.max(x, axis=axis)
 
+    def amin(self, x, axis, keepdims=False):
+        return np.min(x, axis=axis, keepdims=keepdims)
+
+    def float_bits(self, x):
+        """The bit patterns of floats as signed integers of their width (int64 for float64): for
+        floats >= 0 the order of the floats is the order of the integers, and consecutive floats are
+        consecutive integers."""
+        x = np.asarray(x)
+        return x.view(np.int64 if x.dtype == np.float64 else np.int32)
+
+    def bits_float(self, bits):
+        """The floats whose bit patterns `float_bits` returned."""
+        bits = np.asarray(bits)
+        return bits.view(np.float64 if bits.dtype == np.int64 else np.float32)
+
     def any(self, x) -> bool:
         return bool(np.any(x))
 
@@ -264,6 +279,15 @@ class TorchOps:
 
     def amax(self, x, axis):
         return x.amax(dim=axis)
+
+    def amin(self, x, axis, keepdims=False):
+        return x.amin(dim=axis, keepdim=keepdims)
+
+    def float_bits(self, x):
+        return x.view(self.torch.int64 if x.dtype == self.torch.float64 else self.torch.int32)
+
+    def bits_float(self, bits):
+        return bits.view(self.torch.float64 if bits.dtype == self.torch.int64 else self.torch.float32)
 
     def any(self, x) -> bool:
         return bool(x.any())

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from his_common.arrays import namespace
+from his_common.arrays import namespace, torch_compiling
 from his_common.registry import Registry
 
 _INF = float("inf")
@@ -61,7 +61,18 @@ def allocation_cost(weights, sms):
 
 
 def round_allocation(weights, relaxed, budget, valid=None):
-    """Integer SMs, >= 1 per cluster, summing to the budget, minimising sum a_m / v_m."""
+    """Integer SMs, >= 1 per cluster, summing to the budget, minimising sum a_m / v_m.
+
+    The optimum takes, beyond each cluster's first SM, the `budget - M` largest marginal gains
+    a_m / k - a_m / (k + 1) (k = 1, 2, ...: each cluster's decrease as it gets its (k + 1)-th SM);
+    where several gains equal the smallest one taken, the clusters of lowest index take them
+    (`_settle_ties`), so the result is one allocation whatever the route to it. Two routes: from
+    the relaxed optimum rounded down, single SMs added, taken back and exchanged while that lowers
+    the objective (up to 6 M + 1 passes; eager code stops as soon as nothing moves); or, while torch
+    compiles a step and that takes fewer passes (M above 10 in float64, above 5 in float32), a
+    bisection on the threshold gain (`_threshold_allocation`: 63 passes in float64, 31 in float32,
+    whatever M), so that the compiled graph does not grow with M.
+    """
     xp = namespace(weights, relaxed, budget)
     if not xp.is_torch:
         weights, budget = np.asarray(weights, dtype=float), np.asarray(budget, dtype=np.int64)
@@ -72,41 +83,114 @@ def round_allocation(weights, relaxed, budget, valid=None):
             raise ValueError(f"ES SM budget {budget.min()} is below the number of clusters {np.max(num_valid)}: "
                              "every cluster needs at least one SM")
         if weights.ndim == 1 and valid is None:
-            return np.array(_round_one(weights.tolist(), np.asarray(relaxed).tolist(), int(budget)), dtype=np.int64)
+            sms = np.array(_round_one(weights.tolist(), np.asarray(relaxed).tolist(), int(budget)), dtype=np.int64)
+            every = np.ones(sms.shape, dtype=bool)
+            return _settle_ties(xp, weights, sms, every, _rounded_down(xp, np.asarray(relaxed), every))
     weights, budget = xp.float(weights), xp.int(budget)
     valid = _all_valid(xp, weights, valid)
     num_clusters = weights.shape[-1]
-    sms = xp.where(valid, xp.maximum(xp.int(xp.floor(relaxed + 1e-9)), 1), 0)
-
-    def gain_of_adding(v):  # objective decrease from one more SM (none for a cluster that does not exist)
-        v = xp.float(xp.maximum(v, 1))
-        return xp.where(valid, weights / v - weights / (v + 1), -_INF)
-
-    def loss_of_removing(v):  # objective increase from one SM less (impossible at 1 SM)
-        v1 = xp.float(xp.maximum(v - 1, 1))
-        return xp.where(valid & (v > 1), weights / v1 - weights / xp.float(xp.maximum(v, 1)), _INF)
-
+    if torch_compiling() and _bisection_passes(xp) < 6 * num_clusters + 1:
+        return _threshold_allocation(xp, weights, relaxed, budget, valid)
+    start = sms = _rounded_down(xp, relaxed, valid)
+    sms = xp.copy(sms)
     for _ in range(num_clusters):  # the minimum of one SM may overshoot the budget: take back
         excess = xp.sum(sms, -1) - budget
         if not xp.may_any(excess > 0):
             break
-        xp.add_at_last_axis(sms, xp.argmin(loss_of_removing(sms), -1), -xp.int(excess > 0))
+        xp.add_at_last_axis(sms, xp.argmin(_loss_of_removing(xp, weights, sms, valid), -1), -xp.int(excess > 0))
     for _ in range(num_clusters + 1):  # rounding down leaves fewer than M SMs unassigned
         left = budget - xp.sum(sms, -1)
         if not xp.may_any(left > 0):
             break
-        xp.add_at_last_axis(sms, xp.argmax(gain_of_adding(sms), -1), xp.int(left > 0))
+        xp.add_at_last_axis(sms, xp.argmax(_gain_of_adding(xp, weights, sms, valid), -1), xp.int(left > 0))
     for _ in range(4 * num_clusters):  # exchange single SMs while that lowers the objective
-        losses, gains = loss_of_removing(sms), gain_of_adding(sms)
+        losses, gains = _loss_of_removing(xp, weights, sms, valid), _gain_of_adding(xp, weights, sms, valid)
         give, take = xp.argmin(losses, -1), xp.argmax(gains, -1)
         loss = xp.take_along_axis(losses, give[..., None], -1)[..., 0]
         gain = xp.take_along_axis(gains, take[..., None], -1)[..., 0]
-        move = (gain > loss * (1 + 1e-12)) & (give != take)
+        move = (gain > loss) & (give != take)
         if not xp.may_any(move):
             break
         xp.add_at_last_axis(sms, give, -xp.int(move))
         xp.add_at_last_axis(sms, take, xp.int(move))
-    return sms
+    return _settle_ties(xp, weights, sms, valid, start)
+
+
+def _marginal_gain(weights, sms):
+    """a / v - a / (v + 1): the objective's decrease from the (v + 1)-th SM of a cluster at v SMs (float v >= 1)."""
+    return weights / sms - weights / (sms + 1)
+
+
+def _gain_of_adding(xp, weights, sms, valid):
+    """The decrease from one more SM (-inf for a cluster that does not exist)."""
+    return xp.where(valid, _marginal_gain(weights, xp.float(xp.maximum(sms, 1))), -_INF)
+
+
+def _loss_of_removing(xp, weights, sms, valid):
+    """The increase from one SM less: the gain of the cluster's last SM (inf at 1 SM: it cannot give one)."""
+    return xp.where(valid & (sms > 1), _marginal_gain(weights, xp.float(xp.maximum(sms - 1, 1))), _INF)
+
+
+def _rounded_down(xp, relaxed, valid):
+    return xp.where(valid, xp.maximum(xp.int(xp.floor(relaxed + 1e-9)), 1), 0)
+
+
+def _settle_ties(xp, weights, sms, valid, start):
+    """An optimum `sms` made the canonical one. The gains equal to the threshold t (the smallest gain
+    taken) can sit in any of the tied clusters; they sit where `start` (the relaxed optimum rounded
+    down) has them, the clusters of highest index keeping theirs where `start` has more than fit,
+    and the tied clusters of lowest index taking the rest where it has fewer: what taking single SMs
+    back from, and adding them to, `start` gives, the argmin and argmax picking the first of equals."""
+    losses, gains = _loss_of_removing(xp, weights, sms, valid), _gain_of_adding(xp, weights, sms, valid)
+    threshold = xp.amin(losses, -1, keepdims=True)
+    holds = (losses == threshold) & (losses < _INF)
+    tied = holds | (gains == threshold)
+    started = tied & (start >= xp.where(holds, sms, sms + 1))  # `start` holds the cluster's tied gain
+    fit, first = xp.count(holds, -1)[..., None], xp.count(started, -1)[..., None]
+    from_right = first - xp.cumsum(xp.int(started), -1) + xp.int(started)
+    others = tied & ~started
+    now = (started & (from_right <= fit)) | (others & (xp.cumsum(xp.int(others), -1) <= fit - first))
+    return sms - xp.int(holds) + xp.int(now)
+
+
+def _bisection_passes(xp) -> int:
+    """Halvings that pin a float >= 0 of the working precision by its bit pattern."""
+    return 63 if "float64" in str(xp.float_dtype) else 31
+
+
+def _threshold_allocation(xp, weights, relaxed, budget, valid):
+    """The canonical optimum of `round_allocation` in a fixed number of passes: the threshold t, the
+    (budget - M)-th largest marginal gain, found by bisection on the bit patterns of floats (which
+    order floats >= 0 as integers), exactly; each cluster then has 1 + (its gains above t) SMs, and
+    the tied clusters of lowest index take the SMs left, one each."""
+    positive = valid & (weights > 0)
+    safe = xp.where(positive, weights, 1.0)
+    extra = budget - xp.count(valid, -1)  # the SMs beyond each cluster's first
+    most = xp.float(budget)[..., None]
+
+    def above(x):  # per cluster, how many of its gains g(1), g(2), ... exceed x >= 0 (at x = 0: `most` or more)
+        ratio = xp.where(x > 0, safe / xp.where(x > 0, x, 1.0), _INF)
+        k = xp.minimum(xp.floor(xp.sqrt(ratio + 0.25) - 0.5), most)  # the largest k with k (k + 1) <= a / x
+        k = (k + xp.float(_marginal_gain(safe, k + 1) > x)  # the estimate corrected by one either way
+             - xp.float((k >= 1) & (_marginal_gain(safe, xp.maximum(k, 1.0)) <= x)))
+        return xp.where(positive, xp.int(k), 0)
+
+    lo = xp.float_bits(xp.zeros(budget.shape, "float"))
+    hi = xp.float_bits(xp.amax(xp.where(positive, _marginal_gain(safe, 1.0), 0.0), -1))  # the largest gain
+    for _ in range(_bisection_passes(xp)):  # invariant: more than `extra` gains above lo, at most above hi
+        mid = lo + (hi - lo) // 2
+        fits = xp.sum(above(xp.bits_float(mid)[..., None]), -1) <= extra
+        hi, lo = xp.where(fits, mid, hi), xp.where(fits, lo, mid)
+    threshold = xp.bits_float(hi)[..., None]
+    taken = above(threshold)
+    left = extra - xp.sum(taken, -1)
+    tied = positive & (_marginal_gain(safe, xp.float(taken + 1)) == threshold)
+    sms = xp.where(valid, 1 + taken, 0) + xp.int(tied & (xp.cumsum(xp.int(tied), -1) <= left[..., None]))
+    start = _rounded_down(xp, relaxed, valid)
+    # no cluster with ES work: what the rounding route gives (the relaxed split is equal, the rest to the first)
+    idle = xp.add_at_last_axis(xp.copy(start), xp.argmax(xp.int(valid), -1), budget - xp.sum(start, -1))
+    sms = xp.where(xp.sum(xp.int(positive), -1)[..., None] > 0, sms, idle)
+    return _settle_ties(xp, weights, sms, valid, start)
 
 
 def _round_one(weights: list[float], relaxed: list[float], budget: int) -> list[int]:
@@ -126,7 +210,7 @@ def _round_one(weights: list[float], relaxed: list[float], budget: int) -> list[
         sms[max(clusters, key=gain)] += 1
     for _ in range(4 * len(sms)):
         give, take = min(clusters, key=loss), max(clusters, key=gain)
-        if give == take or not gain(take) > loss(give) * (1 + 1e-12):
+        if give == take or not gain(take) > loss(give):
             break
         sms[give] -= 1
         sms[take] += 1

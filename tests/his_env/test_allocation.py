@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
+from his_common.arrays import namespace
 from his_env import allocation
 
 
@@ -50,6 +51,96 @@ def test_integer_allocation_batched_equals_rows():
     for i in range(4):
         for j in range(6):
             np.testing.assert_array_equal(batched[i, j], allocation.kkt_allocation(weights[i, j], budget[i, j]))
+
+
+@pytest.mark.parametrize("weights, budget, expected", [
+    ([1.0, 1.0], 3, [2, 1]),            # the third SM gains 1/2 in either cluster: the first takes it
+    ([1.0, 1.0, 0.0], 4, [1, 2, 1]),    # rounded down (2, 2, 0) -> (2, 2, 1): one SM too many, the first gives it back
+    ([1.0, 3.0], 4, [2, 2]),            # gains 1 - 1/2 and 3/2 - 3/3 tie at 1/2 for the last SM: the first cluster
+    ([0.0, 0.0, 0.0], 7, [3, 2, 2]),    # no ES work anywhere: the equal split, the rest to the first
+])
+def test_ties_settle_as_single_moves_from_the_rounded_down_start(weights, budget, expected):
+    """Several optima: the allocation is the one that adding SMs to, and taking them back from, the
+    relaxed optimum rounded down gives when the first of equal clusters moves first, whichever route
+    computes it (each listed result costs the brute-force minimum)."""
+    weights = np.array(weights)
+    best = min(np.sum(weights / np.array(v)) for v in itertools.product(range(1, budget + 1), repeat=len(weights))
+               if sum(v) == budget)
+    assert np.sum(weights / np.array(expected)) == pytest.approx(best)
+    np.testing.assert_array_equal(allocation.kkt_allocation(weights, budget), expected)
+    relaxed = allocation.kkt_relaxed(weights, budget)
+    np.testing.assert_array_equal(allocation.round_allocation(weights[None], relaxed[None], np.array([budget])),
+                                  [expected])
+    threshold = allocation._threshold_allocation(namespace(weights), weights[None], relaxed[None],
+                                                 np.array([budget]), np.ones((1, len(weights)), bool))
+    np.testing.assert_array_equal(threshold, [expected])
+
+
+def _hard_weights(rng, rows, m):
+    """Weights with exact ties (equal clusters, ratios k(k+1) / l(l+1) between gains), idle clusters,
+    and magnitudes over six decades, and a valid mask with gaps."""
+    kind = rng.integers(4)
+    if kind == 0:
+        weights = rng.exponential(1.0, (rows, m))
+    elif kind == 1:
+        weights = (rng.integers(0, 4, (rows, m)) * rng.integers(0, 4, (rows, m))).astype(float)
+    elif kind == 2:
+        weights = rng.integers(1, 3, (rows, m)) * np.resize([1.0, 3.0, 6.0, 10.0, 15.0], m)
+    else:
+        weights = np.where(rng.random((rows, m)) < 0.3, 0.0,
+                           rng.exponential(1.0, (rows, m)) * 10 ** rng.uniform(-3, 3, (rows, m)))
+    valid = rng.random((rows, m)) < 0.85
+    valid[:, 0] = True
+    budget = np.maximum(rng.integers(m, m + 60, rows), valid.sum(-1))
+    return weights, budget, valid
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_threshold_route_equals_the_rounding_route(seed):
+    """`_threshold_allocation` (the route a compiled step takes at large M) gives `round_allocation`'s
+    SMs row for row, in numpy and torch, float64 and float32, ties and idle clusters included."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        weights, budget, valid = _hard_weights(rng, 64, int(rng.integers(1, 14)))
+        relaxed = allocation.kkt_relaxed(weights, budget, valid)
+        rounded = allocation.round_allocation(weights, relaxed, budget, valid)
+        assert (rounded.sum(-1) == budget).all() and (rounded[valid] >= 1).all() and (rounded[~valid] == 0).all()
+        np.testing.assert_array_equal(allocation._threshold_allocation(namespace(weights), weights, relaxed, budget,
+                                                                       valid), rounded)
+        for dtype in (torch.float64, torch.float32):
+            w, b, v = torch.tensor(weights, dtype=dtype), torch.tensor(budget), torch.tensor(valid)
+            r = allocation.kkt_relaxed(w, b, v)
+            expected = allocation.round_allocation(w, r, b, v)
+            torch.testing.assert_close(allocation._threshold_allocation(namespace(w), w, r, b, v), expected)
+            if dtype == torch.float64:
+                np.testing.assert_array_equal(expected.numpy(), rounded)
+
+
+def test_a_compiled_allocation_takes_the_threshold_route_and_agrees():
+    """Compiled (inductor, CPU) at M = 12, the allocation runs the fixed-pass threshold route, whose
+    graph does not grow with M, and returns the eager rounding's SMs."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    weights, budget, valid = _hard_weights(rng, 256, 12)
+    w, b, v = torch.tensor(weights), torch.tensor(budget), torch.tensor(valid)
+    traced = []
+    real = allocation._threshold_allocation
+
+    def spy(*args):
+        traced.append(True)
+        return real(*args)
+
+    torch._dynamo.reset()
+    try:
+        allocation._threshold_allocation = spy
+        compiled = torch.compile(allocation.kkt_allocation, fullgraph=True, dynamic=False)
+        result = compiled(w, b, v)
+    finally:
+        allocation._threshold_allocation = real
+        torch._dynamo.reset()
+    assert traced
+    torch.testing.assert_close(result, allocation.kkt_allocation(w, b, v))
 
 
 def test_budget_below_cluster_count_is_rejected():
