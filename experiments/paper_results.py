@@ -153,12 +153,12 @@ for _name, _result in {
               f"--output-dir {{out}}/gamma{gamma}-seed{seed}"
               for seed in range(5) for gamma in ("0", "0.99")), "cpu", 110, "one CPU core per run, two at a time"),
     "held_sms_reward_seq_medium_cpu": PublishedResult(
-        "the same on seq-medium-heavy, seeds 0-4, the markov preset on one CPU core per run, 19 iterations",
+        "the same on seq-medium-heavy, seeds 0-7, the markov preset on one CPU core per run, 19 iterations",
         "docs/benchmarks.md#the-discount-across-loads",
         tuple(f"python train.py --backend benchmarl --scenario seq-medium-heavy --seed {seed} --set algorithm.gamma={gamma} "
               f"--iterations 19 --eval-baselines none --checkpoint-every 0 --wandb-mode disabled "
-              f"--output-dir {{out}}/gamma{gamma}-seed{seed}" for seed in range(5) for gamma in ("0", "0.99")),
-        "cpu", 130, "one CPU core per run, two at a time"),
+              f"--output-dir {{out}}/gamma{gamma}-seed{seed}" for seed in range(8) for gamma in ("0", "0.99")),
+        "cpu", 210, "one CPU core per run, two at a time"),
     "gamma_seq_medium_moderate_gpu": PublishedResult(
         "discount 0 against 0.99 on seq-medium-moderate, 5 seeds each, the markov preset, 420 s per run",
         "docs/benchmarks.md#the-discount-across-loads",
