@@ -65,8 +65,9 @@ def round_allocation(weights, relaxed, budget, valid=None):
 
     The optimum takes, beyond each cluster's first SM, the `budget - M` largest marginal gains
     a_m / k - a_m / (k + 1) (k = 1, 2, ...: each cluster's decrease as it gets its (k + 1)-th SM);
-    where several gains equal the smallest one taken, the clusters of lowest index take them
-    (`_settle_ties`), so the result is one allocation whatever the route to it. Two routes: from
+    where several gains equal the smallest one taken, they go where single moves from the rounded-down
+    relaxed optimum put them (`_settle_ties`), so the result is one allocation whatever the route to
+    it. Two routes: from
     the relaxed optimum rounded down, single SMs added, taken back and exchanged while that lowers
     the objective (up to 6 M + 1 passes; eager code stops as soon as nothing moves); or, while torch
     compiles a step and that takes fewer passes (M above 10 in float64, above 5 in float32), a
@@ -91,8 +92,8 @@ def round_allocation(weights, relaxed, budget, valid=None):
     num_clusters = weights.shape[-1]
     if torch_compiling() and _bisection_passes(xp) < 6 * num_clusters + 1:
         return _threshold_allocation(xp, weights, relaxed, budget, valid)
-    start = sms = _rounded_down(xp, relaxed, valid)
-    sms = xp.copy(sms)
+    start = _rounded_down(xp, relaxed, valid)
+    sms = xp.copy(start)
     for _ in range(num_clusters):  # the minimum of one SM may overshoot the budget: take back
         excess = xp.sum(sms, -1) - budget
         if not xp.may_any(excess > 0):
@@ -161,8 +162,8 @@ def _bisection_passes(xp) -> int:
 def _threshold_allocation(xp, weights, relaxed, budget, valid):
     """The canonical optimum of `round_allocation` in a fixed number of passes: the threshold t, the
     (budget - M)-th largest marginal gain, found by bisection on the bit patterns of floats (which
-    order floats >= 0 as integers), exactly; each cluster then has 1 + (its gains above t) SMs, and
-    the tied clusters of lowest index take the SMs left, one each."""
+    order floats >= 0 as integers), exactly; each cluster then has 1 + (its gains above t) SMs, the
+    SMs left go to tied clusters, one each, and `_settle_ties` places them as the rounding route does."""
     positive = valid & (weights > 0)
     safe = xp.where(positive, weights, 1.0)
     extra = budget - xp.count(valid, -1)  # the SMs beyond each cluster's first

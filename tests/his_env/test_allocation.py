@@ -117,7 +117,7 @@ def test_the_threshold_route_equals_the_rounding_route(seed):
                 np.testing.assert_array_equal(expected.numpy(), rounded)
 
 
-def test_a_compiled_allocation_takes_the_threshold_route_and_agrees():
+def test_a_compiled_allocation_takes_the_threshold_route_and_agrees(monkeypatch):
     """Compiled (inductor, CPU) at M = 12, the allocation runs the fixed-pass threshold route, whose
     graph does not grow with M, and returns the eager rounding's SMs."""
     torch = pytest.importorskip("torch")
@@ -131,14 +131,11 @@ def test_a_compiled_allocation_takes_the_threshold_route_and_agrees():
         traced.append(True)
         return real(*args)
 
+    monkeypatch.setattr(allocation, "_threshold_allocation", spy)
     torch._dynamo.reset()
-    try:
-        allocation._threshold_allocation = spy
-        compiled = torch.compile(allocation.kkt_allocation, fullgraph=True, dynamic=False)
-        result = compiled(w, b, v)
-    finally:
-        allocation._threshold_allocation = real
-        torch._dynamo.reset()
+    result = torch.compile(allocation.kkt_allocation, fullgraph=True, dynamic=False)(w, b, v)
+    torch._dynamo.reset()
+    monkeypatch.undo()
     assert traced
     torch.testing.assert_close(result, allocation.kkt_allocation(w, b, v))
 
