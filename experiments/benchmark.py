@@ -13,7 +13,11 @@
    PettingZoo env, on the fixed evaluation seeds) once per scheme, cached on disk under
    `$HIS_MARL_CACHE/benchmark/` keyed by the env config, the seeds, the search's sweeps and a
    digest of the code and data behind U; a read-only cache folder only costs a warning;
-3. runs every (algorithm, scheme, seed) cell that has no finished result yet in worker
+3. with a time budget on a GPU (the env's step captured), first trains one iteration per task and
+   collection batch size in the workers and discards it (`warm_up_runs`; `warm_up=False` skips it):
+   the compiled step lands in inductor's disk cache, so no cell's time budget pays for compiling it
+   (a first cell on an empty cache would train ~10x fewer frames on a sequential task);
+   then runs every (algorithm, scheme, seed) cell that has no finished result yet in worker
    processes (peak memory is measured per cell: Linux's VmHWM, reset when the cell starts):
    `jobs` at a time here, or as Ray tasks spread over a cluster (`ray_address`); a cell that fails,
    or whose evaluation is not finite (a NaN score is never "ok"), is run once more, and if it fails
@@ -67,7 +71,7 @@ import socket
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -122,6 +126,7 @@ class BenchmarkSpec:
     cpus_per_cell: float = 1.0
     wandb_mode: str = "offline"
     wandb_project: str = "his-marl"
+    warm_up: bool = True  # compile the captured env step once before the cells (`warm_up_runs`); not a result setting
 
     @property
     def eval_seeds(self) -> List[int]:
@@ -232,6 +237,8 @@ def validate(spec: BenchmarkSpec) -> List[Tuple[str, str, int]]:
             raise BenchmarkError(f"held_out {spec.held_out}: the held-out scenarios have other numbers of UEs, which a "
                                  f"network per UE cannot serve; allowed: with shared parameters, "
                                  f"--set benchmarl.experiment.share_policy_params=true")
+    if not isinstance(spec.warm_up, bool):
+        raise BenchmarkError(f"warm_up={spec.warm_up!r}; allowed: True or False")
     if spec.wandb_mode not in WANDB_MODES:
         raise BenchmarkError(f"wandb mode {spec.wandb_mode!r}; allowed: {', '.join(WANDB_MODES)}")
     try:  # the wandb package and, online, the credentials: every cell and the report log there
@@ -564,6 +571,78 @@ def absolute_evaluation(experiment, his_config, refs: Mapping[str, Any]) -> Dict
     out.update(score=normalized_score(out["utility"], refs["random"], refs["search"]), episodes=len(refs["seeds"]),
                seeds=[int(refs["seeds"][0]), int(refs["seeds"][-1])], eval_s=time.perf_counter() - t0)
     return out
+
+
+def warm_up_runs(spec: BenchmarkSpec, tasks: Optional[Sequence[str]] = None) -> List[Tuple[str, str]]:
+    """The (algorithm, task) runs of one iteration each that the grid trains, and discards, before its
+    cells, so that their time budget does not pay for compiling the env's captured step
+    (`his_env.vector.capture`): one per task of `tasks` (default: the grid's) and per collection batch
+    size among the grid's algorithms (each compiles its own shapes; inductor's disk cache then serves
+    every cell of the same shapes, in any process). None where nothing is compiled (capture off: the
+    CPU by default), where compilation does not count (a frame budget, no time budget), on a Ray
+    cluster (each node has its own cache), or when `spec.warm_up` is off."""
+    import torch
+
+    from agents.benchmarl.experiment import algorithm_registry, experiment_config
+    from his_env.vector.capture import resolve_capture
+
+    if not spec.warm_up or spec.time_budget_s is None or spec.ray_address:
+        return []
+    registry, cfg = algorithm_registry(), experiment_config(spec.experiment)
+    runs = []
+    for task in spec.tasks if tasks is None else tasks:
+        if not resolve_capture(task_settings(spec, task).get("capture"), torch.device(spec.device)):
+            continue
+        batches = set()
+        for algorithm in spec.algorithms:
+            batch = cfg.n_envs_per_worker(registry[algorithm].on_policy())
+            if batch not in batches:
+                batches.add(batch)
+                runs.append((algorithm, task))
+    return runs
+
+
+def warm_up(spec_dict: Dict[str, Any]) -> float:
+    """Train one iteration of the run `spec_dict` (a RunSpec's fields) in a temporary folder that is
+    removed afterwards (runs in a worker process); returns its seconds. What it leaves is the compiled
+    step in inductor's disk cache."""
+    import tempfile
+
+    from agents.training.ray_session import quiet_libraries
+
+    quiet_worker()
+    quiet_libraries(False, ("torchrl",))
+    from agents.benchmarl.experiment import RunSpec, run_benchmarl
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="his-warm-up-") as folder:
+        run_benchmarl(RunSpec(**spec_dict), folder)
+    return time.perf_counter() - t0
+
+
+def run_warm_up(spec: BenchmarkSpec, runs: Sequence[Tuple[str, str]], pool, log: Callable[[str], None]) -> None:
+    """`warm_up` each of `runs` side by side in `pool` (the cells' workers), then say what it took; a run
+    that fails costs only a warning (each cell then compiles for itself)."""
+    from agents.benchmarl.experiment import algorithm_registry, experiment_config
+
+    t0 = time.monotonic()
+    cfg, registry = experiment_config(spec.experiment), algorithm_registry()
+    handles = {}
+    for algorithm, task in runs:
+        rs = run_spec(spec, algorithm, task, 0)
+        per_iter = cfg.collected_frames_per_batch(registry[algorithm].on_policy())
+        rs = replace(rs, frame_budget=per_iter, time_budget_s=None, eval_seeds=rs.eval_seeds[:1],
+                                 wandb_mode="disabled")
+        handles[pool.submit(warm_up, rs.to_dict())] = f"{algorithm} on {task}"
+    failed = []
+    for handle, what in handles.items():
+        try:
+            handle.result()
+        except Exception as exc:  # noqa: BLE001 - the cells compile for themselves
+            failed.append(f"{what}: {_error_text(exc).splitlines()[-1]}")
+    log(f"benchmark: warm-up: one iteration each of {', '.join(handles.values())} in {time.monotonic() - t0:.0f} s, "
+        f"so that the cells' time budget does not count compiling the env's captured step (--no-warm-up skips it)"
+        + (f"; failed ({'; '.join(failed)}): each cell compiles for itself" if failed else ""))
 
 
 def check_result(result: Mapping[str, Any]) -> None:
@@ -916,6 +995,9 @@ def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool, stop, stop_aft
     log(f"benchmark: {len(cells)} cells ({len(spec.algorithms)} algorithms x {len(spec.tasks)} tasks x "
         f"{len(spec.seeds)} seeds), {len(records)} already finished, {len(todo)} to run"
         + (f" on the Ray cluster at {spec.ray_address}" if spec.ray_address else "") + f"; output {out}")
+    warm = warm_up_runs(spec, [task for task in spec.tasks if any(t == task for _, t, _ in todo)])
+    if warm and getattr(runner, "pool", None) is not None and not stop.requested:
+        run_warm_up(spec, warm, runner.pool, log)
 
     bar = None
     if show_bar and todo:

@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="W&B for every run and the report (default offline: no key or network needed)")
     p.add_argument("--wandb-project", default="his-marl", help="W&B project (default his-marl)")
     p.add_argument("--no-progress-bar", action="store_true", help="progress lines only")
+    p.add_argument("--no-warm-up", action="store_true",
+                   help="skip the warm-up: with --time-budget and the env's step captured (on a GPU), the grid "
+                        "first trains one iteration per task and batch size and discards it, so that compiling "
+                        "the step fills inductor's disk cache instead of eating the first cells' budget")
     return p
 
 
@@ -132,7 +136,7 @@ def spec_from_args(args):
                          held_out=args.held_out, hidden=hidden, activation=activation, device=args.device,
                          search_sweeps=args.search_sweeps, output_dir=args.output_dir,
                          ray_address=args.ray_address, cpus_per_cell=args.cpus_per_cell, wandb_mode=wandb_mode,
-                         wandb_project=args.wandb_project)
+                         wandb_project=args.wandb_project, warm_up=not args.no_warm_up)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
