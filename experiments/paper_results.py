@@ -85,13 +85,12 @@ for _name, _result in {
          "--time-budget 45 --jobs 2 --absolute-episodes 40 --wandb-mode disabled --no-progress-bar --output-dir {out}/grid",),
         "cpu", 13, "2-core CPU"),
     "grid_7algos_seq_moderate_gpu": PublishedResult(
-        "seven discrete BenchMARL algorithms on paper and seq-medium-moderate, 10 seeds, 90 s each (the first "
-        "102 cells published)",
-        "docs/benchmarks.md#seven-algorithms-a-sequential-task-ten-seeds-gpu-partial",
+        "seven discrete BenchMARL algorithms on paper and seq-medium-moderate, 10 seeds, 90 s each",
+        "docs/benchmarks.md#seven-algorithms-a-sequential-task-ten-seeds-gpu",
         ("python benchmark.py --algorithms ippo mappo iql qmix vdn isac masac --scenarios paper seq-medium-moderate "
-         "--seeds 10 --time-budget 90 --device cuda --jobs 10 --wandb-mode disabled --no-progress-bar "
+         "--seeds 10 --time-budget 90 --device cuda --jobs 11 --wandb-mode disabled --no-progress-bar "
          "--output-dir {out}/grid",),
-        "cuda", 25, "one H100"),
+        "cuda", 30, "one H100"),
     "gamma_seq_gpu": PublishedResult(
         "MAPPO on seq-medium-heavy at discounts 0 / 0.5 / 0.9 / 0.99, 5 seeds, 240 s each",
         "docs/benchmarks.md#the-discount-on-a-sequential-scenario",
@@ -153,12 +152,12 @@ for _name, _result in {
               f"--output-dir {{out}}/gamma{gamma}-seed{seed}"
               for seed in range(5) for gamma in ("0", "0.99")), "cpu", 110, "one CPU core per run, two at a time"),
     "held_sms_reward_seq_medium_cpu": PublishedResult(
-        "the same on seq-medium-heavy, seeds 0-7, the markov preset on one CPU core per run, 19 iterations",
+        "the same on seq-medium-heavy, seeds 0-9, the markov preset on one CPU core per run, 19 iterations",
         "docs/benchmarks.md#the-discount-across-loads",
         tuple(f"python train.py --backend benchmarl --scenario seq-medium-heavy --seed {seed} --set algorithm.gamma={gamma} "
               f"--iterations 19 --eval-baselines none --checkpoint-every 0 --wandb-mode disabled "
-              f"--output-dir {{out}}/gamma{gamma}-seed{seed}" for seed in range(8) for gamma in ("0", "0.99")),
-        "cpu", 210, "one CPU core per run, two at a time"),
+              f"--output-dir {{out}}/gamma{gamma}-seed{seed}" for seed in range(10) for gamma in ("0", "0.99")),
+        "cpu", 265, "one CPU core per run, two at a time"),
     "gamma_seq_medium_moderate_gpu": PublishedResult(
         "discount 0 against 0.99 on seq-medium-moderate, 5 seeds each, the markov preset, 420 s per run",
         "docs/benchmarks.md#the-discount-across-loads",
@@ -182,13 +181,14 @@ for _name, _result in {
                 f"--output-dir {{out}}/medium-moderate-{10000 + 1000 * seed}" for seed in range(5)),
         "cpu", 90, "2-core CPU"),
     "train_scale_gpu": PublishedResult(
-        "the n1000 preset at N = 250 and 1,000 (the cell grown with N, a bank of 1,024): agent-steps/s and memory",
+        "the n1000 preset at N = 250, 1,000 and 4,000 (the cell grown with N, a bank of 1,024): agent-steps/s and "
+        "memory",
         "docs/benchmarks.md#a-thousand-ues-on-one-gpu",
         tuple(f"python train.py --backend benchmarl --preset n1000 --device cuda --set num_ues={n} "
               f"--set num_clusters={n * 30 // 1000} --set es.sm_range=[{1026 * n // 50},{1674 * n // 50}] "
-              f"--set benchmarl.task.bank_size=1024 --set experiment.evaluation_episodes=0 --time-limit 90 "
+              f"--set benchmarl.task.bank_size=1024 --set experiment.evaluation_episodes=0 --time-limit {limit} "
               f"--eval-baselines none --checkpoint-every 0 --wandb-mode disabled --output-dir {{out}}/n{n}"
-              for n in (250, 1000)), "cuda", 8, "one H100"),
+              for n, limit in ((250, 90), (1000, 150), (4000, 400))), "cuda", 17, "one H100"),
     "dynamics_gpu": PublishedResult(
         "the dynamics step against the paper step on one GPU (N = 50, B = 1,024)",
         "docs/benchmarks.md#the-markov-game-dynamics-on",
