@@ -366,6 +366,31 @@ def test_readme_links_to_docs_resolve():
     assert not problems, "\n".join(problems)
 
 
+def heading_anchors(text: str) -> set:
+    """The anchors of a Markdown page's headings: an explicit `{#id}` where given, else the slug."""
+    anchors = set()
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*$", text, flags=re.M):
+        explicit = re.search(r"\{#([\w-]+)\}$", heading)
+        anchors.add(explicit.group(1) if explicit else github_slug(heading))
+    return anchors
+
+
+def test_anchors_between_and_within_the_docs_pages_resolve():
+    """A link `#anchor` within a page, or `page.md#anchor` to another, names a heading there (a renamed
+    heading leaves no dead link in a table the site builder does not check)."""
+    pages = {path.name: path for path in (ROOT / "docs").glob("*.md")}
+    problems = []
+    for name, path in pages.items():
+        text = path.read_text(encoding="utf-8")
+        for target, anchor in re.findall(r"\]\(([\w.-]*\.md)?#([\w-]+)\)", text):
+            page = pages.get(target or name)
+            if page is None:
+                continue  # a page outside docs/ (the README checks its own links above)
+            if anchor not in heading_anchors(page.read_text(encoding="utf-8")):
+                problems.append(f"docs/{name}: ({target}#{anchor}): no heading with that anchor in {page.name}")
+    assert not problems, "\n".join(problems)
+
+
 def test_the_flag_checker_catches_a_wrong_flag():
     """The checker itself: a flag train.py lacks and a value outside --algo's choices are found."""
     lines, variables = shell_lines('GRID="--iterations 3 --no-such-flag"\npython train.py $GRID --algo qmix\n')
