@@ -84,6 +84,16 @@ for _name, _result in {
         ("python benchmark.py --algorithms ippo mappo iql qmix vdn isac masac --scenarios seq-medium-heavy --seeds 3 "
          "--time-budget 45 --jobs 2 --absolute-episodes 40 --wandb-mode disabled --no-progress-bar --output-dir {out}/grid",),
         "cpu", 13, "2-core CPU"),
+    "grid_7algos_seq_small_cpu": PublishedResult(
+        "seven discrete BenchMARL algorithms on seq-small-heavy, 3 seeds, 60 s each; ippo, mappo and qmix again "
+        "with one network shared by all UEs",
+        "docs/benchmarks.md#seven-algorithms-a-sequential-task-ten-seeds-gpu",
+        ("python benchmark.py --algorithms ippo mappo iql qmix vdn isac masac --scenarios seq-small-heavy --seeds 3 "
+         "--time-budget 60 --jobs 2 --wandb-mode disabled --no-progress-bar --output-dir {out}/grid",
+         "python benchmark.py --algorithms ippo mappo qmix --scenarios seq-small-heavy --seeds 3 --time-budget 60 "
+         "--jobs 2 --set benchmarl.experiment.share_policy_params=true --wandb-mode disabled --no-progress-bar "
+         "--output-dir {out}/shared"),
+        "cpu", 23, "2-core CPU"),
     "grid_7algos_seq_moderate_gpu": PublishedResult(
         "seven discrete BenchMARL algorithms on paper and seq-medium-moderate, 10 seeds, 90 s each",
         "docs/benchmarks.md#seven-algorithms-a-sequential-task-ten-seeds-gpu",
