@@ -631,8 +631,7 @@ def run_warm_up(spec: BenchmarkSpec, runs: Sequence[Tuple[str, str]], pool, log:
     for algorithm, task in runs:
         rs = run_spec(spec, algorithm, task, 0)
         per_iter = cfg.collected_frames_per_batch(registry[algorithm].on_policy())
-        rs = replace(rs, frame_budget=per_iter, time_budget_s=None, eval_seeds=rs.eval_seeds[:1],
-                                 wandb_mode="disabled")
+        rs = replace(rs, frame_budget=per_iter, time_budget_s=None, eval_seeds=rs.eval_seeds[:1], wandb_mode="disabled")
         handles[pool.submit(warm_up, rs.to_dict())] = f"{algorithm} on {task}"
     failed = []
     for handle, what in handles.items():
@@ -995,7 +994,8 @@ def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool, stop, stop_aft
     log(f"benchmark: {len(cells)} cells ({len(spec.algorithms)} algorithms x {len(spec.tasks)} tasks x "
         f"{len(spec.seeds)} seeds), {len(records)} already finished, {len(todo)} to run"
         + (f" on the Ray cluster at {spec.ray_address}" if spec.ray_address else "") + f"; output {out}")
-    warm = warm_up_runs(spec, [task for task in spec.tasks if any(t == task for _, t, _ in todo)])
+    tasks_left = {task for _, task, _ in todo}
+    warm = warm_up_runs(spec, [task for task in spec.tasks if task in tasks_left])
     if warm and getattr(runner, "pool", None) is not None and not stop.requested:
         run_warm_up(spec, warm, runner.pool, log)
 

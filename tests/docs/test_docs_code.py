@@ -347,6 +347,15 @@ def github_slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
+def heading_anchors(text: str) -> set:
+    """The anchors of a Markdown page's headings: an explicit `{#id}` where given, else the slug."""
+    anchors = set()
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*$", text, flags=re.M):
+        explicit = re.search(r"\{#([\w-]+)\}$", heading)
+        anchors.add(explicit.group(1) if explicit else github_slug(heading))
+    return anchors
+
+
 def test_readme_links_to_docs_resolve():
     """README.md is not part of the site (mkdocs build --strict checks the pages' own links), so its
     relative links are checked here: the file exists and, with #anchor, has a heading of that anchor."""
@@ -360,19 +369,9 @@ def test_readme_links_to_docs_resolve():
         if not path.exists():
             problems.append(f"{link}: no such file")
         elif anchor:
-            headings = re.findall(r"^#{1,6}\s+(.+?)\s*$", path.read_text(encoding="utf-8"), flags=re.M)
-            if anchor not in {github_slug(heading) for heading in headings}:
+            if anchor not in heading_anchors(path.read_text(encoding="utf-8")):
                 problems.append(f"{link}: {target} has no heading with the anchor #{anchor}")
     assert not problems, "\n".join(problems)
-
-
-def heading_anchors(text: str) -> set:
-    """The anchors of a Markdown page's headings: an explicit `{#id}` where given, else the slug."""
-    anchors = set()
-    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*$", text, flags=re.M):
-        explicit = re.search(r"\{#([\w-]+)\}$", heading)
-        anchors.add(explicit.group(1) if explicit else github_slug(heading))
-    return anchors
 
 
 def test_anchors_between_and_within_the_docs_pages_resolve():
