@@ -161,6 +161,14 @@ for _name, _result in {
               f"--eval-baselines random,search,open-loop --checkpoint-every 0 --wandb-mode disabled "
               f"--output-dir {{out}}/gamma{gamma}-seed{seed}"
               for seed in range(5) for gamma in ("0", "0.99")), "cpu", 110, "one CPU core per run, two at a time"),
+    "markov_preset_seq_small_cpu": PublishedResult(
+        "train.py's default on a sequential scenario (the markov preset, 128 envs per iteration) on seq-small-heavy: "
+        "discounts 0 and 0.99, seeds 0-4, 50 iterations (640,000 frames), against the open-loop and backlog searches",
+        "docs/benchmarks.md#the-discount-on-a-sequential-scenario",
+        tuple(f"python train.py --backend benchmarl --scenario seq-small-heavy --seed {seed} --set algorithm.gamma={gamma} "
+              f"--iterations 50 --eval-baselines random,search,open-loop,backlog-search --checkpoint-every 0 "
+              f"--wandb-mode disabled --output-dir {{out}}/gamma{gamma}-seed{seed}"
+              for seed in range(5) for gamma in ("0.99", "0")), "cpu", 62, "one CPU core per run, two at a time"),
     "held_sms_reward_seq_medium_cpu": PublishedResult(
         "the same on seq-medium-heavy, seeds 0-9, the markov preset on one CPU core per run, 19 iterations",
         "docs/benchmarks.md#the-discount-across-loads",
