@@ -377,16 +377,16 @@ def test_readme_links_to_docs_resolve():
 def test_anchors_between_and_within_the_docs_pages_resolve():
     """A link `#anchor` within a page, or `page.md#anchor` to another, names a heading there (a renamed
     heading leaves no dead link in a table the site builder does not check)."""
-    pages = {path.name: path for path in (ROOT / "docs").glob("*.md")}
+    texts = {path.name: path.read_text(encoding="utf-8") for path in (ROOT / "docs").glob("*.md")}
+    anchors = {name: heading_anchors(text) for name, text in texts.items()}
     problems = []
-    for name, path in pages.items():
-        text = path.read_text(encoding="utf-8")
+    for name, text in texts.items():
         for target, anchor in re.findall(r"\]\(([\w.-]*\.md)?#([\w-]+)\)", text):
-            page = pages.get(target or name)
-            if page is None:
+            page = target or name
+            if page not in anchors:
                 continue  # a page outside docs/ (the README checks its own links above)
-            if anchor not in heading_anchors(page.read_text(encoding="utf-8")):
-                problems.append(f"docs/{name}: ({target}#{anchor}): no heading with that anchor in {page.name}")
+            if anchor not in anchors[page]:
+                problems.append(f"docs/{name}: ({target}#{anchor}): no heading with that anchor in {page}")
     assert not problems, "\n".join(problems)
 
 
