@@ -35,6 +35,8 @@ from his_common.registry import Registry
 from his_env.dynamics import draws
 
 MAX_POISSON_RATE = 100.0  # per slot: above it the inversion table grows long (and queues overflow anyway)
+# the (..., N, Q_max) cells (ages, ring masks) are int32: ages stay below the deadline, and on a CPU torch's
+# int32 kernels run several times faster than its int64 ones on these arrays (Benchmarks page)
 
 
 # ---------------------------------------------------------------------- arrivals
@@ -82,9 +84,10 @@ def draw_arrivals(generator, num_ues_shape: tuple[int, ...], dtype=None):
 # ---------------------------------------------------------------------- queues
 @dataclass
 class QueueState:
-    """Bounded FIFO queues of N UEs (ring buffers) and their cumulative books, int64 arrays."""
+    """Bounded FIFO queues of N UEs (ring buffers) and their cumulative books."""
 
-    age: Any  # (..., N, Q_max): slots waited by the request in each cell (0 in empty cells)
+    age: Any  # int32 (..., N, Q_max): slots waited by the request in each cell (0 in empty cells)
+    # the rest int64 (..., N)
     head: Any  # (..., N): cell of the head-of-line request
     length: Any  # (..., N): requests waiting
     arrived: Any  # (..., N): cumulative counts from here on
@@ -120,17 +123,22 @@ def empty_queues(num_ues_shape: tuple[int, ...], capacity: int, like=None) -> Qu
     xp = namespace(like) if like is not None else namespace()
     shape = tuple(num_ues_shape)
     zeros = [xp.zeros(shape, "int") for _ in range(6)]
-    return QueueState(xp.zeros(shape + (int(capacity),), "int"), *zeros)
+    return QueueState(_cells(xp.zeros(shape + (int(capacity),), "int")), *zeros)
+
+
+def _cells(x):
+    """An int array as the queue cells' int32."""
+    return x.int() if is_tensor(x) else np.asarray(x, dtype=np.int32)  # torch's Tensor.int(): int32
 
 
 def _ring_table(capacity: int, xp):
     """The cells start, start + 1, ..., start + count - 1 (mod Q) of a ring buffer of Q cells, as 0/1
-    ints, for every start in [0, Q) and count in [0, Q]: row start (Q + 1) + count of (Q (Q + 1), Q)."""
+    int32, for every start in [0, Q) and count in [0, Q]: row start (Q + 1) + count of (Q (Q + 1), Q)."""
     cells = xp.arange(capacity)
     position = cells[None, :] - cells[:, None]  # (start, cell): the cell's place after start
     position = position + capacity * xp.int(position < 0)
     table = xp.int(position[:, None, :] < xp.arange(capacity + 1)[None, :, None])  # (start, count, cell)
-    return table.reshape(capacity * (capacity + 1), capacity)
+    return _cells(table.reshape(capacity * (capacity + 1), capacity))
 
 
 def _ring_cells(table, start, count, capacity: int, xp):
