@@ -207,6 +207,15 @@ for _name, _result in {
               f"--set benchmarl.task.bank_size=1024 --set experiment.evaluation_episodes=0 --time-limit {limit} "
               f"--eval-baselines none --checkpoint-every 0 --wandb-mode disabled --output-dir {{out}}/n{n}"
               for n, limit in ((250, 90), (1000, 150), (4000, 400))), "cuda", 17, "one H100"),
+    "train_scale_n5000_gpu": PublishedResult(
+        "the n1000 preset at N = 5,000 (M = 150, a bank of 1,024): agent-steps/s and memory (81 GB as nvidia-smi "
+        "counts it: a card of more than 80 GB; the published run also set "
+        "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)",
+        "docs/benchmarks.md#a-thousand-ues-on-one-gpu",
+        ("python train.py --backend benchmarl --preset n1000 --device cuda --set num_ues=5000 --set num_clusters=150 "
+         "--set es.sm_range=[102600,167400] --set benchmarl.task.bank_size=1024 "
+         "--set experiment.evaluation_episodes=0 --time-limit 420 --eval-baselines none --checkpoint-every 0 "
+         "--wandb-mode disabled --output-dir {out}/n5000",), "cuda", 10, "one H200"),
     "dynamics_gpu": PublishedResult(
         "the dynamics step against the paper step on one GPU (N = 50, B = 1,024)",
         "docs/benchmarks.md#the-markov-game-dynamics-on",
