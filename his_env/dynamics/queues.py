@@ -35,8 +35,6 @@ from his_common.registry import Registry
 from his_env.dynamics import draws
 
 MAX_POISSON_RATE = 100.0  # per slot: above it the inversion table grows long (and queues overflow anyway)
-# the (..., N, Q_max) cells (ages, ring masks) are int32: ages stay below the deadline, and on a CPU torch's
-# int32 kernels run several times faster than its int64 ones on these arrays (Benchmarks page)
 
 
 # ---------------------------------------------------------------------- arrivals
@@ -127,8 +125,9 @@ def empty_queues(num_ues_shape: tuple[int, ...], capacity: int, like=None) -> Qu
 
 
 def _cells(x):
-    """An int array as the queue cells' int32."""
-    return x.int() if is_tensor(x) else np.asarray(x, dtype=np.int32)  # torch's Tensor.int(): int32
+    """An int array as int32, the dtype of the (..., N, Q_max) cells (ages, ring masks): ages stay below
+    the deadline, and on a CPU torch's int32 kernels run several times faster than its int64 ones here."""
+    return x.int() if is_tensor(x) else np.asarray(x, dtype=np.int32)  # torch's Tensor.int() is int32
 
 
 def _ring_table(capacity: int, xp):
