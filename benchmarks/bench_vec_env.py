@@ -114,9 +114,9 @@ def paired_steps_per_second(first, second, seconds: float, device) -> tuple[floa
 
 def step_breakdown(env, reps: int = 200) -> str:
     """Milliseconds per call of the parts of one step of `env` (dynamics off), each timed alone over
-    `reps` calls with the GPU's queue drained: the evaluation of the actions (as the env runs it, and
-    uncaptured), the bank draw of the next decision points, the output TensorDict, the action check,
-    and the whole step (random actions, reset at truncation)."""
+    `reps` calls with the GPU's queue drained: the evaluation of the actions with the next decision
+    points (as the env runs it, and uncaptured), the random draws of those points, the output
+    TensorDict, the action check, and the whole step (random actions, reset at truncation)."""
     import torch
 
     shape = env.full_action_spec["agents", "action"].shape
@@ -128,9 +128,10 @@ def step_breakdown(env, reps: int = 200) -> str:
         fn()
         return 1e3 * timed_turn(fn, env.device, reps) / reps
 
-    parts = {"evaluation": lambda: env._evaluate(env._contexts, actions, None),
-             "evaluation uncaptured": lambda: env._evaluation(env._contexts, actions, None),
-             "bank draw": lambda: env.core.sample(env._generator),
+    drawn = env.core.sample_draws(env._generator)
+    parts = {"evaluation and next points": lambda: env._advance(env._contexts, actions, drawn),
+             "the same uncaptured": lambda: env._advancement(env._contexts, actions, drawn),
+             "draws of the next points": lambda: env.core.sample_draws(env._generator),
              "output": lambda: env._output(None, None, done),
              "action check": lambda: env._check_actions(actions),
              "whole step": step}
@@ -202,8 +203,8 @@ def main() -> None:
     capture.add_argument("--compare-capture", action="store_true",
                          help="time each setting captured and uncaptured and print the speed-up")
     parser.add_argument("--breakdown", action="store_true",
-                        help="also time the parts of one step (evaluation captured and not, bank draw, output, "
-                             "action check) for each dynamics-off setting")
+                        help="also time the parts of one step (evaluation with the next decision points captured "
+                             "and not, their draws, output, action check) for each dynamics-off setting")
     args = parser.parse_args()
     if args.compare_capture and args.compare_validation:
         parser.error("--compare-capture and --compare-validation: allowed: one of them at a time")

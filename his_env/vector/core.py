@@ -94,17 +94,30 @@ class VectorCore:
     # ------------------------------------------------------------------ contexts
     def sample(self, generator: torch.Generator) -> Contexts:
         """B fresh decision points: bank rows drawn uniformly, resources and channel drawn afresh."""
-        cfg, b, n = self.config, self.num_envs, self.num_ues
-        row = torch.randint(len(self.bank), (b,), generator=generator, device=self.device)
+        return self.contexts_of(self.sample_draws(generator))
+
+    def sample_draws(self, generator: torch.Generator) -> tuple:
+        """The random draws of B fresh decision points (`contexts_of` turns them into contexts): bank
+        rows (B,), ES SM budgets (B,), UE SMs (B, N), area fractions of the UEs' distances (B, N)
+        and, with Rayleigh fading, uniforms of its power gains (B, N) (else None)."""
+        cfg, b, n, dev = self.config, self.num_envs, self.num_ues, self.device
+        row = torch.randint(len(self.bank), (b,), generator=generator, device=dev)
         es_lo, es_hi = cfg.es.sm_range
         ue_lo, ue_hi = cfg.ue.sm_range
-        budget = torch.randint(es_lo, es_hi + 1, (b,), generator=generator, device=self.device)
-        ue_sms = torch.randint(ue_lo, ue_hi + 1, (b, n), generator=generator, device=self.device)
-        fraction = torch.rand((b, n), generator=generator, device=self.device, dtype=self.dtype)
+        budget = torch.randint(es_lo, es_hi + 1, (b,), generator=generator, device=dev)
+        ue_sms = torch.randint(ue_lo, ue_hi + 1, (b, n), generator=generator, device=dev)
+        fraction = torch.rand((b, n), generator=generator, device=dev, dtype=self.dtype)
+        uniform = (torch.rand((b, n), generator=generator, device=dev, dtype=self.dtype)
+                   if cfg.channel.rayleigh_fading else None)
+        return row, budget, ue_sms, fraction, uniform
+
+    def contexts_of(self, drawn: tuple) -> Contexts:
+        """The decision points of `sample_draws`' draws: no random draws (a step captures it)."""
+        cfg = self.config
+        row, budget, ue_sms, fraction, uniform = drawn
         distance = channel.distance_from_area_fraction(fraction, cfg.channel.distance_range_m)
         gain = channel.path_gain(distance, cfg.channel)
-        if cfg.channel.rayleigh_fading:  # unit-mean exponential power gain
-            uniform = torch.rand((b, n), generator=generator, device=self.device, dtype=self.dtype)
+        if uniform is not None:  # unit-mean exponential power gain
             gain = gain * -torch.log1p(-uniform)  # exponential(1) by inversion
         return Contexts(self._bank_cluster[row], self._bank_num_clusters[row], self._bank_similarity[row], budget,
                         ue_sms, distance, channel.downlink_rate(gain, cfg.channel), row)

@@ -86,6 +86,8 @@ _NETWORK_INFO = {"utility": "utility", "quality": "total_quality", "delay": "tot
 # with dynamics on, also (of the decision point the step executed; 0 at reset)
 _DYNAMICS_AGENT_INFO = ("active", "queue_length", "requests_dropped", "dynamics_penalty", "battery_j")
 _DYNAMICS_NETWORK_INFO = ("es_available_sms", "es_held_sms")
+# the evaluation's results a step reports (the agent and network infos), of the many it computes
+_REPORTED = ("reward",) + _AGENT_INFO[1:] + tuple(_NETWORK_INFO.values())
 _TEXT_FIELDS = ("cluster", "num_clusters", "similarity")
 
 
@@ -190,6 +192,7 @@ class HISVecEnv(EnvBase):
         self.core.dynamics = self.dynamics
         # ("agents", "action_mask") is observed: dynamics on (inactive UEs exist) and discrete actions
         self.masks_actions = action_mask and self.dynamics is not None and action_mode != "continuous"
+        self._advance = captured(self._advancement, dev) if self.capture else self._advancement
         self._evaluate = captured(self._evaluation, dev) if self.capture else self._evaluation
         self._transit = captured(self._transition, dev) if self.capture else self._transition
         self._like = torch.zeros((), dtype=dtype, device=dev)
@@ -206,7 +209,7 @@ class HISVecEnv(EnvBase):
     def capture_failed(self) -> bool:
         """Whether a part of the step set to be captured runs uncaptured because the compiler failed
         (its warning said why): same results, eager speed."""
-        parts = (self._evaluate, self._transit) if self.capture else ()
+        parts = (self._advance, self._evaluate, self._transit) if self.capture else ()
         return any(part.is_captured() is False for part in parts)
 
     def _make_specs(self) -> None:
@@ -310,25 +313,27 @@ class HISVecEnv(EnvBase):
         action = tensordict.get(("agents", "action"))
         self._check_actions(action)
         actions = self.decode_actions(action)
-        # the requests' waiting and drops (they do not depend on the actions)
-        penalty = None if self.dynamics is None else self.dynamics.penalty(self._slot)
-        result, reward = self._evaluate(self._contexts, actions, penalty)
         self._steps += 1
         truncated = self._steps >= self.config.episode_length
-        if self.dynamics is not None:
-            executed = self._slot, self._dynamics_state
-            self._next_rows()  # the draws in the order of every env: the bank's rows, then the slot's
-            drawn = self.dynamics.draws(self._draws, (self.num_envs,), False, self.core.dtype)
-            self._dynamics_state, self._slot, observation = self._transit(self._dynamics_state, self._slot, result,
-                                                                          drawn)
-            self._contexts = self._build_contexts(observation)
-            return self._output(result, reward, truncated, executed)
-        self._contexts = self.core.sample(self._generator)  # the next decision point, observed at truncation too
-        return self._output(result, reward, truncated)
+        if self.dynamics is None:  # the next decision point is independent, observed at truncation too
+            drawn = self.core.sample_draws(self._generator)
+            result, reward, self._contexts, observation = self._advance(self._contexts, actions, drawn)
+            return self._output(result, reward, truncated, observation=observation)
+        # the requests' waiting and drops (they do not depend on the actions)
+        penalty = self.dynamics.penalty(self._slot)
+        result, reward = self._evaluate(self._contexts, actions, penalty)
+        executed = self._slot, self._dynamics_state
+        self._next_rows()  # the draws in the order of every env: the bank's rows, then the slot's
+        drawn = self.dynamics.draws(self._draws, (self.num_envs,), False, self.core.dtype)
+        self._dynamics_state, self._slot, observation = self._transit(self._dynamics_state, self._slot, result, drawn)
+        self._contexts = self._build_contexts(observation)
+        return self._output(result, reward, truncated, executed)
 
-    def _output(self, result, reward, truncated, executed=None) -> TensorDict:
+    def _output(self, result, reward, truncated, executed=None, observation=None) -> TensorDict:
+        """The step's (or reset's, `result` None) TensorDict; `observation`: the current decision
+        points' observation where the step computed it already."""
         b, n, dev = self.num_envs, self.num_ues, self.device
-        obs = self.core.observation(self._contexts)
+        obs = self.core.observation(self._contexts) if observation is None else observation
         false = torch.zeros((b, 1), dtype=torch.bool, device=dev)
         trunc = truncated[:, None]
         dynamic = self.dynamics is not None
@@ -363,10 +368,21 @@ class HISVecEnv(EnvBase):
             "done": trunc, "terminated": false, "truncated": trunc,
         }, batch_size=(b,), device=dev)
 
+    def _advancement(self, ctx: Contexts, actions: torch.Tensor, drawn: tuple):
+        """Dynamics off: the results of integer actions (B, N, 2) at decision points `ctx` that the
+        step reports (`_REPORTED`), the reward mode's rewards in float32, the next decision points from
+        their draws `drawn` (`VectorCore.sample_draws`) and their observation. Tensors in and out, no
+        random draws: the part of a dynamics-off step that `capture` compiles, as one graph."""
+        result, reward = self._evaluation(ctx, actions, None)
+        following = self.core.contexts_of(drawn)
+        return ({key: result[key] for key in _REPORTED}, reward.to(torch.float32), following,
+                self.core.observation(following))
+
     def _evaluation(self, ctx: Contexts, actions: torch.Tensor, penalty: torch.Tensor | None):
         """The results of integer actions (B, N, 2) at decision points `ctx`, the dynamics' charges
         `penalty` (B, N) subtracted (None: dynamics off), and the reward mode's rewards (B, N). Tensors
-        in and out, no random draws: the part of a step that `capture` compiles."""
+        in and out, no random draws: the part of a dynamics step that `capture` compiles (dynamics
+        off, `_advancement`)."""
         mode = REWARD_MODES[self.reward_mode]
         if mode.needs_counterfactuals:
             result, without = self.core.evaluate_with_counterfactuals(ctx, actions, COUNTERFACTUAL_ACTION)
