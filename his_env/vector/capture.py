@@ -10,9 +10,10 @@ distances, channel, observation; `HISVecEnv._advancement`); with the Markov-game
 evaluation (results, charges, rewards) and the transition to the next slot (`SlotDynamics.settle`,
 `evolve` from the slot's draws, the observation). `captured(function)` returns the same function
 built, on its first call, by `torch.compile(mode="reduce-overhead")`: inductor fuses the
-element-wise chains into far fewer kernels and replays them as one CUDA graph. The results are those of the uncaptured function to
-float rounding (fused kernels may sum in another order: relative differences ~1e-15 in float64);
-nothing else changes (random draws stay outside, on the env's own generator, in the same order).
+element-wise chains into far fewer kernels and replays them as one CUDA graph. The results are
+those of the uncaptured function to float rounding (fused kernels may sum in another order:
+relative differences ~1e-15 in float64); nothing else changes (random draws stay outside, on the
+env's own generator, in the same order).
 
 The first call compiles (tens of seconds; inductor keeps the compiled code in its disk cache, so
 a later process with the same shapes and config builds faster), and so does each new shape or

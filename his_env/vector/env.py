@@ -381,8 +381,8 @@ class HISVecEnv(EnvBase):
     def _evaluation(self, ctx: Contexts, actions: torch.Tensor, penalty: torch.Tensor | None):
         """The results of integer actions (B, N, 2) at decision points `ctx`, the dynamics' charges
         `penalty` (B, N) subtracted (None: dynamics off), and the reward mode's rewards (B, N). Tensors
-        in and out, no random draws: the part of a dynamics step that `capture` compiles (dynamics
-        off, `_advancement`)."""
+        in and out, no random draws: with the dynamics on, a part of the step that `capture` compiles
+        (with them off, `_advancement` holds it)."""
         mode = REWARD_MODES[self.reward_mode]
         if mode.needs_counterfactuals:
             result, without = self.core.evaluate_with_counterfactuals(ctx, actions, COUNTERFACTUAL_ACTION)
