@@ -12,7 +12,9 @@
 2. computes U_random and U_search (agents.baselines' random and search policies on the
    PettingZoo env, on the fixed evaluation seeds) once per scheme, cached on disk under
    `$HIS_MARL_CACHE/benchmark/` keyed by the env config, the seeds, the search's sweeps and a
-   digest of the code and data behind U; a read-only cache folder only costs a warning;
+   digest of the code and data behind U, and in the output folder's `references/` too (looked in
+   first: a grid copied to another machine resumes without recomputing them); a read-only cache
+   folder only costs a warning;
 3. with a time budget on a GPU (the env's step captured), first trains one iteration per task and
    collection batch size in the workers and discards it (`warm_up_runs`; `warm_up=False` skips it):
    the compiled step lands in inductor's disk cache, so no cell's time budget pays for compiling it
@@ -30,7 +32,8 @@
    score (U - U_random) / (U_search - U_random) of the greedy policy, mean and 95 % bootstrap
    confidence interval over seeds, learning curves against frames and training time, peak memory.
 
-Output folder: `benchmark.json` (the settings), `references.json`, `cells/<algo>-<scheme>-seed<S>/`
+Output folder: `benchmark.json` (the settings), `references.json`, `references/` (the references'
+cache files and episodes, so that the folder alone resumes), `cells/<algo>-<scheme>-seed<S>/`
 with `result.json` (summary, curve, status, attempts), BenchMARL's own run folder (its CSV and W&B
 logs) and, in the report, `cells.csv`, `summary.csv`, `curves.csv`, `report.md`, `scores.png`,
 `curves.png`. A benchmark interrupted or extended (more algorithms, schemes or seeds) with the same
@@ -392,9 +395,11 @@ def reference_episode(env_dict: Dict[str, Any], name: str, seed: int, search_swe
 
 def references(his_config, seeds: Sequence[int], search_sweeps: int, log: Callable[[str], None] = print,
                search_device: Optional[str] = None, backlog: bool = False, pool=None, pool_size: int = 1,
-               may_start: Optional[Callable[[float], bool]] = None) -> Dict[str, float]:
+               may_start: Optional[Callable[[float], bool]] = None, store: Optional[Path] = None) -> Dict[str, float]:
     """U_random and U_search of the PettingZoo env on `seeds` (cached on disk; an unusable cache file
-    is moved aside and recomputed). BenchmarkError when they give no usable normalisation. The search
+    is moved aside and recomputed). `store`: a folder that keeps them and their episodes as well (a
+    grid's `references/`), looked in first, so that a grid resumes without recomputing them wherever
+    its output folder goes (another machine, an empty cache). BenchmarkError when they give no usable normalisation. The search
     scores its candidates on the torch device `search_device` where given (the same sweeps, so the
     cache serves both). `backlog` with request queues on: also U of the backlog search
     (`agents.baselines`, `backlog-search`), "backlog_search", a policy above the myopic search, and
@@ -414,19 +419,23 @@ def references(his_config, seeds: Sequence[int], search_sweeps: int, log: Callab
     key = settings_key({"env": env_dict, "seeds": list(seeds), "search_sweeps": search_sweeps,
                         "code": model_source_digest(),
                         **({"backlog_weight": BACKLOG_WEIGHT, "open_loop": True} if backlog else {})})
-    path = cache_root() / "benchmark" / f"references-{key}.json"
-    if path.is_file():
-        data, problem = _read_json(path)
-        problem = problem or references_problem(data, seeds, search_sweeps)
-        for name in (("backlog_search", "open_loop") if backlog else ()):
-            if problem is None and not _finite(data.get(name)):
-                problem = f"{name} = {data.get(name)!r}; allowed: a finite number"
-        if problem is None:
-            return data
-        move_aside(path, problem)
+    folders = ([Path(store)] if store is not None else []) + [cache_root() / "benchmark"]
+    paths = [folder / f"references-{key}.json" for folder in folders]
+    for path in paths:
+        if path.is_file():
+            data, problem = _read_json(path)
+            problem = problem or references_problem(data, seeds, search_sweeps)
+            for name in (("backlog_search", "open_loop") if backlog else ()):
+                if problem is None and not _finite(data.get(name)):
+                    problem = f"{name} = {data.get(name)!r}; allowed: a finite number"
+            if problem is None:
+                for other in paths[:paths.index(path)]:  # the store gets a copy of the cache's
+                    write_cache_file(other, json.dumps(data, indent=1, sort_keys=True), "benchmark references")
+                return data
+            move_aside(path, problem)
     names = ["random", "search"] + (["backlog_search", "open_loop"] if backlog else [])
     episodes = _reference_episodes(env_dict, names, seeds, search_sweeps, search_device,
-                                   path.with_name(f"references-{key}.parts"), pool, pool_size, may_start)
+                                   folders[0] / f"references-{key}.parts", pool, pool_size, may_start)
     out: Dict[str, Any] = {"seeds": list(seeds), "search_sweeps": search_sweeps}
     for name in names:
         runs = [episodes[(name, int(seed))] for seed in seeds]
@@ -439,7 +448,8 @@ def references(his_config, seeds: Sequence[int], search_sweeps: int, log: Callab
     if problem is not None:
         raise BenchmarkError(f"references ({where}): {problem}; no cell could be scored: change the env settings, "
                              f"the evaluation episodes or the search sweeps")
-    write_cache_file(path, json.dumps(out, indent=1, sort_keys=True), "benchmark references")
+    for path in paths:
+        write_cache_file(path, json.dumps(out, indent=1, sort_keys=True), "benchmark references")
     log(f"references ({where}): " + ", ".join(f"U_{name} {out[name]:.4f} ({out[name + '_s']:.1f} s)"
                                               for name in names))
     return out
@@ -968,7 +978,9 @@ def _run(spec: BenchmarkSpec, cells, runner, log, show_bar: bool, stop, stop_aft
         return not stop.requested and within_session(estimate_s)
 
     # the reference episodes run in the cells' local workers (one at a time on a Ray cluster's driver)
-    run_in = {"pool": getattr(runner, "pool", None), "pool_size": getattr(runner, "jobs", 1), "may_start": may_start}
+    # and are kept in the output folder as well as the cache (a grid resumes on another machine without them)
+    run_in = {"pool": getattr(runner, "pool", None), "pool_size": getattr(runner, "jobs", 1), "may_start": may_start,
+              "store": out / "references"}
     try:
         for scheme in spec.tasks:  # a task label: his, or his@seq-medium-heavy
             if stop.requested:

@@ -423,6 +423,38 @@ def test_a_session_limit_while_the_references_run_keeps_the_episodes_that_ran(tm
     assert "Run in 2 sessions (sessions.json)." in (tmp_path / "bench" / "report.md").read_text()
 
 
+def test_a_grid_resumed_elsewhere_reads_its_references_from_its_output_folder(tmp_path, monkeypatch):
+    """A grid stopped by its session limit while the references ran, then copied to a machine whose
+    cache is empty (another $HIS_MARL_CACHE), runs only the reference episodes left and its cells;
+    a third session with yet another empty cache runs none."""
+    import shutil
+
+    clock = [1000.0]
+    monkeypatch.setattr(bm.time, "monotonic", lambda: clock[0])
+    monkeypatch.setenv("HIS_MARL_CACHE", str(tmp_path / "cache-a"))
+    ran = _fake_episodes(monkeypatch, clock)
+    runner = FakeRunner({("ippo", 0): [fake_result(0.5)], ("ippo", 1): [fake_result(0.6)]})
+    monkeypatch.setattr(bm, "_start_runner", lambda spec, jobs: runner)
+    spec = small(tmp_path, absolute_episodes=0, eval_episodes=2)
+    bm.run_benchmark(spec, log=lambda *_: None, show_bar=False, stop_after_s=250)
+    assert len(ran) == 2 and runner.calls == []
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "bench", moved / "bench")
+    monkeypatch.setenv("HIS_MARL_CACHE", str(tmp_path / "cache-b"))
+    spec = small(moved, absolute_episodes=0, eval_episodes=2)
+    result = bm.run_benchmark(spec, log=lambda *_: None, show_bar=False, stop_after_s=500)
+    assert sorted(ran[2:]) == [("search", 90000), ("search", 90001)] and result["stopped"] is None
+    assert runner.calls == [("ippo", 0)]
+    refs = json.loads((moved / "bench" / "references.json").read_text())["his"]
+    assert (refs["random"], refs["search"]) == (0.5, 10.5)  # seeds 90000, 90001: last digits 0, 1
+    monkeypatch.setenv("HIS_MARL_CACHE", str(tmp_path / "cache-c"))
+    bm.run_benchmark(small(moved, absolute_episodes=0, eval_episodes=2, seeds=[0, 1]), log=lambda *_: None,
+                     show_bar=False)
+    assert len(ran) == 4 and runner.calls == [("ippo", 0), ("ippo", 1)]
+    assert not (tmp_path / "cache-c" / "benchmark").exists() or not any(
+        (tmp_path / "cache-c" / "benchmark").glob("*.parts/*"))
+
+
 def test_the_first_cell_of_a_session_is_bounded_by_the_time_budget(tmp_path, monkeypatch):
     """Before any cell has finished, a cell is taken to need 1.25 x the time budget + 60 s."""
     monkeypatch.setattr(bm.time, "monotonic", lambda: 0.0)
