@@ -15,7 +15,7 @@ extra time per step. The step is captured as by default (`HISVecEnv(capture=None
 CUDA-graphed on a GPU, `his_env.vector.capture`); `--no-capture` times the uncaptured step, and
 `--compare-capture` times every setting both ways (one after the other) and prints the speed-up;
 a captured env's first steps compile, timed apart and printed. `--breakdown` also times the parts
-of a step of each dynamics-off setting apart (`step_breakdown`). Prints, one line each:
+of a step of each setting apart (`step_breakdown`). Prints, one line each:
 
 * the decision-point bank of the default config (N = 50): its size and build time (or load time
   when cached), and a check that it does not change results: U and the mean phi under a random
@@ -113,9 +113,10 @@ def paired_steps_per_second(first, second, seconds: float, device) -> tuple[floa
 
 
 def step_breakdown(env, reps: int = 200) -> str:
-    """Milliseconds per call of the parts of one step of `env` (dynamics off), each timed alone over
-    `reps` calls with the GPU's queue drained: the evaluation of the actions with the next decision
-    points (as the env runs it, and uncaptured), the random draws of those points, the output
+    """Milliseconds per call of the parts of one step of `env`, each timed alone over `reps` calls
+    with the GPU's queue drained: the captured part (dynamics off: the evaluation of the actions with
+    the next decision points; on: with the slot's charges, the transition and the next slot's
+    decision points) as the env runs it, and uncaptured, the random draws it takes, the output
     TensorDict, the action check, and the whole step (random actions, reset at truncation)."""
     import torch
 
@@ -128,10 +129,24 @@ def step_breakdown(env, reps: int = 200) -> str:
         fn()
         return 1e3 * timed_turn(fn, env.device, reps) / reps
 
-    drawn = env.core.sample_draws(env._generator)
-    parts = {"evaluation and next points": lambda: env._advance(env._contexts, actions, drawn),
-             "the same uncaptured": lambda: env._advancement(env._contexts, actions, drawn),
-             "draws of the next points": lambda: env.core.sample_draws(env._generator),
+    if env.dynamics is None:
+        drawn = env.core.sample_draws(env._generator)
+        args = (env._contexts, actions, drawn)
+        captured, uncaptured, draws = env._advance, env._advancement, lambda: env.core.sample_draws(env._generator)
+        names = ("evaluation and next points", "draws of the next points")
+    else:
+        drawn = env.dynamics.draws(env._draws, (env.num_envs,), False, env.core.dtype)
+        args = (env._contexts, actions, env._dynamics_state, env._slot, drawn, env._rows, None)
+        captured, uncaptured = env._advance_slot, env._slot_advancement
+
+        def draws():
+            env._next_rows()
+            env.dynamics.draws(env._draws, (env.num_envs,), False, env.core.dtype)
+
+        names = ("evaluation, transition and next slot", "draws of the next slot")
+    parts = {names[0]: lambda: captured(*args),
+             "the same uncaptured": lambda: uncaptured(*args),
+             names[1]: draws,
              "output": lambda: env._output(None, None, done),
              "action check": lambda: env._check_actions(actions),
              "whole step": step}
@@ -203,8 +218,8 @@ def main() -> None:
     capture.add_argument("--compare-capture", action="store_true",
                          help="time each setting captured and uncaptured and print the speed-up")
     parser.add_argument("--breakdown", action="store_true",
-                        help="also time the parts of one step (evaluation with the next decision points captured "
-                             "and not, their draws, output, action check) for each dynamics-off setting")
+                        help="also time the parts of one step of each setting (the captured part, the same "
+                             "uncaptured, its draws, output, action check)")
     args = parser.parse_args()
     if args.compare_capture and args.compare_validation:
         parser.error("--compare-capture and --compare-validation: allowed: one of them at a time")
@@ -272,7 +287,7 @@ def main() -> None:
                 note += (f"; uncaptured {plain_steps * b * env.num_ues:,.0f} agent-steps/s, step "
                          f"{1e3 / plain_steps:.3f} ms: captured x{speedups[-1]:.1f}")
         print(f"{label}: {rate:,.0f} agent-steps/s{note}", flush=True)
-        if args.breakdown and not env.core.config.dynamics.enabled_processes:
+        if args.breakdown:
             print(f"  breakdown (ms per call): {step_breakdown(env)}", flush=True)
         best[(n, mode)] = max(best.get((n, mode), (0, 0)), (rate, b))
         return rate

@@ -4,11 +4,12 @@ A `HISVecEnv` step evaluates its decision points through the shared formula code
 (`his_env.vector.core`): about 1,200 small torch operations per step with the difference reward.
 On a GPU each is a kernel launch, so up to tens of thousands of envs a step costs the same few
 milliseconds whatever B is: the time goes to launching, not to work. The env captures the
-draw-free parts of its step: with the dynamics off, one graph of the evaluation of the actions (the
+draw-free part of its step as one graph: with the dynamics off, the evaluation of the actions (the
 results the step reports, the rewards) and the next decision points from their draws (bank rows,
-distances, channel, observation; `HISVecEnv._advancement`); with the Markov-game dynamics, two: the
-evaluation (results, charges, rewards) and the transition to the next slot (`SlotDynamics.settle`,
-`evolve` from the slot's draws, the observation). `captured(function)` returns the same function
+distances, channel, observation; `HISVecEnv._advancement`); with the Markov-game dynamics, the
+slot's charges, the evaluation, the transition to the next slot (`SlotDynamics.settle`, `evolve`
+from the slot's draws) and its decision points and observation (`HISVecEnv._slot_advancement`).
+`captured(function)` returns the same function
 built, on its first call, by `torch.compile(mode="reduce-overhead")`: inductor fuses the
 element-wise chains into far fewer kernels and replays them as one CUDA graph. The results are
 those of the uncaptured function to float rounding (fused kernels may sum in another order:

@@ -193,8 +193,7 @@ class HISVecEnv(EnvBase):
         # ("agents", "action_mask") is observed: dynamics on (inactive UEs exist) and discrete actions
         self.masks_actions = action_mask and self.dynamics is not None and action_mode != "continuous"
         self._advance = captured(self._advancement, dev) if self.capture else self._advancement
-        self._evaluate = captured(self._evaluation, dev) if self.capture else self._evaluation
-        self._transit = captured(self._transition, dev) if self.capture else self._transition
+        self._advance_slot = captured(self._slot_advancement, dev) if self.capture else self._slot_advancement
         self._like = torch.zeros((), dtype=dtype, device=dev)
         self._dynamics_state = self._slot = None
         self._draws = self._generator  # a GeneratorBatch while mirroring PettingZoo episodes
@@ -209,7 +208,7 @@ class HISVecEnv(EnvBase):
     def capture_failed(self) -> bool:
         """Whether a part of the step set to be captured runs uncaptured because the compiler failed
         (its warning said why): same results, eager speed."""
-        parts = (self._advance, self._evaluate, self._transit) if self.capture else ()
+        parts = (self._advance, self._advance_slot) if self.capture else ()
         return any(part.is_captured() is False for part in parts)
 
     def _make_specs(self) -> None:
@@ -319,15 +318,13 @@ class HISVecEnv(EnvBase):
             drawn = self.core.sample_draws(self._generator)
             result, reward, self._contexts, observation = self._advance(self._contexts, actions, drawn)
             return self._output(result, reward, truncated, observation=observation)
-        # the requests' waiting and drops (they do not depend on the actions)
-        penalty = self.dynamics.penalty(self._slot)
-        result, reward = self._evaluate(self._contexts, actions, penalty)
         executed = self._slot, self._dynamics_state
         self._next_rows()  # the draws in the order of every env: the bank's rows, then the slot's
         drawn = self.dynamics.draws(self._draws, (self.num_envs,), False, self.core.dtype)
-        self._dynamics_state, self._slot, observation = self._transit(self._dynamics_state, self._slot, result, drawn)
-        self._contexts = self._build_contexts(observation)
-        return self._output(result, reward, truncated, executed)
+        text, rows = self._text_and_rows()
+        result, reward, self._dynamics_state, self._slot, self._contexts, observation = self._advance_slot(
+            self._contexts, actions, self._dynamics_state, self._slot, drawn, rows, text)
+        return self._output(result, reward, truncated, executed, observation)
 
     def _output(self, result, reward, truncated, executed=None, observation=None) -> TensorDict:
         """The step's (or reset's, `result` None) TensorDict; `observation`: the current decision
@@ -378,11 +375,26 @@ class HISVecEnv(EnvBase):
         return ({key: result[key] for key in _REPORTED}, reward.to(torch.float32), following,
                 self.core.observation(following))
 
+    def _slot_advancement(self, ctx: Contexts, actions: torch.Tensor, state, slot, drawn: dict, rows: torch.Tensor,
+                          text: tuple | None):
+        """Dynamics on: the results of integer actions (B, N, 2) in the current slot (`ctx`, `state`,
+        `slot`) that the step reports, with the charges of its waiting and dropped requests, the reward
+        mode's rewards in float32, the state after the slot, the next slot from its draws `drawn`
+        (`SlotDynamics.draws`), its decision points (the text side of bank `rows`, or `text` where
+        given) and their observation. Tensors in and out, no random draws: the part of a dynamics
+        step that `capture` compiles, as one graph."""
+        penalty = self.dynamics.penalty(slot)  # the requests' waiting and drops (not the actions')
+        result, reward = self._evaluation(ctx, actions, penalty)
+        state, slot, features = self._transition(state, slot, result, drawn)
+        following = self.core.dynamics_contexts(self.core.bank_text(rows) if text is None else text, rows, slot,
+                                                features)
+        return ({key: result[key] for key in _REPORTED + ("dynamics_penalty",)}, reward.to(torch.float32), state,
+                slot, following, self.core.observation(following))
+
     def _evaluation(self, ctx: Contexts, actions: torch.Tensor, penalty: torch.Tensor | None):
         """The results of integer actions (B, N, 2) at decision points `ctx`, the dynamics' charges
         `penalty` (B, N) subtracted (None: dynamics off), and the reward mode's rewards (B, N). Tensors
-        in and out, no random draws: with the dynamics on, a part of the step that `capture` compiles
-        (with them off, `_advancement` holds it)."""
+        in and out, no random draws (captured within `_advancement` and `_slot_advancement`)."""
         mode = REWARD_MODES[self.reward_mode]
         if mode.needs_counterfactuals:
             result, without = self.core.evaluate_with_counterfactuals(ctx, actions, COUNTERFACTUAL_ACTION)
@@ -494,8 +506,6 @@ class HISVecEnv(EnvBase):
     def _reset_dynamics(self, mask) -> TensorDict:
         fresh_state = self.dynamics.initial(self._draws, (self.num_envs,), like=self._like, dtype=self.core.dtype)
         fresh_state, fresh_slot = self.dynamics.advance(fresh_state, self._draws, True, self.core.dtype)
-        if self.capture:  # fields that share a tensor here are separate after a captured step
-            fresh_state, fresh_slot = copied((fresh_state, fresh_slot))
         fresh_rows = self._start_rows()
         if mask is None or self._dynamics_state is None:
             self._dynamics_state, self._slot, self._rows = fresh_state, fresh_slot, fresh_rows
@@ -505,7 +515,7 @@ class HISVecEnv(EnvBase):
             self._slot = merge(mask, fresh_slot, self._slot)
             self._rows = torch.where(mask, fresh_rows, self._rows)
             self._steps = torch.where(mask, torch.zeros_like(self._steps), self._steps)
-        self._contexts = self._build_contexts()
+        self._enter_slot()
         return self._output(None, None, torch.zeros(self.num_envs, dtype=torch.bool, device=self.device))
 
     def _start_rows(self) -> torch.Tensor:
@@ -528,25 +538,37 @@ class HISVecEnv(EnvBase):
     def _transition(self, state, slot, result: dict, drawn: dict):
         """From the slot just executed (its `result`) and the next slot's draws: the state after it
         (busy clocks, ES jobs, batteries), the next slot and the UEs' dynamics features. No random
-        draws: the part of a dynamics step that `capture` compiles."""
+        draws (captured within `_slot_advancement`)."""
         state, _ = self.dynamics.settle(state, slot, result)
         state, slot = self.dynamics.evolve(state, drawn, False)
         return state, slot, self.dynamics.observation_features(state, slot)
 
-    def _build_contexts(self, observation: tuple | None = None) -> Contexts:
+    def _enter_slot(self) -> None:
+        """The decision points of the slot that a reset or mirror starts. With capture, the state's,
+        slot's and contexts' tensors are then copied each to its own memory: fields that share a tensor
+        here (the contexts' and the slot's) are separate after a captured step, so the compiled step
+        serves both without compiling again."""
+        text, rows = self._text_and_rows()
+        observation = self.dynamics.observation_features(self._dynamics_state, self._slot)
+        self._contexts = self.core.dynamics_contexts(self.core.bank_text(rows) if text is None else text, rows,
+                                                     self._slot, observation)
+        if self.capture:
+            self._dynamics_state, self._slot, self._contexts = copied((self._dynamics_state, self._slot,
+                                                                       self._contexts))
+
+    def _text_and_rows(self) -> tuple:
+        """The text side of the current slot's decision points and the bank rows it comes from:
+        (None, rows) from the bank (gathered by `VectorCore.bank_text`), or the mirrored PettingZoo
+        episodes' (cluster, num_clusters, similarity) and rows -1."""
         if self._replay is None:
-            text, rows = self.core.bank_text(self._rows), self._rows
-        else:
-            t = int(self._steps.max())
-            available = self._replay["cluster"].shape[1]
-            if t >= available:
-                raise RuntimeError(f"the mirrored episodes hold {available} decision points; step {t} needs more "
-                                   f"(call reset() to leave the mirror)")
-            text = tuple(self._replay[k][:, t] for k in _TEXT_FIELDS)
-            rows = torch.full((self.num_envs,), -1, dtype=torch.int64, device=self.device)
-        if observation is None:
-            observation = self.dynamics.observation_features(self._dynamics_state, self._slot)
-        return self.core.dynamics_contexts(text, rows, self._slot, observation)
+            return None, self._rows
+        t = int(self._steps.max())
+        available = self._replay["cluster"].shape[1]
+        if t >= available:
+            raise RuntimeError(f"the mirrored episodes hold {available} decision points; step {t} needs more "
+                               f"(call reset() to leave the mirror)")
+        text = tuple(self._replay[k][:, t] for k in _TEXT_FIELDS)
+        return text, torch.full((self.num_envs,), -1, dtype=torch.int64, device=self.device)
 
     def _dynamics_agent_info(self, slot, state, penalty) -> dict[str, torch.Tensor]:
         dtype = self.core.dtype
@@ -595,9 +617,7 @@ class HISVecEnv(EnvBase):
                                                      dtype=self.core.dtype)
         self._dynamics_state, self._slot = self.dynamics.advance(self._dynamics_state, self._draws, True,
                                                                  self.core.dtype)
-        if self.capture:
-            self._dynamics_state, self._slot = copied((self._dynamics_state, self._slot))
-        self._contexts = self._build_contexts()
+        self._enter_slot()
         return self._output(None, None, torch.zeros(self.num_envs, dtype=torch.bool, device=self.device))
 
     def dynamics_books(self) -> dict[str, torch.Tensor]:

@@ -60,27 +60,23 @@ def test_captured_steps_equal_uncaptured_steps(device, setting):
 @pytest.mark.parametrize("scenario, overrides", [(None, {"ecdiff__enabled": True}), (None, {}),
                                                  ("seq-small-heavy", {})])
 def test_the_evaluation_traces_as_one_graph(scenario, overrides):
-    """No graph break in the captured parts (a value read back to the host would split them and bring
+    """No graph break in the captured step (a value read back to the host would split it and bring
     back a sync per step): paper with EC-Diff on and off (the evaluation with the next decision point),
-    and a scenario with every dynamics process on (the evaluation, and the transition to the next slot)."""
+    and a scenario with every dynamics process on (the evaluation, the transition to the next slot and
+    its decision points)."""
     env = HISVecEnv(num_envs=4, reward_mode="difference", scenario=scenario, bank_size=16, capture=False,
                     **({**SMALL, **overrides} if scenario is None else overrides))
     env.reset()
     actions = env.decode_actions(env.full_action_spec["agents", "action"].rand())
-    penalty = None if env.dynamics is None else env.dynamics.penalty(env._slot)
     if env.dynamics is None:  # the evaluation and the next decision point (bank rows, channel, observation)
         drawn = env.core.sample_draws(env._generator)
         explanation = torch._dynamo.explain(env._advancement)(env._contexts, actions, drawn)
     else:
-        explanation = torch._dynamo.explain(env._evaluation)(env._contexts, actions, penalty)
+        drawn = env.dynamics.draws(env._draws, (env.num_envs,), False, env.core.dtype)
+        explanation = torch._dynamo.explain(env._slot_advancement)(env._contexts, actions, env._dynamics_state,
+                                                                   env._slot, drawn, env._rows, None)
     assert explanation.graph_break_count == 0, [r.reason for r in explanation.break_reasons]
     assert explanation.graph_count == 1
-    if env.dynamics is not None:  # and the transition to the next slot (settle, evolve, observation)
-        result, _ = env._evaluation(env._contexts, actions, penalty)
-        drawn = env.dynamics.draws(env._draws, (env.num_envs,), False, env.core.dtype)
-        explanation = torch._dynamo.explain(env._transition)(env._dynamics_state, env._slot, result, drawn)
-        assert explanation.graph_break_count == 0, [r.reason for r in explanation.break_reasons]
-        assert explanation.graph_count == 1
 
 
 def test_capture_setting():
