@@ -399,9 +399,9 @@ def references(his_config, seeds: Sequence[int], search_sweeps: int, log: Callab
     """U_random and U_search of the PettingZoo env on `seeds` (cached on disk; an unusable cache file
     is moved aside and recomputed). `store`: a folder that keeps them and their episodes as well (a
     grid's `references/`), looked in first, so that a grid resumes without recomputing them wherever
-    its output folder goes (another machine, an empty cache). BenchmarkError when they give no usable normalisation. The search
-    scores its candidates on the torch device `search_device` where given (the same sweeps, so the
-    cache serves both). `backlog` with request queues on: also U of the backlog search
+    its output folder goes (another machine, an empty cache). BenchmarkError when they give no
+    usable normalisation. The search scores its candidates on the torch device `search_device` where
+    given (the same sweeps, so the cache serves both). `backlog` with request queues on: also U of the backlog search
     (`agents.baselines`, `backlog-search`), "backlog_search", a policy above the myopic search, and
     of the open-loop policy (`open-loop`), "open_loop", what holding the best schedule without
     looking at the state gets.

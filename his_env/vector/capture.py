@@ -9,12 +9,11 @@ results the step reports, the rewards) and the next decision points from their d
 distances, channel, observation; `HISVecEnv._advancement`); with the Markov-game dynamics, the
 slot's charges, the evaluation, the transition to the next slot (`SlotDynamics.settle`, `evolve`
 from the slot's draws) and its decision points and observation (`HISVecEnv._slot_advancement`).
-`captured(function)` returns the same function
-built, on its first call, by `torch.compile(mode="reduce-overhead")`: inductor fuses the
-element-wise chains into far fewer kernels and replays them as one CUDA graph. The results are
-those of the uncaptured function to float rounding (fused kernels may sum in another order:
-relative differences ~1e-15 in float64); nothing else changes (random draws stay outside, on the
-env's own generator, in the same order).
+`captured(function)` returns the same function built, on its first call, by
+`torch.compile(mode="reduce-overhead")`: inductor fuses the element-wise chains into far fewer
+kernels and replays them as one CUDA graph. The results are those of the uncaptured function to
+float rounding (fused kernels may sum in another order: relative differences ~1e-15 in float64);
+nothing else changes (random draws stay outside, on the env's own generator, in the same order).
 
 The first call compiles (tens of seconds; inductor keeps the compiled code in its disk cache, so
 a later process with the same shapes and config builds faster), and so does each new shape or

@@ -119,18 +119,17 @@ class VectorCore:
         gain = channel.path_gain(distance, cfg.channel)
         if uniform is not None:  # unit-mean exponential power gain
             gain = gain * -torch.log1p(-uniform)  # exponential(1) by inversion
-        return Contexts(self._bank_cluster[row], self._bank_num_clusters[row], self._bank_similarity[row], budget,
-                        ue_sms, distance, channel.downlink_rate(gain, cfg.channel), row)
+        return Contexts(*self._bank_text(row), budget, ue_sms, distance, channel.downlink_rate(gain, cfg.channel), row)
 
-    def bank_text(self, row: torch.Tensor):
+    def _bank_text(self, row: torch.Tensor) -> tuple:
         """The text side of bank rows (B,): clusters, cluster counts, phi."""
         return self._bank_cluster[row], self._bank_num_clusters[row], self._bank_similarity[row]
 
     def dynamics_contexts(self, text, row: torch.Tensor, slot, observation: tuple) -> Contexts:
-        """Contexts of a slot with dynamics: the text side (cluster, num_clusters, similarity), the
-        bank rows they came from (-1: replayed), the `Slot` and the UEs' dynamics features
-        (`SlotDynamics.observation_features`)."""
-        cluster, num_clusters, similarity = text
+        """Contexts of a slot with dynamics: the text side (cluster, num_clusters, similarity; None:
+        that of the bank rows `row`), the bank rows it came from (-1: replayed), the `Slot` and the
+        UEs' dynamics features (`SlotDynamics.observation_features`)."""
+        cluster, num_clusters, similarity = self._bank_text(row) if text is None else text
         return Contexts(cluster, num_clusters, similarity, slot.allocation_budget, slot.ue_sms, slot.distance_m,
                         slot.downlink_rate, row, slot.active, slot.ue_step_limit, slot.es_budget, observation,
                         slot.absent_budget)

@@ -386,8 +386,7 @@ class HISVecEnv(EnvBase):
         penalty = self.dynamics.penalty(slot)  # the requests' waiting and drops (not the actions')
         result, reward = self._evaluation(ctx, actions, penalty)
         state, slot, features = self._transition(state, slot, result, drawn)
-        following = self.core.dynamics_contexts(self.core.bank_text(rows) if text is None else text, rows, slot,
-                                                features)
+        following = self.core.dynamics_contexts(text, rows, slot, features)
         return ({key: result[key] for key in _REPORTED + ("dynamics_penalty",)}, reward.to(torch.float32), state,
                 slot, following, self.core.observation(following))
 
@@ -550,16 +549,15 @@ class HISVecEnv(EnvBase):
         serves both without compiling again."""
         text, rows = self._text_and_rows()
         observation = self.dynamics.observation_features(self._dynamics_state, self._slot)
-        self._contexts = self.core.dynamics_contexts(self.core.bank_text(rows) if text is None else text, rows,
-                                                     self._slot, observation)
+        self._contexts = self.core.dynamics_contexts(text, rows, self._slot, observation)
         if self.capture:
             self._dynamics_state, self._slot, self._contexts = copied((self._dynamics_state, self._slot,
                                                                        self._contexts))
 
     def _text_and_rows(self) -> tuple:
         """The text side of the current slot's decision points and the bank rows it comes from:
-        (None, rows) from the bank (gathered by `VectorCore.bank_text`), or the mirrored PettingZoo
-        episodes' (cluster, num_clusters, similarity) and rows -1."""
+        (None, rows) from the bank (`VectorCore.dynamics_contexts` gathers it), or the mirrored
+        PettingZoo episodes' (cluster, num_clusters, similarity) and rows -1."""
         if self._replay is None:
             return None, self._rows
         t = int(self._steps.max())
