@@ -19,9 +19,9 @@ from dataclasses import dataclass, field, fields
 from his_common.config import Config, ConfigError, check, setting
 
 from his_env.dynamics.mobility import MOBILITY_MODELS
-from his_env.dynamics.queues import ARRIVAL_PROCESSES, MAX_POISSON_RATE
+from his_env.dynamics.queues import ARRIVAL_PROCESSES, MAX_POISSON_RATE, BurstRates, burst_rates
 
-__all__ = ["BackgroundLoadConfig", "BatteryConfig", "ChannelMemoryConfig", "ConfigError", "DynamicsConfig",
+__all__ = ["BackgroundLoadConfig", "BatteryConfig", "BurstsConfig", "ChannelMemoryConfig", "ConfigError", "DynamicsConfig",
            "IntentConfig", "MOBILITY_PRESETS", "MobilityConfig", "RequestsConfig", "WorkConfig"]
 
 MOBILITY_PRESETS: dict[str, dict[str, float | tuple[float, float]]] = {
@@ -108,20 +108,44 @@ class BackgroundLoadConfig(Config):
 
 
 @dataclass
+class BurstsConfig(Config):
+    """Bursty arrivals (`requests.bursts`): calm and burst spells of the whole cell, the long-run rate kept."""
+
+    enabled: bool = False
+    peak_ratio: float = setting(2.5, ge=1)  # the rate in a burst over requests.rate_per_slot
+    mean_burst_slots: float = setting(10.0, ge=1)  # mean length of a burst, slots (geometric)
+    mean_calm_slots: float = setting(30.0, ge=1)  # mean length of a calm spell, slots (geometric)
+
+    def rates(self, mean_rate: float) -> BurstRates:
+        """The calm and burst rates and the chain's probabilities for the long-run rate `mean_rate`."""
+        return burst_rates(mean_rate, self.peak_ratio, self.mean_burst_slots, self.mean_calm_slots)
+
+
+@dataclass
 class RequestsConfig(Config):
     """Request arrivals, deadlines and queues (`requests`)."""
 
     enabled: bool = False
     arrivals: str = setting("bernoulli", choices=lambda: ARRIVAL_PROCESSES.names)
-    rate_per_slot: float = setting(0.1, ge=0)  # p (bernoulli) or lambda (poisson)
+    rate_per_slot: float = setting(0.1, ge=0)  # p (bernoulli) or lambda (poisson); the long-run rate with bursts
     deadline_slots: int = setting(30, ge=1)  # waiting allowed before a request is dropped
     queue_capacity: int = setting(8, ge=1)  # Q_max per UE
     drop_penalty: float = setting(1.5, ge=0)  # utility charged to a UE per request it drops
+    bursts: BurstsConfig = field(default_factory=BurstsConfig)
 
     def validate(self, prefix: str = "") -> None:
         limit = 1.0 if self.arrivals == "bernoulli" else MAX_POISSON_RATE
         check(self.rate_per_slot <= limit, prefix + "rate_per_slot", self.rate_per_slot,
               f"a number in [0, {limit:g}] for {prefix}arrivals={self.arrivals!r}")
+        if self.bursts.enabled:
+            b, key = self.bursts, prefix + "bursts."
+            fraction = b.mean_burst_slots / (b.mean_burst_slots + b.mean_calm_slots)
+            check(b.peak_ratio <= 1.0 / fraction + 1e-12, key + "peak_ratio", b.peak_ratio,
+                  f"a number in [1, {1.0 / fraction:g}] (1 / the burst fraction mean_burst_slots / (mean_burst_slots + "
+                  f"mean_calm_slots) = {fraction:g}: above it the calm rate would be negative)")
+            check(b.peak_ratio * self.rate_per_slot <= limit, key + "peak_ratio", b.peak_ratio,
+                  f"a ratio whose burst rate peak_ratio x rate_per_slot ({self.rate_per_slot:g}) is at most {limit:g} "
+                  f"for {prefix}arrivals={self.arrivals!r}")
 
 
 @dataclass

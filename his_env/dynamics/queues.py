@@ -74,6 +74,61 @@ ARRIVAL_PROCESSES.register("bernoulli", bernoulli_arrivals)
 ARRIVAL_PROCESSES.register("poisson", poisson_arrivals)
 
 
+@dataclass(frozen=True)
+class BurstRates:
+    """A two-state Markov-modulated arrival process (`burst_rates`): the rate in each state, the
+    chain's transition probabilities per slot and the stationary share of burst slots."""
+
+    calm_rate: float  # requests per UE per slot in a calm slot
+    burst_rate: float  # in a burst slot
+    enter_probability: float  # P(burst next slot | calm now) = 1 / mean calm spell
+    leave_probability: float  # P(calm next slot | burst now) = 1 / mean burst spell
+    burst_fraction: float  # stationary P(burst) = mean burst / (mean burst + mean calm)
+
+
+def burst_rates(mean_rate: float, peak_ratio: float, mean_burst_slots: float, mean_calm_slots: float) -> BurstRates:
+    """Bursty arrivals with long-run rate `mean_rate`: the cell alternates between calm and burst
+    spells of geometric lengths (means in slots, >= 1), a two-state Markov-modulated process (an
+    MMPP; Fischer & Meier-Hellstern, "The Markov-modulated Poisson process (MMPP) cookbook",
+    Performance Evaluation 18(2), 1993). In a burst the rate is peak_ratio x mean_rate; the calm rate
+    is what keeps the long-run mean, (mean_rate - pi_b peak_ratio mean_rate) / (1 - pi_b), pi_b the
+    burst fraction; so peak_ratio may be at most 1 / pi_b (then calm spells bring nothing)."""
+    if not (mean_burst_slots >= 1 and mean_calm_slots >= 1):
+        raise ValueError(f"mean burst and calm spells of {mean_burst_slots} and {mean_calm_slots} slots; allowed: "
+                         f"numbers >= 1 (spells last whole slots)")
+    fraction = mean_burst_slots / (mean_burst_slots + mean_calm_slots)
+    if not 1.0 <= peak_ratio <= 1.0 / fraction + 1e-12:
+        raise ValueError(f"burst peak ratio {peak_ratio}; allowed: [1, {1.0 / fraction:g}] (1 / the burst fraction "
+                         f"{fraction:g}: above it the calm rate would be negative)")
+    burst = peak_ratio * mean_rate
+    calm = max((mean_rate - fraction * burst) / (1.0 - fraction), 0.0)
+    return BurstRates(calm, burst, 1.0 / mean_calm_slots, 1.0 / mean_burst_slots, fraction)
+
+
+def initial_burst(uniform, rates: BurstRates):
+    """The chain's state at reset, from its stationary distribution: burst if u < pi_b (bool, shape of `uniform`)."""
+    return uniform < rates.burst_fraction
+
+
+def burst_step(burst, uniform, rates: BurstRates):
+    """The chain one slot on: a burst ends if u < P(leave), a calm spell ends if u < P(enter) (bool)."""
+    xp = namespace(uniform)
+    return xp.where(burst, uniform >= rates.leave_probability, uniform < rates.enter_probability)
+
+
+def modulated_arrivals(process: str, uniform, burst, rates: BurstRates):
+    """This slot's counts (int (..., N)) of arrival process `process` at the burst rate in the envs in
+    a burst (`burst` bool (...)), at the calm rate elsewhere; from the same uniforms either way."""
+    xp = namespace(uniform)
+    draw = ARRIVAL_PROCESSES[process]
+    return xp.where(burst[..., None], draw(uniform, rates.burst_rate), draw(uniform, rates.calm_rate))
+
+
+def draw_burst(generator, env_shape: tuple[int, ...] = (), dtype=None):
+    """The uniforms (...) the burst chain consumes at reset and each slot (shape () for one env)."""
+    return draws.uniform(generator, tuple(env_shape), dtype)
+
+
 def draw_arrivals(generator, num_ues_shape: tuple[int, ...], dtype=None):
     """The uniforms (..., N) one slot of arrivals consumes."""
     return draws.uniform(generator, tuple(num_ues_shape), dtype)

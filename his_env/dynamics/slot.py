@@ -23,7 +23,8 @@ env reads it from its bank). Its physical side is here, in this order:
    pays the downlink and the fewest UE steps the ES can leave it (battery), and only if the ES can
    start phases at all: a budget left of at least one SM per cluster and as many free rows in the
    job table (otherwise no request starts this slot; requests wait in their queues);
-6. queue_step: arrivals, deadline drops, overflow; each free UE starts its head-of-line request
+6. queue_step: arrivals (with bursts on, at the rate of the cell's calm or burst spell, the burst
+   chain one slot on first), deadline drops, overflow; each free UE starts its head-of-line request
    (requests off: each free UE brings one new request). The UEs that start one are *active*.
 
 Then the agents act (all of them; an inactive UE's action has no effect, `system_model.active_only`):
@@ -39,7 +40,8 @@ through the last slot (so each request is charged w_T times its wait, served or 
 `requests.drop_penalty` per dropped request (deadline or overflow), to the UE that owns it
 (`penalty`). Draws per slot, in order: mobility (or distance fractions), fading normals (or
 uniforms for a fresh gain), the background-load normal (or a uniform for the budget), UE-SM
-uniforms, arrival uniforms; at reset first the initial mobility, fading, load and battery draws.
+uniforms, the burst chain's uniform (bursts on), arrival uniforms; at reset first the initial
+mobility, fading, load, battery and burst draws.
 """
 from __future__ import annotations
 
@@ -74,6 +76,7 @@ class DynamicsState:
     fading: Any = None  # float (..., N, 2)
     latent_load: Any = None  # float (...)
     queues: queues.QueueState | None = None
+    burst: Any = None  # bool (...): the cell's arrivals in a burst spell (requests.bursts)
     jobs: work.EsJobs | None = None
     battery_j: Any = None  # float (..., N)
     battery_initial_j: Any = None  # the books, cumulative from reset (..., N)
@@ -144,6 +147,7 @@ class SlotDynamics:
             self.rho = d.channel.correlation if d.channel.correlation is not None else float(
                 channel_memory.fading_correlation(d.channel.speed_mps, d.channel.carrier_hz, d.slot_s))
         self.load_moments = d.background_load.moments(config.es.sm_range)
+        self.burst_rates = d.requests.bursts.rates(d.requests.rate_per_slot) if d.requests.bursts.enabled else None
         # the rate a UE at the inner radius has with a unit fading gain: the scale of the observed rate
         self.reference_rate = float(channel.downlink_rate(channel.path_gain(np.float64(cell[0]), config.channel),
                                                           config.channel))
@@ -174,6 +178,8 @@ class SlotDynamics:
             state.battery_shortfall_j = state.battery_spilled_j = zeros
         if d.requests.enabled:
             state.queues = queues.empty_queues(shape, d.requests.queue_capacity, like=like)
+            if d.requests.bursts.enabled:
+                state.burst = queues.initial_burst(queues.draw_burst(source, env_shape, dtype), self.burst_rates)
         if d.work.enabled:
             state.jobs = work.no_es_jobs(env_shape, d.work.max_es_jobs, like=like)
             state.held_sms = state.held_slots = zeros
@@ -204,6 +210,8 @@ class SlotDynamics:
             out["available"] = draws.uniform(source, env_shape, dtype)
         out["ue_sms"] = draws.uniform(source, shape, dtype)
         if d.requests.enabled:
+            if d.requests.bursts.enabled and not first:
+                out["burst"] = queues.draw_burst(source, env_shape, dtype)
             out["arrivals"] = queues.draw_arrivals(source, shape, dtype)
         return out
 
@@ -285,7 +293,12 @@ class SlotDynamics:
         # 6. the queues
         if d.requests.enabled:
             r = d.requests
-            arrivals = queues.ARRIVAL_PROCESSES[r.arrivals](drawn["arrivals"], r.rate_per_slot)
+            if r.bursts.enabled:
+                if not first:
+                    state.burst = queues.burst_step(state.burst, drawn["burst"], self.burst_rates)
+                arrivals = queues.modulated_arrivals(r.arrivals, drawn["arrivals"], state.burst, self.burst_rates)
+            else:
+                arrivals = queues.ARRIVAL_PROCESSES[r.arrivals](drawn["arrivals"], r.rate_per_slot)
             waited = state.queues.length  # every request waiting now waits through the slot just ended
             state.queues, events = queues.queue_step(state.queues, arrivals, free, r.deadline_slots,
                                                      served_waits=False)

@@ -252,6 +252,64 @@ def test_arrivals_by_inversion_match_scipy():
         queues.bernoulli_arrivals(u, 1.5)
 
 
+def test_burst_rates_by_hand():
+    rates = queues.burst_rates(0.2, 2.5, 10, 30)  # burst fraction 10 / 40 = 1/4
+    assert rates.burst_fraction == pytest.approx(0.25)
+    assert rates.burst_rate == pytest.approx(0.5)  # 2.5 x 0.2
+    assert rates.calm_rate == pytest.approx(0.1)  # (0.2 - 0.25 x 0.5) / 0.75
+    assert (rates.enter_probability, rates.leave_probability) == pytest.approx((1 / 30, 1 / 10))
+    assert queues.burst_rates(0.2, 4.0, 10, 30).calm_rate == 0.0  # peak ratio 1 / fraction: calm spells bring none
+    with pytest.raises(ValueError, match=r"burst peak ratio 4.5; allowed: \[1, 4\]"):
+        queues.burst_rates(0.2, 4.5, 10, 30)
+    with pytest.raises(ValueError, match=r"spells of 0.5 and 30 slots; allowed: numbers >= 1"):
+        queues.burst_rates(0.2, 2.0, 0.5, 30)
+    # the chain by hand: a burst ends where u < 1/10, a calm spell where u < 1/30
+    burst = np.array([True, True, False, False])
+    np.testing.assert_array_equal(queues.burst_step(burst, np.array([0.05, 0.5, 0.02, 0.5]), rates),
+                                  [False, True, True, False])
+    np.testing.assert_array_equal(queues.initial_burst(np.array([0.1, 0.3]), rates), [True, False])
+    counts = queues.modulated_arrivals("bernoulli", np.array([[0.3, 0.05], [0.3, 0.05]]), np.array([True, False]), rates)
+    np.testing.assert_array_equal(counts, [[1, 1], [0, 1]])  # u < 0.5 in the burst, u < 0.1 in the calm
+
+
+def test_bursty_arrivals_statistics():
+    """The burst chain's stationary share, spell lengths and autocorrelation, and the arrivals' long-run
+    and conditional rates, against their closed forms (numpy and torch on the same draws)."""
+    mean_rate, rates = 0.2, queues.burst_rates(0.2, 2.5, 10, 30)
+    envs, slots, ues = 400, 4000, 10
+    rng = np.random.default_rng(11)
+    chain_u, arrival_u = rng.random((slots, envs)), rng.random((slots, envs, ues))
+
+    def run(convert):
+        burst = queues.initial_burst(convert(chain_u[0]), rates)
+        path, counts = [], []
+        for t in range(slots):
+            if t:
+                burst = queues.burst_step(burst, convert(chain_u[t]), rates)
+            path.append(burst)
+            counts.append(queues.modulated_arrivals("bernoulli", convert(arrival_u[t]), burst, rates))
+        return path, counts
+
+    path_np, counts_np = (np.stack(x) for x in run(np.asarray))
+    path_torch, counts_torch = (torch.stack(x) for x in run(as_torch))
+    assert_same(path_np, path_torch)
+    assert_same(counts_np, counts_torch)
+    pi, lam = 0.25, 1 - 1 / 30 - 1 / 10  # a two-state chain's lag-k autocorrelation is lam^k
+    n = path_np.size
+    se = math.sqrt(pi * (1 - pi) * (1 + lam) / (1 - lam) / n)
+    assert abs(path_np.mean() - pi) < 5 * se
+    for lag in (1, 3):
+        assert abs(lag_autocorrelation(path_np.astype(float), lag) - lam**lag) < 0.01
+    starts = path_np[1:] & ~path_np[:-1]  # bursts that begin inside the run: their mean length is 10 slots
+    spells = path_np[1:].sum() / max(int(starts.sum()), 1)
+    assert abs(spells - 10) < 0.5
+    rate_var = pi * (1 - pi) * (rates.burst_rate - rates.calm_rate) ** 2
+    se_rate = math.sqrt(rate_var * (1 + lam) / (1 - lam) / n + mean_rate * (1 - mean_rate) / counts_np.size)
+    assert abs(counts_np.mean() - mean_rate) < 5 * se_rate  # the long-run rate is the scenario's
+    in_burst = np.broadcast_to(path_np[..., None], counts_np.shape)
+    assert abs(counts_np[in_burst].mean() - 0.5) < 0.005 and abs(counts_np[~in_burst].mean() - 0.1) < 0.005
+
+
 def reference_queues(arrivals, free, capacity, deadline):
     """The same queues with Python deques, one UE at a time: per-slot events (T, N)."""
     slots, ues = arrivals.shape
@@ -543,6 +601,12 @@ def test_mobility_presets_and_overrides():
     ({"channel.correlation": float("nan")}, r"'channel.correlation' has value nan"),
     ({"battery.initial_fraction": [0.9, 0.2]}, r"'battery.initial_fraction' has value \[0.9, 0.2\]"),
     ({"work.max_es_jobs": 0}, r"'work.max_es_jobs' has value 0; allowed: an integer >= 1"),
+    ({"requests.bursts.enabled": True, "requests.bursts.peak_ratio": 5.0},
+     r"'requests.bursts.peak_ratio' has value 5.0; allowed: a number in \[1, 4\]"),
+    ({"requests.bursts.enabled": True, "requests.rate_per_slot": 0.5},
+     r"'requests.bursts.peak_ratio' has value 2.5; allowed: a ratio whose burst rate peak_ratio x rate_per_slot "
+     r"\(0.5\) is at most 1 for requests.arrivals='bernoulli'"),
+    ({"requests.bursts.mean_calm_slots": 0.5}, r"'requests.bursts.mean_calm_slots' has value 0.5; allowed: a number >= 1"),
     ({"intent.keep": 0.5}, r"unknown config key 'intent.keep'; allowed keys here: \['enabled', 'keep_probability'\]"),
 ])
 def test_config_errors_name_the_key_and_what_is_allowed(override, message):

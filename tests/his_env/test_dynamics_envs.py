@@ -24,13 +24,22 @@ PROCESSES = {
                  "dynamics.requests.queue_capacity": 2},
     "work": {}, "intent": {},
     "battery": {"dynamics.battery.capacity_j": 3000.0, "dynamics.battery.trickle_charge_w": 0.5},
+    # bursty arrivals (a part of requests, which it switches on, with the settings above): short spells, so that
+    # both come within 12 slots; bursts of 0.8 requests per slot, calm spells of 0.3
+    "bursts": {"dynamics.requests.enabled": True, "dynamics.requests.rate_per_slot": 0.5,
+               "dynamics.requests.deadline_slots": 3, "dynamics.requests.queue_capacity": 2,
+               "dynamics.requests.bursts.enabled": True, "dynamics.requests.bursts.mean_burst_slots": 2.0,
+               "dynamics.requests.bursts.mean_calm_slots": 3.0, "dynamics.requests.bursts.peak_ratio": 1.6},
 }
+
+SECTIONS = [name for name in PROCESSES if name != "bursts"]  # every config section on, as the other tests' episodes
 
 
 def overrides_with(processes, scheme="his"):
     out = {**SMALL, "scheme.name": scheme}
     for name in processes:
-        out[f"dynamics.{name}.enabled"] = True
+        if name != "bursts":
+            out[f"dynamics.{name}.enabled"] = True
         out.update(PROCESSES[name])
     return {key.replace(".", "__"): value for key, value in out.items()}
 
@@ -107,7 +116,7 @@ def test_vector_env_replays_pettingzoo_episodes(processes, scheme):
 def test_the_checked_settings_exercise_every_process():
     """The mirror test is not vacuous: with every process on, requests are served and dropped,
     batteries move UE steps to the ES, UEs stay busy across slots and ES SMs are held."""
-    _, episodes = pettingzoo_episodes(overrides_with(list(PROCESSES)))
+    _, episodes = pettingzoo_episodes(overrides_with(SECTIONS))
     infos = [step[a] for e in episodes for step in e["infos"][1:] for a in step]
     books = {key: sum(e["books"][key].sum() for e in episodes) for key in episodes[0]["books"]}
     assert books["requests_served"] > 0 and books["requests_dropped_deadline"] > 0
@@ -117,12 +126,24 @@ def test_the_checked_settings_exercise_every_process():
     assert max(i["es_held_sms"] for i in infos) > 0
 
 
+def test_the_checked_bursts_visit_both_spells():
+    """The mirror test of bursty arrivals is not vacuous: its episodes have calm and burst slots."""
+    env = his_env.parallel_env(**overrides_with(["bursts"]))
+    spells = []
+    for seed in SEEDS:
+        env.reset(seed=seed)
+        while env.agents:
+            env.step({a: env.action_space(a).sample() for a in env.agents})
+            spells.append(bool(env._dynamics_state.burst))
+    assert 0 < sum(spells) < len(spells)
+
+
 def test_each_ue_observes_its_last_delay_over_the_deadline():
     """The last-delay feature is T_n of the UE's last request (the `delay` info of the step where it
     was active) over the deadline (3 slots of 1 s here), and 0 before its first request."""
     from his_env.dynamics.slot import OBSERVATION_FEATURES
 
-    _, episodes = pettingzoo_episodes(overrides_with(list(PROCESSES)), seeds=(0,))
+    _, episodes = pettingzoo_episodes(overrides_with(SECTIONS), seeds=(0,))
     episode = episodes[0]
     agents = list(episode["infos"][0])
     column = 3 + OBSERVATION_FEATURES.index("last_delay_fraction")
@@ -184,7 +205,7 @@ def test_the_difference_reward_charges_each_ue_its_queue_and_held_sms():
     from agents.rllib.env_adapter import HISMultiAgentEnv
     from his_env.config import HISConfig
 
-    kwargs = overrides_with(list(PROCESSES))
+    kwargs = overrides_with(SECTIONS)
     env, episodes = pettingzoo_episodes(kwargs, seeds=(0,))
     agents = env.possible_agents
     config = HISConfig().with_overrides(**kwargs)
@@ -233,7 +254,7 @@ def test_evaluate_joint_actions_takes_a_budget_per_candidate_and_refuses_a_bad_o
     """Each candidate's own ES budget: a larger budget never lowers U of the same joint action here
     (ES phases only get faster), the decision point's own budget gives the default's U, and a budget
     of the wrong shape, dtype or value is refused naming what is allowed."""
-    env = his_env.parallel_env(**overrides_with(list(PROCESSES)))
+    env = his_env.parallel_env(**overrides_with(SECTIONS))
     env.reset(seed=0)
     env.step({a: np.array([4, 3]) for a in env.agents})  # slot 1: six UEs start requests
     assert env.decision_context()["active"].any()

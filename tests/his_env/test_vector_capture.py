@@ -31,7 +31,7 @@ def test_captured_steps_equal_uncaptured_steps(device, setting):
         envs = paired_envs(device, reward_mode="difference", ecdiff__enabled=True, **SMALL)
     else:
         envs = paired_envs(device, reward_mode="difference", scenario="seq-small-heavy", num_ues=6,
-                           episode_length=3)
+                           episode_length=3, dynamics__requests__bursts__enabled=True)
     assert envs[1].config.dynamics.enabled_processes or setting.startswith("paper")
     tds = [env.reset() for env in envs]
     kept = [[], []]
@@ -58,7 +58,7 @@ def test_captured_steps_equal_uncaptured_steps(device, setting):
 
 
 @pytest.mark.parametrize("scenario, overrides", [(None, {"ecdiff__enabled": True}), (None, {}),
-                                                 ("seq-small-heavy", {})])
+                                                 ("seq-small-heavy", {"dynamics__requests__bursts__enabled": True})])
 def test_the_evaluation_traces_as_one_graph(scenario, overrides):
     """No graph break in the captured step (a value read back to the host would split it and bring
     back a sync per step): paper with EC-Diff on and off (the evaluation with the next decision point),
