@@ -116,8 +116,10 @@ def step_breakdown(env, reps: int = 200) -> str:
     """Milliseconds per call of the parts of one step of `env`, each timed alone over `reps` calls
     with the GPU's queue drained: the captured part (dynamics off: the evaluation of the actions with
     the next decision points; on: with the slot's charges, the transition and the next slot's
-    decision points) as the env runs it, and uncaptured, the random draws it takes, the output
-    TensorDict, the action check, and the whole step (random actions, reset at truncation)."""
+    decision points) as the env runs it, and uncaptured, the random draws it takes, the step's output
+    TensorDict (from the graph's results), the action check, the whole step (random actions, reset
+    at truncation), and TorchRL's `step_and_maybe_reset` around a `_step` that returns a prebuilt
+    output (what any env with these specs pays around its own work)."""
     import torch
 
     shape = env.full_action_spec["agents", "action"].shape
@@ -134,6 +136,8 @@ def step_breakdown(env, reps: int = 200) -> str:
         args = (env._contexts, actions, drawn)
         captured, uncaptured, draws = env._advance, env._advancement, lambda: env.core.sample_draws(env._generator)
         names = ("evaluation and next points", "draws of the next points")
+        result, reward, _, observation = uncaptured(*args)
+        executed = None
     else:
         drawn = env.dynamics.draws(env._draws, (env.num_envs,), False, env.core.dtype)
         args = (env._contexts, actions, env._dynamics_state, env._slot, drawn, env._rows, None)
@@ -144,13 +148,26 @@ def step_breakdown(env, reps: int = 200) -> str:
             env.dynamics.draws(env._draws, (env.num_envs,), False, env.core.dtype)
 
         names = ("evaluation, transition and next slot", "draws of the next slot")
+        result, reward, *_, observation = uncaptured(*args)
+        executed = env._slot, env._dynamics_state
     parts = {names[0]: lambda: captured(*args),
              "the same uncaptured": lambda: uncaptured(*args),
              names[1]: draws,
-             "output": lambda: env._output(None, None, done),
+             "output": lambda: env._output(result, reward, done, executed, observation),
              "action check": lambda: env._check_actions(actions),
              "whole step": step}
-    return ", ".join(f"{name} {ms(fn):.3f} ms" for name, fn in parts.items())
+    timed = {name: ms(fn) for name, fn in parts.items()}
+    # TorchRL's step_and_maybe_reset alone: around a _step that returns a step's output, prebuilt
+    td = env.reset()
+    td["agents", "action"] = actions
+    prebuilt = env._step(td)
+    env._step = lambda tensordict: prebuilt.clone(False)
+    try:
+        timed["TorchRL's step around it"] = ms(step)
+    finally:
+        del env._step  # the env's own _step again
+        env.reset()
+    return ", ".join(f"{name} {value:.3f} ms" for name, value in timed.items())
 
 
 def bank_check(bank, samples: int, seed: int = 0) -> str:

@@ -111,3 +111,29 @@ def test_a_compiler_that_fails_leaves_the_step_uncaptured_with_a_warning(monkeyp
             outs.append(env.step(tds[i])["next"])
     torch.testing.assert_close(outs[1]["agents", "reward"], outs[0]["agents", "reward"], rtol=0, atol=0)
     assert fallback.capture_failed and not plain.capture_failed  # what bench_vec_env.py reports
+
+
+@pytest.mark.parametrize("scenario", [None, "seq-small-heavy"])
+def test_the_step_breakdown_times_every_part_and_leaves_the_env_as_it_was(scenario):
+    """`bench_vec_env.py --breakdown`: every part timed (a positive number of ms), and the env's own
+    `_step` back afterwards (the TorchRL part swaps in a prebuilt output): its steps still move on."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_vec_env.py"
+    spec = importlib.util.spec_from_file_location("bench_vec_env_under_test", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    env = HISVecEnv(num_envs=2, reward_mode="difference", scenario=scenario, bank_size=16,
+                    **(SMALL if scenario is None else {"num_ues": 4}))
+    line = bench.step_breakdown(env, reps=2)
+    parts = dict(re.findall(r"(?:, )?(.+?) (\d+\.\d{3}) ms", line))  # a name may hold a comma
+    assert {"the same uncaptured", "output", "action check", "whole step", "TorchRL's step around it"} <= set(parts)
+    assert all(float(value) > 0 for value in parts.values()), line
+    assert "_step" not in vars(env)
+    td = env.reset()
+    td["agents", "action"] = env.full_action_spec["agents", "action"].rand()
+    first = env.step(td)["next", "agents", "reward"]
+    td["agents", "action"] = env.full_action_spec["agents", "action"].rand()
+    assert not torch.equal(env.step(td)["next", "agents", "reward"], first)
