@@ -19,10 +19,10 @@ from dataclasses import dataclass, field, fields
 from his_common.config import Config, ConfigError, check, setting
 
 from his_env.dynamics.mobility import MOBILITY_MODELS
-from his_env.dynamics.queues import ARRIVAL_PROCESSES, MAX_POISSON_RATE, BurstRates, burst_rates
+from his_env.dynamics.queues import ARRIVAL_PROCESSES, MAX_POISSON_RATE, BurstRates, burst_fraction, burst_rates
 
-__all__ = ["BackgroundLoadConfig", "BatteryConfig", "BurstsConfig", "ChannelMemoryConfig", "ConfigError", "DynamicsConfig",
-           "IntentConfig", "MOBILITY_PRESETS", "MobilityConfig", "RequestsConfig", "WorkConfig"]
+__all__ = ["BackgroundLoadConfig", "BatteryConfig", "BurstsConfig", "ChannelMemoryConfig", "ConfigError",
+           "DynamicsConfig", "IntentConfig", "MOBILITY_PRESETS", "MobilityConfig", "RequestsConfig", "WorkConfig"]
 
 MOBILITY_PRESETS: dict[str, dict[str, float | tuple[float, float]]] = {
     "pedestrian": {
@@ -139,7 +139,7 @@ class RequestsConfig(Config):
               f"a number in [0, {limit:g}] for {prefix}arrivals={self.arrivals!r}")
         if self.bursts.enabled:
             b, key = self.bursts, prefix + "bursts."
-            fraction = b.mean_burst_slots / (b.mean_burst_slots + b.mean_calm_slots)
+            fraction = burst_fraction(b.mean_burst_slots, b.mean_calm_slots)
             check(b.peak_ratio <= 1.0 / fraction + 1e-12, key + "peak_ratio", b.peak_ratio,
                   f"a number in [1, {1.0 / fraction:g}] (1 / the burst fraction mean_burst_slots / (mean_burst_slots + "
                   f"mean_calm_slots) = {fraction:g}: above it the calm rate would be negative)")

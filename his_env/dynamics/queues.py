@@ -86,6 +86,11 @@ class BurstRates:
     burst_fraction: float  # stationary P(burst) = mean burst / (mean burst + mean calm)
 
 
+def burst_fraction(mean_burst_slots: float, mean_calm_slots: float) -> float:
+    """pi_b, the stationary share of burst slots: mean burst / (mean burst + mean calm spell)."""
+    return mean_burst_slots / (mean_burst_slots + mean_calm_slots)
+
+
 def burst_rates(mean_rate: float, peak_ratio: float, mean_burst_slots: float, mean_calm_slots: float) -> BurstRates:
     """Bursty arrivals with long-run rate `mean_rate`: the cell alternates between calm and burst
     spells of geometric lengths (means in slots, >= 1), a two-state Markov-modulated process (an
@@ -96,7 +101,7 @@ def burst_rates(mean_rate: float, peak_ratio: float, mean_burst_slots: float, me
     if not (mean_burst_slots >= 1 and mean_calm_slots >= 1):
         raise ValueError(f"mean burst and calm spells of {mean_burst_slots} and {mean_calm_slots} slots; allowed: "
                          f"numbers >= 1 (spells last whole slots)")
-    fraction = mean_burst_slots / (mean_burst_slots + mean_calm_slots)
+    fraction = burst_fraction(mean_burst_slots, mean_calm_slots)
     if not 1.0 <= peak_ratio <= 1.0 / fraction + 1e-12:
         raise ValueError(f"burst peak ratio {peak_ratio}; allowed: [1, {1.0 / fraction:g}] (1 / the burst fraction "
                          f"{fraction:g}: above it the calm rate would be negative)")

@@ -268,7 +268,8 @@ def test_burst_rates_by_hand():
     np.testing.assert_array_equal(queues.burst_step(burst, np.array([0.05, 0.5, 0.02, 0.5]), rates),
                                   [False, True, True, False])
     np.testing.assert_array_equal(queues.initial_burst(np.array([0.1, 0.3]), rates), [True, False])
-    counts = queues.modulated_arrivals("bernoulli", np.array([[0.3, 0.05], [0.3, 0.05]]), np.array([True, False]), rates)
+    uniforms, in_burst = np.array([[0.3, 0.05], [0.3, 0.05]]), np.array([True, False])
+    counts = queues.modulated_arrivals("bernoulli", uniforms, in_burst, rates)
     np.testing.assert_array_equal(counts, [[1, 1], [0, 1]])  # u < 0.5 in the burst, u < 0.1 in the calm
 
 
@@ -606,7 +607,8 @@ def test_mobility_presets_and_overrides():
     ({"requests.bursts.enabled": True, "requests.rate_per_slot": 0.5},
      r"'requests.bursts.peak_ratio' has value 2.5; allowed: a ratio whose burst rate peak_ratio x rate_per_slot "
      r"\(0.5\) is at most 1 for requests.arrivals='bernoulli'"),
-    ({"requests.bursts.mean_calm_slots": 0.5}, r"'requests.bursts.mean_calm_slots' has value 0.5; allowed: a number >= 1"),
+    ({"requests.bursts.mean_calm_slots": 0.5},
+     r"'requests.bursts.mean_calm_slots' has value 0.5; allowed: a number >= 1"),
     ({"intent.keep": 0.5}, r"unknown config key 'intent.keep'; allowed keys here: \['enabled', 'keep_probability'\]"),
 ])
 def test_config_errors_name_the_key_and_what_is_allowed(override, message):
